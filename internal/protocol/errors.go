@@ -1,0 +1,61 @@
+package protocol
+
+import "errors"
+
+// Code is a stable, documented error code carried in error frames and in
+// HTTP API error bodies. Codes never change meaning once published; see
+// docs/protocol.md.
+type Code string
+
+// Error codes sent in {"type":"error","code":...} frames.
+const (
+	CodeBadJSON            Code = "bad_json"         // frame is not a JSON object
+	CodeUnknownType        Code = "unknown_type"     // "type" missing or not a known command
+	CodeChannelRequired    Code = "channel_required" // command needs "channel"
+	CodeInvalidChannel     Code = "invalid_channel"  // channel name breaks the naming rules
+	CodeForbidden          Code = "forbidden"        // identity may not do this on this channel
+	CodeNotSubscribed      Code = "not_subscribed"   // unsubscribe from a channel not subscribed
+	CodeTooManySubs        Code = "too_many_subscriptions"
+	CodeBinaryNotSupported Code = "binary_not_supported" // binary frames carry no herald command
+	CodeRateLimited        Code = "rate_limited"         // command dropped by the per-connection limiter
+	CodeBadRequest         Code = "bad_request"          // a field has the wrong shape
+	CodeUnauthorized       Code = "unauthorized"         // missing, invalid or expired credentials
+	CodeNotFound           Code = "not_found"
+	CodeInternal           Code = "internal"
+)
+
+// Error is an error with a stable protocol code. Packages return *Error (or
+// wrap one) when the failure must reach a client with a specific code;
+// CodeOf maps any error to the code sent on the wire.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Errorf is shorthand for &Error{Code: code, Message: msg}.
+func NewError(code Code, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// CodeOf returns the protocol code carried by err, or CodeInternal.
+func CodeOf(err error) Code {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return CodeInternal
+}
+
+// WebSocket close codes. 1000–1015 are RFC 6455; 4000–4999 are herald's own.
+const (
+	CloseNormal         = 1000
+	CloseGoingAway      = 1001 // server shutting down
+	CloseInvalidPayload = 1007 // invalid UTF-8 in a text frame
+	CloseMessageTooBig  = 1009 // frame larger than --max-message-bytes
+	CloseDisconnected   = 4000 // disconnected through the server API
+	CloseUnauthorized   = 4001 // token expired or revoked on a live connection
+	CloseNoPong         = 4002 // nothing heard for --pong-timeout
+	CloseForbidden      = 4003
+	CloseSlowConsumer   = 4008 // send queue exceeded --client-queue-bytes
+	CloseRateLimited    = 4029 // sustained command flood
+)
