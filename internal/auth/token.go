@@ -1,0 +1,384 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Identity is who a connection is, as established by a verified token (or, in
+// insecure dev mode, query params).
+type Identity struct {
+	// UserID is the JWT "sub" claim; never empty for a verified token.
+	UserID string
+	// Role is the optional "role" claim.
+	Role string
+	// OrgID is the optional "org" claim.
+	OrgID string
+	// Channels is the optional "channels" allow-list: exact channel names, or
+	// prefix patterns ending in "*" (e.g. "docs:*"). Empty means no
+	// restriction beyond the built-in rules; see [Policy.Authorize].
+	Channels []string
+	// ExpiresAt is the "exp" claim; zero when there is no expiry (insecure
+	// mode only — verified tokens always expire).
+	ExpiresAt time.Time
+}
+
+// Errors returned by [Verifier.Verify] wrap exactly one of these; [Reason]
+// turns them into metric labels. The wrapped detail is meant for server logs,
+// not for clients.
+var (
+	// ErrMissingToken: no token was presented.
+	ErrMissingToken = errors.New("auth: missing token")
+	// ErrMalformed: the token is not a well-formed JWS compact JWT (segments,
+	// base64, JSON, missing "alg" header, oversized).
+	ErrMalformed = errors.New("auth: malformed token")
+	// ErrBadSignature: the signature does not verify with the configured key.
+	ErrBadSignature = errors.New("auth: bad token signature")
+	// ErrExpired: "exp" is in the past (after leeway).
+	ErrExpired = errors.New("auth: token expired")
+	// ErrAlgorithm: the token's "alg" is not one the configured keys accept
+	// (including "none" and algorithm-confusion attempts).
+	ErrAlgorithm = errors.New("auth: token algorithm not accepted")
+	// ErrClaims: a claim is missing or has the wrong type ("exp", "sub",
+	// "role", "org", "channels"), or "nbf"/"iat" lie in the future.
+	ErrClaims = errors.New("auth: invalid token claims")
+)
+
+// Reason returns a short, stable label for an error from [Verifier.Verify]:
+// "missing", "malformed", "signature", "expired", "algorithm" or "claims".
+// It returns "" for nil and "unknown" for any other error.
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrMissingToken):
+		return "missing"
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	case errors.Is(err, ErrBadSignature):
+		return "signature"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrAlgorithm):
+		return "algorithm"
+	case errors.Is(err, ErrClaims):
+		return "claims"
+	default:
+		return "unknown"
+	}
+}
+
+// maxTokenLen bounds the tokens Verify will parse, so an absurd query string
+// cannot make the server decode megabytes of base64 and JSON.
+const maxTokenLen = 16 << 10
+
+// minRSABits is the smallest RSA public key NewVerifier accepts.
+const minRSABits = 2048
+
+// VerifierOptions configures [NewVerifier]. At least one of HMACSecret and
+// PublicKeyPEM must be set; when both are, tokens signed either way are
+// accepted, each only with its own algorithm.
+type VerifierOptions struct {
+	// HMACSecret enables HS256 when non-empty.
+	HMACSecret []byte
+	// PublicKeyPEM enables RS256 (RSA key, at least 2048 bits) or ES256
+	// (ECDSA P-256 key) when non-empty. The first PEM block must be a
+	// "PUBLIC KEY" (PKIX) or "RSA PUBLIC KEY" (PKCS #1) block.
+	PublicKeyPEM []byte
+	// Leeway is the clock-skew allowance applied to exp, nbf and iat. Default 0.
+	Leeway time.Duration
+	// Now returns the current time; nil means time.Now. For tests.
+	Now func() time.Time
+}
+
+// Verifier checks tokens against the configured keys. It is immutable and
+// safe for concurrent use.
+type Verifier struct {
+	hmacSecret []byte
+	publicKey  any    // *rsa.PublicKey or *ecdsa.PublicKey, or nil
+	publicAlg  string // "RS256" or "ES256" when publicKey != nil
+	algs       []string
+	parser     *jwt.Parser
+}
+
+// NewVerifier returns a Verifier for o. It fails when no key is configured,
+// when the PEM cannot be parsed or holds an unsupported key, or when Leeway is
+// negative.
+func NewVerifier(o VerifierOptions) (*Verifier, error) {
+	if len(o.HMACSecret) == 0 && len(o.PublicKeyPEM) == 0 {
+		return nil, errors.New("auth: no token key configured (need an hmac secret or a public key)")
+	}
+	if o.Leeway < 0 {
+		return nil, errors.New("auth: negative token leeway")
+	}
+	v := &Verifier{}
+	if len(o.HMACSecret) > 0 {
+		v.hmacSecret = append([]byte(nil), o.HMACSecret...)
+		v.algs = append(v.algs, jwt.SigningMethodHS256.Alg())
+	}
+	if len(o.PublicKeyPEM) > 0 {
+		key, alg, err := parsePublicKey(o.PublicKeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		v.publicKey, v.publicAlg = key, alg
+		v.algs = append(v.algs, alg)
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(v.algs),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(o.Leeway),
+	}
+	if o.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(o.Now))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// parsePublicKey decodes the first PEM block of data and returns the key with
+// the single algorithm it may verify.
+func parsePublicKey(data []byte) (any, string, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, "", errors.New("auth: public key: no pem block found")
+	}
+	var (
+		key any
+		err error
+	)
+	switch block.Type {
+	case "PUBLIC KEY":
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "RSA PUBLIC KEY":
+		key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	default:
+		return nil, "", fmt.Errorf("auth: public key: pem block is %q, want \"PUBLIC KEY\" or \"RSA PUBLIC KEY\"", block.Type)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("auth: public key: %w", err)
+	}
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < minRSABits {
+			return nil, "", fmt.Errorf("auth: public key: rsa key has %d bits, need at least %d", k.N.BitLen(), minRSABits)
+		}
+		return k, jwt.SigningMethodRS256.Alg(), nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return nil, "", fmt.Errorf("auth: public key: ecdsa curve %s not supported, need P-256 for ES256", k.Curve.Params().Name)
+		}
+		return k, jwt.SigningMethodES256.Alg(), nil
+	default:
+		return nil, "", fmt.Errorf("auth: public key: unsupported key type %T (need rsa or ecdsa p-256)", key)
+	}
+}
+
+// accepts reports whether alg is one of the configured algorithms.
+func (v *Verifier) accepts(alg string) bool {
+	for _, a := range v.algs {
+		if a == alg {
+			return true
+		}
+	}
+	return false
+}
+
+// key is the jwt.Keyfunc. It hands out each key only for its own algorithm,
+// so an HS256 token can never be checked against the public key (algorithm
+// confusion), even if WithValidMethods were misconfigured.
+func (v *Verifier) key(t *jwt.Token) (any, error) {
+	switch alg := t.Method.Alg(); {
+	case alg == jwt.SigningMethodHS256.Alg() && v.hmacSecret != nil:
+		return v.hmacSecret, nil
+	case alg == v.publicAlg && v.publicKey != nil:
+		return v.publicKey, nil
+	default:
+		return nil, fmt.Errorf("no key for algorithm %q", alg)
+	}
+}
+
+// Verify checks token and returns the identity it carries. The signature,
+// algorithm, exp (required), nbf and iat are checked; sub must be a non-empty
+// string; role and org must be strings and channels an array of strings when
+// present (JSON null counts as absent). Errors wrap one of the ErrXxx
+// sentinels of this package.
+func (v *Verifier) Verify(token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, ErrMissingToken
+	}
+	if len(token) > maxTokenLen {
+		return Identity{}, fmt.Errorf("%w: token longer than %d bytes", ErrMalformed, maxTokenLen)
+	}
+	claims := jwt.MapClaims{}
+	t, err := v.parser.ParseWithClaims(token, claims, v.key)
+	if err != nil {
+		return Identity{}, v.classify(t, err)
+	}
+	return identityFromClaims(claims)
+}
+
+// classify wraps a jwt parse error in the matching sentinel.
+func (v *Verifier) classify(t *jwt.Token, err error) error {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	case errors.Is(err, jwt.ErrTokenUnverifiable), errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		var alg string
+		if t != nil {
+			alg, _ = t.Header["alg"].(string)
+		}
+		switch {
+		case alg == "":
+			return fmt.Errorf("%w: missing alg header: %w", ErrMalformed, err)
+		case !v.accepts(alg):
+			return fmt.Errorf("%w: %w", ErrAlgorithm, err)
+		default:
+			return fmt.Errorf("%w: %w", ErrBadSignature, err)
+		}
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return fmt.Errorf("%w: %w", ErrExpired, err)
+	default:
+		// Invalid claims: exp missing or of the wrong type, nbf/iat in the
+		// future.
+		return fmt.Errorf("%w: %w", ErrClaims, err)
+	}
+}
+
+// identityFromClaims checks the herald claims of an already verified token.
+func identityFromClaims(c jwt.MapClaims) (Identity, error) {
+	var id Identity
+	var err error
+	if id.UserID, err = stringClaim(c, "sub"); err != nil {
+		return Identity{}, err
+	}
+	if id.UserID == "" {
+		return Identity{}, fmt.Errorf("%w: missing sub", ErrClaims)
+	}
+	if id.Role, err = stringClaim(c, "role"); err != nil {
+		return Identity{}, err
+	}
+	if id.OrgID, err = stringClaim(c, "org"); err != nil {
+		return Identity{}, err
+	}
+	if id.Channels, err = stringsClaim(c, "channels"); err != nil {
+		return Identity{}, err
+	}
+	exp, err := c.GetExpirationTime()
+	if err != nil || exp == nil {
+		// Unreachable after validation with WithExpirationRequired.
+		return Identity{}, fmt.Errorf("%w: missing exp", ErrClaims)
+	}
+	id.ExpiresAt = exp.Time
+	return id, nil
+}
+
+// stringClaim returns claim name as a string; "" when absent or null.
+func stringClaim(c jwt.MapClaims, name string) (string, error) {
+	raw, ok := c[name]
+	if !ok || raw == nil {
+		return "", nil
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return "", fmt.Errorf("%w: %s must be a string", ErrClaims, name)
+	}
+	return s, nil
+}
+
+// stringsClaim returns claim name as a []string; nil when absent or null.
+func stringsClaim(c jwt.MapClaims, name string) ([]string, error) {
+	raw, ok := c[name]
+	if !ok || raw == nil {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s must be an array of strings", ErrClaims, name)
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s must be an array of strings", ErrClaims, name)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// Mint returns an HS256 token for id signed with secret, valid for ttl from
+// now. See [MintWith].
+func Mint(secret []byte, id Identity, ttl time.Duration) (string, error) {
+	if len(secret) == 0 {
+		return "", errors.New("auth: mint: empty hmac secret")
+	}
+	return MintWith(jwt.SigningMethodHS256, secret, id, ttl)
+}
+
+// MintWith returns a token for id signed by method with key (e.g. an
+// *rsa.PrivateKey for RS256, an *ecdsa.PrivateKey for ES256). It sets sub,
+// iat, exp = now+ttl, and role, org and channels when non-empty;
+// id.ExpiresAt is ignored. ttl must be positive; NumericDate has second
+// precision, so ttl should be at least a second.
+func MintWith(method jwt.SigningMethod, key any, id Identity, ttl time.Duration) (string, error) {
+	if method == nil {
+		return "", errors.New("auth: mint: nil signing method")
+	}
+	if id.UserID == "" {
+		return "", errors.New("auth: mint: empty user id")
+	}
+	if ttl <= 0 {
+		return "", errors.New("auth: mint: ttl must be positive")
+	}
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"sub": id.UserID,
+		"iat": jwt.NewNumericDate(now),
+		"exp": jwt.NewNumericDate(now.Add(ttl)),
+	}
+	if id.Role != "" {
+		claims["role"] = id.Role
+	}
+	if id.OrgID != "" {
+		claims["org"] = id.OrgID
+	}
+	if len(id.Channels) > 0 {
+		claims["channels"] = id.Channels
+	}
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("auth: mint: %w", err)
+	}
+	return s, nil
+}
+
+// TokenFromRequest returns the bearer token of r: the "Authorization: Bearer"
+// header when present (scheme case-insensitive), else the "token" query
+// parameter (browsers cannot set headers on a WebSocket upgrade). It returns
+// "" when neither is set.
+func TokenFromRequest(r *http.Request) string {
+	if scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		if tok = strings.TrimSpace(tok); tok != "" {
+			return tok
+		}
+	}
+	if r.URL == nil {
+		return ""
+	}
+	return r.URL.Query().Get("token")
+}

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+// MinAPIKeyLen is the shortest API key accepted.
+const MinAPIKeyLen = 16
+
+// Validate checks a Config and returns a one-line, human-readable error naming
+// the bad setting (by its flag name). It checks that the JWT public key file
+// is readable but does not parse it.
+func (c *Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("addr is empty: set --addr, HERALD_ADDR or PORT")
+	}
+	if err := validateWSPath(c.WSPath); err != nil {
+		return err
+	}
+	if c.MaxMessageBytes <= 0 {
+		return fmt.Errorf("invalid max-message-bytes %d: must be greater than 0", c.MaxMessageBytes)
+	}
+	if c.ClientQueueBytes <= 0 {
+		return fmt.Errorf("invalid client-queue-bytes %d: must be greater than 0", c.ClientQueueBytes)
+	}
+	if c.PingInterval <= 0 {
+		return fmt.Errorf("invalid ping-interval %s: must be greater than 0", c.PingInterval)
+	}
+	if c.PongTimeout <= c.PingInterval {
+		return fmt.Errorf("invalid pong-timeout %s: must be greater than ping-interval (%s)", c.PongTimeout, c.PingInterval)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("invalid shutdown-timeout %s: must be greater than 0", c.ShutdownTimeout)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("invalid log-format %q: want text or json", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("invalid log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if !(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 0) {
+		return fmt.Errorf("invalid rate-limit %g: must be a finite number >= 0 (0 disables)", c.RateLimit)
+	}
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		return fmt.Errorf("invalid rate-burst %d: must be at least 1 when rate-limit is set", c.RateBurst)
+	}
+	if c.RateLimitStrikes < 1 {
+		return fmt.Errorf("invalid rate-limit-strikes %d: must be at least 1", c.RateLimitStrikes)
+	}
+	if c.MaxSubscriptions < 1 {
+		return fmt.Errorf("invalid max-subscriptions %d: must be at least 1", c.MaxSubscriptions)
+	}
+	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.InsecureQueryAuth {
+		return errors.New("no authentication configured: set --jwt-secret, --jwt-public-key or --insecure-query-auth")
+	}
+	if c.JWTPublicKeyFile != "" {
+		if err := checkReadableFile(c.JWTPublicKeyFile); err != nil {
+			return fmt.Errorf("invalid jwt-public-key: %w", err)
+		}
+	}
+	for i, key := range c.APIKeys {
+		if len(key) < MinAPIKeyLen {
+			// Never echo the key itself: it may be a real secret.
+			return fmt.Errorf("invalid api-key #%d: too short (%d characters); API keys must be at least %d characters", i+1, len(key), MinAPIKeyLen)
+		}
+	}
+	return validateNamespaces(c.Namespaces)
+}
+
+func validateWSPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("invalid ws-path %q: must start with \"/\"", p)
+	}
+	if strings.ContainsAny(p, "?# \t\r\n") {
+		return fmt.Errorf("invalid ws-path %q: must be a plain URL path", p)
+	}
+	// Paths served by herald itself: the WebSocket path may not be one of
+	// them or lie below one of them.
+	for _, r := range []string{"/api", "/call", "/metrics", "/healthz"} {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return fmt.Errorf("invalid ws-path %q: conflicts with herald's %s endpoint", p, r)
+		}
+	}
+	return nil
+}
+
+func checkReadableFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if info.IsDir() {
+		return fmt.Errorf("%s is a directory", path)
+	}
+	return nil
+}
+
+func validateNamespaces(namespaces []Namespace) error {
+	seen := make(map[string]bool, len(namespaces))
+	for i, ns := range namespaces {
+		p := ns.Prefix
+		if p != "" && !protocol.ValidChannel(p) {
+			return fmt.Errorf("invalid namespaces[%d] prefix %q: use at most %d letters, digits and _ - : . @",
+				i, p, protocol.MaxChannelLen)
+		}
+		if strings.HasSuffix(p, ":") {
+			return fmt.Errorf("invalid namespaces[%d] prefix %q: must not end with \":\" (prefix %q already covers %q)",
+				i, p, strings.TrimSuffix(p, ":"), p+"*")
+		}
+		if seen[p] {
+			return fmt.Errorf("invalid namespaces: prefix %q appears more than once", p)
+		}
+		seen[p] = true
+	}
+	return nil
+}

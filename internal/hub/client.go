@@ -1,0 +1,325 @@
+package hub
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// writeTimeout bounds one batched write to a socket. A client whose socket
+	// accepts nothing for this long is dropped.
+	writeTimeout = 10 * time.Second
+	// slowCloseGrace is how long a slow consumer's in-flight write may still
+	// run after it was cut off, before the socket is dropped.
+	slowCloseGrace = time.Second
+	// closeGrace is how long the server waits for the client's close reply
+	// after sending its own close frame.
+	closeGrace = 2 * time.Second
+)
+
+type clientState uint8
+
+const (
+	stateOpen    clientState = iota
+	stateClosing             // close frame queued; no more data accepted
+	stateClosed              // gone: socket dropped or close handshake done
+)
+
+// Client is one WebSocket connection as the hub sees it: an identity, a set
+// of subscriptions and a bounded send queue drained by at most one writer
+// goroutine, which exists only while there is something to write.
+//
+// Lock order: hub shard locks before Client.mu. Never take a shard lock while
+// holding Client.mu.
+type Client struct {
+	hub *Hub
+	nc  net.Conn
+
+	// ID is unique per connection; UserID is the verified user.
+	ID          string
+	UserID      string
+	OrgID       string
+	ConnectedAt time.Time
+	// ExpiresAt, when non-zero, is when the client's credentials expire.
+	ExpiresAt time.Time
+
+	lastRead atomic.Int64 // unix nanos of the last frame received
+	lastPing atomic.Int64 // unix nanos of the last ping queued
+
+	mu          sync.Mutex
+	state       clientState
+	queue       [][]byte
+	spare       [][]byte
+	queuedBytes int
+	writing     bool
+	closeFrame  []byte
+	closeCode   int
+	subs        map[string]struct{}
+	registered  bool
+	unregOnce   sync.Once
+	goneOnce    sync.Once
+	done        chan struct{} // closed when the reader has stopped (Gone)
+}
+
+// ClientOptions describes a new connection.
+type ClientOptions struct {
+	ID        string
+	UserID    string
+	OrgID     string
+	ExpiresAt time.Time
+}
+
+// NewClient wraps an upgraded connection. The caller reads from nc (through
+// its WebSocket library) and calls Touch for every frame and Gone when
+// reading stops; every write to nc goes through the Client.
+func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
+	now := time.Now()
+	c := &Client{
+		hub:         h,
+		nc:          nc,
+		ID:          o.ID,
+		UserID:      o.UserID,
+		OrgID:       o.OrgID,
+		ExpiresAt:   o.ExpiresAt,
+		ConnectedAt: now,
+		done:        make(chan struct{}),
+	}
+	c.lastRead.Store(now.UnixNano())
+	c.lastPing.Store(now.UnixNano())
+	return c
+}
+
+// Touch records that a frame arrived from the client.
+func (c *Client) Touch() { c.lastRead.Store(time.Now().UnixNano()) }
+
+// Send queues one complete frame (see Seal). It never blocks. It returns
+// false when the client is closing or the frame would overflow the queue, in
+// which case the client is closed as a slow consumer.
+func (c *Client) Send(frame []byte) bool {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queuedBytes+len(frame) > c.hub.opts.QueueBytes {
+		queued := c.queuedBytes
+		c.beginCloseLocked(4008, "slow consumer", true)
+		c.mu.Unlock()
+		c.hub.metrics.SlowConsumers.Inc()
+		c.hub.log.Warn("slow consumer closed", "client", c.ID, "user", c.UserID, "queued_bytes", queued)
+		c.afterBeginClose(true)
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.queuedBytes += len(frame)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	c.hub.metrics.MessagesOut.Inc()
+	if start {
+		go c.writeLoop()
+	}
+	return true
+}
+
+// sendControl queues a control frame; control frames bypass the byte bound
+// (they are tiny) but not the state check.
+func (c *Client) sendControl(frame []byte) {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(c.queue, frame)
+	c.queuedBytes += len(frame)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// Pong queues a pong control frame answering a client ping.
+func (c *Client) Pong(payload []byte) { c.sendControl(controlFrame(opPong, payload)) }
+
+// Close sends what is queued, then a close frame with code and reason, and
+// ends the connection. It is idempotent; the first code wins.
+func (c *Client) Close(code int, reason string) {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	c.beginCloseLocked(code, reason, false)
+	c.mu.Unlock()
+	c.afterBeginClose(false)
+}
+
+// beginCloseLocked moves the client to closing. When drop is true the queue is
+// discarded (slow consumer). c.mu must be held.
+func (c *Client) beginCloseLocked(code int, reason string, drop bool) {
+	c.state = stateClosing
+	c.closeCode = code
+	c.closeFrame = closeFrame(code, reason)
+	if drop {
+		clear(c.queue)
+		c.queue = c.queue[:0]
+		c.queuedBytes = 0
+	}
+}
+
+// afterBeginClose finishes what beginCloseLocked started, without c.mu held.
+// It may be called while the caller holds a hub shard read lock, so it must
+// not take shard locks itself: unregistering happens on another goroutine.
+func (c *Client) afterBeginClose(slow bool) {
+	c.hub.metrics.Disconnects.WithLabelValues(strconv.Itoa(c.closeCode)).Inc()
+	if slow {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(slowCloseGrace))
+	}
+	c.mu.Lock()
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+	go c.unregister()
+}
+
+// writeLoop is the only code that writes to the socket. It drains the queue in
+// batches, one vectored write per batch (each message stays its own frame),
+// and exits when the queue is empty.
+func (c *Client) writeLoop() {
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			if c.state == stateClosing && c.closeFrame != nil {
+				frame := c.closeFrame
+				c.closeFrame = nil
+				c.mu.Unlock()
+				c.finishClose(frame)
+				return
+			}
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.spare = nil
+		c.queuedBytes = 0
+		closing := c.state != stateOpen
+		c.mu.Unlock()
+
+		if !closing {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
+		bufs := net.Buffers(batch)
+		n, err := bufs.WriteTo(c.nc)
+		c.hub.metrics.BytesOut.Add(float64(n))
+		clear(batch)
+		c.mu.Lock()
+		if c.spare == nil && cap(batch) <= 64 {
+			c.spare = batch[:0]
+		}
+		if err != nil {
+			c.state = stateClosed
+			c.queue = nil
+			c.closeFrame = nil
+			c.writing = false
+			c.mu.Unlock()
+			c.abort()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// finishClose writes the close frame, half-closes the socket and gives the
+// client closeGrace to answer before the read side is cut.
+func (c *Client) finishClose(frame []byte) {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := c.nc.Write(frame)
+	c.mu.Lock()
+	c.state = stateClosed
+	c.writing = false
+	c.mu.Unlock()
+	if err != nil {
+		c.abort()
+		return
+	}
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// abort drops the socket at once.
+func (c *Client) abort() {
+	_ = c.nc.Close()
+	go c.unregister()
+}
+
+// Gone is called by the reader when the connection has ended for any reason.
+// code is the close code seen, for metrics (0 if none).
+func (c *Client) Gone(code int) {
+	c.mu.Lock()
+	wasOpen := c.state == stateOpen
+	c.state = stateClosed
+	c.queue = nil
+	c.closeFrame = nil
+	c.mu.Unlock()
+	if wasOpen {
+		label := "abnormal"
+		if code != 0 {
+			label = strconv.Itoa(code)
+		}
+		c.hub.metrics.Disconnects.WithLabelValues(label).Inc()
+	}
+	_ = c.nc.Close()
+	c.unregister()
+	c.goneOnce.Do(func() { close(c.done) })
+}
+
+// Done is closed when the connection has ended and the client left the hub.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Closing reports whether the client no longer accepts frames.
+func (c *Client) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state != stateOpen
+}
+
+// Subscribed reports whether the client is subscribed to channel.
+func (c *Client) Subscribed(channel string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.subs[channel]
+	return ok
+}
+
+// NumSubscriptions returns how many channels the client is subscribed to.
+func (c *Client) NumSubscriptions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.subs)
+}
+
+func (c *Client) unregister() {
+	c.unregOnce.Do(func() {
+		c.mu.Lock()
+		c.state = max(c.state, stateClosing)
+		subs := c.subs
+		c.subs = nil
+		registered := c.registered
+		c.mu.Unlock()
+		if registered {
+			c.hub.remove(c, subs)
+		}
+	})
+}

@@ -1,0 +1,407 @@
+// Package hub keeps track of who is connected and who is subscribed to what,
+// and delivers frames to them. It never blocks on a socket: each Client has a
+// bounded queue drained by its own writer.
+//
+// State is sharded (by channel name, user id and client id) so that publishes,
+// subscribes and connects on different keys do not contend on one lock.
+package hub
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-rt/herald/internal/metrics"
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+const numShards = 64
+
+// ErrShuttingDown is returned by Register once Shutdown has begun.
+var ErrShuttingDown = errors.New("hub: shutting down")
+
+// Options configure a Hub.
+type Options struct {
+	// QueueBytes bounds each client's send queue. Required (> 0).
+	QueueBytes int
+	// PingInterval is how often an idle client is pinged. Required.
+	PingInterval time.Duration
+	// PongTimeout closes a client silent for this long. Required.
+	PongTimeout time.Duration
+	// MaxSubscriptions bounds channels per client; 0 means no bound.
+	MaxSubscriptions int
+}
+
+// Hub is the registry of clients, users and channels. All methods are safe
+// for concurrent use.
+type Hub struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	seed    maphash.Seed
+
+	channels [numShards]channelShard
+	users    [numShards]userShard
+	clients  [numShards]clientShard
+
+	numClients  atomic.Int64
+	numChannels atomic.Int64
+	numSubs     atomic.Int64
+
+	closing  atomic.Bool
+	pingData []byte
+}
+
+type channelShard struct {
+	mu       sync.RWMutex
+	channels map[string]*channel
+}
+
+type channel struct {
+	subs map[*Client]struct{}
+}
+
+type userShard struct {
+	mu    sync.RWMutex
+	users map[string]map[*Client]struct{}
+}
+
+type clientShard struct {
+	mu      sync.RWMutex
+	clients map[string]*Client
+}
+
+// New creates a hub. Call Run to start heartbeats and expiry checks.
+func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
+	h := &Hub{opts: o, log: log, metrics: m, seed: maphash.MakeSeed()}
+	for i := range h.channels {
+		h.channels[i].channels = make(map[string]*channel)
+		h.users[i].users = make(map[string]map[*Client]struct{})
+		h.clients[i].clients = make(map[string]*Client)
+	}
+	h.pingData = controlFrame(opPing, nil)
+	return h
+}
+
+func (h *Hub) shard(key string) int { return int(maphash.String(h.seed, key) % numShards) }
+
+// Register adds a client to the hub so it can subscribe and receive.
+func (h *Hub) Register(c *Client) error {
+	if h.closing.Load() {
+		return ErrShuttingDown
+	}
+	cs := &h.clients[h.shard(c.ID)]
+	cs.mu.Lock()
+	cs.clients[c.ID] = c
+	cs.mu.Unlock()
+
+	us := &h.users[h.shard(c.UserID)]
+	us.mu.Lock()
+	set := us.users[c.UserID]
+	if set == nil {
+		set = make(map[*Client]struct{}, 1)
+		us.users[c.UserID] = set
+	}
+	set[c] = struct{}{}
+	us.mu.Unlock()
+
+	c.mu.Lock()
+	c.registered = true
+	c.mu.Unlock()
+	h.numClients.Add(1)
+	h.metrics.Connections.Inc()
+	h.metrics.ConnectsTotal.Inc()
+	// A shutdown that started meanwhile may have missed this client.
+	if h.closing.Load() {
+		c.Close(protocol.CloseGoingAway, "server shutting down")
+	}
+	return nil
+}
+
+// remove takes a client out of every index. subs is its subscription set.
+func (h *Hub) remove(c *Client, subs map[string]struct{}) {
+	for ch := range subs {
+		h.unsubscribeShard(c, ch)
+	}
+	cs := &h.clients[h.shard(c.ID)]
+	cs.mu.Lock()
+	delete(cs.clients, c.ID)
+	cs.mu.Unlock()
+
+	us := &h.users[h.shard(c.UserID)]
+	us.mu.Lock()
+	if set := us.users[c.UserID]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(us.users, c.UserID)
+		}
+	}
+	us.mu.Unlock()
+	h.numClients.Add(-1)
+	h.metrics.Connections.Dec()
+}
+
+// ErrTooManySubscriptions is returned by Subscribe past Options.MaxSubscriptions.
+var ErrTooManySubscriptions = protocol.NewError(protocol.CodeTooManySubs, "subscription limit reached")
+
+// ErrClientClosing is returned when subscribing a client that is going away.
+var ErrClientClosing = errors.New("hub: client closing")
+
+// Subscribe adds c to channel. It reports whether c was already subscribed
+// (which is not an error). Permission checks are the caller's job.
+func (h *Hub) Subscribe(c *Client, name string) (already bool, err error) {
+	s := &h.channels[h.shard(name)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false, ErrClientClosing
+	}
+	if _, ok := c.subs[name]; ok {
+		c.mu.Unlock()
+		return true, nil
+	}
+	if h.opts.MaxSubscriptions > 0 && len(c.subs) >= h.opts.MaxSubscriptions {
+		c.mu.Unlock()
+		return false, ErrTooManySubscriptions
+	}
+	if c.subs == nil {
+		c.subs = make(map[string]struct{}, 1)
+	}
+	c.subs[name] = struct{}{}
+	c.mu.Unlock()
+
+	ch := s.channels[name]
+	if ch == nil {
+		ch = &channel{subs: make(map[*Client]struct{}, 1)}
+		s.channels[name] = ch
+		h.numChannels.Add(1)
+		h.metrics.Channels.Inc()
+	}
+	ch.subs[c] = struct{}{}
+	h.numSubs.Add(1)
+	h.metrics.Subscriptions.Inc()
+	return false, nil
+}
+
+// Unsubscribe removes c from channel and reports whether it was subscribed.
+func (h *Hub) Unsubscribe(c *Client, name string) bool {
+	c.mu.Lock()
+	_, ok := c.subs[name]
+	delete(c.subs, name)
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	h.unsubscribeShard(c, name)
+	return true
+}
+
+func (h *Hub) unsubscribeShard(c *Client, name string) {
+	s := &h.channels[h.shard(name)]
+	s.mu.Lock()
+	if ch := s.channels[name]; ch != nil {
+		if _, ok := ch.subs[c]; ok {
+			delete(ch.subs, c)
+			h.numSubs.Add(-1)
+			h.metrics.Subscriptions.Dec()
+		}
+		if len(ch.subs) == 0 {
+			delete(s.channels, name)
+			h.numChannels.Add(-1)
+			h.metrics.Channels.Dec()
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Publish queues frame to every subscriber of channel except exclude (which
+// may be nil) and returns how many clients it was queued to. It never waits
+// on a client: one whose queue is full is closed as a slow consumer.
+func (h *Hub) Publish(name string, frame []byte, exclude *Client) int {
+	s := &h.channels[h.shard(name)]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ch := s.channels[name]
+	if ch == nil {
+		return 0
+	}
+	n := 0
+	for c := range ch.subs {
+		if c == exclude {
+			continue
+		}
+		if c.Send(frame) {
+			n++
+		}
+	}
+	return n
+}
+
+// SendToUser queues frame to every live connection of userID, subscribed or
+// not, and returns how many.
+func (h *Hub) SendToUser(userID string, frame []byte) int {
+	s := &h.users[h.shard(userID)]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for c := range s.users[userID] {
+		if c.Send(frame) {
+			n++
+		}
+	}
+	return n
+}
+
+// Client returns the connection with id, or nil.
+func (h *Hub) Client(id string) *Client {
+	s := &h.clients[h.shard(id)]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.clients[id]
+}
+
+// DisconnectUser closes every connection of userID with code and returns how many.
+func (h *Hub) DisconnectUser(userID string, code int, reason string) int {
+	s := &h.users[h.shard(userID)]
+	s.mu.RLock()
+	list := make([]*Client, 0, len(s.users[userID]))
+	for c := range s.users[userID] {
+		list = append(list, c)
+	}
+	s.mu.RUnlock()
+	for _, c := range list {
+		c.Close(code, reason)
+	}
+	return len(list)
+}
+
+// ChannelStat is one channel and its subscriber count.
+type ChannelStat struct {
+	Name        string `json:"name"`
+	Subscribers int    `json:"subscribers"`
+}
+
+// Stats is a snapshot of the hub's size.
+type Stats struct {
+	Clients       int
+	Users         int
+	Subscriptions int
+	Channels      []ChannelStat // sorted by name
+}
+
+// Stats returns a snapshot. Channels are listed only when withChannels is set.
+func (h *Hub) Stats(withChannels bool) Stats {
+	st := Stats{Clients: int(h.numClients.Load()), Subscriptions: int(h.numSubs.Load())}
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.RLock()
+		st.Users += len(s.users)
+		s.mu.RUnlock()
+	}
+	if withChannels {
+		st.Channels = make([]ChannelStat, 0, h.numChannels.Load())
+		for i := range h.channels {
+			s := &h.channels[i]
+			s.mu.RLock()
+			for name, ch := range s.channels {
+				st.Channels = append(st.Channels, ChannelStat{Name: name, Subscribers: len(ch.subs)})
+			}
+			s.mu.RUnlock()
+		}
+		sort.Slice(st.Channels, func(a, b int) bool { return st.Channels[a].Name < st.Channels[b].Name })
+	}
+	return st
+}
+
+// NumClients returns the number of registered clients.
+func (h *Hub) NumClients() int { return int(h.numClients.Load()) }
+
+// eachClient calls f for a snapshot of all clients, without holding locks
+// while f runs.
+func (h *Hub) eachClient(f func(*Client)) {
+	var list []*Client
+	for i := range h.clients {
+		s := &h.clients[i]
+		s.mu.RLock()
+		for _, c := range s.clients {
+			list = append(list, c)
+		}
+		s.mu.RUnlock()
+		for _, c := range list {
+			f(c)
+		}
+		list = list[:0]
+	}
+}
+
+// Run pings idle clients every PingInterval, closes those silent for
+// PongTimeout and those whose credentials expired, until ctx is done.
+func (h *Hub) Run(ctx context.Context) {
+	tick := min(max(h.opts.PingInterval/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			h.sweep(now)
+		}
+	}
+}
+
+func (h *Hub) sweep(now time.Time) {
+	n := now.UnixNano()
+	ping := h.opts.PingInterval.Nanoseconds()
+	timeout := h.opts.PongTimeout.Nanoseconds()
+	h.eachClient(func(c *Client) {
+		switch {
+		case !c.ExpiresAt.IsZero() && now.After(c.ExpiresAt):
+			h.log.Info("credentials expired, closing", "client", c.ID, "user", c.UserID)
+			c.Close(protocol.CloseUnauthorized, "token expired")
+		case n-c.lastRead.Load() > timeout:
+			h.log.Info("no pong, closing", "client", c.ID, "user", c.UserID)
+			c.Close(protocol.CloseNoPong, "no pong")
+			// The peer is likely gone: do not wait for a close reply.
+			go func() {
+				select {
+				case <-c.done:
+				case <-time.After(closeGrace):
+					_ = c.nc.Close()
+				}
+			}()
+		case n-c.lastPing.Load() >= ping:
+			c.lastPing.Store(n)
+			c.sendControl(h.pingData)
+		}
+	})
+}
+
+// Shutdown closes every client with 1001 after its queue is flushed and waits
+// until all have gone or ctx is done, then drops the rest.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.closing.Store(true)
+	var all []*Client
+	h.eachClient(func(c *Client) { all = append(all, c) })
+	for _, c := range all {
+		c.Close(protocol.CloseGoingAway, "server shutting down")
+	}
+	for _, c := range all {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			for _, c := range all {
+				_ = c.nc.Close()
+			}
+			return ctx.Err()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/metrics"
+)
+
+func TestSealHeaderSizes(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 65535, 65536, 200000} {
+		payload := bytes.Repeat([]byte{'a'}, n)
+		f := TextFrame(payload)
+		if f[0] != 0x81 {
+			t.Fatalf("n=%d: first byte %#x, want FIN|text", n, f[0])
+		}
+		var got, hl int
+		switch l := int(f[1]); {
+		case l&0x80 != 0:
+			t.Fatalf("n=%d: server frame must not be masked", n)
+		case l <= 125:
+			got, hl = l, 2
+		case l == 126:
+			got, hl = int(binary.BigEndian.Uint16(f[2:])), 4
+		default:
+			got, hl = int(binary.BigEndian.Uint64(f[2:])), 10
+		}
+		if got != n || len(f) != hl+n || !bytes.Equal(f[hl:], payload) {
+			t.Fatalf("n=%d: header says %d, frame %d bytes", n, got, len(f))
+		}
+	}
+	cf := closeFrame(4008, "slow consumer")
+	if cf[0] != 0x88 || int(cf[1]) != 2+len("slow consumer") || binary.BigEndian.Uint16(cf[2:]) != 4008 {
+		t.Fatalf("close frame % x", cf)
+	}
+}
+
+// countConn is a net.Conn that counts what is written to it.
+type countConn struct {
+	net.Conn
+	bytes  atomic.Int64
+	writes atomic.Int64
+	block  chan struct{} // when non-nil, writes wait on it
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	if c.block != nil {
+		<-c.block
+	}
+	c.writes.Add(1)
+	c.bytes.Add(int64(len(b)))
+	return len(b), nil
+}
+func (c *countConn) Close() error                     { return nil }
+func (c *countConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *countConn) SetReadDeadline(time.Time) error  { return nil }
+
+func (c *Client) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queuedBytes
+}
+
+func newTestHub(queue int) *Hub {
+	return New(Options{QueueBytes: queue, PingInterval: time.Minute, PongTimeout: 2 * time.Minute},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+}
+
+func TestPublishNeverBlocksOnSlowClient(t *testing.T) {
+	h := newTestHub(10 << 10)
+	stuck := &countConn{block: make(chan struct{})}
+	defer close(stuck.block)
+	slow := h.NewClient(stuck, ClientOptions{ID: "slow", UserID: "s"})
+	fast := h.NewClient(&countConn{}, ClientOptions{ID: "fast", UserID: "f"})
+	for _, c := range []*Client{slow, fast} {
+		if err := h.Register(c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Subscribe(c, "ch"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frame := TextFrame(bytes.Repeat([]byte{'x'}, 1000))
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 100; i++ {
+			h.Publish("ch", frame, nil)
+			// Let the healthy writer drain so only the stuck client overflows.
+			for fast.pending() > 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("publisher blocked by a stuck client")
+	}
+	if !slow.Closing() {
+		t.Fatal("stuck client not closed as slow consumer")
+	}
+	if fast.Closing() {
+		t.Fatal("healthy client closed")
+	}
+	// The slow client leaves every channel.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := h.Stats(true)
+		if len(st.Channels) == 1 && st.Channels[0].Subscribers == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSubscribeAfterCloseRefused(t *testing.T) {
+	h := newTestHub(1 << 20)
+	c := h.NewClient(&countConn{}, ClientOptions{ID: "c", UserID: "u"})
+	_ = h.Register(c)
+	c.Gone(1000)
+	if _, err := h.Subscribe(c, "x"); err != ErrClientClosing {
+		t.Fatalf("subscribe after gone: %v", err)
+	}
+	if st := h.Stats(true); st.Clients != 0 || len(st.Channels) != 0 || st.Users != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestConcurrentSubscribeAndGoneLeavesNothing(t *testing.T) {
+	h := newTestHub(1 << 20)
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i % 7)})
+		_ = h.Register(c)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				_, _ = h.Subscribe(c, fmt.Sprint("ch", j))
+			}
+		}()
+		go func() { defer wg.Done(); c.Gone(0) }()
+	}
+	wg.Wait()
+	if st := h.Stats(true); st.Clients != 0 || len(st.Channels) != 0 || st.Subscriptions != 0 || st.Users != 0 {
+		t.Fatalf("leaked state: %+v", st)
+	}
+}
+
+// BenchmarkFanout measures queueing one encoded publication to N subscribers
+// and draining it through their writers.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
+			h := newTestHub(1 << 20)
+			conns := make([]*countConn, n)
+			for i := range n {
+				conns[i] = &countConn{}
+				c := h.NewClient(conns[i], ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+				_ = h.Register(c)
+				_, _ = h.Subscribe(c, "bench")
+			}
+			frame := TextFrame(bytes.Repeat([]byte{'x'}, 100))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.Publish("bench", frame, nil)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}
+
+func BenchmarkSubscribeUnsubscribe(b *testing.B) {
+	h := newTestHub(1 << 20)
+	c := h.NewClient(&countConn{}, ClientOptions{ID: "c", UserID: "u"})
+	_ = h.Register(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = h.Subscribe(c, "chan")
+		h.Unsubscribe(c, "chan")
+	}
+}

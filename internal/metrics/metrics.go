@@ -1,0 +1,64 @@
+// Package metrics defines herald's Prometheus collectors. A Metrics value is
+// created per server with its own registry; nothing is registered globally.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every herald_* collector. All methods of the prometheus types
+// are safe for concurrent use.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Connections   prometheus.Gauge
+	ConnectsTotal prometheus.Counter
+	Subscriptions prometheus.Gauge
+	Channels      prometheus.Gauge
+	MessagesIn    prometheus.Counter // client frames received
+	BytesIn       prometheus.Counter
+	MessagesOut   prometheus.Counter // frames queued to clients
+	BytesOut      prometheus.Counter // bytes written to sockets
+	Publications  *prometheus.CounterVec
+	SlowConsumers prometheus.Counter
+	AuthFailures  *prometheus.CounterVec
+	RateLimited   prometheus.Counter
+	ClientErrors  *prometheus.CounterVec
+	Disconnects   *prometheus.CounterVec
+	APIRequests   *prometheus.CounterVec
+}
+
+// New creates the collectors and registers them, with the Go and process
+// collectors, on a fresh registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry:      reg,
+		Connections:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_connections", Help: "Open WebSocket connections."}),
+		ConnectsTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_connects_total", Help: "WebSocket connections accepted."}),
+		Subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_subscriptions", Help: "Active channel subscriptions."}),
+		Channels:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_channels", Help: "Channels with at least one subscriber."}),
+		MessagesIn:    prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_messages_in_total", Help: "Frames received from clients."}),
+		BytesIn:       prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_bytes_in_total", Help: "Payload bytes received from clients."}),
+		MessagesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_messages_out_total", Help: "Frames queued for delivery to clients."}),
+		BytesOut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_bytes_out_total", Help: "Bytes written to client sockets."}),
+		Publications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_publications_total", Help: "Publications by source (client, api)."},
+			[]string{"source"}),
+		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_slow_consumer_closes_total", Help: "Connections closed because their send queue overflowed."}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_auth_failures_total", Help: "Rejected WebSocket or API credentials, by reason."},
+			[]string{"reason"}),
+		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_rate_limited_total", Help: "Client commands refused by the rate limiter."}),
+		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_client_errors_total", Help: "Error frames sent to clients, by code."},
+			[]string{"code"}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_disconnects_total", Help: "Connections closed, by close code."},
+			[]string{"code"}),
+		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_api_requests_total", Help: "Server API requests, by endpoint and status."},
+			[]string{"endpoint", "status"}),
+	}
+	reg.MustRegister(m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
+		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
+		m.ClientErrors, m.Disconnects, m.APIRequests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

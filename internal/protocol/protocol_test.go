@@ -1,0 +1,138 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+// seedFrames are real client frames: the seed's documented examples and
+// herald's own commands. They seed the fuzzer too.
+var seedFrames = []string{
+	`{"type":"subscribe","channel":"chat"}`,
+	`{"type":"unsubscribe","channel":"chat"}`,
+	`{"type":"ping"}`,
+	`{"type":"pong"}`,
+	`{"type":"message","channel":"chat","data":{"text":"Hello from client"}}`,
+	`{"type":"subscribe","channel":"notifications","timestamp":"2025-10-03T21:15:00.000Z"}`,
+	`{"type":"message","channel":"org:42","data":[1,2,3],"id":17}`,
+	`{"type":"ping","id":"abc"}`,
+	`  {"type":"subscribe","channel":"documents","id":-1.5}`,
+}
+
+func TestDecodeCommand(t *testing.T) {
+	cmd, err := DecodeCommand([]byte(`{"type":"message","channel":"chat","data":{"a":1},"id":"x"}`))
+	if err != nil || cmd.Type != "message" || cmd.Channel != "chat" || string(cmd.Data) != `{"a":1}` || string(cmd.ID) != `"x"` {
+		t.Fatalf("%+v %v", cmd, err)
+	}
+	cmd, err = DecodeCommand([]byte(`{"type":"message","channel":"c","data":null}`))
+	if err != nil || cmd.Data != nil {
+		t.Fatalf("null data: %+v %v", cmd, err)
+	}
+	for raw, code := range map[string]Code{
+		``:                          CodeBadJSON,
+		`null`:                      CodeBadJSON,
+		`[1]`:                       CodeBadJSON,
+		`{"type":`:                  CodeBadJSON,
+		`{"type":"ping"} x`:         CodeBadJSON,
+		`{"type":1}`:                CodeBadRequest,
+		`{"type":"ping","id":true}`: CodeBadRequest,
+		`{"type":"ping","id":[1]}`:  CodeBadRequest,
+		`{"type":"ping","id":"` + strings.Repeat("a", 200) + `"}`: CodeBadRequest,
+	} {
+		if _, err := DecodeCommand([]byte(raw)); CodeOf(err) != code {
+			t.Errorf("%q: got %v, want %s", raw, err, code)
+		}
+	}
+}
+
+func TestAppendStringIsValidJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "ctl\x00\x01\x1f", "nl\n\r\t", "ünïcode ✓", "bad\xff\xfeutf8", "\u2028\u2029", "<>&"} {
+		b := AppendString(nil, s)
+		var out string
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatalf("%q encoded as %s: %v", s, b, err)
+		}
+		if utf8.ValidString(s) && out != s {
+			t.Fatalf("%q round-tripped as %q", s, out)
+		}
+		if !utf8.Valid(b) {
+			t.Fatalf("%q encoded to invalid UTF-8", s)
+		}
+	}
+}
+
+func TestEncoders(t *testing.T) {
+	ts := time.Date(2025, 10, 3, 21, 15, 0, 123456789, time.FixedZone("CET", 3600))
+	cases := map[string]string{
+		string(AppendMessage(nil, &Message{Channel: "chat", Data: json.RawMessage(`{"a":1}`), Time: ts, From: "u1"})): `{"type":"message","channel":"chat","data":{"a":1},"timestamp":"2025-10-03T20:15:00.123Z","from":"u1"}`,
+		string(AppendMessage(nil, &Message{Channel: "chat", Time: ts})):                                               `{"type":"message","channel":"chat","data":null,"timestamp":"2025-10-03T20:15:00.123Z"}`,
+		string(AppendPong(nil, ts, nil)):                                                                               `{"type":"pong","timestamp":"2025-10-03T20:15:00.123Z"}`,
+		string(AppendPong(nil, ts, json.RawMessage(`7`))):                                                              `{"type":"pong","timestamp":"2025-10-03T20:15:00.123Z","id":7}`,
+		string(AppendAck(nil, TypeSubscribed, "chat", json.RawMessage(`"a"`))):                                         `{"type":"subscribed","channel":"chat","id":"a"}`,
+		string(AppendError(nil, CodeForbidden, "no", "org:1", nil)):                                                    `{"type":"error","code":"forbidden","message":"no","channel":"org:1"}`,
+		string(AppendConnected(nil, &Connected{ClientID: "c", UserID: "u", Time: ts, PingInterval: 30 * time.Second})): `{"type":"connected","clientId":"c","userId":"u","timestamp":"2025-10-03T20:15:00.123Z","pingInterval":30000}`,
+	}
+	for got, want := range cases {
+		if got != want {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	}
+}
+
+func TestValidChannel(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"chat": true, "org:42": true, "user:a@b.c": true, "a-b_c.d": true, strings.Repeat("a", 200): true,
+		"": false, strings.Repeat("a", 201): false, "a b": false, "a/b": false, "ü": false, "a\x00": false, "*": false,
+	} {
+		if ValidChannel(name) != ok {
+			t.Errorf("ValidChannel(%q) = %v", name, !ok)
+		}
+	}
+}
+
+// FuzzDecodeCommand: decoding never panics, and whatever decodes re-encodes
+// into valid JSON frames.
+func FuzzDecodeCommand(f *testing.F) {
+	for _, s := range seedFrames {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cmd, err := DecodeCommand(b)
+		if err != nil {
+			if CodeOf(err) == CodeInternal {
+				t.Fatalf("decode error without a protocol code: %v", err)
+			}
+			return
+		}
+		out := AppendMessage(nil, &Message{Channel: cmd.Channel, Data: cmd.Data, Time: time.Unix(0, 0), From: cmd.Type})
+		if !json.Valid(out) {
+			t.Fatalf("re-encoded message is not JSON: %s", out)
+		}
+		out = AppendAck(nil, TypeSubscribed, cmd.Channel, cmd.ID)
+		if !json.Valid(out) {
+			t.Fatalf("ack is not JSON: %s", out)
+		}
+	})
+}
+
+func BenchmarkAppendMessage(b *testing.B) {
+	m := &Message{Channel: "org:42:metrics", Data: json.RawMessage(`{"activeUsers":12,"requestsPerMinute":45,"avgResponseTime":234}`), Time: time.Now(), From: "user@example.com"}
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendMessage(buf[:0], m)
+	}
+}
+
+func BenchmarkDecodeCommand(b *testing.B) {
+	raw := []byte(`{"type":"message","channel":"chat","data":{"text":"Hello from client"},"id":1}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeCommand(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,450 @@
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+// Limits of the server API.
+const (
+	maxBatchCommands     = 1000
+	maxBroadcastChannels = 1000
+)
+
+// apiError is the JSON body of every non-2xx API answer.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.msg }
+
+func badRequest(code protocol.Code, msg string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: string(code), msg: msg}
+}
+
+func (s *Server) routeAPI(mux *http.ServeMux) {
+	mux.Handle("POST /api/publish", s.api("publish", s.apiPublish))
+	mux.Handle("POST /api/broadcast", s.api("broadcast", s.apiBroadcast))
+	mux.Handle("POST /api/send", s.api("send", s.apiSend))
+	mux.Handle("POST /api/batch", s.api("batch", s.apiBatch))
+	mux.Handle("POST /api/disconnect", s.api("disconnect", s.apiDisconnect))
+	mux.Handle("GET /api/stats", s.api("stats", s.apiStats))
+	mux.Handle("GET /api/channels", s.api("channels", s.apiChannels))
+	mux.Handle("/api/", s.api("unknown", func(r *http.Request) (any, error) {
+		return nil, &apiError{status: http.StatusNotFound, code: string(protocol.CodeNotFound), msg: "no such endpoint or method: " + r.Method + " " + r.URL.Path}
+	}))
+	mux.HandleFunc("POST /call", s.handleCall)
+}
+
+// authorizeAPI checks the API key from X-API-Key or "Authorization: apikey KEY".
+// With no key configured every request is refused with 403.
+func (s *Server) authorizeAPI(r *http.Request) *apiError {
+	if len(s.apiKeys) == 0 {
+		return &apiError{status: http.StatusForbidden, code: string(protocol.CodeForbidden), msg: "server API disabled: no API key configured"}
+	}
+	key := r.Header.Get("X-API-Key")
+	if key == "" {
+		if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "apikey ") {
+			key = strings.TrimSpace(a[7:])
+		}
+	}
+	ok := 0
+	for _, k := range s.apiKeys {
+		ok |= subtle.ConstantTimeCompare([]byte(key), k)
+	}
+	if key == "" || ok != 1 {
+		s.metrics.AuthFailures.WithLabelValues("api_key").Inc()
+		s.log.Info("api request refused: bad API key", "path", r.URL.Path, "remote", r.RemoteAddr)
+		return &apiError{status: http.StatusUnauthorized, code: string(protocol.CodeUnauthorized), msg: "missing or invalid API key"}
+	}
+	return nil
+}
+
+// api adapts a data function to an authenticated JSON endpoint.
+func (s *Server) api(name string, f func(*http.Request) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status := http.StatusOK
+		defer func() { s.metrics.APIRequests.WithLabelValues(name, strconv.Itoa(status)).Inc() }()
+		if e := s.authorizeAPI(r); e != nil {
+			status = e.status
+			writeError(w, e.status, e.code, e.msg)
+			return
+		}
+		out, err := f(r)
+		if err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				s.log.Error("api failed", "endpoint", name, "err", err)
+				ae = &apiError{status: http.StatusInternalServerError, code: string(protocol.CodeInternal), msg: "internal error"}
+			}
+			status = ae.status
+			writeError(w, ae.status, ae.code, ae.msg)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// decodeBody reads a JSON object of at most limit bytes into v.
+func decodeBody(r *http.Request, limit int64, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "request body larger than " + strconv.FormatInt(limit, 10) + " bytes"}
+		}
+		return badRequest(protocol.CodeBadRequest, "cannot read body")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return badRequest(protocol.CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
+		}
+		return badRequest(protocol.CodeBadJSON, "body must be a JSON object")
+	}
+	return nil
+}
+
+func (s *Server) bodyLimit() int64 { return s.cfg.MaxMessageBytes + 64<<10 }
+
+func checkChannelName(ch string) error {
+	if ch == "" {
+		return badRequest(protocol.CodeChannelRequired, `"channel" is required`)
+	}
+	if !protocol.ValidChannel(ch) {
+		return badRequest(protocol.CodeInvalidChannel, "invalid channel name: letters, digits and _ - : . @, 1 to 200 bytes")
+	}
+	return nil
+}
+
+// messageFrame encodes a server-API publication once.
+func messageFrame(ch string, data json.RawMessage) []byte {
+	return hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(80+len(ch)+len(data)), &protocol.Message{
+		Channel: ch, Data: data, Time: time.Now(),
+	}))
+}
+
+type publishRequest struct {
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+}
+
+type deliveredResponse struct {
+	OK        bool `json:"ok"`
+	Delivered int  `json:"delivered"`
+}
+
+// publish is the data function shared by /api/publish, /api/batch and /call.
+func (s *Server) publish(ch string, data json.RawMessage) (int, error) {
+	if err := checkChannelName(ch); err != nil {
+		return 0, err
+	}
+	if int64(len(data)) > s.cfg.MaxMessageBytes {
+		return 0, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
+	}
+	n := s.hub.Publish(ch, messageFrame(ch, data), nil)
+	s.metrics.Publications.WithLabelValues("api").Inc()
+	return n, nil
+}
+
+func (s *Server) apiPublish(r *http.Request) (any, error) {
+	var req publishRequest
+	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
+		return nil, err
+	}
+	n, err := s.publish(req.Channel, req.Data)
+	if err != nil {
+		return nil, err
+	}
+	return deliveredResponse{OK: true, Delivered: n}, nil
+}
+
+type broadcastRequest struct {
+	Channels []string        `json:"channels"`
+	Data     json.RawMessage `json:"data"`
+}
+
+func (s *Server) broadcast(chs []string, data json.RawMessage) (int, error) {
+	if len(chs) == 0 {
+		return 0, badRequest(protocol.CodeChannelRequired, `"channels" must list at least one channel`)
+	}
+	if len(chs) > maxBroadcastChannels {
+		return 0, badRequest(protocol.CodeBadRequest, "at most "+strconv.Itoa(maxBroadcastChannels)+" channels per broadcast")
+	}
+	for _, ch := range chs {
+		if err := checkChannelName(ch); err != nil {
+			return 0, err
+		}
+	}
+	total := 0
+	for _, ch := range chs {
+		n, err := s.publish(ch, data)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (s *Server) apiBroadcast(r *http.Request) (any, error) {
+	var req broadcastRequest
+	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
+		return nil, err
+	}
+	n, err := s.broadcast(req.Channels, req.Data)
+	if err != nil {
+		return nil, err
+	}
+	return deliveredResponse{OK: true, Delivered: n}, nil
+}
+
+type sendRequest struct {
+	UserID  string          `json:"userId"`
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// sendToUser delivers to every live connection of a user, subscribed or not.
+func (s *Server) sendToUser(user, ch string, data json.RawMessage) (int, error) {
+	if user == "" {
+		return 0, badRequest(protocol.CodeBadRequest, `"userId" is required`)
+	}
+	if err := checkChannelName(ch); err != nil {
+		return 0, err
+	}
+	if int64(len(data)) > s.cfg.MaxMessageBytes {
+		return 0, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
+	}
+	n := s.hub.SendToUser(user, messageFrame(ch, data))
+	s.metrics.Publications.WithLabelValues("api").Inc()
+	return n, nil
+}
+
+func (s *Server) apiSend(r *http.Request) (any, error) {
+	var req sendRequest
+	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
+		return nil, err
+	}
+	n, err := s.sendToUser(req.UserID, req.Channel, req.Data)
+	if err != nil {
+		return nil, err
+	}
+	return deliveredResponse{OK: true, Delivered: n}, nil
+}
+
+type disconnectRequest struct {
+	UserID   string `json:"userId"`
+	ClientID string `json:"clientId"`
+}
+
+func (s *Server) disconnect(req disconnectRequest) (int, error) {
+	switch {
+	case req.UserID != "" && req.ClientID != "":
+		return 0, badRequest(protocol.CodeBadRequest, `give "userId" or "clientId", not both`)
+	case req.UserID != "":
+		return s.hub.DisconnectUser(req.UserID, protocol.CloseDisconnected, "disconnected by server"), nil
+	case req.ClientID != "":
+		c := s.hub.Client(req.ClientID)
+		if c == nil {
+			return 0, nil
+		}
+		c.Close(protocol.CloseDisconnected, "disconnected by server")
+		return 1, nil
+	}
+	return 0, badRequest(protocol.CodeBadRequest, `"userId" or "clientId" is required`)
+}
+
+func (s *Server) apiDisconnect(r *http.Request) (any, error) {
+	var req disconnectRequest
+	if err := decodeBody(r, 64<<10, &req); err != nil {
+		return nil, err
+	}
+	n, err := s.disconnect(req)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"ok": true, "disconnected": n}, nil
+}
+
+type batchCommand struct {
+	Method   string          `json:"method"`
+	Channel  string          `json:"channel"`
+	Channels []string        `json:"channels"`
+	UserID   string          `json:"userId"`
+	ClientID string          `json:"clientId"`
+	Data     json.RawMessage `json:"data"`
+}
+
+type batchResult struct {
+	OK           bool   `json:"ok"`
+	Delivered    *int   `json:"delivered,omitempty"`
+	Disconnected *int   `json:"disconnected,omitempty"`
+	Error        string `json:"error,omitempty"`
+	Message      string `json:"message,omitempty"`
+}
+
+// apiBatch runs commands in order; one failing command does not stop the
+// others, and each gets its own result.
+func (s *Server) apiBatch(r *http.Request) (any, error) {
+	var req struct {
+		Commands []batchCommand `json:"commands"`
+	}
+	if err := decodeBody(r, 16*s.bodyLimit(), &req); err != nil {
+		return nil, err
+	}
+	if len(req.Commands) == 0 {
+		return nil, badRequest(protocol.CodeBadRequest, `"commands" must hold at least one command`)
+	}
+	if len(req.Commands) > maxBatchCommands {
+		return nil, badRequest(protocol.CodeBadRequest, "at most "+strconv.Itoa(maxBatchCommands)+" commands per batch")
+	}
+	results := make([]batchResult, len(req.Commands))
+	for i, c := range req.Commands {
+		var n int
+		var err error
+		field := &results[i].Delivered
+		switch c.Method {
+		case "publish":
+			n, err = s.publish(c.Channel, c.Data)
+		case "broadcast":
+			n, err = s.broadcast(c.Channels, c.Data)
+		case "send":
+			n, err = s.sendToUser(c.UserID, c.Channel, c.Data)
+		case "disconnect":
+			n, err = s.disconnect(disconnectRequest{UserID: c.UserID, ClientID: c.ClientID})
+			field = &results[i].Disconnected
+		default:
+			err = badRequest(protocol.CodeBadRequest, "unknown method; expected publish, broadcast, send or disconnect")
+		}
+		if err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) {
+				results[i].Error, results[i].Message = ae.code, ae.msg
+			} else {
+				results[i].Error, results[i].Message = string(protocol.CodeInternal), "internal error"
+			}
+			continue
+		}
+		results[i].OK = true
+		*field = &n
+	}
+	return map[string]any{"ok": true, "results": results}, nil
+}
+
+// StatsData is what /api/stats reports.
+type StatsData struct {
+	OK            bool    `json:"ok"`
+	Clients       int     `json:"clients"`
+	Users         int     `json:"users"`
+	Subscriptions int     `json:"subscriptions"`
+	Channels      int     `json:"channels"`
+	UptimeSeconds float64 `json:"uptimeSeconds"`
+}
+
+// Stats returns the numbers behind /api/stats.
+func (s *Server) Stats() StatsData {
+	st := s.hub.Stats(true)
+	return StatsData{OK: true, Clients: st.Clients, Users: st.Users, Subscriptions: st.Subscriptions,
+		Channels: len(st.Channels), UptimeSeconds: time.Since(s.started).Seconds()}
+}
+
+func (s *Server) apiStats(*http.Request) (any, error) { return s.Stats(), nil }
+
+func (s *Server) apiChannels(*http.Request) (any, error) {
+	return map[string]any{"ok": true, "channels": s.hub.Stats(true).Channels}, nil
+}
+
+// handleCall serves the seed's admin handlers on POST /call, answering
+// {"ok":true,"data":…} or {"ok":false,"error":…}.
+func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
+	status := http.StatusOK
+	defer func() { s.metrics.APIRequests.WithLabelValues("call", strconv.Itoa(status)).Inc() }()
+	fail := func(st int, msg string) {
+		status = st
+		writeJSON(w, st, map[string]any{"ok": false, "error": msg})
+	}
+	if e := s.authorizeAPI(r); e != nil {
+		fail(e.status, e.msg)
+		return
+	}
+	var req struct {
+		Key    string          `json:"key"`
+		Params json.RawMessage `json:"params"`
+	}
+	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
+		var ae *apiError
+		errors.As(err, &ae)
+		fail(ae.status, ae.msg)
+		return
+	}
+	params := func(v any) bool {
+		if len(req.Params) == 0 || string(req.Params) == "null" {
+			fail(http.StatusBadRequest, `"params" is required`)
+			return false
+		}
+		if err := json.Unmarshal(req.Params, v); err != nil {
+			fail(http.StatusBadRequest, "params: "+err.Error())
+			return false
+		}
+		return true
+	}
+	var data any
+	var err error
+	switch req.Key {
+	case "websocket.stats":
+		st := s.hub.Stats(true)
+		data = map[string]any{"enabled": true, "activeClients": st.Clients, "channels": st.Channels}
+	case "websocket.broadcast":
+		var p publishRequest
+		if !params(&p) {
+			return
+		}
+		var n int
+		n, err = s.publish(p.Channel, p.Data)
+		data = map[string]any{"channel": p.Channel, "delivered": n}
+	case "websocket.send":
+		var p sendRequest
+		if !params(&p) {
+			return
+		}
+		var n int
+		n, err = s.sendToUser(p.UserID, p.Channel, p.Data)
+		data = map[string]any{"userId": p.UserID, "channel": p.Channel, "delivered": n}
+	default:
+		fail(http.StatusBadRequest, "unknown handler: "+strconv.Quote(req.Key))
+		return
+	}
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			fail(ae.status, ae.msg)
+		} else {
+			fail(http.StatusInternalServerError, "internal error")
+		}
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "data": data})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"ok": false, "error": code, "message": msg})
+}

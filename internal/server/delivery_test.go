@@ -1,0 +1,190 @@
+package server_test
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/herald-rt/herald/internal/config"
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+// TestSlowConsumerClosed: a subscriber that stops reading is cut off once its
+// queue passes --client-queue-bytes, while a healthy subscriber gets every
+// message and the publisher never waits.
+func TestSlowConsumerClosed(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.ClientQueueBytes = 128 << 10 })
+	// The slow client stops reading after subscribing.
+	slow := ts.dial("slow", "")
+	slow.subscribe("feed")
+	fast := ts.dial("fast", "")
+	fast.subscribe("feed")
+
+	payload := `"` + strings.Repeat("x", 8000) + `"`
+	const max = 3000 // 24 MB: far more than socket buffers and the queue hold
+	sent := 0
+	for ; sent < max && !containsLine(ts.metricsText(), "herald_slow_consumer_closes_total 1"); sent++ {
+		begin := time.Now()
+		status, body := ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"feed","data":{"seq":%d,"pad":%s}}`, sent, payload))
+		if status != 200 {
+			t.Fatalf("publish %d: %d %v", sent, status, body)
+		}
+		if d := time.Since(begin); d > 2*time.Second {
+			t.Fatalf("publish %d took %v: the publisher waited on the slow client", sent, d)
+		}
+		// The healthy subscriber receives every publication, in order.
+		m := fast.expect("message")
+		if seq := m["data"].(map[string]any)["seq"]; seq != float64(sent) {
+			t.Fatalf("fast got seq %v, want %d", seq, sent)
+		}
+	}
+	if sent == max {
+		t.Fatal("slow consumer never cut off")
+	}
+	eventually(t, 10*time.Second, "slow client removed", func() bool { return ts.srv.Hub().NumClients() == 1 })
+	// The healthy subscriber keeps receiving after the cut.
+	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"feed","data":"after"}`)
+	if m := fast.expect("message"); m["data"] != "after" {
+		t.Fatalf("fast got %v", m)
+	}
+	// The slow client sees its connection end (4008 if the close frame could
+	// still be written, otherwise an abnormal close).
+	code := slow.expectClose(10 * time.Second)
+	if code != protocol.CloseSlowConsumer && code != websocket.CloseAbnormalClosure {
+		t.Fatalf("slow client close code %d", code)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.RateLimit = 5; c.RateBurst = 5; c.RateLimitStrikes = 20 })
+	a := ts.dial("alice", "")
+	for i := 0; i < 5; i++ {
+		a.send(map[string]any{"type": "ping"})
+	}
+	a.send(map[string]any{"type": "ping"})
+	for i := 0; i < 5; i++ {
+		a.expect("pong")
+	}
+	a.expectError("rate_limited")
+	// Sustained abuse closes the connection.
+	for i := 0; i < 40; i++ {
+		if err := a.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+			break
+		}
+	}
+	if code := a.expectClose(5 * time.Second); code != protocol.CloseRateLimited {
+		t.Fatalf("close code %d, want %d", code, protocol.CloseRateLimited)
+	}
+	if !containsLine(ts.metricsText(), "herald_rate_limited_total") {
+		t.Fatal("no rate-limit metric")
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.PingInterval = 50 * time.Millisecond
+		c.PongTimeout = 300 * time.Millisecond
+	})
+	// A reading client answers pings and stays.
+	live := ts.dial("live", "")
+	live.subscribe("chat")
+	var pings atomic.Int32
+	live.conn.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return live.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			if _, _, err := live.conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	// A client that never reads never answers pings and is removed from its channels.
+	dead := ts.dial("dead", "")
+	dead.subscribe("chat")
+	eventually(t, 5*time.Second, "dead client removed", func() bool {
+		return ts.srv.Hub().NumClients() == 1
+	})
+	time.Sleep(500 * time.Millisecond) // the live client survives several timeouts
+	if ts.srv.Hub().NumClients() != 1 {
+		t.Fatal("live client was closed")
+	}
+	live.conn.Close()
+	<-readerDone
+	if pings.Load() == 0 {
+		t.Fatal("no WebSocket ping received")
+	}
+	st := ts.srv.Hub().Stats(true)
+	if len(st.Channels) != 1 || st.Channels[0].Subscribers != 1 {
+		t.Fatalf("channels after timeout: %+v", st.Channels)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	ts := start(t, nil)
+	var clients []*wsClient
+	for i := 0; i < 5; i++ {
+		c := ts.dial(fmt.Sprintf("u%d", i), "")
+		c.subscribe("chat")
+		clients = append(clients, c)
+	}
+	// Queued messages are flushed before the close frame.
+	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"chat","data":"last words"}`)
+	errc := make(chan error, 1)
+	go func() { errc <- ts.stop() }()
+	for _, c := range clients {
+		if m := c.expect("message"); m["data"] != "last words" {
+			t.Fatalf("got %v", m)
+		}
+		if code := c.expectClose(5 * time.Second); code != websocket.CloseGoingAway {
+			t.Fatalf("close code %d, want 1001", code)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Serve returned %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", ts.addr, time.Second); err == nil {
+		t.Fatal("still accepting after shutdown")
+	}
+}
+
+func TestManyConcurrentPublishers(t *testing.T) {
+	ts := start(t, nil)
+	const subs, pubs, each = 5, 4, 50
+	var readers []*wsClient
+	for i := 0; i < subs; i++ {
+		c := ts.dial(fmt.Sprintf("s%d", i), "")
+		c.subscribe("load")
+		readers = append(readers, c)
+	}
+	var wg sync.WaitGroup
+	for p := 0; p < pubs; p++ {
+		c := ts.dial(fmt.Sprintf("p%d", p), "")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				b := fmt.Appendf(nil, `{"type":"message","channel":"load","data":%d}`, i)
+				if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, r := range readers {
+		for i := 0; i < pubs*each; i++ {
+			r.expect("message")
+		}
+	}
+}

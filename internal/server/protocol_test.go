@@ -1,0 +1,233 @@
+package server_test
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/herald-rt/herald/internal/config"
+)
+
+var rfc3339ms = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$`)
+
+func TestConnectedFrame(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.PingInterval = 25 * time.Second; c.PongTimeout = time.Minute })
+	c := ts.dial("alice", "42")
+	m := c.Connected
+	if m["userId"] != "alice" || m["org"] != "42" {
+		t.Fatalf("connected = %v", m)
+	}
+	if id, _ := m["clientId"].(string); len(id) < 16 {
+		t.Fatalf("clientId %v too short", m["clientId"])
+	}
+	if m["pingInterval"] != float64(25000) {
+		t.Fatalf("pingInterval = %v, want 25000 (ms)", m["pingInterval"])
+	}
+	if ts, _ := m["timestamp"].(string); !rfc3339ms.MatchString(ts) {
+		t.Fatalf("timestamp %q is not RFC 3339 with milliseconds", ts)
+	}
+}
+
+// TestSeedWscatSession replays the seed's testing section: insecure query
+// auth, subscribe to chat, ping → pong.
+func TestSeedWscatSession(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.InsecureQueryAuth = true })
+	c := ts.dialURL(ts.wsURL("userId=test&role=member"), nil)
+	if c.Connected["userId"] != "test" || c.Connected["role"] != "member" {
+		t.Fatalf("connected = %v", c.Connected)
+	}
+	c.sendRaw([]byte(`{"type":"subscribe","channel":"chat"}`))
+	if m := c.expect("subscribed"); m["channel"] != "chat" {
+		t.Fatalf("ack = %v", m)
+	}
+	c.sendRaw([]byte(`{"type":"ping"}`))
+	m := c.expect("pong")
+	if ts, _ := m["timestamp"].(string); !rfc3339ms.MatchString(ts) {
+		t.Fatalf("pong timestamp %v", m)
+	}
+	if len(m) != 2 {
+		t.Fatalf("pong without id must be exactly {type,timestamp}: %v", m)
+	}
+}
+
+func TestMessageReachesOthersNotSender(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	b := ts.dial("bob", "")
+	c := ts.dial("carol", "")
+	a.subscribe("chat")
+	b.subscribe("chat")
+	// carol is not subscribed and publishes.
+	c.send(map[string]any{"type": "message", "channel": "chat", "data": map[string]any{"text": "hi"}, "id": 7})
+	if m := c.expect("published"); m["id"] != float64(7) || m["channel"] != "chat" {
+		t.Fatalf("published ack = %v", m)
+	}
+	for _, r := range []*wsClient{a, b} {
+		m := r.expect("message")
+		if m["channel"] != "chat" || m["from"] != "carol" {
+			t.Fatalf("delivery = %v", m)
+		}
+		if d, _ := m["data"].(map[string]any); d["text"] != "hi" {
+			t.Fatalf("data = %v", m["data"])
+		}
+		if s, _ := m["timestamp"].(string); !rfc3339ms.MatchString(s) {
+			t.Fatalf("timestamp = %v", m["timestamp"])
+		}
+	}
+	// The sender is excluded even when subscribed.
+	a.send(map[string]any{"type": "message", "channel": "chat", "data": "from a"})
+	if m := b.expect("message"); m["data"] != "from a" || m["from"] != "alice" {
+		t.Fatalf("b got %v", m)
+	}
+	a.sync() // the pong must be the next frame: no echo of a's own message
+}
+
+func TestEchoNamespace(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.Namespaces = []config.Namespace{{Prefix: "room", Echo: true}}
+	})
+	a := ts.dial("alice", "")
+	a.subscribe("room:1")
+	a.send(map[string]any{"type": "message", "channel": "room:1", "data": 1})
+	if m := a.expect("message"); m["from"] != "alice" {
+		t.Fatalf("echo = %v", m)
+	}
+}
+
+func TestNamespacePublishDisabled(t *testing.T) {
+	no := false
+	ts := start(t, func(c *config.Config) {
+		c.Namespaces = []config.Namespace{{Prefix: "news", Publish: &no}}
+	})
+	a := ts.dial("alice", "")
+	a.subscribe("news")
+	a.send(map[string]any{"type": "message", "channel": "news:today", "data": 1, "id": "p"})
+	if m := a.expectError("forbidden"); m["id"] != "p" {
+		t.Fatalf("error lacks id: %v", m)
+	}
+}
+
+func TestUnsubscribe(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	b := ts.dial("bob", "")
+	a.subscribe("chat")
+	a.send(map[string]any{"type": "unsubscribe", "channel": "chat", "id": "u1"})
+	if m := a.expect("unsubscribed"); m["channel"] != "chat" || m["id"] != "u1" {
+		t.Fatalf("ack = %v", m)
+	}
+	b.send(map[string]any{"type": "message", "channel": "chat", "data": 1})
+	b.sync()
+	a.sync() // no message in between
+	// Idempotent: unsubscribing again is acknowledged.
+	a.send(map[string]any{"type": "unsubscribe", "channel": "chat"})
+	a.expect("unsubscribed")
+}
+
+func TestSubscribeIsIdempotent(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	b := ts.dial("bob", "")
+	a.subscribe("chat")
+	a.subscribe("chat")
+	b.send(map[string]any{"type": "message", "channel": "chat", "data": 1})
+	a.expect("message")
+	a.sync() // exactly one delivery
+}
+
+func TestErrorFramesKeepConnectionOpen(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "7")
+	cases := []struct {
+		name string
+		raw  string
+		code string
+	}{
+		{"bad json", `{"type":`, "bad_json"},
+		{"not an object", `[1,2]`, "bad_json"},
+		{"json string", `"subscribe"`, "bad_json"},
+		{"empty", ``, "bad_json"},
+		{"missing type", `{"channel":"chat"}`, "unknown_type"},
+		{"unknown type", `{"type":"dance"}`, "unknown_type"},
+		{"wrong field type", `{"type":"subscribe","channel":5}`, "bad_request"},
+		{"bad id", `{"type":"ping","id":{"x":1}}`, "bad_request"},
+		{"missing channel", `{"type":"subscribe"}`, "channel_required"},
+		{"missing channel publish", `{"type":"message","data":1}`, "channel_required"},
+		{"invalid channel", `{"type":"subscribe","channel":"has space"}`, "invalid_channel"},
+		{"too long channel", `{"type":"subscribe","channel":"` + strings.Repeat("a", 201) + `"}`, "invalid_channel"},
+		{"invalid channel unsubscribe", `{"type":"unsubscribe","channel":"a/b"}`, "invalid_channel"},
+		{"other org", `{"type":"subscribe","channel":"org:8"}`, "forbidden"},
+		{"other user", `{"type":"subscribe","channel":"user:bob"}`, "forbidden"},
+		{"system publish", `{"type":"message","channel":"system","data":1}`, "forbidden"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a.t = t
+			a.sendRaw([]byte(tc.raw))
+			a.expectError(tc.code)
+			a.sync()
+		})
+	}
+	a.t = t
+	if err := a.conn.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	a.expectError("binary_not_supported")
+	a.sync()
+	// The id of a failing command is echoed.
+	a.send(map[string]any{"type": "subscribe", "channel": "org:8", "id": "x1"})
+	if m := a.expectError("forbidden"); m["id"] != "x1" || m["channel"] != "org:8" {
+		t.Fatalf("error = %v", m)
+	}
+}
+
+func TestOversizeFrameCloses1009(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.MaxMessageBytes = 1024 })
+	a := ts.dial("alice", "")
+	a.sendRaw([]byte(`{"type":"message","channel":"chat","data":"` + strings.Repeat("x", 2000) + `"}`))
+	if code := a.expectClose(5 * time.Second); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+	eventually(t, 5*time.Second, "client removed", func() bool { return ts.srv.Hub().NumClients() == 0 })
+}
+
+func TestInvalidUTF8Closes1007(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	a.sendRaw([]byte("{\"type\":\"ping\",\"id\":\"\xff\xfe\"}"))
+	if code := a.expectClose(5 * time.Second); code != websocket.CloseInvalidFramePayloadData {
+		t.Fatalf("close code %d, want 1007", code)
+	}
+}
+
+func TestIDEchoShapes(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	for _, id := range []string{`"abc"`, `42`, `-1.5`} {
+		a.sendRaw([]byte(`{"type":"subscribe","channel":"chat","id":` + id + `}`))
+		m := a.expect("subscribed")
+		got, _ := json.Marshal(m["id"])
+		var want any
+		_ = json.Unmarshal([]byte(id), &want)
+		w, _ := json.Marshal(want)
+		if string(got) != string(w) {
+			t.Fatalf("id %s echoed as %s", id, got)
+		}
+	}
+}
+
+func TestAppPingWithoutSubscription(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	a.send(map[string]any{"type": "ping", "id": 1})
+	if m := a.expect("pong"); m["id"] != float64(1) {
+		t.Fatalf("pong = %v", m)
+	}
+	// A client-sent pong is accepted silently.
+	a.send(map[string]any{"type": "pong"})
+	a.sync()
+}

@@ -1,0 +1,173 @@
+// End-to-end tests: the real herald binary (HERALD_BIN) driven by Node's `ws`
+// package, the client the seed's JavaScript examples use.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import net from 'node:net';
+import WebSocket from 'ws';
+
+const BIN = process.env.HERALD_BIN;
+const SECRET = 'node-e2e-secret-0123456789';
+const API_KEY = 'node-e2e-api-key-0123456789';
+let proc;
+let base;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+before(async () => {
+  assert.ok(BIN, 'HERALD_BIN must point at the herald binary');
+  const port = await freePort();
+  base = `127.0.0.1:${port}`;
+  proc = spawn(BIN, ['serve', '--addr', base, '--jwt-secret', SECRET, '--api-key', API_KEY, '--insecure-query-auth', '--log-level', 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      const r = await fetch(`http://${base}/healthz`);
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error('herald did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+after(async () => {
+  if (!proc) return;
+  const exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
+  proc.kill('SIGTERM');
+  assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
+});
+
+function mint(user, org) {
+  const args = ['token', '--user', user, '--jwt-secret', SECRET];
+  if (org) args.push('--org', org);
+  return execFileSync(BIN, args).toString().trim();
+}
+
+// connect opens a socket and resolves with a reader that hands out frames in order.
+function connect(query) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${base}/ws?${query}`);
+    const frames = [];
+    const waiters = [];
+    ws.on('message', (data, isBinary) => {
+      assert.equal(isBinary, false);
+      const msg = JSON.parse(data.toString()); // one JSON object per frame
+      const w = waiters.shift();
+      if (w) w(msg); else frames.push(msg);
+    });
+    const next = (ms = 5000) => new Promise((res, rej) => {
+      if (frames.length) return res(frames.shift());
+      const t = setTimeout(() => rej(new Error('timed out waiting for a frame')), ms);
+      waiters.push((m) => { clearTimeout(t); res(m); });
+    });
+    const send = (obj) => ws.send(JSON.stringify(obj));
+    const closed = new Promise((res) => ws.on('close', (code) => res(code)));
+    ws.on('open', () => resolve({ ws, next, send, closed }));
+    ws.on('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    ws.on('error', reject);
+  });
+}
+
+test('seed wscat session: insecure query auth, subscribe, ping', async () => {
+  const c = await connect('userId=test&role=member');
+  const hello = await c.next();
+  assert.equal(hello.type, 'connected');
+  assert.equal(hello.userId, 'test');
+  c.send({ type: 'subscribe', channel: 'chat' });
+  assert.deepEqual(await c.next(), { type: 'subscribed', channel: 'chat' });
+  c.send({ type: 'ping' });
+  const pong = await c.next();
+  assert.equal(pong.type, 'pong');
+  assert.match(pong.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  c.ws.close();
+});
+
+test('token auth, client message to others, org isolation', async () => {
+  const a = await connect(`token=${mint('alice', '42')}`);
+  const b = await connect(`token=${mint('bob', '42')}`);
+  const x = await connect(`token=${mint('xavier', '7')}`);
+  for (const c of [a, b, x]) assert.equal((await c.next()).type, 'connected');
+  a.send({ type: 'subscribe', channel: 'org:42' });
+  b.send({ type: 'subscribe', channel: 'org:42' });
+  assert.equal((await a.next()).type, 'subscribed');
+  assert.equal((await b.next()).type, 'subscribed');
+  x.send({ type: 'subscribe', channel: 'org:42', id: 'steal' });
+  const denied = await x.next();
+  assert.equal(denied.type, 'error');
+  assert.equal(denied.code, 'forbidden');
+  assert.equal(denied.id, 'steal');
+
+  b.send({ type: 'message', channel: 'org:42', data: { text: 'Hello from client' } });
+  const got = await a.next();
+  assert.equal(got.type, 'message');
+  assert.equal(got.channel, 'org:42');
+  assert.equal(got.from, 'bob');
+  assert.deepEqual(got.data, { text: 'Hello from client' });
+  for (const c of [a, b, x]) c.ws.close();
+});
+
+test('server API publish and /call reach a Node client', async () => {
+  const c = await connect(`token=${mint('dash', 'acme')}`);
+  assert.equal((await c.next()).type, 'connected');
+  c.send({ type: 'subscribe', channel: 'analytics' });
+  assert.equal((await c.next()).type, 'subscribed');
+  const r = await fetch(`http://${base}/api/publish`, {
+    method: 'POST',
+    headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel: 'analytics', data: { activeUsers: 12, requestsPerMinute: 45 } }),
+  });
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), { ok: true, delivered: 1 });
+  const m = await c.next();
+  assert.deepEqual(m.data, { activeUsers: 12, requestsPerMinute: 45 });
+  assert.equal(m.from, undefined);
+
+  const stats = await fetch(`http://${base}/call`, {
+    method: 'POST',
+    headers: { 'x-api-key': API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ key: 'websocket.stats' }),
+  });
+  const body = await stats.json();
+  assert.equal(body.ok, true);
+  assert.equal(body.data.enabled, true);
+  assert.ok(body.data.activeClients >= 1);
+  assert.ok(body.data.channels.some((ch) => ch.name === 'analytics' && ch.subscribers === 1));
+  c.ws.close();
+});
+
+test('bad input: error frame keeps the socket, oversize closes with 1009', async () => {
+  const c = await connect(`token=${mint('eve', '')}`);
+  assert.equal((await c.next()).type, 'connected');
+  c.ws.send('{not json');
+  const e = await c.next();
+  assert.equal(e.type, 'error');
+  assert.equal(e.code, 'bad_json');
+  c.send({ type: 'ping', id: 3 });
+  assert.equal((await c.next()).id, 3);
+  c.ws.send('x'.repeat(2 * 1024 * 1024));
+  assert.equal(await c.closed, 1009);
+});
+
+test('no token: HTTP 401 with a JSON body before the upgrade', async () => {
+  const { status, body } = await new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${base}/ws`);
+    ws.on('unexpected-response', (_req, res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
+    });
+    ws.on('open', () => reject(new Error('upgrade accepted without a token')));
+    ws.on('error', () => {});
+  });
+  assert.equal(status, 401);
+  assert.equal(body.error, 'unauthorized');
+});
