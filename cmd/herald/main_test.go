@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/auth"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestUsageAndConfigErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{nil, 2, "Usage"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"serve", "--bogus"}, 2, "bogus"},
+		{[]string{"serve", "--addr", "127.0.0.1:0"}, 2, "no authentication configured"},
+		{[]string{"serve", "--jwt-secret", "s", "--ping-interval", "nope"}, 2, "ping-interval"},
+		{[]string{"serve", "--help"}, 0, "--client-queue-bytes"},
+		{[]string{"token"}, 2, "--user is required"},
+		{[]string{"pub", "chat", "{not json"}, 2, "not valid JSON"},
+		{[]string{"version"}, 0, "herald"},
+	}
+	for _, tc := range cases {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.out) {
+			t.Errorf("%v: exit %d, output %q; want exit %d containing %q", tc.args, code, out.String()+errOut.String(), tc.code, tc.out)
+		}
+		if tc.code == 2 && strings.Count(strings.TrimSpace(errOut.String()), "\n") > 0 && tc.args != nil && tc.args[0] == "serve" {
+			t.Errorf("%v: config errors must be one line, got %q", tc.args, errOut.String())
+		}
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"token", "--user", "alice", "--org", "42", "--role", "owner", "--ttl", "5m", "--jwt-secret", "sekret-sekret"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	v, err := auth.NewVerifier(auth.VerifierOptions{HMACSecret: []byte("sekret-sekret")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.Verify(strings.TrimSpace(out.String()))
+	if err != nil || id.UserID != "alice" || id.OrgID != "42" || id.Role != "owner" {
+		t.Fatalf("%+v %v", id, err)
+	}
+	if d := time.Until(id.ExpiresAt); d <= 4*time.Minute || d > 5*time.Minute {
+		t.Fatalf("expiry in %v", d)
+	}
+}
+
+// TestServeSubPub runs the binary's own commands end to end: serve, then sub
+// and pub against it, then a graceful stop with exit status 0.
+func TestServeSubPub(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const secret = "cli-test-secret-123"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan int, 1)
+	var serveErr syncBuffer
+	go func() {
+		served <- run(ctx, []string{"serve", "--addr", addr, "--jwt-secret", secret, "--log-level", "warn"}, &bytes.Buffer{}, &serveErr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start: %s", serveErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tok := func(user string) string {
+		var out bytes.Buffer
+		if run(context.Background(), []string{"token", "--user", user, "--org", "7", "--jwt-secret", secret}, &out, &bytes.Buffer{}) != 0 {
+			t.Fatal("token failed")
+		}
+		return strings.TrimSpace(out.String())
+	}
+	url := "ws://" + addr + "/ws"
+	subCtx, stopSub := context.WithCancel(context.Background())
+	var subOut syncBuffer
+	subDone := make(chan int, 1)
+	go func() {
+		subDone <- run(subCtx, []string{"sub", "--url", url, "--token", tok("reader"), "org:7"}, &subOut, &bytes.Buffer{})
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(subOut.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("sub output %q lacks %q", subOut.String(), what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(`"type":"subscribed"`)
+	var pubOut, pubErr bytes.Buffer
+	if code := run(context.Background(), []string{"pub", "--url", url, "--token", tok("writer"), "org:7", `{"text":"hello"}`}, &pubOut, &pubErr); code != 0 {
+		t.Fatalf("pub exit %d: %s", code, pubErr.String())
+	}
+	waitFor(`"data":{"text":"hello"}`)
+	// Publishing into another org is refused with exit status 1.
+	pubErr.Reset()
+	if code := run(context.Background(), []string{"pub", "--url", url, "--token", tok("writer"), "org:8", `1`}, &pubOut, &pubErr); code != 1 || !strings.Contains(pubErr.String(), "forbidden") {
+		t.Fatalf("pub to other org: exit %d, %s", code, pubErr.String())
+	}
+	stopSub()
+	if code := <-subDone; code != 0 {
+		t.Fatalf("sub exit %d", code)
+	}
+	cancel()
+	select {
+	case code := <-served:
+		if code != 0 {
+			t.Fatalf("serve exit %d: %s", code, serveErr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
