@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/protocol"
@@ -52,7 +53,24 @@ type Resolved struct {
 	Publish bool
 	// Echo reports whether a client's own publications are delivered back to it.
 	Echo bool
+	// HistorySize and HistoryTTL are the channel's retention (0: none kept).
+	HistorySize int
+	HistoryTTL  time.Duration
+	// AllowHistory lets clients read history and recover with "since".
+	AllowHistory bool
+	// Presence lets clients list who is on the channel.
+	Presence bool
+	// JoinLeave announces subscribers joining and leaving.
+	JoinLeave bool
 }
+
+// Built-in defaults for org: rooms when no namespace is configured for them.
+const (
+	OrgHistorySize = 1000
+	OrgHistoryTTL  = 5 * time.Minute
+	// DefaultHistoryTTL applies when a namespace keeps history without a TTL.
+	DefaultHistoryTTL = 5 * time.Minute
+)
 
 // Policy decides what an [Identity] may do on a channel. All of herald's
 // channel permission checks go through it. A Policy is immutable and safe for
@@ -68,10 +86,22 @@ type Policy struct {
 // means true; a namespace with Prefix "" replaces the default rule (publish
 // allowed, no echo). When a prefix appears more than once the last entry wins.
 func NewPolicy(ns []config.Namespace) *Policy {
-	p := &Policy{def: Resolved{Publish: true}}
+	p := &Policy{def: Resolved{Publish: true, AllowHistory: true}}
 	index := make(map[string]int, len(ns))
 	for _, n := range ns {
-		r := Resolved{Prefix: n.Prefix, Publish: n.Publish == nil || *n.Publish, Echo: n.Echo}
+		r := Resolved{
+			Prefix:       n.Prefix,
+			Publish:      n.Publish == nil || *n.Publish,
+			Echo:         n.Echo,
+			HistorySize:  n.HistorySize,
+			HistoryTTL:   time.Duration(n.HistoryTTL),
+			AllowHistory: n.AllowHistory == nil || *n.AllowHistory,
+			Presence:     n.Presence != nil && *n.Presence,
+			JoinLeave:    n.JoinLeave,
+		}
+		if r.HistorySize > 0 && r.HistoryTTL == 0 {
+			r.HistoryTTL = DefaultHistoryTTL
+		}
 		if n.Prefix == "" {
 			p.def = r
 			continue
@@ -95,8 +125,11 @@ func NewPolicy(ns []config.Namespace) *Policy {
 // Namespace returns the rules for channel: those of the longest configured
 // prefix that equals channel or is followed in it by ':', else the default
 // rule. Publish is forced to false for "system" and "system:…".
+//
+// org: channels that no configured namespace covers get the built-in room
+// defaults: OrgHistorySize publications for OrgHistoryTTL, and presence.
 func (p *Policy) Namespace(channel string) Resolved {
-	r := Resolved{Publish: true}
+	r := Resolved{Publish: true, AllowHistory: true}
 	if p != nil {
 		r = p.def
 		for _, n := range p.namespaces {
@@ -106,8 +139,13 @@ func (p *Policy) Namespace(channel string) Resolved {
 			}
 		}
 	}
-	if kind, _ := tenantOf(channel); kind == tenantSystem {
+	switch kind, _ := tenantOf(channel); kind {
+	case tenantSystem:
 		r.Publish = false
+	case tenantOrg:
+		if r.Prefix == "" {
+			r.HistorySize, r.HistoryTTL, r.Presence = OrgHistorySize, OrgHistoryTTL, true
+		}
 	}
 	return r
 }
@@ -138,7 +176,7 @@ func hasSegmentPrefix(channel, prefix string) bool {
 //     it, or starting with the part before a trailing '*';
 //   - publishing needs the channel's namespace to allow it ([Policy.Namespace]).
 //
-// History and presence currently follow the subscribe rules. Forbidden
+// History and presence also need the namespace to allow them. Forbidden
 // messages say which rule refused, never anything about other tenants.
 func (p *Policy) Authorize(id Identity, op Op, channel string) error {
 	if !protocol.ValidChannel(channel) {
@@ -172,8 +210,19 @@ func (p *Policy) Authorize(id Identity, op Op, channel string) error {
 	if len(id.Channels) > 0 && !allowListed(id.Channels, channel) {
 		return forbidden("channel not allowed by the token's channel list")
 	}
-	if op == OpPublish && !p.Namespace(channel).Publish {
-		return forbidden("publishing is disabled on this channel")
+	switch op {
+	case OpPublish:
+		if !p.Namespace(channel).Publish {
+			return forbidden("publishing is disabled on this channel")
+		}
+	case OpHistory:
+		if !p.Namespace(channel).AllowHistory {
+			return forbidden("history is disabled on this channel")
+		}
+	case OpPresence:
+		if !p.Namespace(channel).Presence {
+			return forbidden("presence is disabled on this channel")
+		}
 	}
 	return nil
 }

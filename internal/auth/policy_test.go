@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/protocol"
@@ -134,7 +135,7 @@ func TestAuthorizeAllOps(t *testing.T) {
 		{"user id with colon, prefix owner", colon, "user:a", forbid},
 		{"user owning colon sub", Identity{UserID: "a"}, "user:a:b", allowed},
 	}
-	p := NewPolicy(nil)
+	p := presencePolicy() // presence on everywhere, so every op follows the tenant rules
 	for _, tt := range tests {
 		for _, op := range allOps {
 			t.Run(tt.name+"/"+op.String(), func(t *testing.T) {
@@ -149,10 +150,10 @@ func TestAuthorizeAllOps(t *testing.T) {
 
 func TestAuthorizeSystem(t *testing.T) {
 	ns := []config.Namespace{
-		{Prefix: "system", Publish: boolPtr(true)}, // cannot relax the built-in rule
+		{Prefix: "system", Publish: boolPtr(true), Presence: boolPtr(true)}, // cannot relax the built-in rule
 		{Prefix: "", Publish: boolPtr(true)},
 	}
-	for _, p := range []*Policy{NewPolicy(nil), NewPolicy(ns)} {
+	for _, p := range []*Policy{presencePolicy(), NewPolicy(ns)} {
 		for _, channel := range []string{"system", "system:news", "system:a:b"} {
 			for _, id := range []Identity{{UserID: "alice"}, {UserID: "admin", Role: "admin", OrgID: "1"}, {}} {
 				for _, op := range allOps {
@@ -216,7 +217,7 @@ func TestAuthorizeAllowList(t *testing.T) {
 		{"bare org listed", id("org"), OpSubscribe, "org", forbid},
 		{"invalid name listed", id("a b"), OpSubscribe, "a b", invalidCh},
 	}
-	p := NewPolicy(nil)
+	p := presencePolicy() // presence on everywhere, so every op follows the tenant rules
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := codeOf(t, p.Authorize(tt.id, tt.op, tt.channel))
@@ -233,7 +234,7 @@ func TestAuthorizeNamespacePublish(t *testing.T) {
 		{Prefix: "news:comments", Publish: boolPtr(true)},
 		{Prefix: "chat"},                         // nil Publish = true
 		{Prefix: "org", Publish: boolPtr(false)}, // applies to tenant channels too
-		{Prefix: "feeds", Publish: boolPtr(false)},
+		{Prefix: "feeds", Publish: boolPtr(false), Presence: boolPtr(true)},
 	})
 	alice := Identity{UserID: "alice", OrgID: "42"}
 	tests := []struct {
@@ -350,6 +351,7 @@ func TestNamespace(t *testing.T) {
 		{"", Resolved{Prefix: "", Publish: true, Echo: true}},
 	}
 	for _, tt := range tests {
+		tt.want.AllowHistory = true
 		if got := p.Namespace(tt.channel); got != tt.want {
 			t.Errorf("Namespace(%q) = %+v, want %+v", tt.channel, got, tt.want)
 		}
@@ -360,11 +362,11 @@ func TestNamespaceDefaults(t *testing.T) {
 	for name, p := range map[string]*Policy{"nil policy": nil, "no namespaces": NewPolicy(nil), "empty": NewPolicy([]config.Namespace{})} {
 		t.Run(name, func(t *testing.T) {
 			want := map[string]Resolved{
-				"chat":        {Publish: true},
-				"org:42":      {Publish: true},
-				"system":      {Publish: false},
-				"system:news": {Publish: false},
-				"systemic":    {Publish: true},
+				"chat":        {Publish: true, AllowHistory: true},
+				"org:42":      {Publish: true, AllowHistory: true, HistorySize: OrgHistorySize, HistoryTTL: OrgHistoryTTL, Presence: true},
+				"system":      {Publish: false, AllowHistory: true},
+				"system:news": {Publish: false, AllowHistory: true},
+				"systemic":    {Publish: true, AllowHistory: true},
 			}
 			for ch, w := range want {
 				if got := p.Namespace(ch); got != w {
@@ -482,4 +484,53 @@ func BenchmarkAuthorize(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestNamespaceHistoryAndPresence(t *testing.T) {
+	p := NewPolicy([]config.Namespace{
+		{Prefix: "feed", HistorySize: 50},
+		{Prefix: "audit", HistorySize: 10, HistoryTTL: config.Duration(time.Hour), AllowHistory: boolPtr(false)},
+		{Prefix: "room", Presence: boolPtr(true), JoinLeave: true},
+		{Prefix: "org", Presence: boolPtr(false)}, // replaces the org: defaults
+	})
+	cases := map[string]Resolved{
+		"feed:1": {Prefix: "feed", Publish: true, AllowHistory: true, HistorySize: 50, HistoryTTL: DefaultHistoryTTL},
+		"audit":  {Prefix: "audit", Publish: true, HistorySize: 10, HistoryTTL: time.Hour},
+		"room:a": {Prefix: "room", Publish: true, AllowHistory: true, Presence: true, JoinLeave: true},
+		"org:42": {Prefix: "org", Publish: true, AllowHistory: true},
+		"chat":   {Publish: true, AllowHistory: true},
+	}
+	for ch, want := range cases {
+		if got := p.Namespace(ch); got != want {
+			t.Errorf("Namespace(%q) = %+v, want %+v", ch, got, want)
+		}
+	}
+	id := Identity{UserID: "u", OrgID: "42"}
+	for _, tc := range []struct {
+		op      Op
+		channel string
+		ok      bool
+	}{
+		{OpHistory, "feed:1", true},
+		{OpHistory, "audit", false},
+		{OpPresence, "room:a", true},
+		{OpPresence, "chat", false},
+		{OpPresence, "org:42", false},
+		{OpPresence, "org:7", false},
+		{OpHistory, "org:7", false},
+	} {
+		err := p.Authorize(id, tc.op, tc.channel)
+		if (err == nil) != tc.ok {
+			t.Errorf("Authorize(%v, %q) = %v, want ok=%v", tc.op, tc.channel, err, tc.ok)
+		}
+	}
+	// With no namespace for org, rooms get presence by default.
+	if err := NewPolicy(nil).Authorize(id, OpPresence, "org:42"); err != nil {
+		t.Errorf("org presence by default: %v", err)
+	}
+}
+
+// presencePolicy is the default policy with presence allowed everywhere.
+func presencePolicy() *Policy {
+	return NewPolicy([]config.Namespace{{Prefix: "", Presence: boolPtr(true)}})
 }

@@ -44,6 +44,9 @@ type Config struct {
 	// RateLimitStrikes closes a connection after this many consecutive rate-limited
 	// commands. Default 50.
 	RateLimitStrikes int `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
+	// IdempotencyWindow is how long a publish's idempotencyKey is remembered
+	// per channel. Default 5m; 0 disables idempotency keys.
+	IdempotencyWindow time.Duration `yaml:"idempotency_window" toml:"idempotency_window"`
 	// ShutdownTimeout bounds graceful shutdown. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
 	// LogFormat is "text" (default) or "json".
@@ -65,23 +68,39 @@ type Namespace struct {
 	Publish *bool `yaml:"publish" toml:"publish"`
 	// Echo delivers a client's own publications back to it. Default false.
 	Echo bool `yaml:"echo" toml:"echo"`
+	// HistorySize is how many publications each channel keeps for history and
+	// recovery. 0 keeps none (the default, except org: channels: 1000).
+	HistorySize int `yaml:"history_size" toml:"history_size"`
+	// HistoryTTL is how long each kept publication lives. 0 with HistorySize > 0
+	// means 5m.
+	HistoryTTL Duration `yaml:"history_ttl" toml:"history_ttl"`
+	// AllowHistory lets clients use the history command and subscribe with
+	// "since". nil means true.
+	AllowHistory *bool `yaml:"allow_history" toml:"allow_history"`
+	// Presence lets clients use the presence command. nil means false, except
+	// org: channels (true).
+	Presence *bool `yaml:"presence" toml:"presence"`
+	// JoinLeave sends join/leave frames to a channel's subscribers when others
+	// subscribe or leave. Default false.
+	JoinLeave bool `yaml:"join_leave" toml:"join_leave"`
 }
 
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Addr:             ":8080",
-		WSPath:           "/ws",
-		MaxMessageBytes:  1 << 20,
-		PingInterval:     30 * time.Second,
-		PongTimeout:      60 * time.Second,
-		ClientQueueBytes: 1 << 20,
-		MaxSubscriptions: 1000,
-		RateLimit:        100,
-		RateBurst:        200,
-		RateLimitStrikes: 50,
-		ShutdownTimeout:  10 * time.Second,
-		LogFormat:        "text",
-		LogLevel:         "info",
+		Addr:              ":8080",
+		WSPath:            "/ws",
+		MaxMessageBytes:   1 << 20,
+		PingInterval:      30 * time.Second,
+		PongTimeout:       60 * time.Second,
+		ClientQueueBytes:  1 << 20,
+		MaxSubscriptions:  1000,
+		RateLimit:         100,
+		RateBurst:         200,
+		RateLimitStrikes:  50,
+		IdempotencyWindow: 5 * time.Minute,
+		ShutdownTimeout:   10 * time.Second,
+		LogFormat:         "text",
+		LogLevel:          "info",
 	}
 }

@@ -99,14 +99,15 @@ type fileConfig struct {
 	InsecureQueryAuth bool        `yaml:"insecure_query_auth" toml:"insecure_query_auth"`
 	AllowedOrigins    []string    `yaml:"allowed_origins" toml:"allowed_origins"`
 	MaxMessageBytes   byteSize    `yaml:"max_message_bytes" toml:"max_message_bytes"`
-	PingInterval      duration    `yaml:"ping_interval" toml:"ping_interval"`
-	PongTimeout       duration    `yaml:"pong_timeout" toml:"pong_timeout"`
+	PingInterval      Duration    `yaml:"ping_interval" toml:"ping_interval"`
+	PongTimeout       Duration    `yaml:"pong_timeout" toml:"pong_timeout"`
 	ClientQueueBytes  byteSize    `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
 	MaxSubscriptions  int         `yaml:"max_subscriptions" toml:"max_subscriptions"`
 	RateLimit         float64     `yaml:"rate_limit" toml:"rate_limit"`
 	RateBurst         int         `yaml:"rate_burst" toml:"rate_burst"`
 	RateLimitStrikes  int         `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
-	ShutdownTimeout   duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
+	IdempotencyWindow Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
+	ShutdownTimeout   Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
 	LogFormat         string      `yaml:"log_format" toml:"log_format"`
 	LogLevel          string      `yaml:"log_level" toml:"log_level"`
 	Namespaces        []Namespace `yaml:"namespaces" toml:"namespaces"`
@@ -122,14 +123,15 @@ func fileConfigFrom(c *Config) fileConfig {
 		InsecureQueryAuth: c.InsecureQueryAuth,
 		AllowedOrigins:    c.AllowedOrigins,
 		MaxMessageBytes:   byteSize(c.MaxMessageBytes),
-		PingInterval:      duration(c.PingInterval),
-		PongTimeout:       duration(c.PongTimeout),
+		PingInterval:      Duration(c.PingInterval),
+		PongTimeout:       Duration(c.PongTimeout),
 		ClientQueueBytes:  byteSize(c.ClientQueueBytes),
 		MaxSubscriptions:  c.MaxSubscriptions,
 		RateLimit:         c.RateLimit,
 		RateBurst:         c.RateBurst,
 		RateLimitStrikes:  c.RateLimitStrikes,
-		ShutdownTimeout:   duration(c.ShutdownTimeout),
+		IdempotencyWindow: Duration(c.IdempotencyWindow),
+		ShutdownTimeout:   Duration(c.ShutdownTimeout),
 		LogFormat:         c.LogFormat,
 		LogLevel:          c.LogLevel,
 		Namespaces:        c.Namespaces,
@@ -153,6 +155,7 @@ func (fc *fileConfig) apply(c *Config) {
 		RateLimit:         fc.RateLimit,
 		RateBurst:         fc.RateBurst,
 		RateLimitStrikes:  fc.RateLimitStrikes,
+		IdempotencyWindow: time.Duration(fc.IdempotencyWindow),
 		ShutdownTimeout:   time.Duration(fc.ShutdownTimeout),
 		LogFormat:         fc.LogFormat,
 		LogLevel:          fc.LogLevel,
@@ -160,11 +163,11 @@ func (fc *fileConfig) apply(c *Config) {
 	}
 }
 
-// duration is a time.Duration written in files as a string such as "30s".
+// Duration is a time.Duration written in files as a string such as "30s".
 // Bare numbers are rejected rather than read as nanoseconds.
-type duration time.Duration
+type Duration time.Duration
 
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: want a duration such as \"30s\"", n.Line)
 	}
@@ -172,11 +175,11 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	if err != nil {
 		return fmt.Errorf("line %d: invalid duration %q: %v", n.Line, n.Value, err)
 	}
-	*d = duration(v)
+	*d = Duration(v)
 	return nil
 }
 
-func (d *duration) UnmarshalTOML(data any) error {
+func (d *Duration) UnmarshalTOML(data any) error {
 	s, ok := data.(string)
 	if !ok {
 		return fmt.Errorf("invalid duration %v: want a string such as \"30s\"", data)
@@ -185,7 +188,7 @@ func (d *duration) UnmarshalTOML(data any) error {
 	if err != nil {
 		return fmt.Errorf("invalid duration %q: %v", s, err)
 	}
-	*d = duration(v)
+	*d = Duration(v)
 	return nil
 }
 

@@ -231,6 +231,8 @@ func settings() []setting {
 			func(c *Config) *int { return &c.RateBurst }),
 		intSetting("rate-limit-strikes", "close a connection after this many consecutive rate-limited commands",
 			func(c *Config) *int { return &c.RateLimitStrikes }),
+		durationSetting("idempotency-window", "how long a publish idempotencyKey is remembered per channel; 0 disables",
+			func(c *Config) *time.Duration { return &c.IdempotencyWindow }),
 		durationSetting("shutdown-timeout", "time allowed for graceful shutdown",
 			func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 		stringSetting("log-format", "FORMAT", "log format: text or json",

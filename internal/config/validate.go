@@ -35,6 +35,9 @@ func (c *Config) Validate() error {
 	if c.PongTimeout <= c.PingInterval {
 		return fmt.Errorf("invalid pong-timeout %s: must be greater than ping-interval (%s)", c.PongTimeout, c.PingInterval)
 	}
+	if c.IdempotencyWindow < 0 {
+		return fmt.Errorf("invalid idempotency-window %s: must not be negative", c.IdempotencyWindow)
+	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("invalid shutdown-timeout %s: must be greater than 0", c.ShutdownTimeout)
 	}
@@ -108,6 +111,9 @@ func checkReadableFile(path string) error {
 	return nil
 }
 
+// MaxHistorySize bounds a namespace's history_size.
+const MaxHistorySize = 100000
+
 func validateNamespaces(namespaces []Namespace) error {
 	seen := make(map[string]bool, len(namespaces))
 	for i, ns := range namespaces {
@@ -119,6 +125,12 @@ func validateNamespaces(namespaces []Namespace) error {
 		if strings.HasSuffix(p, ":") {
 			return fmt.Errorf("invalid namespaces[%d] prefix %q: must not end with \":\" (prefix %q already covers %q)",
 				i, p, strings.TrimSuffix(p, ":"), p+"*")
+		}
+		if ns.HistorySize < 0 || ns.HistorySize > MaxHistorySize {
+			return fmt.Errorf("invalid namespaces[%d] history_size %d: must be 0 to %d", i, ns.HistorySize, MaxHistorySize)
+		}
+		if ns.HistoryTTL < 0 {
+			return fmt.Errorf("invalid namespaces[%d] history_ttl: must not be negative", i)
 		}
 		if seen[p] {
 			return fmt.Errorf("invalid namespaces: prefix %q appears more than once", p)

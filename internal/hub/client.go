@@ -54,6 +54,7 @@ type Client struct {
 	queue       [][]byte
 	spare       [][]byte
 	queuedBytes int
+	burst       int // bytes of queuedBytes sent with SendBurst, exempt from the bound
 	writing     bool
 	closeFrame  []byte
 	closeCode   int
@@ -104,7 +105,7 @@ func (c *Client) Send(frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.queuedBytes+len(frame) > c.hub.opts.QueueBytes {
+	if c.queuedBytes-c.burst+len(frame) > c.hub.opts.QueueBytes {
 		queued := c.queuedBytes
 		c.beginCloseLocked(4008, "slow consumer", true)
 		c.mu.Unlock()
@@ -119,6 +120,32 @@ func (c *Client) Send(frame []byte) bool {
 	c.writing = true
 	c.mu.Unlock()
 	c.hub.metrics.MessagesOut.Inc()
+	if start {
+		go c.writeLoop()
+	}
+	return true
+}
+
+// SendBurst queues frames together, exempt from the queue bound: a replay
+// of history, whose size the caller has bounded. Frames sent later with
+// Send are bounded as usual. It returns false when the client is closing.
+func (c *Client) SendBurst(frames [][]byte) bool {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	n := 0
+	for _, f := range frames {
+		c.queue = append(c.queue, f)
+		n += len(f)
+	}
+	c.queuedBytes += n
+	c.burst += n
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	c.hub.metrics.MessagesOut.Add(float64(len(frames)))
 	if start {
 		go c.writeLoop()
 	}
@@ -169,6 +196,7 @@ func (c *Client) beginCloseLocked(code int, reason string, drop bool) {
 		clear(c.queue)
 		c.queue = c.queue[:0]
 		c.queuedBytes = 0
+		c.burst = 0
 	}
 }
 
@@ -212,6 +240,7 @@ func (c *Client) writeLoop() {
 		c.queue = c.spare[:0]
 		c.spare = nil
 		c.queuedBytes = 0
+		c.burst = 0
 		closing := c.state != stateOpen
 		c.mu.Unlock()
 

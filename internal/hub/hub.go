@@ -35,6 +35,9 @@ type Options struct {
 	PongTimeout time.Duration
 	// MaxSubscriptions bounds channels per client; 0 means no bound.
 	MaxSubscriptions int
+	// OnRemove, when set, is called after a client left the hub, with the
+	// channels it was subscribed to. No hub lock is held while it runs.
+	OnRemove func(c *Client, channels []string)
 }
 
 // Hub is the registry of clients, users and channels. All methods are safe
@@ -63,7 +66,26 @@ type channelShard struct {
 }
 
 type channel struct {
-	subs map[*Client]struct{}
+	subs map[*Client]*subscription
+}
+
+// subscription is one client's membership of a channel.
+type subscription struct {
+	// events, when non-nil, is the set of event names delivered; publications
+	// with other events (or none) are skipped.
+	events []string
+}
+
+func (s *subscription) wants(event string) bool {
+	if s.events == nil {
+		return true
+	}
+	for _, e := range s.events {
+		if e == event {
+			return true
+		}
+	}
+	return false
 }
 
 type userShard struct {
@@ -125,8 +147,15 @@ func (h *Hub) Register(c *Client) error {
 
 // remove takes a client out of every index. subs is its subscription set.
 func (h *Hub) remove(c *Client, subs map[string]struct{}) {
+	var left []string
+	if h.opts.OnRemove != nil && len(subs) > 0 {
+		left = make([]string, 0, len(subs))
+	}
 	for ch := range subs {
 		h.unsubscribeShard(c, ch)
+		if left != nil {
+			left = append(left, ch)
+		}
 	}
 	cs := &h.clients[h.shard(c.ID)]
 	cs.mu.Lock()
@@ -144,6 +173,9 @@ func (h *Hub) remove(c *Client, subs map[string]struct{}) {
 	us.mu.Unlock()
 	h.numClients.Add(-1)
 	h.metrics.Connections.Dec()
+	if h.opts.OnRemove != nil {
+		h.opts.OnRemove(c, left)
+	}
 }
 
 // ErrTooManySubscriptions is returned by Subscribe past Options.MaxSubscriptions.
@@ -152,9 +184,10 @@ var ErrTooManySubscriptions = protocol.NewError(protocol.CodeTooManySubs, "subsc
 // ErrClientClosing is returned when subscribing a client that is going away.
 var ErrClientClosing = errors.New("hub: client closing")
 
-// Subscribe adds c to channel. It reports whether c was already subscribed
-// (which is not an error). Permission checks are the caller's job.
-func (h *Hub) Subscribe(c *Client, name string) (already bool, err error) {
+// Subscribe adds c to channel, receiving only the given events when events is
+// non-nil. It reports whether c was already subscribed, in which case the
+// event filter is replaced. Permission checks are the caller's job.
+func (h *Hub) Subscribe(c *Client, name string, events []string) (already bool, err error) {
 	s := &h.channels[h.shard(name)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -165,6 +198,9 @@ func (h *Hub) Subscribe(c *Client, name string) (already bool, err error) {
 	}
 	if _, ok := c.subs[name]; ok {
 		c.mu.Unlock()
+		if ch := s.channels[name]; ch != nil {
+			ch.subs[c] = &subscription{events: events}
+		}
 		return true, nil
 	}
 	if h.opts.MaxSubscriptions > 0 && len(c.subs) >= h.opts.MaxSubscriptions {
@@ -179,12 +215,12 @@ func (h *Hub) Subscribe(c *Client, name string) (already bool, err error) {
 
 	ch := s.channels[name]
 	if ch == nil {
-		ch = &channel{subs: make(map[*Client]struct{}, 1)}
+		ch = &channel{subs: make(map[*Client]*subscription, 1)}
 		s.channels[name] = ch
 		h.numChannels.Add(1)
 		h.metrics.Channels.Inc()
 	}
-	ch.subs[c] = struct{}{}
+	ch.subs[c] = &subscription{events: events}
 	h.numSubs.Add(1)
 	h.metrics.Subscriptions.Inc()
 	return false, nil
@@ -222,9 +258,10 @@ func (h *Hub) unsubscribeShard(c *Client, name string) {
 }
 
 // Publish queues frame to every subscriber of channel except exclude (which
-// may be nil) and returns how many clients it was queued to. It never waits
-// on a client: one whose queue is full is closed as a slow consumer.
-func (h *Hub) Publish(name string, frame []byte, exclude *Client) int {
+// may be nil) whose event filter accepts event, and returns how many clients
+// it was queued to. It never waits on a client: one whose queue is full is
+// closed as a slow consumer.
+func (h *Hub) Publish(name string, frame []byte, exclude *Client, event string) int {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -233,8 +270,8 @@ func (h *Hub) Publish(name string, frame []byte, exclude *Client) int {
 		return 0
 	}
 	n := 0
-	for c := range ch.subs {
-		if c == exclude {
+	for c, sub := range ch.subs {
+		if c == exclude || !sub.wants(event) {
 			continue
 		}
 		if c.Send(frame) {
@@ -242,6 +279,52 @@ func (h *Hub) Publish(name string, frame []byte, exclude *Client) int {
 		}
 	}
 	return n
+}
+
+// Announce queues frame to every subscriber of channel except exclude,
+// regardless of event filters (join and leave notices).
+func (h *Hub) Announce(name string, frame []byte, exclude *Client) {
+	s := &h.channels[h.shard(name)]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if ch := s.channels[name]; ch != nil {
+		for c := range ch.subs {
+			if c != exclude {
+				c.Send(frame)
+			}
+		}
+	}
+}
+
+// HasSubscribers reports whether channel has local subscribers.
+func (h *Hub) HasSubscribers(name string) bool {
+	s := &h.channels[h.shard(name)]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.channels[name] != nil
+}
+
+// PresenceInfo is one connection on a channel.
+type PresenceInfo struct {
+	ClientID    string    `json:"clientId"`
+	UserID      string    `json:"userId"`
+	ConnectedAt time.Time `json:"connectedAt"`
+}
+
+// Presence lists the connections subscribed to channel, sorted by client id.
+func (h *Hub) Presence(name string) []PresenceInfo {
+	s := &h.channels[h.shard(name)]
+	s.mu.RLock()
+	var out []PresenceInfo
+	if ch := s.channels[name]; ch != nil {
+		out = make([]PresenceInfo, 0, len(ch.subs))
+		for c := range ch.subs {
+			out = append(out, PresenceInfo{ClientID: c.ID, UserID: c.UserID, ConnectedAt: c.ConnectedAt})
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ClientID < out[b].ClientID })
+	return out
 }
 
 // SendToUser queues frame to every live connection of userID, subscribed or

@@ -84,7 +84,7 @@ func TestPublishNeverBlocksOnSlowClient(t *testing.T) {
 		if err := h.Register(c); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.Subscribe(c, "ch"); err != nil {
+		if _, err := h.Subscribe(c, "ch", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,7 +92,7 @@ func TestPublishNeverBlocksOnSlowClient(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < 100; i++ {
-			h.Publish("ch", frame, nil)
+			h.Publish("ch", frame, nil, "")
 			// Let the healthy writer drain so only the stuck client overflows.
 			for fast.pending() > 0 {
 				time.Sleep(time.Millisecond)
@@ -130,7 +130,7 @@ func TestSubscribeAfterCloseRefused(t *testing.T) {
 	c := h.NewClient(&countConn{}, ClientOptions{ID: "c", UserID: "u"})
 	_ = h.Register(c)
 	c.Gone(1000)
-	if _, err := h.Subscribe(c, "x"); err != ErrClientClosing {
+	if _, err := h.Subscribe(c, "x", nil); err != ErrClientClosing {
 		t.Fatalf("subscribe after gone: %v", err)
 	}
 	if st := h.Stats(true); st.Clients != 0 || len(st.Channels) != 0 || st.Users != 0 {
@@ -148,7 +148,7 @@ func TestConcurrentSubscribeAndGoneLeavesNothing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < 20; j++ {
-				_, _ = h.Subscribe(c, fmt.Sprint("ch", j))
+				_, _ = h.Subscribe(c, fmt.Sprint("ch", j), nil)
 			}
 		}()
 		go func() { defer wg.Done(); c.Gone(0) }()
@@ -170,13 +170,13 @@ func BenchmarkFanout(b *testing.B) {
 				conns[i] = &countConn{}
 				c := h.NewClient(conns[i], ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
 				_ = h.Register(c)
-				_, _ = h.Subscribe(c, "bench")
+				_, _ = h.Subscribe(c, "bench", nil)
 			}
 			frame := TextFrame(bytes.Repeat([]byte{'x'}, 100))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				h.Publish("bench", frame, nil)
+				h.Publish("bench", frame, nil, "")
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
@@ -190,7 +190,7 @@ func BenchmarkSubscribeUnsubscribe(b *testing.B) {
 	_ = h.Register(c)
 	b.ReportAllocs()
 	for b.Loop() {
-		_, _ = h.Subscribe(c, "chan")
+		_, _ = h.Subscribe(c, "chan", nil)
 		h.Unsubscribe(c, "chan")
 	}
 }

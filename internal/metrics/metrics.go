@@ -27,6 +27,7 @@ type Metrics struct {
 	ClientErrors  *prometheus.CounterVec
 	Disconnects   *prometheus.CounterVec
 	APIRequests   *prometheus.CounterVec
+	Recoveries    *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -55,8 +56,10 @@ func New() *Metrics {
 			[]string{"code"}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_api_requests_total", Help: "Server API requests, by endpoint and status."},
 			[]string{"endpoint", "status"}),
+		Recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_recoveries_total", Help: "Subscribes with since, by whether the gap was fully recovered."},
+			[]string{"recovered"}),
 	}
-	reg.MustRegister(m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
+	reg.MustRegister(m.Recoveries, m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
 		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
 		m.ClientErrors, m.Disconnects, m.APIRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

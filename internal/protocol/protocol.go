@@ -22,6 +22,8 @@ const (
 	TypeMessage     = "message"
 	TypePing        = "ping"
 	TypePong        = "pong"
+	TypeHistory     = "history"
+	TypePresence    = "presence"
 )
 
 // Frame types the server sends.
@@ -31,6 +33,16 @@ const (
 	TypeUnsubscribed = "unsubscribed"
 	TypePublished    = "published"
 	TypeError        = "error"
+	TypeJoin         = "join"
+	TypeLeave        = "leave"
+)
+
+// Limits on command fields.
+const (
+	MaxEvents       = 64  // event names in a subscribe filter
+	MaxEventLen     = 64  // bytes in one event name
+	MaxIdemKeyLen   = 128 // bytes in an idempotency key
+	MaxHistoryLimit = 1000
 )
 
 // MaxIDLen bounds the id a client may attach to a command.
@@ -45,6 +57,62 @@ type Command struct {
 	ID json.RawMessage `json:"id"`
 	// Timestamp is accepted for seed compatibility and ignored.
 	Timestamp json.RawMessage `json:"timestamp"`
+	// Event names a publication (message) for filtering.
+	Event string `json:"event"`
+	// Events, on subscribe, restricts deliveries to these event names.
+	Events []string `json:"events"`
+	// Since, on subscribe or history, asks for what was published after a point.
+	Since *Since `json:"since"`
+	// Limit bounds a history reply.
+	Limit int `json:"limit"`
+	// IdempotencyKey makes a retried message a no-op.
+	IdempotencyKey string `json:"idempotencyKey"`
+}
+
+// Since is a stream position given by a client: an offset in an epoch, or
+// an RFC 3339 time.
+type Since struct {
+	Offset *uint64 `json:"offset"`
+	Epoch  string  `json:"epoch"`
+	Time   string  `json:"time"`
+}
+
+// ValidEvent reports whether e is an acceptable event name: 1–64 bytes of
+// letters, digits and _ - : . @ (the channel alphabet).
+func ValidEvent(e string) bool { return len(e) <= MaxEventLen && ValidChannel(e) }
+
+// Validate checks the optional fields shared by several commands.
+func (c *Command) Validate() error {
+	if c.Event != "" && !ValidEvent(c.Event) {
+		return NewError(CodeBadRequest, "event must be 1-64 letters, digits or _ - : . @")
+	}
+	if c.Events != nil {
+		if len(c.Events) > MaxEvents {
+			return NewError(CodeBadRequest, "at most 64 events")
+		}
+		for _, e := range c.Events {
+			if !ValidEvent(e) {
+				return NewError(CodeBadRequest, "events must be 1-64 letters, digits or _ - : . @")
+			}
+		}
+	}
+	if len(c.IdempotencyKey) > MaxIdemKeyLen {
+		return NewError(CodeBadRequest, "idempotencyKey longer than 128 bytes")
+	}
+	if c.Limit < 0 {
+		return NewError(CodeBadRequest, "limit must not be negative")
+	}
+	if c.Since != nil {
+		if c.Since.Time == "" && (c.Since.Offset == nil || c.Since.Epoch == "") {
+			return NewError(CodeBadRequest, `since needs {"offset","epoch"} or {"time"}`)
+		}
+		if c.Since.Time != "" {
+			if _, err := time.Parse(time.RFC3339Nano, c.Since.Time); err != nil {
+				return NewError(CodeBadRequest, "since.time must be RFC 3339")
+			}
+		}
+	}
+	return nil
 }
 
 // DecodeCommand parses one client frame. Errors are *Error with CodeBadJSON
@@ -99,6 +167,8 @@ type Message struct {
 	Data    json.RawMessage // nil encodes as null
 	Time    time.Time
 	From    string // publisher's user id; empty for the server API
+	Offset  uint64 // position in the channel's stream; 0 omits it
+	Event   string // optional event name
 }
 
 // AppendMessage appends {"type":"message","channel","data","timestamp","from"}.
@@ -109,11 +179,103 @@ func AppendMessage(b []byte, m *Message) []byte {
 	b = appendRaw(b, m.Data)
 	b = append(b, `,"timestamp":`...)
 	b = AppendTime(b, m.Time)
+	return appendPubFields(b, m)
+}
+
+// appendPubFields appends ,"from","offset","event" (when set) and the closing brace.
+func appendPubFields(b []byte, m *Message) []byte {
 	if m.From != "" {
 		b = append(b, `,"from":`...)
 		b = AppendString(b, m.From)
 	}
+	if m.Offset != 0 {
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, m.Offset, 10)
+	}
+	if m.Event != "" {
+		b = append(b, `,"event":`...)
+		b = AppendString(b, m.Event)
+	}
 	return append(b, '}')
+}
+
+// Position is a stream position as sent to clients.
+type Position struct {
+	Offset uint64
+	Epoch  string
+}
+
+// AppendSubscribed appends {"type":"subscribed","channel","offset","epoch",
+// "recovered"?,"id"?}. recovered is included when non-nil (a "since" was given).
+func AppendSubscribed(b []byte, channel string, pos Position, recovered *bool, id json.RawMessage) []byte {
+	b = append(b, `{"type":"subscribed","channel":`...)
+	b = AppendString(b, channel)
+	b = appendPosition(b, pos)
+	if recovered != nil {
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, *recovered)
+	}
+	b = appendID(b, id)
+	return append(b, '}')
+}
+
+func appendPosition(b []byte, pos Position) []byte {
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, pos.Offset, 10)
+	b = append(b, `,"epoch":`...)
+	return AppendString(b, pos.Epoch)
+}
+
+// AppendPublished appends the ack of a client publish with its position.
+func AppendPublished(b []byte, channel string, pos Position, duplicate bool, id json.RawMessage) []byte {
+	b = append(b, `{"type":"published","channel":`...)
+	b = AppendString(b, channel)
+	b = appendPosition(b, pos)
+	if duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
+	b = appendID(b, id)
+	return append(b, '}')
+}
+
+// AppendHistory appends {"type":"history","channel","offset","epoch",
+// "publications":[{"data","timestamp","from"?,"offset","event"?},…],"id"?}.
+func AppendHistory(b []byte, channel string, pos Position, pubs []Message, id json.RawMessage) []byte {
+	b = append(b, `{"type":"history","channel":`...)
+	b = AppendString(b, channel)
+	b = appendPosition(b, pos)
+	b = append(b, `,"publications":[`...)
+	for i := range pubs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendPublication(b, &pubs[i])
+	}
+	b = append(b, ']')
+	b = appendID(b, id)
+	return append(b, '}')
+}
+
+// AppendPublication appends one history entry {"data","timestamp","from"?,"offset","event"?}.
+func AppendPublication(b []byte, m *Message) []byte {
+	b = append(b, `{"data":`...)
+	b = appendRaw(b, m.Data)
+	b = append(b, `,"timestamp":`...)
+	b = AppendTime(b, m.Time)
+	return appendPubFields(b, m)
+}
+
+// AppendJoinLeave appends {"type":"join"|"leave","channel","user":{"clientId","userId"}}.
+func AppendJoinLeave(b []byte, typ, channel, clientID, userID string) []byte {
+	b = append(b, `{"type":`...)
+	b = AppendString(b, typ)
+	b = append(b, `,"channel":`...)
+	b = AppendString(b, channel)
+	b = append(b, `,"user":{"clientId":`...)
+	b = AppendString(b, clientID)
+	b = append(b, `,"userId":`...)
+	b = AppendString(b, userID)
+	return append(b, `}}`...)
 }
 
 // Connected describes the frame sent when a connection opens.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/protocol"
 )
@@ -41,6 +42,8 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.Handle("POST /api/disconnect", s.api("disconnect", s.apiDisconnect))
 	mux.Handle("GET /api/stats", s.api("stats", s.apiStats))
 	mux.Handle("GET /api/channels", s.api("channels", s.apiChannels))
+	mux.Handle("GET /api/history", s.api("history", s.apiHistory))
+	mux.Handle("GET /api/presence", s.api("presence", s.apiPresence))
 	mux.Handle("/api/", s.api("unknown", func(r *http.Request) (any, error) {
 		return nil, &apiError{status: http.StatusNotFound, code: string(protocol.CodeNotFound), msg: "no such endpoint or method: " + r.Method + " " + r.URL.Path}
 	}))
@@ -128,7 +131,7 @@ func checkChannelName(ch string) error {
 	return nil
 }
 
-// messageFrame encodes a server-API publication once.
+// messageFrame encodes a direct (sendToUser) message once.
 func messageFrame(ch string, data json.RawMessage) []byte {
 	return hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(80+len(ch)+len(data)), &protocol.Message{
 		Channel: ch, Data: data, Time: time.Now(),
@@ -136,8 +139,10 @@ func messageFrame(ch string, data json.RawMessage) []byte {
 }
 
 type publishRequest struct {
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
+	Channel        string          `json:"channel"`
+	Data           json.RawMessage `json:"data"`
+	Event          string          `json:"event"`
+	IdempotencyKey string          `json:"idempotencyKey"`
 }
 
 type deliveredResponse struct {
@@ -145,17 +150,36 @@ type deliveredResponse struct {
 	Delivered int  `json:"delivered"`
 }
 
-// publish is the data function shared by /api/publish, /api/batch and /call.
-func (s *Server) publish(ch string, data json.RawMessage) (int, error) {
-	if err := checkChannelName(ch); err != nil {
-		return 0, err
+type publishResponse struct {
+	OK        bool   `json:"ok"`
+	Delivered int    `json:"delivered"`
+	Offset    uint64 `json:"offset"`
+	Epoch     string `json:"epoch"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+// publish is the data function shared by /api/publish, /api/broadcast,
+// /api/batch and /call.
+func (s *Server) publish(req publishRequest) (publishResponse, error) {
+	if err := checkChannelName(req.Channel); err != nil {
+		return publishResponse{}, err
 	}
-	if int64(len(data)) > s.cfg.MaxMessageBytes {
-		return 0, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
+	if int64(len(req.Data)) > s.cfg.MaxMessageBytes {
+		return publishResponse{}, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
 	}
-	n := s.hub.Publish(ch, messageFrame(ch, data), nil)
+	if req.Event != "" && !protocol.ValidEvent(req.Event) {
+		return publishResponse{}, badRequest(protocol.CodeBadRequest, "event must be 1-64 letters, digits or _ - : . @")
+	}
+	if len(req.IdempotencyKey) > protocol.MaxIdemKeyLen {
+		return publishResponse{}, badRequest(protocol.CodeBadRequest, "idempotencyKey longer than 128 bytes")
+	}
+	res, err := s.broker.Publish(req.Channel, broker.Publication{Data: req.Data, Event: req.Event},
+		s.publishOptions(req.Channel, req.IdempotencyKey))
+	if err != nil {
+		return publishResponse{}, err
+	}
 	s.metrics.Publications.WithLabelValues("api").Inc()
-	return n, nil
+	return publishResponse{OK: true, Delivered: res.Delivered, Offset: res.Offset, Epoch: res.Epoch, Duplicate: res.Duplicate}, nil
 }
 
 func (s *Server) apiPublish(r *http.Request) (any, error) {
@@ -163,19 +187,16 @@ func (s *Server) apiPublish(r *http.Request) (any, error) {
 	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
 		return nil, err
 	}
-	n, err := s.publish(req.Channel, req.Data)
-	if err != nil {
-		return nil, err
-	}
-	return deliveredResponse{OK: true, Delivered: n}, nil
+	return s.publish(req)
 }
 
 type broadcastRequest struct {
 	Channels []string        `json:"channels"`
 	Data     json.RawMessage `json:"data"`
+	Event    string          `json:"event"`
 }
 
-func (s *Server) broadcast(chs []string, data json.RawMessage) (int, error) {
+func (s *Server) broadcast(chs []string, data json.RawMessage, event string) (int, error) {
 	if len(chs) == 0 {
 		return 0, badRequest(protocol.CodeChannelRequired, `"channels" must list at least one channel`)
 	}
@@ -189,11 +210,11 @@ func (s *Server) broadcast(chs []string, data json.RawMessage) (int, error) {
 	}
 	total := 0
 	for _, ch := range chs {
-		n, err := s.publish(ch, data)
+		res, err := s.publish(publishRequest{Channel: ch, Data: data, Event: event})
 		if err != nil {
 			return total, err
 		}
-		total += n
+		total += res.Delivered
 	}
 	return total, nil
 }
@@ -203,7 +224,7 @@ func (s *Server) apiBroadcast(r *http.Request) (any, error) {
 	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
 		return nil, err
 	}
-	n, err := s.broadcast(req.Channels, req.Data)
+	n, err := s.broadcast(req.Channels, req.Data, req.Event)
 	if err != nil {
 		return nil, err
 	}
@@ -279,20 +300,25 @@ func (s *Server) apiDisconnect(r *http.Request) (any, error) {
 }
 
 type batchCommand struct {
-	Method   string          `json:"method"`
-	Channel  string          `json:"channel"`
-	Channels []string        `json:"channels"`
-	UserID   string          `json:"userId"`
-	ClientID string          `json:"clientId"`
-	Data     json.RawMessage `json:"data"`
+	Method         string          `json:"method"`
+	Channel        string          `json:"channel"`
+	Channels       []string        `json:"channels"`
+	UserID         string          `json:"userId"`
+	ClientID       string          `json:"clientId"`
+	Data           json.RawMessage `json:"data"`
+	Event          string          `json:"event"`
+	IdempotencyKey string          `json:"idempotencyKey"`
 }
 
 type batchResult struct {
-	OK           bool   `json:"ok"`
-	Delivered    *int   `json:"delivered,omitempty"`
-	Disconnected *int   `json:"disconnected,omitempty"`
-	Error        string `json:"error,omitempty"`
-	Message      string `json:"message,omitempty"`
+	OK           bool    `json:"ok"`
+	Delivered    *int    `json:"delivered,omitempty"`
+	Disconnected *int    `json:"disconnected,omitempty"`
+	Offset       *uint64 `json:"offset,omitempty"`
+	Epoch        string  `json:"epoch,omitempty"`
+	Duplicate    bool    `json:"duplicate,omitempty"`
+	Error        string  `json:"error,omitempty"`
+	Message      string  `json:"message,omitempty"`
 }
 
 // apiBatch runs commands in order; one failing command does not stop the
@@ -317,9 +343,14 @@ func (s *Server) apiBatch(r *http.Request) (any, error) {
 		field := &results[i].Delivered
 		switch c.Method {
 		case "publish":
-			n, err = s.publish(c.Channel, c.Data)
+			var res publishResponse
+			res, err = s.publish(publishRequest{Channel: c.Channel, Data: c.Data, Event: c.Event, IdempotencyKey: c.IdempotencyKey})
+			if err == nil {
+				n = res.Delivered
+				results[i].Offset, results[i].Epoch, results[i].Duplicate = &res.Offset, res.Epoch, res.Duplicate
+			}
 		case "broadcast":
-			n, err = s.broadcast(c.Channels, c.Data)
+			n, err = s.broadcast(c.Channels, c.Data, c.Event)
 		case "send":
 			n, err = s.sendToUser(c.UserID, c.Channel, c.Data)
 		case "disconnect":
@@ -361,6 +392,98 @@ func (s *Server) Stats() StatsData {
 }
 
 func (s *Server) apiStats(*http.Request) (any, error) { return s.Stats(), nil }
+
+// PresenceData is what /api/presence and the presence command report.
+type PresenceData struct {
+	Type       string             `json:"type,omitempty"`
+	OK         bool               `json:"ok,omitempty"`
+	Channel    string             `json:"channel"`
+	NumClients int                `json:"numClients"`
+	NumUsers   int                `json:"numUsers"`
+	Clients    []hub.PresenceInfo `json:"clients"`
+	ID         json.RawMessage    `json:"id,omitempty"`
+}
+
+// presence returns who is on channel on this node.
+func (s *Server) presence(channel string) PresenceData {
+	clients := s.hub.Presence(channel)
+	if clients == nil {
+		clients = []hub.PresenceInfo{}
+	}
+	users := make(map[string]struct{}, len(clients))
+	for _, c := range clients {
+		users[c.UserID] = struct{}{}
+	}
+	return PresenceData{Channel: channel, NumClients: len(clients), NumUsers: len(users), Clients: clients}
+}
+
+func (s *Server) apiPresence(r *http.Request) (any, error) {
+	ch := r.URL.Query().Get("channel")
+	if err := checkChannelName(ch); err != nil {
+		return nil, err
+	}
+	p := s.presence(ch)
+	p.OK = true
+	return p, nil
+}
+
+// HistoryData is what /api/history reports.
+type HistoryData struct {
+	OK           bool              `json:"ok"`
+	Channel      string            `json:"channel"`
+	Offset       uint64            `json:"offset"`
+	Epoch        string            `json:"epoch"`
+	Publications []json.RawMessage `json:"publications"`
+}
+
+// apiHistory serves GET /api/history?channel=&since=&epoch=&limit=. since is
+// an offset (in epoch, by default the current one) or an RFC 3339 time; with
+// it the publications after it come oldest first, without it the newest limit.
+func (s *Server) apiHistory(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	ch := q.Get("channel")
+	if err := checkChannelName(ch); err != nil {
+		return nil, err
+	}
+	limit := protocol.MaxHistoryLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, badRequest(protocol.CodeBadRequest, "limit must be a non-negative integer")
+		}
+		if n > 0 && n < limit {
+			limit = n
+		}
+	}
+	hq := broker.HistoryQuery{Limit: limit}
+	if v := q.Get("since"); v != "" {
+		if off, err := strconv.ParseUint(v, 10, 64); err == nil {
+			epoch := q.Get("epoch")
+			if epoch == "" {
+				_, pos, err := s.broker.History(ch, broker.HistoryQuery{Limit: 1})
+				if err != nil {
+					return nil, err
+				}
+				epoch = pos.Epoch
+			}
+			hq.Since = &broker.Since{Offset: off, Epoch: epoch}
+		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			hq.Since = &broker.Since{Time: t}
+		} else {
+			return nil, badRequest(protocol.CodeBadRequest, "since must be an offset or an RFC 3339 time")
+		}
+	}
+	pubs, pos, err := s.broker.History(ch, hq)
+	if err != nil {
+		return nil, err
+	}
+	out := HistoryData{OK: true, Channel: ch, Offset: pos.Offset, Epoch: pos.Epoch, Publications: make([]json.RawMessage, len(pubs))}
+	for i := range pubs {
+		m := message(ch, &pubs[i])
+		out.Publications[i] = protocol.AppendPublication(nil, &m)
+	}
+	return out, nil
+}
 
 func (s *Server) apiChannels(*http.Request) (any, error) {
 	return map[string]any{"ok": true, "channels": s.hub.Stats(true).Channels}, nil
@@ -411,9 +534,9 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 		if !params(&p) {
 			return
 		}
-		var n int
-		n, err = s.publish(p.Channel, p.Data)
-		data = map[string]any{"channel": p.Channel, "delivered": n}
+		var res publishResponse
+		res, err = s.publish(p)
+		data = map[string]any{"channel": p.Channel, "delivered": res.Delivered, "offset": res.Offset, "epoch": res.Epoch}
 	case "websocket.send":
 		var p sendRequest
 		if !params(&p) {

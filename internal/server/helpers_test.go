@@ -335,3 +335,5 @@ func containsLine(text, prefix string) bool {
 	}
 	return false
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

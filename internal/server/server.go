@@ -17,9 +17,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/broker"
+	"github.com/herald-rt/herald/internal/broker/memory"
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/metrics"
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+// Broker is what the server needs from a broker: offsets, history and the
+// atomic replay-then-live join (see package broker). Every implementation
+// passes broker/brokertest.
+type Broker interface {
+	Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error)
+	Subscribe(channel string, since *broker.Since, join func(broker.Recovery) error) error
+	History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error)
+}
+
+// Broker sweep cadence: expired history is dropped and idle channel streams
+// freed every brokerSweep; a stream with no history and no subscribers is
+// kept for brokerIdle after its last use.
+const (
+	brokerSweep = 10 * time.Second
+	brokerIdle  = time.Minute
 )
 
 // Server is one herald node.
@@ -28,6 +48,8 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	hub      *hub.Hub
+	broker   Broker
+	membrk   *memory.Broker // the broker when it is the in-memory one (sweeper)
 	verifier *auth.Verifier // nil when no key is configured (insecure query auth only)
 	policy   *auth.Policy
 	upgrader *gws.Upgrader
@@ -68,7 +90,10 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		PingInterval:     cfg.PingInterval,
 		PongTimeout:      cfg.PongTimeout,
 		MaxSubscriptions: cfg.MaxSubscriptions,
+		OnRemove:         s.onRemove,
 	}, log, s.metrics)
+	s.membrk = memory.New(memory.Options{Deliver: s.deliver})
+	s.broker = s.membrk
 	s.upgrader = gws.NewUpgrader(&wsHandler{srv: s}, &gws.ServerOption{
 		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
 		ReadBufferSize:     2048,
@@ -102,6 +127,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopHub()
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); s.hub.Run(hctx) }()
+	brokerDone := make(chan struct{})
+	go func() {
+		defer close(brokerDone)
+		s.membrk.Run(hctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
+	}()
 
 	hs := &http.Server{
 		Handler:           s.Handler(),
@@ -134,11 +164,57 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	stopHub()
 	<-hubDone
+	<-brokerDone
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	s.log.Info("shutdown complete")
 	return nil
+}
+
+// minReplayBytes is the least a recovering subscriber may be replayed at once.
+const minReplayBytes = 16 << 20
+
+// maxReplayBytes bounds one subscribe's replay burst.
+func (s *Server) maxReplayBytes() int { return max(minReplayBytes, int(s.cfg.ClientQueueBytes)) }
+
+// deliver is the broker's DeliverFunc: encode the publication once and fan
+// it out to this node's subscribers.
+func (s *Server) deliver(channel string, p *broker.Publication) int {
+	frame := hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(112+len(channel)+len(p.Data)+len(p.From)+len(p.Event)), &protocol.Message{
+		Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event,
+	}))
+	var exclude *hub.Client
+	if p.Origin != "" {
+		exclude = s.hub.Client(p.Origin)
+	}
+	return s.hub.Publish(channel, frame, exclude, p.Event)
+}
+
+// publishOptions are the broker options for a publication to channel.
+func (s *Server) publishOptions(channel, idemKey string) broker.PublishOptions {
+	ns := s.policy.Namespace(channel)
+	return broker.PublishOptions{
+		History:           broker.HistoryOptions{Size: ns.HistorySize, TTL: ns.HistoryTTL},
+		IdempotencyKey:    idemKey,
+		IdempotencyWindow: s.cfg.IdempotencyWindow,
+	}
+}
+
+// onRemove announces a departed client's leave on channels that want it.
+func (s *Server) onRemove(c *hub.Client, channels []string) {
+	for _, ch := range channels {
+		s.announce(protocol.TypeLeave, ch, c)
+	}
+}
+
+// announce sends a join or leave notice for c on channel when its namespace
+// asks for them.
+func (s *Server) announce(typ, channel string, c *hub.Client) {
+	if !s.policy.Namespace(channel).JoinLeave {
+		return
+	}
+	s.hub.Announce(channel, hub.Seal(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID)), c)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -3,11 +3,14 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/protocol"
 )
@@ -44,8 +47,11 @@ func (s *session) handle(data []byte) {
 	s.strikes = 0
 
 	cmd, err := protocol.DecodeCommand(data)
+	if err == nil {
+		err = cmd.Validate()
+	}
 	if err != nil {
-		s.fail(err, "", cmd.ID)
+		s.fail(err, cmd.Channel, cmd.ID)
 		return
 	}
 	switch cmd.Type {
@@ -55,6 +61,10 @@ func (s *session) handle(data []byte) {
 		s.unsubscribe(&cmd)
 	case protocol.TypeMessage:
 		s.publish(&cmd)
+	case protocol.TypeHistory:
+		s.history(&cmd)
+	case protocol.TypePresence:
+		s.presence(&cmd)
 	case protocol.TypePing:
 		s.c.Send(hub.Seal(protocol.AppendPong(hub.NewFrameBuffer(64), time.Now(), cmd.ID)))
 	case protocol.TypePong:
@@ -62,7 +72,7 @@ func (s *session) handle(data []byte) {
 	case "":
 		s.sendError(protocol.CodeUnknownType, `missing "type"`, "", cmd.ID)
 	default:
-		s.sendError(protocol.CodeUnknownType, "unknown type; expected subscribe, unsubscribe, message or ping", "", cmd.ID)
+		s.sendError(protocol.CodeUnknownType, "unknown type; expected subscribe, unsubscribe, message, history, presence or ping", "", cmd.ID)
 	}
 }
 
@@ -79,18 +89,89 @@ func (s *session) checkChannel(cmd *protocol.Command, op auth.Op) bool {
 	return true
 }
 
+// toSince converts a client's since into a broker position; cmd was validated.
+func toSince(in *protocol.Since) *broker.Since {
+	if in == nil {
+		return nil
+	}
+	if in.Time != "" {
+		t, _ := time.Parse(time.RFC3339Nano, in.Time)
+		return &broker.Since{Time: t}
+	}
+	return &broker.Since{Offset: *in.Offset, Epoch: in.Epoch}
+}
+
+// message converts a broker publication for encoding.
+func message(channel string, p *broker.Publication) protocol.Message {
+	return protocol.Message{Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event}
+}
+
+func wantsEvent(events []string, event string) bool {
+	return events == nil || slices.Contains(events, event)
+}
+
+// subscribe joins the channel's live stream — after replaying what the
+// client missed when it gives "since" — atomically with respect to
+// publications, so nothing is lost or repeated between replay and live.
 func (s *session) subscribe(cmd *protocol.Command) {
 	if !s.checkChannel(cmd, auth.OpSubscribe) {
 		return
 	}
-	if _, err := s.srv.hub.Subscribe(s.c, cmd.Channel); err != nil {
+	if cmd.Since != nil {
+		if err := s.srv.policy.Authorize(s.id, auth.OpHistory, cmd.Channel); err != nil {
+			s.fail(err, cmd.Channel, cmd.ID)
+			return
+		}
+	}
+	var already bool
+	err := s.srv.broker.Subscribe(cmd.Channel, toSince(cmd.Since), func(r broker.Recovery) error {
+		var err error
+		already, err = s.srv.hub.Subscribe(s.c, cmd.Channel, cmd.Events)
+		if err != nil {
+			return err
+		}
+		// The replay is bounded by history; it may exceed the live queue bound
+		// (it is sent as one burst) but not maxReplayBytes: past that the
+		// oldest part is left out and the client told recovered:false.
+		frames := make([][]byte, 1, 1+len(r.Publications))
+		total := 0
+		for i := len(r.Publications) - 1; i >= 0; i-- {
+			p := &r.Publications[i]
+			if !wantsEvent(cmd.Events, p.Event) {
+				continue
+			}
+			m := message(cmd.Channel, p)
+			f := hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(112+len(cmd.Channel)+len(p.Data)+len(p.From)+len(p.Event)), &m))
+			if total+len(f) > s.srv.maxReplayBytes() {
+				r.Recovered = false
+				break
+			}
+			total += len(f)
+			frames = append(frames, f)
+		}
+		slices.Reverse(frames[1:])
+		var recovered *bool
+		if cmd.Since != nil {
+			recovered = &r.Recovered
+		}
+		pos := protocol.Position{Offset: r.Position.Offset, Epoch: r.Position.Epoch}
+		frames[0] = hub.Seal(protocol.AppendSubscribed(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID))
+		s.c.SendBurst(frames)
+		if cmd.Since != nil {
+			s.srv.metrics.Recoveries.WithLabelValues(strconv.FormatBool(r.Recovered)).Inc()
+		}
+		return nil
+	})
+	if err != nil {
 		if errors.Is(err, hub.ErrClientClosing) {
 			return
 		}
 		s.fail(err, cmd.Channel, cmd.ID)
 		return
 	}
-	s.ack(protocol.TypeSubscribed, cmd)
+	if !already {
+		s.srv.announce(protocol.TypeJoin, cmd.Channel, s.c)
+	}
 }
 
 func (s *session) unsubscribe(cmd *protocol.Command) {
@@ -104,7 +185,9 @@ func (s *session) unsubscribe(cmd *protocol.Command) {
 	}
 	// Unsubscribing from a channel one is not in is acknowledged: the outcome
 	// the client asked for holds.
-	s.srv.hub.Unsubscribe(s.c, cmd.Channel)
+	if s.srv.hub.Unsubscribe(s.c, cmd.Channel) {
+		s.srv.announce(protocol.TypeLeave, cmd.Channel, s.c)
+	}
 	s.ack(protocol.TypeUnsubscribed, cmd)
 }
 
@@ -112,22 +195,61 @@ func (s *session) publish(cmd *protocol.Command) {
 	if !s.checkChannel(cmd, auth.OpPublish) {
 		return
 	}
-	ns := s.srv.policy.Namespace(cmd.Channel)
-	frame := hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.Data)+len(s.id.UserID)), &protocol.Message{
-		Channel: cmd.Channel,
-		Data:    cmd.Data,
-		Time:    time.Now(),
-		From:    s.id.UserID,
-	}))
-	exclude := s.c
-	if ns.Echo {
-		exclude = nil
+	origin := s.c.ID
+	if s.srv.policy.Namespace(cmd.Channel).Echo {
+		origin = ""
 	}
-	s.srv.hub.Publish(cmd.Channel, frame, exclude)
+	res, err := s.srv.broker.Publish(cmd.Channel, broker.Publication{
+		Data: cmd.Data, Event: cmd.Event, From: s.id.UserID, Origin: origin,
+	}, s.srv.publishOptions(cmd.Channel, cmd.IdempotencyKey))
+	if err != nil {
+		s.fail(err, cmd.Channel, cmd.ID)
+		return
+	}
 	s.srv.metrics.Publications.WithLabelValues("client").Inc()
 	if len(cmd.ID) > 0 {
-		s.ack(protocol.TypePublished, cmd)
+		pos := protocol.Position{Offset: res.Offset, Epoch: res.Epoch}
+		s.c.Send(hub.Seal(protocol.AppendPublished(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, res.Duplicate, cmd.ID)))
 	}
+}
+
+// history answers with retained publications: after since, or the newest.
+func (s *session) history(cmd *protocol.Command) {
+	if !s.checkChannel(cmd, auth.OpHistory) {
+		return
+	}
+	limit := cmd.Limit
+	if limit == 0 || limit > protocol.MaxHistoryLimit {
+		limit = protocol.MaxHistoryLimit
+	}
+	pubs, pos, err := s.srv.broker.History(cmd.Channel, broker.HistoryQuery{Since: toSince(cmd.Since), Limit: limit})
+	if err != nil {
+		s.fail(err, cmd.Channel, cmd.ID)
+		return
+	}
+	msgs := make([]protocol.Message, len(pubs))
+	size := 128 + len(cmd.Channel)
+	for i := range pubs {
+		msgs[i] = message(cmd.Channel, &pubs[i])
+		size += 96 + len(pubs[i].Data) + len(pubs[i].From) + len(pubs[i].Event)
+	}
+	s.c.Send(hub.Seal(protocol.AppendHistory(hub.NewFrameBuffer(size), cmd.Channel,
+		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, cmd.ID)))
+}
+
+// presence lists the connections on a channel.
+func (s *session) presence(cmd *protocol.Command) {
+	if !s.checkChannel(cmd, auth.OpPresence) {
+		return
+	}
+	p := s.srv.presence(cmd.Channel)
+	p.Type, p.ID = protocol.TypePresence, cmd.ID
+	b, err := json.Marshal(p)
+	if err != nil {
+		s.fail(err, cmd.Channel, cmd.ID)
+		return
+	}
+	s.c.Send(hub.TextFrame(b))
 }
 
 func (s *session) ack(typ string, cmd *protocol.Command) {

@@ -1,0 +1,268 @@
+// Package brokertest is the conformance suite every herald broker must pass,
+// in the manner of testing/slogtest: each implementation's tests call Run
+// with a factory.
+package brokertest
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+// Broker is what the suite exercises.
+type Broker interface {
+	Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error)
+	Subscribe(channel string, since *broker.Since, join func(broker.Recovery) error) error
+	History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error)
+}
+
+// Factory returns a fresh, empty broker that calls deliver for every
+// accepted publication.
+type Factory func(t *testing.T, deliver broker.DeliverFunc) Broker
+
+// recorder collects deliveries per channel.
+type recorder struct {
+	mu  sync.Mutex
+	got map[string][]broker.Publication
+}
+
+func (r *recorder) deliver(ch string, p *broker.Publication) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.got == nil {
+		r.got = map[string][]broker.Publication{}
+	}
+	r.got[ch] = append(r.got[ch], *p)
+	return 1
+}
+
+func data(i int) json.RawMessage { return json.RawMessage(fmt.Sprint(i)) }
+
+var keep = broker.PublishOptions{History: broker.HistoryOptions{Size: 10, TTL: time.Minute}}
+
+// Run runs every conformance test against brokers made by f.
+func Run(t *testing.T, f Factory) {
+	t.Run("OffsetsConsecutiveAndDeliveredInOrder", func(t *testing.T) {
+		var r recorder
+		b := f(t, r.deliver)
+		var epoch string
+		for i := 1; i <= 20; i++ {
+			res, err := b.Publish("a", broker.Publication{Data: data(i)}, broker.PublishOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Offset != uint64(i) || res.Epoch == "" || (epoch != "" && res.Epoch != epoch) {
+				t.Fatalf("publish %d: %+v (epoch %q)", i, res, epoch)
+			}
+			epoch = res.Epoch
+		}
+		if _, err := b.Publish("b", broker.Publication{Data: data(1)}, broker.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range r.got["a"] {
+			if p.Offset != uint64(i+1) || string(p.Data) != fmt.Sprint(i+1) || p.Time.IsZero() {
+				t.Fatalf("delivery %d = %+v", i, p)
+			}
+		}
+		if len(r.got["a"]) != 20 || len(r.got["b"]) != 1 || r.got["b"][0].Offset != 1 {
+			t.Fatalf("deliveries: a=%d b=%v", len(r.got["a"]), r.got["b"])
+		}
+	})
+
+	t.Run("HistoryBoundedBySize", func(t *testing.T) {
+		b := f(t, nil)
+		for i := 1; i <= 25; i++ {
+			_, _ = b.Publish("h", broker.Publication{Data: data(i), Event: "e", From: "u", Origin: "c1"}, keep)
+		}
+		items, pos, err := b.History("h", broker.HistoryQuery{})
+		if err != nil || len(items) != 10 || items[0].Offset != 16 || items[9].Offset != 25 || pos.Offset != 25 {
+			t.Fatalf("history %v %+v %v", offsets(items), pos, err)
+		}
+		if items[0].Event != "e" || items[0].From != "u" || items[0].Origin != "" || string(items[0].Data) != "16" {
+			t.Fatalf("fields lost: %+v", items[0])
+		}
+		items, _, _ = b.History("h", broker.HistoryQuery{Limit: 3})
+		if fmt.Sprint(offsets(items)) != "[23 24 25]" {
+			t.Fatalf("newest 3: %v", offsets(items))
+		}
+		items, _, _ = b.History("h", broker.HistoryQuery{Since: &broker.Since{Offset: 20, Epoch: pos.Epoch}, Limit: 2})
+		if fmt.Sprint(offsets(items)) != "[21 22]" {
+			t.Fatalf("since 20 limit 2: %v", offsets(items))
+		}
+	})
+
+	t.Run("NoHistoryWhenSizeZero", func(t *testing.T) {
+		b := f(t, nil)
+		for i := 1; i <= 3; i++ {
+			_, _ = b.Publish("n", broker.Publication{Data: data(i)}, broker.PublishOptions{})
+		}
+		items, pos, _ := b.History("n", broker.HistoryQuery{})
+		if len(items) != 0 || pos.Offset != 3 {
+			t.Fatalf("%v %+v", items, pos)
+		}
+	})
+
+	t.Run("RecoveryCases", func(t *testing.T) {
+		b := f(t, nil)
+		var epoch string
+		for i := 1; i <= 15; i++ {
+			res, _ := b.Publish("r", broker.Publication{Data: data(i)}, keep)
+			epoch = res.Epoch
+		}
+		cases := []struct {
+			name      string
+			since     broker.Since
+			recovered bool
+			offsets   string
+		}{
+			{"within history", broker.Since{Offset: 10, Epoch: epoch}, true, "[11 12 13 14 15]"},
+			{"exactly at the oldest", broker.Since{Offset: 5, Epoch: epoch}, true, "[6 7 8 9 10 11 12 13 14 15]"},
+			{"up to date", broker.Since{Offset: 15, Epoch: epoch}, true, "[]"},
+			{"gap older than history", broker.Since{Offset: 2, Epoch: epoch}, false, "[6 7 8 9 10 11 12 13 14 15]"},
+			{"other epoch", broker.Since{Offset: 10, Epoch: "stale"}, false, "[]"},
+			{"from the future", broker.Since{Offset: 99, Epoch: epoch}, false, "[]"},
+		}
+		for _, tc := range cases {
+			var got broker.Recovery
+			err := b.Subscribe("r", &tc.since, func(r broker.Recovery) error { got = r; return nil })
+			if err != nil || got.Recovered != tc.recovered || fmt.Sprint(offsets(got.Publications)) != tc.offsets || got.Position.Offset != 15 || got.Position.Epoch != epoch {
+				t.Errorf("%s: recovered=%v pubs=%v pos=%+v err=%v", tc.name, got.Recovered, offsets(got.Publications), got.Position, err)
+			}
+		}
+		var got broker.Recovery
+		_ = b.Subscribe("r", nil, func(r broker.Recovery) error { got = r; return nil })
+		if got.Position.Offset != 15 || len(got.Publications) != 0 {
+			t.Errorf("plain subscribe: %+v", got)
+		}
+		if err := b.Subscribe("r", nil, func(broker.Recovery) error { return fmt.Errorf("boom") }); err == nil || err.Error() != "boom" {
+			t.Errorf("join error not returned: %v", err)
+		}
+	})
+
+	t.Run("RecoveryByTime", func(t *testing.T) {
+		b := f(t, nil)
+		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 3, TTL: time.Minute}}
+		var mid time.Time
+		for i := 1; i <= 5; i++ {
+			_, _ = b.Publish("t", broker.Publication{Data: data(i)}, opts)
+			if i == 3 {
+				time.Sleep(5 * time.Millisecond)
+				mid = time.Now()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		var got broker.Recovery
+		_ = b.Subscribe("t", &broker.Since{Time: mid}, func(r broker.Recovery) error { got = r; return nil })
+		if !got.Recovered || fmt.Sprint(offsets(got.Publications)) != "[4 5]" {
+			t.Fatalf("since mid: %+v", got)
+		}
+		_ = b.Subscribe("t", &broker.Since{Time: mid.Add(-time.Hour)}, func(r broker.Recovery) error { got = r; return nil })
+		if got.Recovered || fmt.Sprint(offsets(got.Publications)) != "[3 4 5]" {
+			t.Fatalf("since long ago (1 and 2 were dropped): %+v", got)
+		}
+	})
+
+	t.Run("HistoryTTL", func(t *testing.T) {
+		b := f(t, nil)
+		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100, TTL: 100 * time.Millisecond}}
+		res, _ := b.Publish("ttl", broker.Publication{Data: data(1)}, opts)
+		_, _ = b.Publish("ttl", broker.Publication{Data: data(2)}, opts)
+		time.Sleep(200 * time.Millisecond)
+		_, _ = b.Publish("ttl", broker.Publication{Data: data(3)}, opts)
+		items, _, _ := b.History("ttl", broker.HistoryQuery{})
+		if fmt.Sprint(offsets(items)) != "[3]" {
+			t.Fatalf("after TTL: %v", offsets(items))
+		}
+		var got broker.Recovery
+		_ = b.Subscribe("ttl", &broker.Since{Offset: 1, Epoch: res.Epoch}, func(r broker.Recovery) error { got = r; return nil })
+		if got.Recovered {
+			t.Fatalf("offset 2 expired, yet recovered: %+v", got)
+		}
+	})
+
+	t.Run("Idempotency", func(t *testing.T) {
+		var r recorder
+		b := f(t, r.deliver)
+		o := broker.PublishOptions{History: keep.History, IdempotencyKey: "k1", IdempotencyWindow: time.Minute}
+		first, _ := b.Publish("i", broker.Publication{Data: data(1)}, o)
+		_, _ = b.Publish("i", broker.Publication{Data: data(2)}, broker.PublishOptions{})
+		again, _ := b.Publish("i", broker.Publication{Data: data(1)}, o)
+		if first.Duplicate || !again.Duplicate || again.Offset != first.Offset || first.Delivered != 1 || again.Delivered != 0 {
+			t.Fatalf("first %+v again %+v", first, again)
+		}
+		if len(r.got["i"]) != 2 {
+			t.Fatalf("duplicate delivered: %d deliveries", len(r.got["i"]))
+		}
+		short := broker.PublishOptions{IdempotencyKey: "k2", IdempotencyWindow: 50 * time.Millisecond}
+		_, _ = b.Publish("i", broker.Publication{}, short)
+		time.Sleep(100 * time.Millisecond)
+		if res, _ := b.Publish("i", broker.Publication{}, short); res.Duplicate {
+			t.Fatal("key outlived its window")
+		}
+	})
+
+	// Publishers racing a recovering subscriber: the replay plus the live
+	// deliveries after the join must be every offset exactly once, in order.
+	t.Run("JoinRacesPublishers", func(t *testing.T) {
+		var mu sync.Mutex
+		joined := false
+		var seen []uint64
+		b := f(t, func(ch string, p *broker.Publication) int {
+			mu.Lock()
+			defer mu.Unlock()
+			if joined {
+				seen = append(seen, p.Offset)
+			}
+			return 1
+		})
+		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
+		first, _ := b.Publish("race", broker.Publication{}, opts)
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 500; i++ {
+					_, _ = b.Publish("race", broker.Publication{}, opts)
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		err := b.Subscribe("race", &broker.Since{Offset: first.Offset, Epoch: first.Epoch}, func(r broker.Recovery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !r.Recovered {
+				return fmt.Errorf("not recovered")
+			}
+			seen = append(seen, offsets(r.Publications)...)
+			joined = true
+			return nil
+		})
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) != 2000 {
+			t.Fatalf("saw %d offsets, want 2000", len(seen))
+		}
+		for i, o := range seen {
+			if o != first.Offset+uint64(i)+1 {
+				t.Fatalf("position %d has offset %d, want %d", i, o, first.Offset+uint64(i)+1)
+			}
+		}
+	})
+}
+
+func offsets(ps []broker.Publication) []uint64 {
+	out := make([]uint64, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Offset)
+	}
+	return out
+}

@@ -1,0 +1,342 @@
+// Package memory is herald's default, in-process broker: per-channel offsets,
+// epochs, bounded history with TTL, and idempotency keys, all in memory.
+//
+// Each channel has its own stream and lock; streams are spread over shards so
+// that publishes to different channels never share a lock.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+const numShards = 64
+
+// maxIdempotencyKeys bounds remembered keys per channel; the oldest go first.
+const maxIdempotencyKeys = 10000
+
+// Broker is the in-memory broker. The zero value is not usable; call New.
+type Broker struct {
+	seed    maphash.Seed
+	shards  [numShards]shard
+	deliver broker.DeliverFunc
+	now     func() time.Time
+}
+
+type shard struct {
+	mu      sync.Mutex
+	streams map[string]*stream
+}
+
+// stream is one channel. Lock order: stream.mu before anything the deliver
+// and join callbacks take (hub shard locks, client locks).
+type stream struct {
+	mu       sync.Mutex
+	epoch    string
+	offset   uint64
+	hist     []broker.Publication // ring: oldest at head
+	head     int
+	count    int
+	lostTime time.Time // time of the newest publication dropped from history
+	keys     map[string]idemEntry
+	keyOrder []string
+	touched  time.Time
+	opts     broker.HistoryOptions
+	dead     bool // removed by Sweep; holders must look the channel up again
+}
+
+type idemEntry struct {
+	offset  uint64
+	expires time.Time
+}
+
+// Options configure a Broker.
+type Options struct {
+	// Deliver receives every accepted publication for local fan-out. Required.
+	Deliver broker.DeliverFunc
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// New creates a broker.
+func New(o Options) *Broker {
+	b := &Broker{seed: maphash.MakeSeed(), deliver: o.Deliver, now: o.Now}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	for i := range b.shards {
+		b.shards[i].streams = make(map[string]*stream)
+	}
+	return b
+}
+
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// lock returns the channel's stream, created if needed, with its lock held.
+func (b *Broker) lock(channel string) *stream {
+	sh := &b.shards[maphash.String(b.seed, channel)%numShards]
+	for {
+		sh.mu.Lock()
+		s := sh.streams[channel]
+		if s == nil {
+			s = &stream{epoch: newEpoch(), touched: b.now()}
+			sh.streams[channel] = s
+		}
+		sh.mu.Unlock()
+		s.mu.Lock()
+		if !s.dead {
+			return s
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Publish assigns the next offset, stores the publication in history when
+// the channel keeps one, and hands it to Deliver — all under the channel's
+// lock, so offsets are delivered in order and never race a recovering join.
+func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
+	s := b.lock(channel)
+	defer s.mu.Unlock()
+	now := b.now()
+	s.touched = now
+	s.opts = o.History
+	if o.IdempotencyKey != "" {
+		if e, ok := s.keys[o.IdempotencyKey]; ok && now.Before(e.expires) {
+			return broker.PublishResult{Position: broker.Position{Offset: e.offset, Epoch: s.epoch}, Duplicate: true}, nil
+		}
+	}
+	s.offset++
+	p.Offset = s.offset
+	p.Time = now
+	s.trim(now)
+	if o.History.Size > 0 {
+		h := p
+		h.Origin = ""
+		s.push(h, o.History.Size)
+	}
+	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
+		s.remember(o.IdempotencyKey, idemEntry{offset: p.Offset, expires: now.Add(o.IdempotencyWindow)}, now)
+	}
+	n := 0
+	if b.deliver != nil {
+		n = b.deliver(channel, &p)
+	}
+	return broker.PublishResult{Position: broker.Position{Offset: s.offset, Epoch: s.epoch}, Delivered: n}, nil
+}
+
+// push appends to the ring, which grows by doubling up to size and then
+// evicts the oldest. s.mu must be held.
+func (s *stream) push(p broker.Publication, size int) {
+	if len(s.hist) > size {
+		s.relayout(size)
+	}
+	if s.count == len(s.hist) {
+		if len(s.hist) < size {
+			s.relayout(min(max(2*len(s.hist), 8), size))
+		} else {
+			s.lostTime = s.hist[s.head].Time
+			s.hist[s.head] = p
+			s.head = (s.head + 1) % len(s.hist)
+			return
+		}
+	}
+	s.hist[(s.head+s.count)%len(s.hist)] = p
+	s.count++
+}
+
+// relayout copies the retained publications, oldest first, into a ring of n
+// slots, dropping the oldest if they do not fit. s.mu must be held.
+func (s *stream) relayout(n int) {
+	items := s.ordered()
+	if len(items) > n {
+		s.lostTime = items[len(items)-n-1].Time
+		items = items[len(items)-n:]
+	}
+	h := make([]broker.Publication, n)
+	copy(h, items)
+	s.hist, s.head, s.count = h, 0, len(items)
+}
+
+// ordered returns the retained publications, oldest first. s.mu must be held.
+func (s *stream) ordered() []broker.Publication {
+	out := make([]broker.Publication, 0, s.count)
+	for i := 0; i < s.count; i++ {
+		out = append(out, s.hist[(s.head+i)%len(s.hist)])
+	}
+	return out
+}
+
+// trim drops publications older than the TTL. s.mu must be held.
+func (s *stream) trim(now time.Time) {
+	if s.opts.TTL <= 0 {
+		return
+	}
+	cut := now.Add(-s.opts.TTL)
+	for s.count > 0 && !s.hist[s.head].Time.After(cut) {
+		s.lostTime = s.hist[s.head].Time
+		s.hist[s.head] = broker.Publication{}
+		s.head = (s.head + 1) % len(s.hist)
+		s.count--
+	}
+}
+
+// remember records an idempotency key, bounded per channel. s.mu must be held.
+func (s *stream) remember(key string, e idemEntry, now time.Time) {
+	if s.keys == nil {
+		s.keys = make(map[string]idemEntry)
+	}
+	// Drop expired keys from the front, and the oldest past the bound.
+	for len(s.keyOrder) > 0 {
+		k := s.keyOrder[0]
+		old, ok := s.keys[k]
+		if ok && now.Before(old.expires) && len(s.keyOrder) < maxIdempotencyKeys {
+			break
+		}
+		delete(s.keys, k)
+		s.keyOrder = s.keyOrder[1:]
+	}
+	if _, ok := s.keys[key]; !ok {
+		s.keyOrder = append(s.keyOrder, key)
+	}
+	s.keys[key] = e
+}
+
+// recover computes what a subscriber asking for since gets. s.mu must be held.
+func (s *stream) recover(since broker.Since, now time.Time) broker.Recovery {
+	s.trim(now)
+	pos := broker.Position{Offset: s.offset, Epoch: s.epoch}
+	items := s.ordered()
+	if !since.Time.IsZero() {
+		var out []broker.Publication
+		for _, p := range items {
+			if p.Time.After(since.Time) {
+				out = append(out, p)
+			}
+		}
+		// Nothing after since.Time was lost if the newest dropped publication
+		// is not after it.
+		return broker.Recovery{Publications: out, Position: pos, Recovered: !s.lostTime.After(since.Time)}
+	}
+	if since.Epoch != s.epoch || since.Offset > s.offset {
+		return broker.Recovery{Position: pos}
+	}
+	if since.Offset == s.offset {
+		return broker.Recovery{Position: pos, Recovered: true}
+	}
+	// Offsets since.Offset+1 … s.offset must all be retained.
+	if len(items) == 0 || items[0].Offset > since.Offset+1 {
+		var tail []broker.Publication
+		for _, p := range items {
+			if p.Offset > since.Offset {
+				tail = append(tail, p)
+			}
+		}
+		return broker.Recovery{Publications: tail, Position: pos}
+	}
+	start := int(since.Offset + 1 - items[0].Offset)
+	return broker.Recovery{Publications: items[start:], Position: pos, Recovered: true}
+}
+
+// Subscribe runs join with the channel's current position (and, when since
+// is given, the publications after it) while holding the channel's lock, so
+// no publication can slip between the replay and the live stream: join must
+// add the subscriber to the live fan-out and queue the replay before it
+// returns. join's error is returned.
+func (b *Broker) Subscribe(channel string, since *broker.Since, join func(broker.Recovery) error) error {
+	s := b.lock(channel)
+	defer s.mu.Unlock()
+	now := b.now()
+	s.touched = now
+	if since == nil {
+		s.trim(now)
+		return join(broker.Recovery{Position: broker.Position{Offset: s.offset, Epoch: s.epoch}})
+	}
+	return join(s.recover(*since, now))
+}
+
+// History returns retained publications and the current position.
+func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+	s := b.lock(channel)
+	defer s.mu.Unlock()
+	now := b.now()
+	s.touched = now
+	var items []broker.Publication
+	if q.Since != nil {
+		items = s.recover(*q.Since, now).Publications
+		if q.Limit > 0 && len(items) > q.Limit {
+			items = items[:q.Limit]
+		}
+	} else {
+		s.trim(now)
+		items = s.ordered()
+		if q.Limit > 0 && len(items) > q.Limit {
+			items = items[len(items)-q.Limit:]
+		}
+	}
+	return items, broker.Position{Offset: s.offset, Epoch: s.epoch}, nil
+}
+
+// Run frees memory until ctx is done: every interval it drops expired
+// history and forgets streams that hold no history, no live idempotency key
+// and have been idle for idle, unless inUse reports local subscribers.
+func (b *Broker) Run(ctx context.Context, interval, idle time.Duration, inUse func(channel string) bool) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.Sweep(idle, inUse)
+		}
+	}
+}
+
+// Sweep is one pass of Run.
+func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
+	now := b.now()
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for name, s := range sh.streams {
+			s.mu.Lock()
+			s.trim(now)
+			for k, e := range s.keys {
+				if !now.Before(e.expires) {
+					delete(s.keys, k)
+				}
+			}
+			if len(s.keys) == 0 {
+				s.keyOrder = nil
+			}
+			free := s.count == 0 && len(s.keys) == 0 && now.Sub(s.touched) >= idle && (inUse == nil || !inUse(name))
+			s.dead = free
+			s.mu.Unlock()
+			if free {
+				delete(sh.streams, name)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Streams returns how many channel streams are held (for tests and metrics).
+func (b *Broker) Streams() int {
+	n := 0
+	for i := range b.shards {
+		b.shards[i].mu.Lock()
+		n += len(b.shards[i].streams)
+		b.shards[i].mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,418 @@
+package server_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/herald-rt/herald/internal/config"
+)
+
+// subscribeSince subscribes with a since position and returns the ack.
+func (c *wsClient) subscribeSince(ch string, since map[string]any, extra map[string]any) map[string]any {
+	c.t.Helper()
+	cmd := map[string]any{"type": "subscribe", "channel": ch, "since": since}
+	for k, v := range extra {
+		cmd[k] = v
+	}
+	c.send(cmd)
+	return c.expect("subscribed")
+}
+
+func num(v any) uint64 {
+	f, _ := v.(float64)
+	return uint64(f)
+}
+
+// TestRecoverAfterDisconnect: a subscriber drops, 100 publications go out
+// through the API, and it reconnects with its last offset: it gets exactly
+// those 100, in order, then live ones.
+func TestRecoverAfterDisconnect(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "42")
+	ack := a.subscribeSince("org:42", map[string]any{"offset": 0, "epoch": "none"}, nil)
+	if ack["recovered"] != false || ack["epoch"] == "" {
+		t.Fatalf("first ack %v", ack)
+	}
+	epoch := ack["epoch"].(string)
+	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:42","data":"before"}`)
+	m := a.expect("message")
+	last := num(m["offset"])
+	if last != 1 {
+		t.Fatalf("first offset %v", m)
+	}
+	a.conn.Close()
+
+	for i := 1; i <= 100; i++ {
+		if status, body := ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"org:42","data":%d}`, i)); status != 200 || num(body["offset"]) != uint64(i+1) {
+			t.Fatalf("publish %d: %d %v", i, status, body)
+		}
+	}
+	b := ts.dial("alice", "42")
+	ack = b.subscribeSince("org:42", map[string]any{"offset": last, "epoch": epoch}, nil)
+	if ack["recovered"] != true || num(ack["offset"]) != 101 || ack["epoch"] != epoch {
+		t.Fatalf("recovery ack %v", ack)
+	}
+	for i := 1; i <= 100; i++ {
+		m := b.expect("message")
+		if m["data"] != float64(i) || num(m["offset"]) != uint64(i+1) {
+			t.Fatalf("replay %d: %v", i, m)
+		}
+	}
+	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:42","data":"live"}`)
+	if m := b.expect("message"); m["data"] != "live" || num(m["offset"]) != 102 {
+		t.Fatalf("live: %v", m)
+	}
+	if !containsLine(ts.metricsText(), `herald_recoveries_total{recovered="true"} 1`) {
+		t.Error("recovery metric missing")
+	}
+}
+
+// TestRecoverWhilePublishing: publishers keep publishing while the subscriber
+// recovers; replay and live together hold every offset exactly once, in order.
+func TestRecoverWhilePublishing(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.RateLimit = 0
+		c.Namespaces = []config.Namespace{{Prefix: "org", HistorySize: 10000}}
+	})
+	pub := ts.dial("pub", "7")
+	first := func() map[string]any {
+		pub.send(map[string]any{"type": "message", "channel": "org:7", "data": 0, "id": "p0"})
+		return pub.expect("published")
+	}()
+	epoch := first["epoch"].(string)
+	for round := 0; round < 20; round++ {
+		const n = 200
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				if err := pub.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"message","channel":"org:7","data":1}`)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		// Subscribe from the very first offset while publishing goes on.
+		c := ts.dial(fmt.Sprint("sub", round), "7")
+		ack := c.subscribeSince("org:7", map[string]any{"offset": num(first["offset"]), "epoch": epoch}, nil)
+		if ack["recovered"] != true {
+			t.Fatalf("round %d: ack %v", round, ack)
+		}
+		wg.Wait()
+		pub.sync() // every publication of this round has been accepted
+		want := num(first["offset"]) + uint64((round+1)*n)
+		next := num(first["offset"]) + 1
+		for next <= want {
+			m := c.expect("message")
+			if got := num(m["offset"]); got != next {
+				t.Fatalf("round %d: offset %d, want %d", round, got, next)
+			}
+			next++
+		}
+		c.sync() // nothing after the last offset: no duplicates
+		c.conn.Close()
+	}
+}
+
+func TestEpochChangesAfterRestart(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "1")
+	a.subscribe("org:1")
+	_, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:1","data":1}`)
+	epoch, off := body["epoch"].(string), num(body["offset"])
+	a.expect("message")
+	ts.stop()
+
+	ts2 := start(t, nil) // the in-memory broker lost everything
+	b := ts2.dial("alice", "1")
+	ack := b.subscribeSince("org:1", map[string]any{"offset": off, "epoch": epoch}, nil)
+	if ack["recovered"] != false || ack["epoch"] == epoch || num(ack["offset"]) != 0 {
+		t.Fatalf("after restart: %v", ack)
+	}
+}
+
+func TestGapOlderThanHistory(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.Namespaces = []config.Namespace{{Prefix: "feed", HistorySize: 5}}
+	})
+	var epoch string
+	for i := 1; i <= 12; i++ {
+		_, body := ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"feed","data":%d}`, i))
+		epoch = body["epoch"].(string)
+	}
+	a := ts.dial("alice", "")
+	ack := a.subscribeSince("feed", map[string]any{"offset": 3, "epoch": epoch}, nil)
+	if ack["recovered"] != false || num(ack["offset"]) != 12 {
+		t.Fatalf("ack %v", ack)
+	}
+	// What history still holds is replayed; the app knows to refetch.
+	for want := uint64(8); want <= 12; want++ {
+		if m := a.expect("message"); num(m["offset"]) != want {
+			t.Fatalf("got %v, want offset %d", m, want)
+		}
+	}
+	a.sync()
+	// Within history: recovered.
+	ack = a.subscribeSince("feed", map[string]any{"offset": 10, "epoch": epoch}, nil)
+	if ack["recovered"] != true {
+		t.Fatalf("ack %v", ack)
+	}
+	a.expect("message")
+	a.expect("message")
+	a.sync()
+}
+
+func TestHistoryTTLExpiry(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.Namespaces = []config.Namespace{{Prefix: "short", HistorySize: 100, HistoryTTL: config.Duration(300 * time.Millisecond)}}
+	})
+	_, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"short","data":1}`)
+	epoch := body["epoch"].(string)
+	_, h := ts.api("GET", "/api/history?channel=short", testAPIKey, "")
+	if pubs, _ := h["publications"].([]any); len(pubs) != 1 {
+		t.Fatalf("history before expiry: %v", h)
+	}
+	time.Sleep(500 * time.Millisecond)
+	_, h = ts.api("GET", "/api/history?channel=short", testAPIKey, "")
+	if pubs, _ := h["publications"].([]any); len(pubs) != 0 || num(h["offset"]) != 1 {
+		t.Fatalf("history after expiry: %v", h)
+	}
+	a := ts.dial("alice", "")
+	if ack := a.subscribeSince("short", map[string]any{"offset": 0, "epoch": epoch}, nil); ack["recovered"] != false {
+		t.Fatalf("recovered across expired history: %v", ack)
+	}
+}
+
+func TestRecoverByTime(t *testing.T) {
+	ts := start(t, nil)
+	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:9","data":"old"}`)
+	time.Sleep(20 * time.Millisecond)
+	since := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(20 * time.Millisecond)
+	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:9","data":"new"}`)
+	a := ts.dial("alice", "9")
+	ack := a.subscribeSince("org:9", map[string]any{"time": since}, nil)
+	if ack["recovered"] != true {
+		t.Fatalf("ack %v", ack)
+	}
+	if m := a.expect("message"); m["data"] != "new" {
+		t.Fatalf("got %v", m)
+	}
+	a.sync()
+}
+
+func TestHistoryCommandAndAPI(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		no := false
+		c.Namespaces = []config.Namespace{{Prefix: "feed", HistorySize: 50}, {Prefix: "secret", HistorySize: 5, AllowHistory: &no}}
+	})
+	for i := 1; i <= 5; i++ {
+		ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"feed","event":"tick","data":%d}`, i))
+	}
+	a := ts.dial("alice", "")
+	a.send(map[string]any{"type": "history", "channel": "feed", "limit": 2, "id": "h"})
+	h := a.expect("history")
+	pubs := h["publications"].([]any)
+	if h["id"] != "h" || num(h["offset"]) != 5 || len(pubs) != 2 {
+		t.Fatalf("history %v", h)
+	}
+	if p := pubs[0].(map[string]any); num(p["offset"]) != 4 || p["data"] != float64(4) || p["event"] != "tick" {
+		t.Fatalf("newest two, oldest first: %v", pubs)
+	}
+	a.send(map[string]any{"type": "history", "channel": "feed", "since": map[string]any{"offset": 3, "epoch": h["epoch"]}})
+	h = a.expect("history")
+	if pubs := h["publications"].([]any); len(pubs) != 2 || num(pubs[0].(map[string]any)["offset"]) != 4 {
+		t.Fatalf("since 3: %v", h)
+	}
+	a.send(map[string]any{"type": "history", "channel": "secret"})
+	a.expectError("forbidden")
+	a.send(map[string]any{"type": "subscribe", "channel": "secret", "since": map[string]any{"offset": 1, "epoch": "x"}})
+	a.expectError("forbidden")
+	a.send(map[string]any{"type": "history", "channel": "org:5"})
+	a.expectError("forbidden")
+	a.send(map[string]any{"type": "subscribe", "channel": "feed", "since": map[string]any{"offset": 1}})
+	a.expectError("bad_request")
+
+	status, body := ts.api("GET", "/api/history?channel=feed&since=2&limit=2", testAPIKey, "")
+	if pubs, _ := body["publications"].([]any); status != 200 || len(pubs) != 2 || num(pubs[0].(map[string]any)["offset"]) != 3 {
+		t.Fatalf("api history: %d %v", status, body)
+	}
+	status, body = ts.api("GET", "/api/history?channel=feed", testAPIKey, "")
+	if pubs, _ := body["publications"].([]any); status != 200 || len(pubs) != 5 {
+		t.Fatalf("api history all: %d %v", status, body)
+	}
+	for _, q := range []string{"channel=bad%20name", "channel=feed&since=yesterday", "channel=feed&limit=-1", ""} {
+		if status, _ := ts.api("GET", "/api/history?"+q, testAPIKey, ""); status != 400 {
+			t.Errorf("%s: status %d", q, status)
+		}
+	}
+}
+
+func TestPresenceAndJoinLeave(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		yes := true
+		c.Namespaces = []config.Namespace{{Prefix: "room", Presence: &yes, JoinLeave: true}}
+	})
+	a1 := ts.dial("ann", "")
+	a1.subscribe("room:1")
+	a2 := ts.dial("ann", "")
+	a2.subscribe("room:1")
+	if m := a1.expect("join"); m["channel"] != "room:1" || m["user"].(map[string]any)["userId"] != "ann" {
+		t.Fatalf("join %v", m)
+	}
+	b := ts.dial("ben", "")
+	b.subscribe("room:1")
+	a1.expect("join")
+	a2.expect("join")
+
+	b.send(map[string]any{"type": "presence", "channel": "room:1", "id": 5})
+	p := b.expect("presence")
+	if p["id"] != float64(5) || p["numClients"] != float64(3) || p["numUsers"] != float64(2) || len(p["clients"].([]any)) != 3 {
+		t.Fatalf("presence %v", p)
+	}
+	c0 := p["clients"].([]any)[0].(map[string]any)
+	if c0["clientId"] == "" || c0["userId"] == "" || c0["connectedAt"] == "" {
+		t.Fatalf("presence entry %v", c0)
+	}
+	status, body := ts.api("GET", "/api/presence?channel=room:1", testAPIKey, "")
+	if status != 200 || body["numClients"] != float64(3) || body["numUsers"] != float64(2) {
+		t.Fatalf("api presence %d %v", status, body)
+	}
+
+	// Leaving by unsubscribe and by disconnect both announce.
+	b.send(map[string]any{"type": "unsubscribe", "channel": "room:1"})
+	b.expect("unsubscribed")
+	if m := a1.expect("leave"); m["user"].(map[string]any)["userId"] != "ben" {
+		t.Fatalf("leave %v", m)
+	}
+	a2.expect("leave")
+	a2.conn.Close()
+	if m := a1.expect("leave"); m["user"].(map[string]any)["clientId"] != a2.Connected["clientId"] {
+		t.Fatalf("leave %v", m)
+	}
+	// Presence is off by default outside org rooms and opted-in namespaces.
+	a1.send(map[string]any{"type": "presence", "channel": "chat"})
+	a1.expectError("forbidden")
+	// /api/stats and websocket.stats keep working.
+	if status, body := ts.api("GET", "/api/stats", testAPIKey, ""); status != 200 || body["clients"] != float64(2) {
+		t.Fatalf("stats %d %v", status, body)
+	}
+	if _, body := ts.api("POST", "/call", testAPIKey, `{"key":"websocket.stats"}`); body["ok"] != true {
+		t.Fatalf("websocket.stats %v", body)
+	}
+}
+
+func TestEventFilter(t *testing.T) {
+	ts := start(t, nil)
+	all := ts.dial("all", "42")
+	all.subscribe("org:42")
+	some := ts.dial("some", "42")
+	some.send(map[string]any{"type": "subscribe", "channel": "org:42", "events": []string{"message", "metrics"}})
+	some.expect("subscribed")
+	for _, ev := range []string{"message", "sentiment", "metrics", ""} {
+		body := `{"channel":"org:42","data":"` + ev + `"`
+		if ev != "" {
+			body += `,"event":"` + ev + `"`
+		}
+		ts.api("POST", "/api/publish", testAPIKey, body+"}")
+	}
+	for _, want := range []string{"message", "sentiment", "metrics", ""} {
+		m := all.expect("message")
+		if m["data"] != want || (want != "" && m["event"] != want) || (want == "" && m["event"] != nil) {
+			t.Fatalf("all got %v, want %q", m, want)
+		}
+	}
+	for _, want := range []string{"message", "metrics"} {
+		if m := some.expect("message"); m["event"] != want {
+			t.Fatalf("filtered got %v, want %q", m, want)
+		}
+	}
+	some.sync()
+	// A client's message may carry an event too.
+	all.send(map[string]any{"type": "message", "channel": "org:42", "event": "metrics", "data": 1})
+	if m := some.expect("message"); m["event"] != "metrics" || m["from"] != "all" {
+		t.Fatalf("got %v", m)
+	}
+	all.send(map[string]any{"type": "subscribe", "channel": "org:42", "events": []string{"bad event"}})
+	all.expectError("bad_request")
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "3")
+	a.subscribe("org:3")
+	body := `{"channel":"org:3","data":{"n":1},"idempotencyKey":"order-17"}`
+	status, first := ts.api("POST", "/api/publish", testAPIKey, body)
+	if status != 200 || first["duplicate"] != nil {
+		t.Fatalf("first %d %v", status, first)
+	}
+	status, again := ts.api("POST", "/api/publish", testAPIKey, body)
+	if status != 200 || again["duplicate"] != true || again["offset"] != first["offset"] || again["delivered"] != float64(0) {
+		t.Fatalf("retry %d %v", status, again)
+	}
+	a.expect("message")
+	a.sync() // delivered once
+	// Over WebSocket too.
+	p := ts.dial("pub", "3")
+	for i := 0; i < 2; i++ {
+		p.send(map[string]any{"type": "message", "channel": "org:3", "data": 2, "idempotencyKey": "ws-1", "id": i})
+		ack := p.expect("published")
+		if (i == 1) != (ack["duplicate"] == true) {
+			t.Fatalf("ack %d: %v", i, ack)
+		}
+	}
+	a.expect("message")
+	a.sync()
+}
+
+// TestSlowConsumerRecovers: a subscriber cut off as slow reconnects with its
+// last offset and gets everything it missed while history lasts.
+func TestSlowConsumerRecovers(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.ClientQueueBytes = 64 << 10
+		c.Namespaces = []config.Namespace{{Prefix: "feed", HistorySize: 5000}}
+	})
+	slow := ts.dial("slow", "")
+	ack := slow.subscribeSince("feed", map[string]any{"offset": 0, "epoch": "-"}, nil)
+	epoch := ack["epoch"].(string)
+	big := `"` + fmt.Sprintf("%08000d", 0) + `"`
+	n := 0
+	for ; n < 3000 && ts.srv.Hub().NumClients() == 1; n++ {
+		ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"feed","data":{"seq":%d,"pad":%s}}`, n+1, big))
+	}
+	if ts.srv.Hub().NumClients() != 0 {
+		t.Fatal("slow client not cut off")
+	}
+	// It read nothing; read what reached it, then recover from the last offset seen.
+	var last uint64
+	for {
+		_ = slow.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, b, err := slow.conn.ReadMessage()
+		if err != nil {
+			break
+		}
+		var m map[string]any
+		if jsonUnmarshal(b, &m) == nil && m["type"] == "message" {
+			last = num(m["offset"])
+		}
+	}
+	r := ts.dial("slow", "")
+	ack = r.subscribeSince("feed", map[string]any{"offset": last, "epoch": epoch}, nil)
+	if ack["recovered"] != true || num(ack["offset"]) != uint64(n) {
+		t.Fatalf("ack %v after %d publications, last seen %d", ack, n, last)
+	}
+	for want := last + 1; want <= uint64(n); want++ {
+		m, err := r.readWithin(5 * time.Second)
+		if err != nil {
+			t.Fatalf("replay at %d: %v", want, err)
+		}
+		if num(m["offset"]) != want {
+			t.Fatalf("replay got offset %v, want %d", m["offset"], want)
+		}
+	}
+}
