@@ -129,7 +129,10 @@ test('server API publish and /call reach a Node client', async () => {
     body: JSON.stringify({ channel: 'analytics', data: { activeUsers: 12, requestsPerMinute: 45 } }),
   });
   assert.equal(r.status, 200);
-  assert.deepEqual(await r.json(), { ok: true, delivered: 1 });
+  const res = await r.json();
+  assert.equal(res.ok, true);
+  assert.equal(res.delivered, 1);
+  assert.equal(res.offset, 1);
   const m = await c.next();
   assert.deepEqual(m.data, { activeUsers: 12, requestsPerMinute: 45 });
   assert.equal(m.from, undefined);
@@ -173,4 +176,37 @@ test('no token: HTTP 401 with a JSON body before the upgrade', async () => {
   });
   assert.equal(status, 401);
   assert.equal(body.error, 'unauthorized');
+});
+
+test('recovery: reconnect with since replays exactly what was missed', async () => {
+  const token = mint('rita', 'r1');
+  const a = await connect(`token=${token}`);
+  assert.equal((await a.next()).type, 'connected');
+  a.send({ type: 'subscribe', channel: 'org:r1' });
+  const ack = await a.next();
+  assert.equal(ack.type, 'subscribed');
+  const publish = (data) => fetch(`http://${base}/api/publish`, {
+    method: 'POST',
+    headers: { 'X-API-Key': API_KEY },
+    body: JSON.stringify({ channel: 'org:r1', event: 'metrics', data }),
+  }).then((r) => r.json());
+  await publish(0);
+  const first = await a.next();
+  assert.equal(first.offset, ack.offset + 1);
+  a.ws.close();
+  await a.closed;
+  for (let i = 1; i <= 20; i++) await publish(i);
+
+  const b = await connect(`token=${token}`);
+  assert.equal((await b.next()).type, 'connected');
+  b.send({ type: 'subscribe', channel: 'org:r1', since: { offset: first.offset, epoch: ack.epoch }, events: ['metrics'] });
+  const rack = await b.next();
+  assert.equal(rack.recovered, true);
+  for (let i = 1; i <= 20; i++) {
+    const m = await b.next();
+    assert.equal(m.data, i);
+    assert.equal(m.offset, first.offset + i);
+    assert.equal(m.event, 'metrics');
+  }
+  b.ws.close();
 });
