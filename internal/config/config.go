@@ -44,6 +44,11 @@ type Config struct {
 	// RateLimitStrikes closes a connection after this many consecutive rate-limited
 	// commands. Default 50.
 	RateLimitStrikes int `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
+	// Compression negotiates permessage-deflate with clients that offer it.
+	// Default true.
+	Compression bool `yaml:"compression" toml:"compression"`
+	// CompressionThreshold is the smallest message compressed. Default 512.
+	CompressionThreshold int64 `yaml:"compression_threshold" toml:"compression_threshold"`
 	// IdempotencyWindow is how long a publish's idempotencyKey is remembered
 	// per channel. Default 5m; 0 disables idempotency keys.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window" toml:"idempotency_window"`
@@ -88,19 +93,21 @@ type Namespace struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Addr:              ":8080",
-		WSPath:            "/ws",
-		MaxMessageBytes:   1 << 20,
-		PingInterval:      30 * time.Second,
-		PongTimeout:       60 * time.Second,
-		ClientQueueBytes:  1 << 20,
-		MaxSubscriptions:  1000,
-		RateLimit:         100,
-		RateBurst:         200,
-		RateLimitStrikes:  50,
-		IdempotencyWindow: 5 * time.Minute,
-		ShutdownTimeout:   10 * time.Second,
-		LogFormat:         "text",
-		LogLevel:          "info",
+		Addr:                 ":8080",
+		WSPath:               "/ws",
+		MaxMessageBytes:      1 << 20,
+		PingInterval:         30 * time.Second,
+		PongTimeout:          60 * time.Second,
+		ClientQueueBytes:     1 << 20,
+		MaxSubscriptions:     1000,
+		RateLimit:            100,
+		RateBurst:            200,
+		RateLimitStrikes:     50,
+		IdempotencyWindow:    5 * time.Minute,
+		Compression:          true,
+		CompressionThreshold: 512,
+		ShutdownTimeout:      10 * time.Second,
+		LogFormat:            "text",
+		LogLevel:             "info",
 	}
 }

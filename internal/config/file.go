@@ -91,75 +91,81 @@ func decodeTOML(data []byte, fc *fileConfig) error {
 // fileConfig mirrors Config (same keys) for decoding files: durations and
 // byte sizes are read from human-readable strings.
 type fileConfig struct {
-	Addr              string      `yaml:"addr" toml:"addr"`
-	WSPath            string      `yaml:"ws_path" toml:"ws_path"`
-	APIKeys           []string    `yaml:"api_keys" toml:"api_keys"`
-	JWTSecret         string      `yaml:"jwt_secret" toml:"jwt_secret"`
-	JWTPublicKeyFile  string      `yaml:"jwt_public_key" toml:"jwt_public_key"`
-	InsecureQueryAuth bool        `yaml:"insecure_query_auth" toml:"insecure_query_auth"`
-	AllowedOrigins    []string    `yaml:"allowed_origins" toml:"allowed_origins"`
-	MaxMessageBytes   byteSize    `yaml:"max_message_bytes" toml:"max_message_bytes"`
-	PingInterval      Duration    `yaml:"ping_interval" toml:"ping_interval"`
-	PongTimeout       Duration    `yaml:"pong_timeout" toml:"pong_timeout"`
-	ClientQueueBytes  byteSize    `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
-	MaxSubscriptions  int         `yaml:"max_subscriptions" toml:"max_subscriptions"`
-	RateLimit         float64     `yaml:"rate_limit" toml:"rate_limit"`
-	RateBurst         int         `yaml:"rate_burst" toml:"rate_burst"`
-	RateLimitStrikes  int         `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
-	IdempotencyWindow Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
-	ShutdownTimeout   Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
-	LogFormat         string      `yaml:"log_format" toml:"log_format"`
-	LogLevel          string      `yaml:"log_level" toml:"log_level"`
-	Namespaces        []Namespace `yaml:"namespaces" toml:"namespaces"`
+	Addr                 string      `yaml:"addr" toml:"addr"`
+	WSPath               string      `yaml:"ws_path" toml:"ws_path"`
+	APIKeys              []string    `yaml:"api_keys" toml:"api_keys"`
+	JWTSecret            string      `yaml:"jwt_secret" toml:"jwt_secret"`
+	JWTPublicKeyFile     string      `yaml:"jwt_public_key" toml:"jwt_public_key"`
+	InsecureQueryAuth    bool        `yaml:"insecure_query_auth" toml:"insecure_query_auth"`
+	AllowedOrigins       []string    `yaml:"allowed_origins" toml:"allowed_origins"`
+	MaxMessageBytes      byteSize    `yaml:"max_message_bytes" toml:"max_message_bytes"`
+	PingInterval         Duration    `yaml:"ping_interval" toml:"ping_interval"`
+	PongTimeout          Duration    `yaml:"pong_timeout" toml:"pong_timeout"`
+	ClientQueueBytes     byteSize    `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
+	MaxSubscriptions     int         `yaml:"max_subscriptions" toml:"max_subscriptions"`
+	RateLimit            float64     `yaml:"rate_limit" toml:"rate_limit"`
+	RateBurst            int         `yaml:"rate_burst" toml:"rate_burst"`
+	RateLimitStrikes     int         `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
+	Compression          bool        `yaml:"compression" toml:"compression"`
+	CompressionThreshold byteSize    `yaml:"compression_threshold" toml:"compression_threshold"`
+	IdempotencyWindow    Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
+	ShutdownTimeout      Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
+	LogFormat            string      `yaml:"log_format" toml:"log_format"`
+	LogLevel             string      `yaml:"log_level" toml:"log_level"`
+	Namespaces           []Namespace `yaml:"namespaces" toml:"namespaces"`
 }
 
 func fileConfigFrom(c *Config) fileConfig {
 	return fileConfig{
-		Addr:              c.Addr,
-		WSPath:            c.WSPath,
-		APIKeys:           c.APIKeys,
-		JWTSecret:         c.JWTSecret,
-		JWTPublicKeyFile:  c.JWTPublicKeyFile,
-		InsecureQueryAuth: c.InsecureQueryAuth,
-		AllowedOrigins:    c.AllowedOrigins,
-		MaxMessageBytes:   byteSize(c.MaxMessageBytes),
-		PingInterval:      Duration(c.PingInterval),
-		PongTimeout:       Duration(c.PongTimeout),
-		ClientQueueBytes:  byteSize(c.ClientQueueBytes),
-		MaxSubscriptions:  c.MaxSubscriptions,
-		RateLimit:         c.RateLimit,
-		RateBurst:         c.RateBurst,
-		RateLimitStrikes:  c.RateLimitStrikes,
-		IdempotencyWindow: Duration(c.IdempotencyWindow),
-		ShutdownTimeout:   Duration(c.ShutdownTimeout),
-		LogFormat:         c.LogFormat,
-		LogLevel:          c.LogLevel,
-		Namespaces:        c.Namespaces,
+		Addr:                 c.Addr,
+		WSPath:               c.WSPath,
+		APIKeys:              c.APIKeys,
+		JWTSecret:            c.JWTSecret,
+		JWTPublicKeyFile:     c.JWTPublicKeyFile,
+		InsecureQueryAuth:    c.InsecureQueryAuth,
+		AllowedOrigins:       c.AllowedOrigins,
+		MaxMessageBytes:      byteSize(c.MaxMessageBytes),
+		PingInterval:         Duration(c.PingInterval),
+		PongTimeout:          Duration(c.PongTimeout),
+		ClientQueueBytes:     byteSize(c.ClientQueueBytes),
+		MaxSubscriptions:     c.MaxSubscriptions,
+		RateLimit:            c.RateLimit,
+		RateBurst:            c.RateBurst,
+		RateLimitStrikes:     c.RateLimitStrikes,
+		IdempotencyWindow:    Duration(c.IdempotencyWindow),
+		Compression:          c.Compression,
+		CompressionThreshold: byteSize(c.CompressionThreshold),
+		ShutdownTimeout:      Duration(c.ShutdownTimeout),
+		LogFormat:            c.LogFormat,
+		LogLevel:             c.LogLevel,
+		Namespaces:           c.Namespaces,
 	}
 }
 
 func (fc *fileConfig) apply(c *Config) {
 	*c = Config{
-		Addr:              fc.Addr,
-		WSPath:            fc.WSPath,
-		APIKeys:           fc.APIKeys,
-		JWTSecret:         fc.JWTSecret,
-		JWTPublicKeyFile:  fc.JWTPublicKeyFile,
-		InsecureQueryAuth: fc.InsecureQueryAuth,
-		AllowedOrigins:    fc.AllowedOrigins,
-		MaxMessageBytes:   int64(fc.MaxMessageBytes),
-		PingInterval:      time.Duration(fc.PingInterval),
-		PongTimeout:       time.Duration(fc.PongTimeout),
-		ClientQueueBytes:  int64(fc.ClientQueueBytes),
-		MaxSubscriptions:  fc.MaxSubscriptions,
-		RateLimit:         fc.RateLimit,
-		RateBurst:         fc.RateBurst,
-		RateLimitStrikes:  fc.RateLimitStrikes,
-		IdempotencyWindow: time.Duration(fc.IdempotencyWindow),
-		ShutdownTimeout:   time.Duration(fc.ShutdownTimeout),
-		LogFormat:         fc.LogFormat,
-		LogLevel:          fc.LogLevel,
-		Namespaces:        fc.Namespaces,
+		Addr:                 fc.Addr,
+		WSPath:               fc.WSPath,
+		APIKeys:              fc.APIKeys,
+		JWTSecret:            fc.JWTSecret,
+		JWTPublicKeyFile:     fc.JWTPublicKeyFile,
+		InsecureQueryAuth:    fc.InsecureQueryAuth,
+		AllowedOrigins:       fc.AllowedOrigins,
+		MaxMessageBytes:      int64(fc.MaxMessageBytes),
+		PingInterval:         time.Duration(fc.PingInterval),
+		PongTimeout:          time.Duration(fc.PongTimeout),
+		ClientQueueBytes:     int64(fc.ClientQueueBytes),
+		MaxSubscriptions:     fc.MaxSubscriptions,
+		RateLimit:            fc.RateLimit,
+		RateBurst:            fc.RateBurst,
+		RateLimitStrikes:     fc.RateLimitStrikes,
+		IdempotencyWindow:    time.Duration(fc.IdempotencyWindow),
+		Compression:          fc.Compression,
+		CompressionThreshold: int64(fc.CompressionThreshold),
+		ShutdownTimeout:      time.Duration(fc.ShutdownTimeout),
+		LogFormat:            fc.LogFormat,
+		LogLevel:             fc.LogLevel,
+		Namespaces:           fc.Namespaces,
 	}
 }
 

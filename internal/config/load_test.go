@@ -160,7 +160,7 @@ log_level: debug
 					AllowedOrigins:  []string{"https://a.example", "https://b.example"},
 					MaxMessageBytes: 64 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
 					ClientQueueBytes: 2 << 20, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
-					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
+					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %+v\nwant %+v", c, want)
@@ -185,7 +185,7 @@ log_level: debug
 					AllowedOrigins:  []string{"*"},
 					MaxMessageBytes: 512 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
 					ClientQueueBytes: 4096, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
-					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
+					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %+v\nwant %+v", c, want)
@@ -470,7 +470,7 @@ func TestLoadHelp(t *testing.T) {
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "max-subscriptions", "rate-limit",
-		"rate-burst", "rate-limit-strikes", "idempotency-window", "shutdown-timeout", "log-format", "log-level",
+		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "idempotency-window", "shutdown-timeout", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		t.Run(arg, func(t *testing.T) {

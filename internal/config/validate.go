@@ -35,6 +35,9 @@ func (c *Config) Validate() error {
 	if c.PongTimeout <= c.PingInterval {
 		return fmt.Errorf("invalid pong-timeout %s: must be greater than ping-interval (%s)", c.PongTimeout, c.PingInterval)
 	}
+	if c.CompressionThreshold < 0 {
+		return fmt.Errorf("invalid compression-threshold %d: must not be negative", c.CompressionThreshold)
+	}
 	if c.IdempotencyWindow < 0 {
 		return fmt.Errorf("invalid idempotency-window %s: must not be negative", c.IdempotencyWindow)
 	}

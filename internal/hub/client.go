@@ -46,6 +46,8 @@ type Client struct {
 	// ExpiresAt, when non-zero, is when the client's credentials expire.
 	ExpiresAt time.Time
 
+	deflate bool // permessage-deflate negotiated
+
 	lastRead atomic.Int64 // unix nanos of the last frame received
 	lastPing atomic.Int64 // unix nanos of the last ping queued
 
@@ -71,6 +73,8 @@ type ClientOptions struct {
 	UserID    string
 	OrgID     string
 	ExpiresAt time.Time
+	// Deflate is set when the connection negotiated permessage-deflate.
+	Deflate bool
 }
 
 // NewClient wraps an upgraded connection. The caller reads from nc (through
@@ -85,6 +89,7 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		UserID:      o.UserID,
 		OrgID:       o.OrgID,
 		ExpiresAt:   o.ExpiresAt,
+		deflate:     o.Deflate,
 		ConnectedAt: now,
 		done:        make(chan struct{}),
 	}
@@ -126,20 +131,25 @@ func (c *Client) Send(frame []byte) bool {
 	return true
 }
 
+// SendFrame queues the variant of f (compressed or not) that suits c; see Send.
+func (c *Client) SendFrame(f *Frame) bool { return c.Send(f.bytesFor(c)) }
+
 // SendBurst queues frames together, exempt from the queue bound: a replay
 // of history, whose size the caller has bounded. Frames sent later with
 // Send are bounded as usual. It returns false when the client is closing.
-func (c *Client) SendBurst(frames [][]byte) bool {
+func (c *Client) SendBurst(frames []*Frame) bool {
+	bufs := make([][]byte, len(frames))
+	n := 0
+	for i, f := range frames {
+		bufs[i] = f.bytesFor(c)
+		n += len(bufs[i])
+	}
 	c.mu.Lock()
 	if c.state != stateOpen {
 		c.mu.Unlock()
 		return false
 	}
-	n := 0
-	for _, f := range frames {
-		c.queue = append(c.queue, f)
-		n += len(f)
-	}
+	c.queue = append(c.queue, bufs...)
 	c.queuedBytes += n
 	c.burst += n
 	start := !c.writing

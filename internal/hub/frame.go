@@ -1,6 +1,12 @@
 package hub
 
-import "encoding/binary"
+import (
+	"bytes"
+	"encoding/binary"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
+)
 
 // WebSocket opcodes used by the server (RFC 6455 §5.2).
 const (
@@ -65,4 +71,70 @@ func closeFrame(code int, reason string) []byte {
 	p := make([]byte, 2, 2+len(reason))
 	binary.BigEndian.PutUint16(p, uint16(code))
 	return controlFrame(opClose, append(p, reason...))
+}
+
+// Frame is a message encoded once for all its recipients: the plain text
+// frame, and — made at most once, on first need — a permessage-deflate
+// compressed variant for clients that negotiated compression.
+type Frame struct {
+	plain    []byte
+	payload  []byte
+	once     sync.Once
+	deflated []byte
+}
+
+// NewFrame seals buf (from NewFrameBuffer, appended to) into a Frame.
+func NewFrame(buf []byte) *Frame {
+	return &Frame{plain: Seal(buf), payload: buf[headroom:]}
+}
+
+// Plain returns the uncompressed frame.
+func (f *Frame) Plain() []byte { return f.plain }
+
+// bytesFor returns the variant to send to c.
+func (f *Frame) bytesFor(c *Client) []byte {
+	min := c.hub.opts.CompressMin
+	if !c.deflate || min <= 0 || len(f.payload) < min {
+		return f.plain
+	}
+	f.once.Do(func() { f.deflated = deflateFrame(f.payload, c.hub.deflaters) })
+	if f.deflated == nil {
+		return f.plain
+	}
+	return f.deflated
+}
+
+// deflateFrame compresses payload as one permessage-deflate message with
+// no context (valid whatever context takeover was negotiated) and frames it
+// with RSV1 set. It returns nil when compression does not make it smaller.
+func deflateFrame(payload []byte, pool *sync.Pool) []byte {
+	var buf bytes.Buffer
+	buf.Grow(headroom + len(payload)/2)
+	buf.Write(make([]byte, headroom))
+	w := pool.Get().(*flate.Writer)
+	w.Reset(&buf)
+	_, err := w.Write(payload)
+	if err == nil {
+		err = w.Flush()
+	}
+	pool.Put(w)
+	b := buf.Bytes()
+	// A sync flush ends with 00 00 ff ff, which RFC 7692 says to drop.
+	if err != nil || len(b) < headroom+4 || !bytes.HasSuffix(b, []byte{0, 0, 0xff, 0xff}) {
+		return nil
+	}
+	b = b[:len(b)-4]
+	if len(b)-headroom >= len(payload) {
+		return nil
+	}
+	out := sealOp(b, opText)
+	out[0] |= 0x40 // RSV1: compressed
+	return out
+}
+
+func newDeflaterPool() *sync.Pool {
+	return &sync.Pool{New: func() any {
+		w, _ := flate.NewWriter(nil, flate.BestSpeed)
+		return w
+	}}
 }

@@ -35,6 +35,9 @@ type Options struct {
 	PongTimeout time.Duration
 	// MaxSubscriptions bounds channels per client; 0 means no bound.
 	MaxSubscriptions int
+	// CompressMin is the smallest payload sent compressed to clients that
+	// negotiated permessage-deflate; 0 never compresses.
+	CompressMin int
 	// OnRemove, when set, is called after a client left the hub, with the
 	// channels it was subscribed to. No hub lock is held while it runs.
 	OnRemove func(c *Client, channels []string)
@@ -56,8 +59,9 @@ type Hub struct {
 	numChannels atomic.Int64
 	numSubs     atomic.Int64
 
-	closing  atomic.Bool
-	pingData []byte
+	closing   atomic.Bool
+	pingData  []byte
+	deflaters *sync.Pool // *flate.Writer
 }
 
 type channelShard struct {
@@ -107,6 +111,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 		h.clients[i].clients = make(map[string]*Client)
 	}
 	h.pingData = controlFrame(opPing, nil)
+	h.deflaters = newDeflaterPool()
 	return h
 }
 
@@ -261,7 +266,7 @@ func (h *Hub) unsubscribeShard(c *Client, name string) {
 // may be nil) whose event filter accepts event, and returns how many clients
 // it was queued to. It never waits on a client: one whose queue is full is
 // closed as a slow consumer.
-func (h *Hub) Publish(name string, frame []byte, exclude *Client, event string) int {
+func (h *Hub) Publish(name string, frame *Frame, exclude *Client, event string) int {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -274,7 +279,7 @@ func (h *Hub) Publish(name string, frame []byte, exclude *Client, event string) 
 		if c == exclude || !sub.wants(event) {
 			continue
 		}
-		if c.Send(frame) {
+		if c.SendFrame(frame) {
 			n++
 		}
 	}
@@ -283,14 +288,14 @@ func (h *Hub) Publish(name string, frame []byte, exclude *Client, event string) 
 
 // Announce queues frame to every subscriber of channel except exclude,
 // regardless of event filters (join and leave notices).
-func (h *Hub) Announce(name string, frame []byte, exclude *Client) {
+func (h *Hub) Announce(name string, frame *Frame, exclude *Client) {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if ch := s.channels[name]; ch != nil {
 		for c := range ch.subs {
 			if c != exclude {
-				c.Send(frame)
+				c.SendFrame(frame)
 			}
 		}
 	}
@@ -329,13 +334,13 @@ func (h *Hub) Presence(name string) []PresenceInfo {
 
 // SendToUser queues frame to every live connection of userID, subscribed or
 // not, and returns how many.
-func (h *Hub) SendToUser(userID string, frame []byte) int {
+func (h *Hub) SendToUser(userID string, frame *Frame) int {
 	s := &h.users[h.shard(userID)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
 	for c := range s.users[userID] {
-		if c.Send(frame) {
+		if c.SendFrame(frame) {
 			n++
 		}
 	}

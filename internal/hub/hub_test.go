@@ -88,7 +88,7 @@ func TestPublishNeverBlocksOnSlowClient(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	frame := TextFrame(bytes.Repeat([]byte{'x'}, 1000))
+	frame := NewFrame(append(NewFrameBuffer(1000), bytes.Repeat([]byte{'x'}, 1000)...))
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < 100; i++ {
@@ -172,7 +172,7 @@ func BenchmarkFanout(b *testing.B) {
 				_ = h.Register(c)
 				_, _ = h.Subscribe(c, "bench", nil)
 			}
-			frame := TextFrame(bytes.Repeat([]byte{'x'}, 100))
+			frame := NewFrame(append(NewFrameBuffer(100), bytes.Repeat([]byte{'x'}, 100)...))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {

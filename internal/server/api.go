@@ -132,8 +132,8 @@ func checkChannelName(ch string) error {
 }
 
 // messageFrame encodes a direct (sendToUser) message once.
-func messageFrame(ch string, data json.RawMessage) []byte {
-	return hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(80+len(ch)+len(data)), &protocol.Message{
+func messageFrame(ch string, data json.RawMessage) *hub.Frame {
+	return hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(80+len(ch)+len(data)), &protocol.Message{
 		Channel: ch, Data: data, Time: time.Now(),
 	}))
 }

@@ -90,6 +90,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		PingInterval:     cfg.PingInterval,
 		PongTimeout:      cfg.PongTimeout,
 		MaxSubscriptions: cfg.MaxSubscriptions,
+		CompressMin:      compressMin(cfg),
 		OnRemove:         s.onRemove,
 	}, log, s.metrics)
 	s.membrk = memory.New(memory.Options{Deliver: s.deliver})
@@ -98,10 +99,19 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
 		ReadBufferSize:     2048,
 		CheckUtf8Enabled:   false, // checked in OnMessage, to close with 1007
-		HandshakeTimeout:   10 * time.Second,
-		NewSession:         func() gws.SessionStorage { return &sessionSlot{} },
-		Logger:             gwsLogger{log},
-		Recovery:           gws.Recovery,
+		// Negotiated when the client offers it. herald compresses each large
+		// publication once for all subscribers (hub.Frame), so neither side
+		// keeps a compression context per connection.
+		PermessageDeflate: gws.PermessageDeflate{
+			Enabled:               cfg.Compression,
+			ServerContextTakeover: false,
+			ClientContextTakeover: false,
+			Level:                 1,
+		},
+		HandshakeTimeout: 10 * time.Second,
+		NewSession:       func() gws.SessionStorage { return &sessionSlot{} },
+		Logger:           gwsLogger{log},
+		Recovery:         gws.Recovery,
 	})
 	return s, nil
 }
@@ -172,6 +182,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// compressMin is the hub's compression threshold (0: never compress).
+func compressMin(cfg config.Config) int {
+	if !cfg.Compression {
+		return 0
+	}
+	return max(1, int(cfg.CompressionThreshold))
+}
+
 // minReplayBytes is the least a recovering subscriber may be replayed at once.
 const minReplayBytes = 16 << 20
 
@@ -181,7 +199,7 @@ func (s *Server) maxReplayBytes() int { return max(minReplayBytes, int(s.cfg.Cli
 // deliver is the broker's DeliverFunc: encode the publication once and fan
 // it out to this node's subscribers.
 func (s *Server) deliver(channel string, p *broker.Publication) int {
-	frame := hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(112+len(channel)+len(p.Data)+len(p.From)+len(p.Event)), &protocol.Message{
+	frame := hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(112+len(channel)+len(p.Data)+len(p.From)+len(p.Event)), &protocol.Message{
 		Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event,
 	}))
 	var exclude *hub.Client
@@ -214,7 +232,7 @@ func (s *Server) announce(typ, channel string, c *hub.Client) {
 	if !s.policy.Namespace(channel).JoinLeave {
 		return
 	}
-	s.hub.Announce(channel, hub.Seal(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID)), c)
+	s.hub.Announce(channel, hub.NewFrame(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID)), c)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -133,7 +133,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 		// The replay is bounded by history; it may exceed the live queue bound
 		// (it is sent as one burst) but not maxReplayBytes: past that the
 		// oldest part is left out and the client told recovered:false.
-		frames := make([][]byte, 1, 1+len(r.Publications))
+		frames := make([]*hub.Frame, 1, 1+len(r.Publications))
 		total := 0
 		for i := len(r.Publications) - 1; i >= 0; i-- {
 			p := &r.Publications[i]
@@ -141,12 +141,12 @@ func (s *session) subscribe(cmd *protocol.Command) {
 				continue
 			}
 			m := message(cmd.Channel, p)
-			f := hub.Seal(protocol.AppendMessage(hub.NewFrameBuffer(112+len(cmd.Channel)+len(p.Data)+len(p.From)+len(p.Event)), &m))
-			if total+len(f) > s.srv.maxReplayBytes() {
+			f := hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(112+len(cmd.Channel)+len(p.Data)+len(p.From)+len(p.Event)), &m))
+			if total+len(f.Plain()) > s.srv.maxReplayBytes() {
 				r.Recovered = false
 				break
 			}
-			total += len(f)
+			total += len(f.Plain())
 			frames = append(frames, f)
 		}
 		slices.Reverse(frames[1:])
@@ -155,7 +155,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 			recovered = &r.Recovered
 		}
 		pos := protocol.Position{Offset: r.Position.Offset, Epoch: r.Position.Epoch}
-		frames[0] = hub.Seal(protocol.AppendSubscribed(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID))
+		frames[0] = hub.NewFrame(protocol.AppendSubscribed(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID))
 		s.c.SendBurst(frames)
 		if cmd.Since != nil {
 			s.srv.metrics.Recoveries.WithLabelValues(strconv.FormatBool(r.Recovered)).Inc()
@@ -233,7 +233,7 @@ func (s *session) history(cmd *protocol.Command) {
 		msgs[i] = message(cmd.Channel, &pubs[i])
 		size += 96 + len(pubs[i].Data) + len(pubs[i].From) + len(pubs[i].Event)
 	}
-	s.c.Send(hub.Seal(protocol.AppendHistory(hub.NewFrameBuffer(size), cmd.Channel,
+	s.c.SendFrame(hub.NewFrame(protocol.AppendHistory(hub.NewFrameBuffer(size), cmd.Channel,
 		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, cmd.ID)))
 }
 

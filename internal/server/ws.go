@@ -57,6 +57,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		UserID:    id.UserID,
 		OrgID:     id.OrgID,
 		ExpiresAt: id.ExpiresAt,
+		// gws negotiates permessage-deflate on exactly this condition.
+		Deflate: s.cfg.Compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate"),
 	})
 	sess := &session{srv: s, c: c, id: id}
 	if s.cfg.RateLimit > 0 {
