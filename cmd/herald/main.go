@@ -28,6 +28,7 @@ Usage:
   herald sub [flags] CHANNEL    subscribe and print every frame, one JSON per line
   herald pub [flags] CHANNEL JSON
                                 publish JSON to CHANNEL over WebSocket
+  herald bench SCENARIO [flags] load-test a server on loopback (idle, fanout, channels, connect, recovery)
   herald version                print the version
 
 Each subcommand takes --help.
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = sub(ctx, args[1:], stdout, stderr)
 	case "pub":
 		err = pub(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "herald", version)
 		return 0

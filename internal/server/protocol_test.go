@@ -193,6 +193,9 @@ func TestOversizeFrameCloses1009(t *testing.T) {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 	eventually(t, 5*time.Second, "client removed", func() bool { return ts.srv.Hub().NumClients() == 0 })
+	if !containsLine(ts.metricsText(), `herald_disconnects_total{code="1009"} 1`) {
+		t.Fatal("no disconnect metric for 1009")
+	}
 }
 
 func TestInvalidUTF8Closes1007(t *testing.T) {

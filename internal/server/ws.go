@@ -173,11 +173,16 @@ func (h *wsHandler) OnClose(conn *gws.Conn, err error) {
 	}
 	code := 0
 	var ce *gws.CloseError
-	if errors.As(err, &ce) {
+	var sc interface{ Uint16() uint16 } // gws's own close codes (1002, 1009, …)
+	switch {
+	case errors.As(err, &ce):
 		code = int(ce.Code)
+	case errors.As(err, &sc):
+		code = int(sc.Uint16())
+		s.srv.log.Info("connection closed by protocol violation", "client", s.c.ID, "user", s.id.UserID, "code", code, "err", err)
 	}
 	s.c.Gone(code)
-	s.srv.log.Debug("client gone", "client", s.c.ID, "user", s.id.UserID, "err", err)
+	s.srv.log.Debug("client gone", "client", s.c.ID, "user", s.id.UserID, "code", code, "err", err)
 }
 
 func (h *wsHandler) OnPing(conn *gws.Conn, payload []byte) {
