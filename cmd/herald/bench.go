@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"strings"
+
+	"github.com/herald-rt/herald/internal/bench"
+)
+
+const benchUsage = `Usage: herald bench SCENARIO [flags]
+
+Load generator for herald. Targets loopback addresses only (127.0.0.0/8, ::1).
+
+Scenarios:
+  idle      --conns authenticated connections, each subscribed to --channel; hold for
+            --hold; reports server RSS per connection (needs --server-pid) and connect rate
+  fanout    --conns subscribers of one channel; publish --rate/s of --payload bytes for
+            --duration through POST /api/publish (--api-key) or --publish-via ws
+  channels  each connection subscribes to user:{id} and to a group:K channel shared by
+            --group-size connections; publish to the groups at --rate/s
+  connect   open --conns connections as fast as --concurrency dialers can, each waiting
+            for connected and subscribed; reports connects+subscribes/s and latency
+  recovery  subscribers drop and reconnect with "since" while publications flow; needs a
+            server with per-channel offsets (reports that clearly when there are none)
+
+Latency is receive time minus the publication's intended send time on a fixed schedule
+(no coordinated omission). Progress goes to stderr once a second; the report to stdout.
+Ctrl-C stops and prints a partial report.
+
+Example:
+  ulimit -n 20000
+  herald serve --addr 127.0.0.1:18080 --jwt-secret S --api-key 0123456789abcdef0123 &
+  herald bench fanout --url ws://127.0.0.1:18080/ws --jwt-secret S \
+      --api-key 0123456789abcdef0123 --conns 1000 --rate 10 --duration 10s --server-pid $!
+
+Flags:
+`
+
+// benchCmd runs "herald bench".
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "worker" {
+		// Hidden: a worker process started by a parent bench with --workers.
+		return bench.WorkerMain(os.Stdin, stdout)
+	}
+	cfg := bench.Defaults()
+	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.URL, "url", envOr("HERALD_URL", "ws://127.0.0.1:8080/ws"), "server WebSocket URL, loopback only (env HERALD_URL)")
+	fs.StringVar(&cfg.APIURL, "api-url", "", "server API base URL (default: http:// on the --url host and port)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", os.Getenv("HERALD_JWT_SECRET"), "the server's HS256 secret; tokens for users bench-0… are minted locally (env HERALD_JWT_SECRET)")
+	fs.StringVar(&cfg.APIKey, "api-key", firstKey(os.Getenv("HERALD_API_KEYS")), "server API key for POST /api/publish (env HERALD_API_KEYS, first key)")
+	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "subscriber connections")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "concurrent dialers (split between workers)")
+	fs.DurationVar(&cfg.Hold, "hold", cfg.Hold, "idle: how long to hold the connections")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "publications per second")
+	fs.IntVar(&cfg.Payload, "payload", cfg.Payload, "bytes of data per publication (sequence number, intended time, padding)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to publish")
+	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "how long to wait for outstanding deliveries after publishing")
+	fs.StringVar(&cfg.PublishVia, "publish-via", cfg.PublishVia, "api (POST /api/publish) or ws (client message frames; the server's --rate-limit applies)")
+	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "concurrent publishing lanes (HTTP connections or WebSockets)")
+	fs.StringVar(&cfg.Channel, "channel", cfg.Channel, "channel for idle, fanout, connect and recovery")
+	fs.IntVar(&cfg.GroupSize, "group-size", cfg.GroupSize, "channels: connections per group channel")
+	fs.DurationVar(&cfg.DropEvery, "drop-every", cfg.DropEvery, "recovery: drop a tenth of the connections this often")
+	fs.DurationVar(&cfg.DropDown, "drop-down", cfg.DropDown, "recovery: how long a dropped connection stays away")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "server process id: measure its RSS and CPU from /proc")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to spread the connections over (each binds its own 127.0.0.x source address)")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "bound on one connection's dial, upgrade and subscribe")
+	fs.IntVar(&cfg.ReadBuffer, "read-buffer", cfg.ReadBuffer, "read buffer per connection, bytes")
+	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of the minted tokens")
+	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON")
+	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress lines on stderr")
+	cpuprofile := fs.String("cpuprofile", "", "write the generator's own CPU profile (parent process) to this file")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	// The scenario may come before or after the flags.
+	rest := args
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		cfg.Scenario, rest = rest[0], rest[1:]
+		if err := fs.Parse(rest); err != nil {
+			return usageErrorOrHelp(err)
+		}
+	} else {
+		if err := fs.Parse(rest); err != nil {
+			return usageErrorOrHelp(err)
+		}
+		if fs.NArg() == 0 {
+			fs.Usage()
+			return usageError{errors.New("bench: a SCENARIO is required (idle, fanout, channels, connect, recovery)")}
+		}
+		cfg.Scenario = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return usageErrorOrHelp(err)
+		}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{fmt.Errorf("bench: %w", err)}
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	_, err := bench.Run(ctx, cfg, stdout, stderr)
+	return err
+}
+
+func firstKey(list string) string {
+	k, _, _ := strings.Cut(list, ",")
+	return strings.TrimSpace(k)
+}

@@ -1,0 +1,269 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/config"
+	"github.com/herald-rt/herald/internal/server"
+)
+
+const (
+	testSecret = "bench-test-secret-0123456789"
+	testAPIKey = "bench-test-api-key-0123456789"
+)
+
+// TestMain lets the test binary act as a bench worker process (see
+// startWorker), so --workers is tested end to end.
+func TestMain(m *testing.M) {
+	if os.Getenv("HERALD_BENCH_WORKER") == "1" {
+		if err := WorkerMain(os.Stdin, os.Stdout); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// startServer runs a real herald on a random loopback port and returns its
+// WebSocket URL.
+func startServer(t *testing.T, mutate func(*config.Config)) string {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.JWTSecret = testSecret
+	cfg.APIKeys = []string{testAPIKey}
+	cfg.ShutdownTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+func testConfig(url, scenario string) Config {
+	c := Defaults()
+	c.Scenario = scenario
+	c.URL = url
+	c.JWTSecret = testSecret
+	c.APIKey = testAPIKey
+	c.Conns = 50
+	c.Concurrency = 8
+	c.Rate = 40
+	c.Duration = time.Second
+	c.Grace = 5 * time.Second
+	c.Hold = 200 * time.Millisecond
+	c.Quiet = true
+	c.ServerPID = os.Getpid() // the server runs in this process
+	return c
+}
+
+func run(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	var out strings.Builder
+	r, err := Run(t.Context(), cfg, &out, io.Discard)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("report:\n%s", out.String())
+	return r
+}
+
+// checkDeliveries asserts the report of a publishing run is sane.
+func checkDeliveries(t *testing.T, r *Report, subscribersPerPub uint64) {
+	t.Helper()
+	if r.Connected != r.Conns || len(r.ConnectErrors) > 0 {
+		t.Fatalf("connected %d of %d: %v", r.Connected, r.Conns, r.ConnectErrors)
+	}
+	if r.Published != r.Scheduled || r.Published == 0 || len(r.PublishErrors) > 0 {
+		t.Fatalf("published %d of %d: %v", r.Published, r.Scheduled, r.PublishErrors)
+	}
+	want := r.Published * subscribersPerPub
+	if r.Expected != want || r.Delivered != want {
+		t.Fatalf("delivered %d, expected %d, want %d", r.Delivered, r.Expected, want)
+	}
+	if r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.Late != 0 || r.Unparsed != 0 {
+		t.Fatalf("lost %d dup %d reordered %d late %d unparsed %d", r.Lost, r.Duplicated, r.Reordered, r.Late, r.Unparsed)
+	}
+	if r.Latency == nil || r.Latency.Count != int64(want) || r.Latency.P50 <= 0 || r.Latency.P50 > r.Latency.P99 || r.Latency.P99 > r.Latency.Max {
+		t.Fatalf("latency %+v", r.Latency)
+	}
+	if r.DeliveriesPerSec <= 0 || len(r.Dropped) > 0 || r.Interrupted {
+		t.Fatalf("deliveries/s %v dropped %v interrupted %v", r.DeliveriesPerSec, r.Dropped, r.Interrupted)
+	}
+	if r.ServerRSSBeforeKiB <= 0 || r.ServerRSSEndKiB <= 0 || r.GeneratorCPUSeconds <= 0 {
+		t.Fatalf("process measurements missing: %+v", r)
+	}
+}
+
+func TestFanoutAPI(t *testing.T) {
+	url := startServer(t, nil)
+	r := run(t, testConfig(url, "fanout"))
+	checkDeliveries(t, r, 50)
+	if r.Published != 40 {
+		t.Fatalf("published %d, want 40", r.Published)
+	}
+}
+
+func TestFanoutWS(t *testing.T) {
+	url := startServer(t, nil)
+	cfg := testConfig(url, "fanout")
+	cfg.PublishVia = "ws"
+	cfg.APIKey = ""
+	checkDeliveries(t, run(t, cfg), 50)
+}
+
+func TestChannels(t *testing.T) {
+	url := startServer(t, nil)
+	cfg := testConfig(url, "channels")
+	cfg.Rate = 50 // 5 groups of 10: every group gets 10 publications
+	checkDeliveries(t, run(t, cfg), 10)
+}
+
+func TestConnectStorm(t *testing.T) {
+	url := startServer(t, nil)
+	r := run(t, testConfig(url, "connect"))
+	if r.Connected != 50 || r.ConnectRate <= 0 || r.ConnectLatency == nil || r.ConnectLatency.Count != 50 || len(r.ConnectErrors) > 0 {
+		t.Fatalf("%+v", r)
+	}
+	if r.ConnectLatency.P50 <= 0 || r.ConnectLatency.P50 > r.ConnectLatency.Max {
+		t.Fatalf("connect latency %+v", r.ConnectLatency)
+	}
+}
+
+func TestIdle(t *testing.T) {
+	url := startServer(t, nil)
+	r := run(t, testConfig(url, "idle"))
+	if r.Connected != 50 || r.ConnectRate <= 0 || r.ServerRSSAfterKiB <= 0 || r.ServerRSSEndKiB <= 0 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// TestWorkers runs fanout in two worker processes (this test binary, see
+// TestMain) with separate source addresses, and merges their results.
+func TestWorkers(t *testing.T) {
+	url := startServer(t, nil)
+	cfg := testConfig(url, "fanout")
+	cfg.Workers = 2
+	cfg.WorkerExe = os.Args[0]
+	r := run(t, cfg)
+	checkDeliveries(t, r, 50)
+	if r.Workers != 2 {
+		t.Fatal("workers not reported")
+	}
+}
+
+func TestBadTokenReportsConnectErrors(t *testing.T) {
+	url := startServer(t, nil)
+	cfg := testConfig(url, "connect")
+	cfg.JWTSecret = "not-the-server-secret"
+	cfg.Conns = 5
+	r := run(t, cfg)
+	if r.Connected != 0 || r.ConnectErrors["http 401"] != 5 {
+		t.Fatalf("connected %d errors %v", r.Connected, r.ConnectErrors)
+	}
+}
+
+// TestRecovery either measures recovery or, against a server without
+// offsets, says so and reports no numbers.
+func TestRecovery(t *testing.T) {
+	url := startServer(t, func(c *config.Config) {
+		c.Namespaces = append(c.Namespaces, config.Namespace{Prefix: "bench", HistorySize: 10000})
+	})
+	cfg := testConfig(url, "recovery")
+	cfg.Duration = 1500 * time.Millisecond
+	cfg.DropEvery = 300 * time.Millisecond
+	cfg.DropDown = 20 * time.Millisecond
+	r := run(t, cfg)
+	if len(r.Notes) == 0 {
+		t.Fatal("no note about offsets")
+	}
+	if strings.Contains(r.Notes[0], "NOT MEASURED") {
+		if r.Delivered != 0 || r.Latency != nil || r.Recovery != nil {
+			t.Fatalf("numbers reported without offsets: %+v", r)
+		}
+		return
+	}
+	rc := r.Recovery
+	if rc == nil || rc.Reconnects == 0 || r.Delivered == 0 {
+		t.Fatalf("recovery not exercised: %+v", rc)
+	}
+	// With history on the channel every drop is recovered: nothing lost,
+	// nothing twice.
+	if rc.ReconnectFail != 0 || rc.Recovered != rc.Reconnects || r.Lost != 0 || r.Duplicated != 0 || r.Expected != r.Delivered {
+		t.Fatalf("recovery: %+v lost %d dup %d delivered %d of %d", rc, r.Lost, r.Duplicated, r.Delivered, r.Expected)
+	}
+}
+
+func TestInterruptGivesPartialReport(t *testing.T) {
+	url := startServer(t, nil)
+	cfg := testConfig(url, "fanout")
+	cfg.Duration = 30 * time.Second
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(700*time.Millisecond, cancel)
+	start := time.Now()
+	var out strings.Builder
+	r, err := Run(ctx, cfg, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Interrupted || time.Since(start) > 10*time.Second || r.Published >= r.Scheduled {
+		t.Fatalf("interrupted %v after %v, published %d of %d", r.Interrupted, time.Since(start), r.Published, r.Scheduled)
+	}
+	if !strings.Contains(out.String(), "INTERRUPTED") {
+		t.Fatalf("report does not say it is partial:\n%s", out.String())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := testConfig("ws://127.0.0.1:1/ws", "fanout")
+	for name, mutate := range map[string]func(*Config){
+		"scenario":   func(c *Config) { c.Scenario = "nope" },
+		"secret":     func(c *Config) { c.JWTSecret = "" },
+		"api key":    func(c *Config) { c.APIKey = "" },
+		"conns":      func(c *Config) { c.Conns = 0 },
+		"rate":       func(c *Config) { c.Rate = 0 },
+		"via":        func(c *Config) { c.PublishVia = "smoke" },
+		"workers":    func(c *Config) { c.Workers = 100 },
+		"fd limit":   func(c *Config) { c.Conns = maxOpenFiles() + 10 },
+		"non-loop":   func(c *Config) { c.URL = "ws://172.16.0.1:8080/ws" },
+		"api-url":    func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
+		"tiny total": func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
+	} {
+		c := base
+		mutate(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: validated", name)
+		}
+	}
+	if err := base.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

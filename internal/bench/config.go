@@ -1,0 +1,194 @@
+// Package bench is herald's load generator: it opens many authenticated
+// WebSocket connections to a herald server on a loopback address, publishes
+// on a fixed schedule, and measures delivery latency (without coordinated
+// omission), loss, duplication and reordering, connect rates, and the
+// server's memory and CPU per connection and per delivery.
+//
+// Scenarios: idle, fanout, channels, connect, recovery; see Config and
+// docs/performance.md. The receive path reads frames with a lean reader
+// (gobwas/ws headers over a small bufio.Reader) and finds the sequence
+// number and intended send time by scanning bytes, so the generator stays
+// cheap next to the server it measures.
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Scenarios lists the scenario names.
+var Scenarios = []string{"idle", "fanout", "channels", "connect", "recovery"}
+
+// Config is one benchmark run.
+type Config struct {
+	// Scenario is idle, fanout, channels, connect or recovery.
+	Scenario string
+	// URL is the server's WebSocket URL; it must be on a loopback address.
+	URL string
+	// APIURL is the server API base (http://HOST:PORT); default from URL.
+	APIURL string
+	// JWTSecret signs the connections' HS256 tokens (user ids bench-0, bench-1, …).
+	JWTSecret string
+	// APIKey authenticates POST /api/publish.
+	APIKey string
+	// TokenTTL is the tokens' lifetime.
+	TokenTTL time.Duration
+
+	// Conns is the number of subscriber connections.
+	Conns int
+	// Concurrency is the number of concurrent dialers (split between workers).
+	Concurrency int
+	// ConnectTimeout bounds one connection's dial, upgrade and subscribe.
+	ConnectTimeout time.Duration
+	// ReadBuffer is each connection's read buffer size.
+	ReadBuffer int
+
+	// Hold is how long idle connections are held (idle).
+	Hold time.Duration
+	// Rate is publications per second (fanout, channels, recovery).
+	Rate float64
+	// Payload is the size of each publication's data in bytes.
+	Payload int
+	// Duration is how long to publish.
+	Duration time.Duration
+	// Grace is how long to wait for outstanding deliveries after publishing.
+	Grace time.Duration
+	// PublishVia is "api" (POST /api/publish) or "ws" (client message frames).
+	PublishVia string
+	// Publishers is the number of concurrent publishing lanes (HTTP
+	// connections or WebSockets). With more than one, publications of
+	// different lanes may legitimately arrive out of order.
+	Publishers int
+	// Channel is the channel of idle, fanout, connect and recovery.
+	Channel string
+	// GroupSize is the number of connections per group channel (channels).
+	GroupSize int
+
+	// DropEvery and DropDown drive the recovery scenario: every DropEvery a
+	// tenth of the connections drop and reconnect after DropDown.
+	DropEvery time.Duration
+	DropDown  time.Duration
+
+	// ServerPID enables server RSS and CPU measurement from /proc.
+	ServerPID int
+	// Workers is the number of worker processes; 1 runs in this process.
+	Workers int
+	// WorkerExe is the executable started for workers; default os.Executable().
+	WorkerExe string
+
+	// JSON prints the report as JSON instead of a table.
+	JSON bool
+	// Quiet turns off progress lines on stderr.
+	Quiet bool
+}
+
+// Defaults returns a configuration with every default set.
+func Defaults() Config {
+	return Config{
+		Scenario:       "fanout",
+		URL:            "ws://127.0.0.1:8080/ws",
+		TokenTTL:       2 * time.Hour,
+		Conns:          1000,
+		Concurrency:    64,
+		ConnectTimeout: 15 * time.Second,
+		ReadBuffer:     4096,
+		Hold:           10 * time.Second,
+		Rate:           10,
+		Payload:        100,
+		Duration:       10 * time.Second,
+		Grace:          5 * time.Second,
+		PublishVia:     "api",
+		Publishers:     1,
+		Channel:        "bench",
+		GroupSize:      10,
+		DropEvery:      time.Second,
+		DropDown:       100 * time.Millisecond,
+		Workers:        1,
+	}
+}
+
+// Limits that keep every run bounded.
+const (
+	maxConns       = 1_000_000
+	maxDuration    = time.Hour
+	maxPublishRate = 1_000_000
+	maxWorkers     = 64
+)
+
+// Validate checks c, including that every target is a loopback address.
+func (c *Config) Validate() error {
+	known := false
+	for _, s := range Scenarios {
+		known = known || s == c.Scenario
+	}
+	if !known {
+		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
+	}
+	if _, err := parseTarget(c.URL, c.APIURL); err != nil {
+		return err
+	}
+	if c.JWTSecret == "" {
+		return errors.New("--jwt-secret is required (the server's HS256 secret; tokens are minted locally)")
+	}
+	switch {
+	case c.Conns < 1 || c.Conns > maxConns:
+		return fmt.Errorf("--conns must be 1…%d", maxConns)
+	case c.Concurrency < 1:
+		return errors.New("--concurrency must be ≥ 1")
+	case c.Workers < 1 || c.Workers > maxWorkers:
+		return fmt.Errorf("--workers must be 1…%d", maxWorkers)
+	case c.Workers > c.Conns:
+		return errors.New("--workers must not exceed --conns")
+	case c.ReadBuffer < 256 || c.ReadBuffer > 1<<20:
+		return errors.New("--read-buffer must be 256 B … 1 MiB")
+	case c.ConnectTimeout <= 0 || c.TokenTTL < time.Minute:
+		return errors.New("--connect-timeout must be > 0 and the token TTL ≥ 1m")
+	case c.Hold < 0 || c.Hold > maxDuration || c.Duration <= 0 || c.Duration > maxDuration || c.Grace < 0 || c.Grace > 10*time.Minute:
+		return errors.New("--hold and --duration must be within 0…1h, --grace within 0…10m")
+	case c.Payload < 0 || c.Payload > 1<<20:
+		return errors.New("--payload must be 0 … 1 MiB")
+	case c.GroupSize < 1:
+		return errors.New("--group-size must be ≥ 1")
+	case c.Publishers < 1 || c.Publishers > 256:
+		return errors.New("--publishers must be 1…256")
+	case c.PublishVia != "api" && c.PublishVia != "ws":
+		return fmt.Errorf("--publish-via must be api or ws, not %q", c.PublishVia)
+	}
+	if c.publishes() {
+		if c.Rate <= 0 || c.Rate > maxPublishRate {
+			return fmt.Errorf("--rate must be > 0 and ≤ %d", maxPublishRate)
+		}
+		if n := c.Rate * c.Duration.Seconds(); n < 1 {
+			return errors.New("--rate × --duration must be at least one publication")
+		}
+		if c.PublishVia == "api" && c.APIKey == "" {
+			return errors.New("--api-key is required to publish through the server API (or use --publish-via ws)")
+		}
+	}
+	if c.Scenario == "recovery" && (c.DropEvery <= 0 || c.DropDown < 0) {
+		return errors.New("--drop-every must be > 0 and --drop-down ≥ 0")
+	}
+	per := (c.Conns + c.Workers - 1) / c.Workers
+	if limit := maxOpenFiles() - 200; per > limit {
+		return fmt.Errorf("%d connections per process exceed the open-file limit (%d usable); use more --workers", per, limit)
+	}
+	return nil
+}
+
+func (c *Config) publishes() bool {
+	return c.Scenario == "fanout" || c.Scenario == "channels" || c.Scenario == "recovery"
+}
+
+// streams is the number of publication streams (channels published to).
+func (c *Config) streams() int {
+	if c.Scenario == "channels" {
+		return (c.Conns + c.GroupSize - 1) / c.GroupSize
+	}
+	return 1
+}
+
+// publications is the number of publications scheduled.
+func (c *Config) publications() uint64 {
+	return uint64(c.Rate*c.Duration.Seconds() + 0.5)
+}

@@ -1,0 +1,575 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/gobwas/ws"
+
+	"github.com/herald-rt/herald/internal/auth"
+)
+
+// fleetSpec tells one fleet (in-process, or one worker process) which
+// connections to open and how.
+type fleetSpec struct {
+	Scenario       string        `json:"scenario"`
+	WSURL          string        `json:"ws_url"`
+	Secret         string        `json:"secret"`
+	TokenTTL       time.Duration `json:"token_ttl"`
+	First          int           `json:"first"` // connection indices [First, First+Count)
+	Count          int           `json:"count"`
+	Concurrency    int           `json:"concurrency"`
+	SourceIP       string        `json:"source_ip,omitempty"`
+	ReadBuffer     int           `json:"read_buffer"`
+	Channel        string        `json:"channel"`
+	GroupSize      int           `json:"group_size"`
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+	// Recovery: connections drop and resubscribe with "since".
+	DropEvery time.Duration `json:"drop_every,omitempty"`
+	DropDown  time.Duration `json:"drop_down,omitempty"`
+}
+
+// userID is the JWT subject of connection i.
+func userID(i int) string { return "bench-" + strconv.Itoa(i) }
+
+// streamOf returns the publication stream (channel) connection i tracks.
+func (s *fleetSpec) streamOf(i int) int {
+	if s.Scenario == "channels" {
+		return i / s.GroupSize
+	}
+	return 0
+}
+
+// channelsOf returns the channels connection i subscribes to; the first one
+// carries its stream.
+func (s *fleetSpec) channelsOf(i int) []string {
+	if s.Scenario == "channels" {
+		return []string{groupChannel(i / s.GroupSize), "user:" + userID(i)}
+	}
+	return []string{s.Channel}
+}
+
+func groupChannel(k int) string { return "group:" + strconv.Itoa(k) }
+
+// progress is a fleet's running totals.
+type progress struct {
+	Connected  int64   `json:"connected"`
+	ConnErrors int64   `json:"conn_errors"`
+	Delivered  int64   `json:"delivered"`
+	Dropped    int64   `json:"dropped"`
+	P99ms      float64 `json:"p99_ms"` // of the latencies recorded in the last second or so
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+}
+
+// fleetResult is what a fleet reports at the end; worker processes send it
+// as JSON.
+type fleetResult struct {
+	Connected       int                    `json:"connected"`
+	ConnectErrors   map[string]int         `json:"connect_errors,omitempty"`
+	ConnectStartNs  int64                  `json:"connect_start_ns"`
+	ConnectEndNs    int64                  `json:"connect_end_ns"`
+	ConnectHist     *hdrhistogram.Snapshot `json:"connect_hist,omitempty"`
+	Delivered       uint64                 `json:"delivered"`
+	Lost            uint64                 `json:"lost"`
+	Duplicated      uint64                 `json:"duplicated"`
+	Reordered       uint64                 `json:"reordered"`
+	Late            uint64                 `json:"late"`
+	LatencyHist     *hdrhistogram.Snapshot `json:"latency_hist,omitempty"`
+	FirstDeliveryNs int64                  `json:"first_delivery_ns"`
+	LastDeliveryNs  int64                  `json:"last_delivery_ns"`
+	Dropped         map[string]int         `json:"dropped,omitempty"`
+	ErrorFrames     map[string]int         `json:"error_frames,omitempty"`
+	Unparsed        uint64                 `json:"unparsed,omitempty"`
+	CPUSeconds      float64                `json:"cpu_seconds"`
+	Recovery        recoveryStats          `json:"recovery"`
+}
+
+// recoveryStats counts what the recovery scenario's reconnects saw.
+type recoveryStats struct {
+	OffsetsSeen   uint64 `json:"offsets_seen"`
+	Reconnects    uint64 `json:"reconnects"`
+	ReconnectFail uint64 `json:"reconnect_failures"`
+	Recovered     uint64 `json:"recovered_true"`
+	NotRecovered  uint64 `json:"recovered_false"`
+	NoFlag        uint64 `json:"recovered_absent"`
+}
+
+// finishMsg tells a fleet how many publications each stream got, so it can
+// settle loss.
+type finishMsg struct {
+	Published []uint64 `json:"published"` // per stream: seqs 0 … Published[s]-1 were scheduled
+	Failed    []uint64 `json:"failed"`    // per stream: of those, how many the server refused or were never sent
+}
+
+// fleet is a set of benchmark connections: in this process (localFleet) or in
+// a worker process (remoteFleet).
+type fleet interface {
+	// connect opens the fleet's connections and returns when every one has
+	// been attempted or ctx is done.
+	connect(ctx context.Context) error
+	// progress returns running totals.
+	progress() progress
+	// subscribers returns, per stream, how many connections are subscribed.
+	subscribers() []int
+	// finish closes the connections and returns the results.
+	finish(fin finishMsg) (*fleetResult, error)
+}
+
+// bconn is one benchmark connection.
+type bconn struct {
+	idx    int
+	stream int
+	ws     *wsConn
+	tr     tracker
+	first  int64 // unix ns of the first and last delivery
+	last   int64
+
+	// recovery
+	down     bool // reconnecting (guarded by localFleet.mu)
+	offset   uint64
+	epoch    string
+	hasOff   bool
+	unparsed uint64
+}
+
+type paddedCounter struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+// localFleet runs its connections in this process, one goroutine each.
+type localFleet struct {
+	spec   fleetSpec
+	target target
+	local  net.IP
+	tokens []string
+
+	lat   *shardedHist
+	conn  *shardedHist
+	deliv [histShards]paddedCounter
+
+	connected atomic.Int64
+	connErrs  atomic.Int64
+	dropped   atomic.Int64
+	stopping  atomic.Bool
+	readers   sync.WaitGroup
+	connectNs [2]atomic.Int64 // start, end
+
+	mu          sync.Mutex
+	conns       []*bconn
+	errs        map[string]int
+	drops       map[string]int
+	errorFrames map[string]int
+	subs        []int
+	rec         recoveryStats
+}
+
+// newLocalFleet validates spec and mints its tokens.
+func newLocalFleet(spec fleetSpec) (*localFleet, error) {
+	t, err := parseTarget(spec.WSURL, "")
+	if err != nil {
+		return nil, err
+	}
+	f := &localFleet{
+		spec:        spec,
+		target:      t,
+		lat:         newShardedHist(),
+		conn:        newShardedHist(),
+		errs:        map[string]int{},
+		drops:       map[string]int{},
+		errorFrames: map[string]int{},
+	}
+	if spec.SourceIP != "" {
+		f.local = net.ParseIP(spec.SourceIP)
+		if f.local == nil || !f.local.IsLoopback() {
+			return nil, fmt.Errorf("%w: source address %q", errNotLoopback, spec.SourceIP)
+		}
+	}
+	if spec.Count > 0 {
+		f.subs = make([]int, spec.streamOf(spec.First+spec.Count-1)+1)
+	}
+	f.tokens = make([]string, spec.Count)
+	for i := range f.tokens {
+		tok, err := auth.Mint([]byte(spec.Secret), auth.Identity{UserID: userID(spec.First + i)}, spec.TokenTTL)
+		if err != nil {
+			return nil, err
+		}
+		f.tokens[i] = tok
+	}
+	return f, nil
+}
+
+func (f *localFleet) connect(ctx context.Context) error {
+	f.connectNs[0].Store(time.Now().UnixNano())
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(f.spec.Concurrency, f.spec.Count)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= f.spec.Count {
+					return
+				}
+				f.connectOne(ctx, i)
+			}
+		}()
+	}
+	wg.Wait()
+	f.connectNs[1].Store(time.Now().UnixNano())
+	return ctx.Err()
+}
+
+// connectOne dials connection First+i, waits for connected, subscribes and
+// waits for every subscribed ack, then starts its reader.
+func (f *localFleet) connectOne(ctx context.Context, i int) {
+	idx := f.spec.First + i
+	start := time.Now()
+	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()))
+	if err != nil {
+		f.connectFailed(err)
+		return
+	}
+	bc := &bconn{idx: idx, stream: f.spec.streamOf(idx), ws: c}
+	if err := f.setup(bc, start.Add(f.spec.ConnectTimeout), nil); err != nil {
+		c.close(ws.StatusNormalClosure)
+		f.connectFailed(err)
+		return
+	}
+	f.conn.record(idx, time.Since(start).Microseconds())
+	f.mu.Lock()
+	if f.stopping.Load() {
+		f.mu.Unlock()
+		c.close(ws.StatusNormalClosure)
+		return
+	}
+	f.conns = append(f.conns, bc)
+	f.subs[bc.stream]++
+	f.readers.Add(1)
+	f.mu.Unlock()
+	f.connected.Add(1)
+	go f.readLoop(bc)
+}
+
+// setup reads the connected frame, subscribes (with since when given) and
+// waits for the acks, all before deadline. It returns the "recovered" flag of
+// the first channel's ack when since was given.
+func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
+	c := bc.ws
+	_ = c.nc.SetDeadline(deadline)
+	defer func() { _ = c.nc.SetDeadline(time.Time{}) }()
+	op, p, err := c.readFrame()
+	if err != nil {
+		return fmt.Errorf("waiting for connected: %w", err)
+	}
+	if op != ws.OpText || string(frameType(p)) != "connected" {
+		return fmt.Errorf("first frame is not connected: %.100q", p)
+	}
+	chans := f.spec.channelsOf(bc.idx)
+	for k, ch := range chans {
+		cmd := append(make([]byte, 0, 96), `{"type":"subscribe","channel":"`...)
+		cmd = append(cmd, ch...)
+		cmd = append(cmd, '"')
+		if k == 0 && since != nil && since.hasOff {
+			cmd = append(cmd, `,"since":{"offset":`...)
+			cmd = strconv.AppendUint(cmd, since.offset, 10)
+			cmd = append(cmd, `,"epoch":"`...)
+			cmd = append(cmd, since.epoch...)
+			cmd = append(cmd, `"}`...)
+		}
+		cmd = append(cmd, '}')
+		if err := c.writeText(cmd); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+	}
+	acked := 0
+	for acked < len(chans) {
+		op, p, err := c.readFrame()
+		if err != nil {
+			return fmt.Errorf("waiting for subscribed: %w", err)
+		}
+		if op == ws.OpPing {
+			_ = c.writeFrame(ws.OpPong, p)
+			continue
+		}
+		if op == ws.OpClose {
+			return fmt.Errorf("closed by server while subscribing: %d", closeCode(p))
+		}
+		switch string(frameType(p)) {
+		case "subscribed":
+			if f.spec.DropEvery > 0 && since == nil && string(stringField(p, "channel")) == chans[0] {
+				// The channel's position at subscribe time: recovery resumes
+				// from here until a delivery moves it.
+				if off, ok := uintField(p, "offset"); ok {
+					bc.offset, bc.hasOff = off, true
+					bc.epoch = string(stringField(p, "epoch"))
+				}
+			}
+			if since != nil && string(stringField(p, "channel")) == chans[0] {
+				switch {
+				case bytesContains(p, `"recovered":true`):
+					f.mu.Lock()
+					f.rec.Recovered++
+					f.mu.Unlock()
+				case bytesContains(p, `"recovered":false`):
+					f.mu.Lock()
+					f.rec.NotRecovered++
+					f.mu.Unlock()
+				default:
+					f.mu.Lock()
+					f.rec.NoFlag++
+					f.mu.Unlock()
+				}
+			}
+			acked++
+		case "error":
+			return fmt.Errorf("subscribe refused: %s", stringField(p, "code"))
+		case "message":
+			// A publication racing a resubscribe (recovery): account for it.
+			f.onMessage(bc, p)
+		}
+	}
+	return nil
+}
+
+func bytesContains(p []byte, s string) bool { return strings.Contains(string(p), s) }
+
+// connectFailed counts a failed connection attempt under a short reason.
+func (f *localFleet) connectFailed(err error) {
+	f.connErrs.Add(1)
+	reason := classifyErr(err)
+	f.mu.Lock()
+	f.errs[reason]++
+	f.mu.Unlock()
+}
+
+// classifyErr turns a connect error into a short, bounded-cardinality label.
+func classifyErr(err error) string {
+	var de *dialError
+	if errors.As(err, &de) && de.status != 0 {
+		return "http " + strconv.Itoa(de.status)
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no free source port (EADDRNOTAVAIL)"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "too many open files"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, errNotLoopback):
+		return "not loopback"
+	}
+	s := err.Error()
+	if strings.HasPrefix(s, "subscribe refused") || strings.HasPrefix(s, "first frame") || strings.HasPrefix(s, "closed by server") {
+		if len(s) > 60 {
+			s = s[:60]
+		}
+		return s
+	}
+	return "other"
+}
+
+// readLoop is the receive hot path of one connection: no allocation per
+// frame, no JSON decoding.
+func (f *localFleet) readLoop(bc *bconn) {
+	defer f.readers.Done()
+	for {
+		op, p, err := bc.ws.readFrame()
+		if err != nil {
+			if f.stopping.Load() {
+				return
+			}
+			if f.spec.DropEvery > 0 && f.reconnect(bc) {
+				continue
+			}
+			f.drop(bc, "read: "+shortErr(err))
+			return
+		}
+		switch op {
+		case ws.OpText:
+			f.onMessage(bc, p)
+		case ws.OpPing:
+			_ = bc.ws.writeFrame(ws.OpPong, p)
+		case ws.OpClose:
+			if f.stopping.Load() {
+				return
+			}
+			code := closeCode(p)
+			_ = bc.ws.nc.Close()
+			if f.spec.DropEvery > 0 && f.reconnect(bc) {
+				continue
+			}
+			f.drop(bc, "close "+strconv.Itoa(code))
+			return
+		}
+	}
+}
+
+// onMessage handles one text frame.
+func (f *localFleet) onMessage(bc *bconn, p []byte) {
+	if len(p) > 16 && string(p[:17]) == `{"type":"message"` {
+		seq, t, ok := scanSeqT(p)
+		if !ok {
+			bc.unparsed++
+			return
+		}
+		now := time.Now().UnixNano()
+		f.lat.record(bc.idx, (now-t)/1000)
+		bc.tr.add(seq)
+		if bc.first == 0 {
+			bc.first = now
+		}
+		bc.last = now
+		f.deliv[uint(bc.idx)%histShards].n.Add(1)
+		if f.spec.DropEvery > 0 {
+			if off, ok := uintField(p, "offset"); ok {
+				bc.offset, bc.hasOff = off, true
+			}
+		}
+		return
+	}
+	if string(frameType(p)) == "error" {
+		code := string(stringField(p, "code"))
+		f.mu.Lock()
+		f.errorFrames[code]++
+		f.mu.Unlock()
+	}
+}
+
+func shortErr(err error) string {
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return "closed"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case err.Error() == "EOF" || errors.Is(err, os.ErrClosed):
+		return "EOF"
+	}
+	s := err.Error()
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	return s
+}
+
+// drop records a connection the server closed (or that failed) before the end.
+func (f *localFleet) drop(bc *bconn, why string) {
+	_ = bc.ws.nc.Close()
+	f.dropped.Add(1)
+	f.mu.Lock()
+	f.drops[why]++
+	f.mu.Unlock()
+}
+
+func (f *localFleet) progress() progress {
+	var d int64
+	for i := range f.deliv {
+		d += f.deliv[i].n.Load()
+	}
+	return progress{
+		Connected:  f.connected.Load(),
+		ConnErrors: f.connErrs.Load(),
+		Delivered:  d,
+		Dropped:    f.dropped.Load(),
+	}
+}
+
+// intervalP99 returns the p99 latency (ms) recorded since its previous call.
+func (f *localFleet) intervalP99() float64 {
+	return float64(f.lat.takeInterval().ValueAtQuantile(99)) / 1000
+}
+
+func (f *localFleet) subscribers() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.subs...)
+}
+
+func (f *localFleet) finish(fin finishMsg) (*fleetResult, error) {
+	f.mu.Lock()
+	f.stopping.Store(true)
+	conns := f.conns
+	for _, bc := range conns {
+		bc.ws.close(ws.StatusNormalClosure)
+	}
+	f.mu.Unlock()
+	f.readers.Wait()
+
+	r := &fleetResult{
+		Connected:      int(f.connected.Load()),
+		ConnectStartNs: f.connectNs[0].Load(),
+		ConnectEndNs:   f.connectNs[1].Load(),
+		ConnectHist:    exportHist(f.conn.merged()),
+		LatencyHist:    exportHist(f.lat.merged()),
+	}
+	for _, bc := range conns {
+		var pub, failed uint64
+		if bc.stream < len(fin.Published) {
+			pub = fin.Published[bc.stream]
+		}
+		if bc.stream < len(fin.Failed) {
+			failed = fin.Failed[bc.stream]
+		}
+		missing := bc.tr.finish(pub)
+		if missing > failed {
+			r.Lost += missing - failed
+		}
+		r.Delivered += bc.tr.received + bc.tr.dup + bc.tr.late
+		r.Duplicated += bc.tr.dup
+		r.Reordered += bc.tr.reordered
+		r.Late += bc.tr.late
+		r.Unparsed += bc.unparsed
+		if bc.first != 0 && (r.FirstDeliveryNs == 0 || bc.first < r.FirstDeliveryNs) {
+			r.FirstDeliveryNs = bc.first
+		}
+		r.LastDeliveryNs = max(r.LastDeliveryNs, bc.last)
+	}
+	f.mu.Lock()
+	r.ConnectErrors = nonEmpty(f.errs)
+	r.Dropped = nonEmpty(f.drops)
+	r.ErrorFrames = nonEmpty(f.errorFrames)
+	r.Recovery = f.rec
+	f.mu.Unlock()
+	return r, nil
+}
+
+func nonEmpty(m map[string]int) map[string]int {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// sortedKeys returns m's keys in order, for stable output.
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat. It is
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// procSample is a reading of a process's memory and CPU.
+type procSample struct {
+	at     time.Time
+	rssKiB int64
+	cpu    time.Duration // utime + stime
+}
+
+// sampleProc reads VmRSS from /proc/PID/status and utime+stime from
+// /proc/PID/stat.
+func sampleProc(pid int) (procSample, error) {
+	s := procSample{at: time.Now()}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range bytes.Split(status, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			f := bytes.Fields(v)
+			if len(f) > 0 {
+				s.rssKiB, _ = strconv.ParseInt(string(f[0]), 10, 64)
+			}
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	cpu, err := parseStatCPU(stat)
+	if err != nil {
+		return s, err
+	}
+	s.cpu = cpu
+	return s, nil
+}
+
+// parseStatCPU returns utime+stime from the contents of /proc/PID/stat. The
+// command name (field 2) may contain spaces and parentheses, so fields are
+// counted from the last ')'.
+func parseStatCPU(stat []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat")
+	}
+	f := bytes.Fields(stat[i+1:])
+	// After ')': field 3 is state (f[0]); utime is field 14 (f[11]), stime 15 (f[12]).
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc stat: %d fields", len(f))
+	}
+	ut, err1 := strconv.ParseInt(string(f[11]), 10, 64)
+	st, err2 := strconv.ParseInt(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc stat cpu fields")
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// selfCPU returns the CPU time (user+system) this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// maxOpenFiles returns the soft RLIMIT_NOFILE (Go raises it to the hard limit
+// at start-up).
+func maxOpenFiles() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 1024
+	}
+	return int(rl.Cur)
+}

@@ -1,0 +1,273 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/herald-rt/herald/internal/auth"
+)
+
+// sink sends one publication. Each publishing lane owns one sink.
+type sink interface {
+	publish(ctx context.Context, channel string, data []byte) error
+	close()
+}
+
+// schedule describes the publications: count of them, one every interval
+// from start, spread round-robin over streams.
+type schedule struct {
+	count    uint64
+	interval time.Duration
+	streams  int
+	channel  func(stream int) string
+	payload  int
+	lanes    int
+}
+
+// pubResult is what a publishing run did.
+type pubResult struct {
+	start, end time.Time
+	published  []uint64 // per stream: seqs scheduled (0 … n-1)
+	failed     []uint64 // per stream: scheduled but refused or never sent
+	sent       uint64
+	errors     map[string]int
+	behindMax  time.Duration // how far the publisher fell behind its schedule, at worst
+}
+
+// runSchedule publishes on a fixed schedule: publication i is due at
+// start + i*interval and carries that intended time, however late it is
+// actually sent (no coordinated omission). Lane l sends publications
+// i ≡ l (mod lanes) in order. It stops when all are sent or ctx is done.
+func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
+	lanes := len(sinks)
+	res := pubResult{
+		published: make([]uint64, s.streams),
+		failed:    make([]uint64, s.streams),
+		errors:    map[string]int{},
+	}
+	attempted := make([][]uint64, lanes) // per lane, per stream: highest seq+1 and count
+	counts := make([][]uint64, lanes)
+	behind := make([]time.Duration, lanes)
+	var mu sync.Mutex
+	var sent atomic.Uint64
+	start := time.Now().Add(20 * time.Millisecond)
+	res.start = start
+	var wg sync.WaitGroup
+	for l := range lanes {
+		attempted[l] = make([]uint64, s.streams)
+		counts[l] = make([]uint64, s.streams)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 0, s.payload+64)
+			timer := time.NewTimer(time.Hour)
+			defer timer.Stop()
+			for i := uint64(l); i < s.count; i += uint64(lanes) {
+				due := start.Add(time.Duration(i) * s.interval)
+				if d := time.Until(due); d > 0 {
+					timer.Reset(d)
+					select {
+					case <-ctx.Done():
+						return
+					case <-timer.C:
+					}
+				} else {
+					if ctx.Err() != nil {
+						return
+					}
+					behind[l] = max(behind[l], -d)
+				}
+				stream := int(i % uint64(s.streams))
+				seq := i / uint64(s.streams)
+				buf = appendPayload(buf[:0], seq, due.UnixNano(), s.payload)
+				attempted[l][stream] = seq + 1
+				counts[l][stream]++
+				if err := sinks[l].publish(ctx, s.channel(stream), buf); err != nil {
+					if ctx.Err() != nil {
+						// Interrupted mid-request: it may or may not have gone out.
+						counts[l][stream]--
+						return
+					}
+					mu.Lock()
+					res.failed[stream]++
+					res.errors[err.Error()]++
+					mu.Unlock()
+					continue
+				}
+				sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	res.end = time.Now()
+	res.sent = sent.Load()
+	for st := range s.streams {
+		var hi, n uint64
+		for l := range lanes {
+			hi = max(hi, attempted[l][st])
+			n += counts[l][st]
+		}
+		res.published[st] = hi
+		// Seqs below the highest that no lane sent (stopped early) count as
+		// not published for loss accounting.
+		res.failed[st] += hi - n
+	}
+	for l := range lanes {
+		res.behindMax = max(res.behindMax, behind[l])
+	}
+	return res
+}
+
+// apiSink publishes with POST /api/publish.
+type apiSink struct {
+	client *http.Client
+	url    string
+	key    string
+	body   []byte
+}
+
+func newAPIClient(lanes int, timeout time.Duration) *http.Client {
+	tr := &http.Transport{
+		DialContext:         loopbackDialer(nil, timeout),
+		MaxIdleConnsPerHost: lanes,
+		MaxConnsPerHost:     lanes,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+		Proxy:               nil,
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+func (a *apiSink) publish(ctx context.Context, channel string, data []byte) error {
+	b := append(a.body[:0], `{"channel":"`...)
+	b = append(b, channel...)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	b = append(b, '}')
+	a.body = b
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-API-Key", a.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return errors.New("api: " + classifyErr(err))
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("api: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (a *apiSink) close() {}
+
+// wsSink publishes with client "message" frames over one WebSocket. The
+// server acknowledges nothing (no id), so errors it reports (rate_limited,
+// forbidden) arrive as error frames and are counted by the reader.
+type wsSink struct {
+	c      *wsConn
+	buf    []byte
+	errs   map[string]int
+	mu     sync.Mutex
+	closed chan struct{}
+	done   atomic.Bool
+	reason atomic.Value // string: why the server closed it
+}
+
+func newWSSink(ctx context.Context, t target, secret string, lane int, ttl, timeout time.Duration) (*wsSink, error) {
+	tok, err := auth.Mint([]byte(secret), auth.Identity{UserID: "bench-pub-" + strconv.Itoa(lane)}, ttl)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dialWS(ctx, t, tok, nil, 4096, timeout, uint64(time.Now().UnixNano())+uint64(lane))
+	if err != nil {
+		return nil, fmt.Errorf("publisher connection: %w", err)
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
+	op, p, err := c.readFrame()
+	if err != nil || op != ws.OpText || string(frameType(p)) != "connected" {
+		_ = c.nc.Close()
+		return nil, fmt.Errorf("publisher connection: no connected frame (%v)", err)
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	s := &wsSink{c: c, errs: map[string]int{}, closed: make(chan struct{})}
+	go s.read()
+	return s, nil
+}
+
+func (s *wsSink) read() {
+	defer close(s.closed)
+	for {
+		op, p, err := s.c.readFrame()
+		if err != nil {
+			if !s.done.Load() {
+				s.reason.Store("read: " + shortErr(err))
+			}
+			return
+		}
+		switch op {
+		case ws.OpPing:
+			_ = s.c.writeFrame(ws.OpPong, p)
+		case ws.OpClose:
+			if !s.done.Load() {
+				s.reason.Store("closed by server: " + strconv.Itoa(closeCode(p)))
+			}
+			return
+		case ws.OpText:
+			if string(frameType(p)) == "error" {
+				s.mu.Lock()
+				s.errs[string(stringField(p, "code"))]++
+				s.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (s *wsSink) publish(_ context.Context, channel string, data []byte) error {
+	select {
+	case <-s.closed:
+		r, _ := s.reason.Load().(string)
+		return errors.New("ws publisher: " + r)
+	default:
+	}
+	b := append(s.buf[:0], `{"type":"message","channel":"`...)
+	b = append(b, channel...)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	b = append(b, '}')
+	s.buf = b
+	if err := s.c.writeText(b); err != nil {
+		return errors.New("ws publisher: write failed")
+	}
+	return nil
+}
+
+func (s *wsSink) close() {
+	s.done.Store(true)
+	s.c.close(ws.StatusNormalClosure)
+	<-s.closed
+}
+
+// errorFrames returns the error frames the server sent to the publisher.
+func (s *wsSink) errorFrames() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return nonEmpty(s.errs)
+}

@@ -1,0 +1,176 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of one run. Fields that do not apply to the scenario
+// (or could not be measured) are zero and omitted from JSON.
+type Report struct {
+	Scenario    string  `json:"scenario"`
+	Target      string  `json:"target"`
+	Workers     int     `json:"workers"`
+	Interrupted bool    `json:"interrupted,omitempty"`
+	StartedAt   string  `json:"started_at"`
+	WallSeconds float64 `json:"wall_seconds"`
+
+	// Connections.
+	Conns          int            `json:"conns"`
+	Connected      int            `json:"connected"`
+	ConnectErrors  map[string]int `json:"connect_errors,omitempty"`
+	ConnectSeconds float64        `json:"connect_seconds"`
+	ConnectRate    float64        `json:"connects_per_second"`
+	ConnectLatency *Latency       `json:"connect_latency,omitempty"`
+	Dropped        map[string]int `json:"dropped,omitempty"` // connections lost before the end, by reason
+
+	// Publications and deliveries.
+	Rate               float64        `json:"rate,omitempty"`
+	PayloadBytes       int            `json:"payload_bytes,omitempty"`
+	PublishVia         string         `json:"publish_via,omitempty"`
+	Publishers         int            `json:"publishers,omitempty"`
+	Scheduled          uint64         `json:"publications_scheduled,omitempty"`
+	Published          uint64         `json:"publications_sent,omitempty"`
+	PublishErrors      map[string]int `json:"publish_errors,omitempty"`
+	PublisherBehindMax float64        `json:"publisher_behind_max_ms,omitempty"`
+	PublishSeconds     float64        `json:"publish_seconds,omitempty"`
+	Expected           uint64         `json:"deliveries_expected,omitempty"`
+	Delivered          uint64         `json:"delivered,omitempty"`
+	Lost               uint64         `json:"lost"`
+	Duplicated         uint64         `json:"duplicated"`
+	Reordered          uint64         `json:"reordered"`
+	Late               uint64         `json:"late,omitempty"`
+	Unparsed           uint64         `json:"unparsed,omitempty"`
+	DeliveriesPerSec   float64        `json:"deliveries_per_second,omitempty"`
+	Latency            *Latency       `json:"latency,omitempty"`
+	ErrorFrames        map[string]int `json:"error_frames,omitempty"`
+
+	// Server (with --server-pid).
+	ServerPID          int     `json:"server_pid,omitempty"`
+	ServerRSSBeforeKiB int64   `json:"server_rss_before_kib,omitempty"`
+	ServerRSSAfterKiB  int64   `json:"server_rss_after_kib,omitempty"`
+	ServerRSSEndKiB    int64   `json:"server_rss_end_kib,omitempty"`
+	RSSPerConnKiB      float64 `json:"server_rss_per_conn_kib,omitempty"`
+	ServerCPUSeconds   float64 `json:"server_cpu_seconds,omitempty"`
+	ServerCPUPercent   float64 `json:"server_cpu_percent,omitempty"`
+	ServerCPUPerDelivU float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerCPUPerConnU  float64 `json:"server_cpu_us_per_connect,omitempty"`
+
+	// The generator itself.
+	GeneratorCPUSeconds float64 `json:"generator_cpu_seconds"`
+	GeneratorCPUPerDelU float64 `json:"generator_cpu_us_per_delivery,omitempty"`
+
+	Recovery *recoveryStats `json:"recovery,omitempty"`
+	Notes    []string       `json:"notes,omitempty"`
+}
+
+// Write prints the report as a table, or as JSON.
+func (r *Report) Write(w io.Writer, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s\t"+f+"\n", append([]any{k}, a...)...) }
+	title := "herald bench " + r.Scenario
+	if r.Interrupted {
+		title += " (INTERRUPTED: partial results)"
+	}
+	fmt.Fprintln(tw, title)
+	row("target", "%s  (workers %d, wall %.1fs)", r.Target, r.Workers, r.WallSeconds)
+	row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate)
+	if len(r.ConnectErrors) > 0 {
+		row("connect errors", "%s", fmtMap(r.ConnectErrors))
+	}
+	if l := r.ConnectLatency; l != nil && l.Count > 0 {
+		row("connect latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+	}
+	if len(r.Dropped) > 0 {
+		row("dropped early", "%s", fmtMap(r.Dropped))
+	}
+	if r.Scheduled > 0 {
+		row("publications", "%d sent of %d scheduled at %.4g/s over %.1fs via %s (%d lane(s)), %d-byte payload", r.Published, r.Scheduled, r.Rate, r.PublishSeconds, r.PublishVia, r.Publishers, r.PayloadBytes)
+		if r.PublisherBehindMax > 1 {
+			row("publisher lag", "fell up to %s behind schedule (counted in latency)", ms(r.PublisherBehindMax))
+		}
+		if len(r.PublishErrors) > 0 {
+			row("publish errors", "%s", fmtMap(r.PublishErrors))
+		}
+		row("deliveries", "%d of %d expected  (%.0f/s)", r.Delivered, r.Expected, r.DeliveriesPerSec)
+		row("lost/dup/reord", "%d / %d / %d%s", r.Lost, r.Duplicated, r.Reordered, lateNote(r.Late))
+		if l := r.Latency; l != nil && l.Count > 0 {
+			row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
+		}
+	}
+	if len(r.ErrorFrames) > 0 {
+		row("error frames", "%s", fmtMap(r.ErrorFrames))
+	}
+	if r.ServerPID != 0 {
+		row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), kib(r.ServerRSSEndKiB))
+		if r.RSSPerConnKiB != 0 {
+			row("server RSS/conn", "%.2f KiB", r.RSSPerConnKiB)
+		}
+		row("server CPU", "%.2fs (%.0f%% of one core)", r.ServerCPUSeconds, r.ServerCPUPercent)
+		if r.ServerCPUPerDelivU != 0 {
+			row("server CPU/delivery", "%.3f µs", r.ServerCPUPerDelivU)
+		}
+		if r.ServerCPUPerConnU != 0 {
+			row("server CPU/connect", "%.1f µs", r.ServerCPUPerConnU)
+		}
+	}
+	gen := fmt.Sprintf("%.2fs", r.GeneratorCPUSeconds)
+	if r.GeneratorCPUPerDelU != 0 {
+		gen += fmt.Sprintf(" (%.3f µs/delivery)", r.GeneratorCPUPerDelU)
+	}
+	row("generator CPU", "%s", gen)
+	if rc := r.Recovery; rc != nil {
+		row("recovery", "reconnects %d (failed %d), recovered true %d / false %d / absent %d", rc.Reconnects, rc.ReconnectFail, rc.Recovered, rc.NotRecovered, rc.NoFlag)
+	}
+	for _, n := range r.Notes {
+		row("note", "%s", n)
+	}
+	return tw.Flush()
+}
+
+func lateNote(n uint64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  (%d arrived > %d seqs late or duplicated late)", n, trackWindow)
+}
+
+func ms(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.2fs", v/1000)
+	case v >= 10:
+		return fmt.Sprintf("%.1fms", v)
+	default:
+		return fmt.Sprintf("%.3fms", v)
+	}
+}
+
+func kib(v int64) string {
+	if v >= 10*1024 {
+		return fmt.Sprintf("%.1f MiB", float64(v)/1024)
+	}
+	return fmt.Sprintf("%d KiB", v)
+}
+
+func fmtMap(m map[string]int) string {
+	var b strings.Builder
+	for i, k := range sortedKeys(m) {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s: %d", k, m[k])
+	}
+	return b.String()
+}
+
+func secs(d time.Duration) float64 { return d.Seconds() }

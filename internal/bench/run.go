@@ -1,0 +1,554 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Run executes one benchmark, prints progress to stderr once a second (unless
+// Quiet) and the report to stdout, and returns the report. When ctx is
+// cancelled (Ctrl-C) it stops what it is doing and reports what it measured
+// so far, marked interrupted.
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t, _ := parseTarget(cfg.URL, cfg.APIURL)
+	wallStart := time.Now()
+	genCPU0 := selfCPU()
+	r := &Report{
+		Scenario:  cfg.Scenario,
+		Target:    t.wsURL,
+		Workers:   cfg.Workers,
+		StartedAt: wallStart.UTC().Format(time.RFC3339),
+		Conns:     cfg.Conns,
+		ServerPID: cfg.ServerPID,
+	}
+
+	if cfg.Scenario == "recovery" {
+		ok, note, err := probeOffsets(ctx, cfg, t)
+		if err != nil {
+			return nil, fmt.Errorf("recovery probe: %w", err)
+		}
+		if !ok {
+			r.Notes = append(r.Notes, note)
+			r.WallSeconds = time.Since(wallStart).Seconds()
+			r.GeneratorCPUSeconds = (selfCPU() - genCPU0).Seconds()
+			return r, r.Write(stdout, cfg.JSON)
+		}
+		r.Notes = append(r.Notes, note)
+	}
+
+	var before procSample
+	if cfg.ServerPID != 0 {
+		s, err := sampleProc(cfg.ServerPID)
+		if err != nil {
+			return nil, fmt.Errorf("--server-pid %d: %w", cfg.ServerPID, err)
+		}
+		before = s
+		r.ServerRSSBeforeKiB = s.rssKiB
+	}
+
+	fleets, err := startFleets(ctx, cfg, t, stderr)
+	if err != nil {
+		return nil, err
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			for _, f := range fleets {
+				if rf, ok := f.(*remoteFleet); ok {
+					rf.kill()
+				}
+			}
+		}
+	}()
+
+	stopProgress := startProgress(cfg, fleets, stderr)
+	defer stopProgress()
+
+	// Connect phase.
+	connStart := time.Now()
+	if cfg.ServerPID != 0 {
+		before, _ = sampleProc(cfg.ServerPID)
+	}
+	var wg sync.WaitGroup
+	for _, f := range fleets {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = f.connect(ctx) }()
+	}
+	wg.Wait()
+	connEnd := time.Now()
+	var afterConnect procSample
+	if cfg.ServerPID != 0 {
+		afterConnect, _ = sampleProc(cfg.ServerPID)
+		r.ServerRSSAfterKiB = afterConnect.rssKiB
+	}
+	connected := 0
+	for _, f := range fleets {
+		connected += int(f.progress().Connected)
+	}
+	if connected == 0 && ctx.Err() == nil {
+		r.Notes = append(r.Notes, "no connection could be made; see connect errors")
+	}
+
+	// Measurement phase.
+	var winStart, winEnd procSample
+	winGen0 := generatorCPU(fleets)
+	fin := finishMsg{Published: make([]uint64, cfg.streams()), Failed: make([]uint64, cfg.streams())}
+	var pub pubResult
+	var expected uint64
+	switch cfg.Scenario {
+	case "idle":
+		winStart = sampleOrZero(cfg.ServerPID)
+		sleepCtx(ctx, cfg.Hold)
+		winEnd = sampleOrZero(cfg.ServerPID)
+	case "connect":
+		winStart, winEnd = before, afterConnect
+	default:
+		if connected == 0 || ctx.Err() != nil {
+			break
+		}
+		subs := make([]int, cfg.streams())
+		for _, f := range fleets {
+			for s, n := range f.subscribers() {
+				if s < len(subs) {
+					subs[s] += n
+				}
+			}
+		}
+		sinks, wsSinks, err := makeSinks(ctx, cfg, t)
+		if err != nil {
+			r.Notes = append(r.Notes, "publisher: "+err.Error())
+			break
+		}
+		var stopDropper context.CancelFunc = func() {}
+		if cfg.Scenario == "recovery" && cfg.Workers == 1 {
+			var dctx context.Context
+			dctx, stopDropper = context.WithCancel(ctx)
+			go fleets[0].(*localFleet).runDropper(dctx)
+		}
+		winStart = sampleOrZero(cfg.ServerPID)
+		sched := schedule{
+			count:    cfg.publications(),
+			interval: time.Duration(float64(time.Second) / cfg.Rate),
+			streams:  cfg.streams(),
+			channel:  channelFunc(cfg),
+			payload:  cfg.Payload,
+			lanes:    cfg.Publishers,
+		}
+		pub = runSchedule(ctx, sched, sinks)
+		stopDropper()
+		fin = finishMsg{Published: pub.published, Failed: pub.failed}
+		for s := range subs {
+			expected += (fin.Published[s] - fin.Failed[s]) * uint64(subs[s])
+		}
+		drained := drain(ctx, fleets, expected, cfg.Grace)
+		winEnd = sampleOrZero(cfg.ServerPID)
+		// Errors the server sent the ws publishers (rate_limited, …) mean
+		// publications it refused; with one stream they can be attributed.
+		pe := map[string]int{}
+		for _, s := range wsSinks {
+			for k, v := range s.errorFrames() {
+				pe["server error frame "+k] += v
+			}
+		}
+		for _, s := range sinks {
+			s.close()
+		}
+		if len(pe) > 0 {
+			n := 0
+			for _, v := range pe {
+				n += v
+			}
+			if cfg.streams() == 1 {
+				fin.Failed[0] += uint64(n)
+				expected -= uint64(n) * uint64(subs[0])
+			}
+			for k, v := range pe {
+				pub.errors[k] += v
+			}
+			if pe["server error frame rate_limited"] > 0 {
+				r.Notes = append(r.Notes, "the server rate-limited the ws publisher: start it with --rate-limit 0 to publish faster than 100/s per connection")
+			}
+		}
+		if !drained && ctx.Err() == nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("not every delivery arrived within --grace %s", cfg.Grace))
+		}
+	}
+	winGen1 := generatorCPU(fleets)
+	stopProgress()
+
+	// Finish: close connections and collect.
+	results := make([]*fleetResult, len(fleets))
+	errs := make([]error, len(fleets))
+	for i, f := range fleets {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i], errs[i] = f.finish(fin) }()
+	}
+	wg.Wait()
+	finished = true
+	var endSample procSample
+	if cfg.ServerPID != 0 {
+		endSample, _ = sampleProc(cfg.ServerPID)
+		r.ServerRSSEndKiB = endSample.rssKiB
+		if cfg.Scenario == "idle" && winEnd.rssKiB != 0 {
+			r.ServerRSSEndKiB = winEnd.rssKiB
+		}
+	}
+	m := mergeResults(results)
+	for i, err := range errs {
+		if err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("worker %d: %v", i, err))
+		}
+	}
+
+	r.Interrupted = ctx.Err() != nil
+	r.Connected = m.Connected
+	r.ConnectErrors = m.ConnectErrors
+	r.Dropped = m.Dropped
+	r.ErrorFrames = m.ErrorFrames
+	span := time.Duration(m.ConnectEndNs - m.ConnectStartNs)
+	if span <= 0 {
+		span = connEnd.Sub(connStart)
+	}
+	r.ConnectSeconds = span.Seconds()
+	if span > 0 {
+		r.ConnectRate = float64(m.Connected) / span.Seconds()
+	}
+	if h := importHist(m.ConnectHist); h.TotalCount() > 0 {
+		l := summarize(h)
+		r.ConnectLatency = &l
+	}
+	if cfg.publishes() {
+		r.Rate = cfg.Rate
+		r.PayloadBytes = cfg.Payload
+		r.PublishVia = cfg.PublishVia
+		r.Publishers = cfg.Publishers
+		r.Scheduled = cfg.publications()
+		r.Published = pub.sent
+		r.PublishErrors = nonEmpty(pub.errors)
+		r.PublisherBehindMax = float64(pub.behindMax) / float64(time.Millisecond)
+		if !pub.start.IsZero() {
+			r.PublishSeconds = pub.end.Sub(pub.start).Seconds()
+		}
+		r.Expected = expected
+		r.Delivered = m.Delivered
+		r.Lost = m.Lost
+		r.Duplicated = m.Duplicated
+		r.Reordered = m.Reordered
+		r.Late = m.Late
+		r.Unparsed = m.Unparsed
+		if h := importHist(m.LatencyHist); h.TotalCount() > 0 {
+			l := summarize(h)
+			r.Latency = &l
+		}
+		if !pub.start.IsZero() && m.LastDeliveryNs > pub.start.UnixNano() {
+			end := max(m.LastDeliveryNs, pub.end.UnixNano())
+			r.DeliveriesPerSec = float64(m.Delivered) / time.Duration(end-pub.start.UnixNano()).Seconds()
+		}
+		if cfg.Publishers > 1 && m.Reordered > 0 {
+			r.Notes = append(r.Notes, "with --publishers > 1, publications of different lanes may reach the server out of order: reordering is expected")
+		}
+	}
+	if cfg.Scenario == "recovery" {
+		rc := m.Recovery
+		r.Recovery = &rc
+	}
+	if cfg.ServerPID != 0 && !winStart.at.IsZero() && !winEnd.at.IsZero() {
+		cpu := winEnd.cpu - winStart.cpu
+		wall := winEnd.at.Sub(winStart.at)
+		r.ServerCPUSeconds = cpu.Seconds()
+		if wall > 0 {
+			r.ServerCPUPercent = 100 * cpu.Seconds() / wall.Seconds()
+		}
+		switch cfg.Scenario {
+		case "idle", "connect":
+			if r.Connected > 0 && afterConnect.rssKiB > 0 {
+				r.RSSPerConnKiB = float64(afterConnect.rssKiB-before.rssKiB) / float64(r.Connected)
+			}
+			if cfg.Scenario == "connect" && r.Connected > 0 {
+				r.ServerCPUPerConnU = float64(cpu.Microseconds()) / float64(r.Connected)
+			}
+		default:
+			if m.Delivered > 0 {
+				r.ServerCPUPerDelivU = float64(cpu.Microseconds()) / float64(m.Delivered)
+			}
+		}
+		if cpu < 200*time.Millisecond && cfg.publishes() {
+			r.Notes = append(r.Notes, "server CPU is read from /proc in 10 ms ticks: short windows make per-delivery CPU imprecise")
+		}
+	}
+	var workerCPU float64
+	for _, res := range results {
+		if res != nil {
+			workerCPU += res.CPUSeconds
+		}
+	}
+	r.GeneratorCPUSeconds = (selfCPU() - genCPU0).Seconds() + workerCPU
+	if m.Delivered > 0 && cfg.publishes() {
+		r.GeneratorCPUPerDelU = (winGen1 - winGen0).Seconds() * 1e6 / float64(m.Delivered)
+	}
+	r.WallSeconds = time.Since(wallStart).Seconds()
+	return r, r.Write(stdout, cfg.JSON)
+}
+
+// startFleets creates the in-process fleet, or starts the worker processes,
+// and splits the connections between them.
+func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([]fleet, error) {
+	spec := fleetSpec{
+		Scenario:       cfg.Scenario,
+		WSURL:          t.wsURL,
+		Secret:         cfg.JWTSecret,
+		TokenTTL:       cfg.TokenTTL,
+		ReadBuffer:     cfg.ReadBuffer,
+		Channel:        cfg.Channel,
+		GroupSize:      cfg.GroupSize,
+		ConnectTimeout: cfg.ConnectTimeout,
+	}
+	if cfg.Scenario == "recovery" {
+		spec.DropEvery, spec.DropDown = cfg.DropEvery, cfg.DropDown
+	}
+	if cfg.Workers == 1 {
+		spec.First, spec.Count, spec.Concurrency = 0, cfg.Conns, cfg.Concurrency
+		f, err := newLocalFleet(spec)
+		if err != nil {
+			return nil, err
+		}
+		return []fleet{f}, nil
+	}
+	exe := cfg.WorkerExe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("workers: %w", err)
+		}
+	}
+	ipv4 := strings.HasPrefix(t.hostPort, "127.")
+	fleets := make([]fleet, cfg.Workers)
+	errs := make([]error, cfg.Workers)
+	var wg sync.WaitGroup
+	first := 0
+	for k := range cfg.Workers {
+		s := spec
+		s.First = first
+		s.Count = cfg.Conns / cfg.Workers
+		if k < cfg.Conns%cfg.Workers {
+			s.Count++
+		}
+		first += s.Count
+		s.Concurrency = max(1, cfg.Concurrency/cfg.Workers)
+		if ipv4 {
+			s.SourceIP = net.IPv4(127, 0, 0, byte(1+k%8)).String()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := startWorker(ctx, exe, s, stderr)
+			if err == nil {
+				fleets[k] = f
+			}
+			errs[k] = err
+		}()
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			for _, f := range fleets {
+				if f != nil {
+					f.(*remoteFleet).kill()
+				}
+			}
+			return nil, fmt.Errorf("worker %d: %w", k, err)
+		}
+	}
+	return fleets, nil
+}
+
+func channelFunc(cfg Config) func(int) string {
+	if cfg.Scenario == "channels" {
+		names := make([]string, cfg.streams())
+		for i := range names {
+			names[i] = groupChannel(i)
+		}
+		return func(s int) string { return names[s] }
+	}
+	return func(int) string { return cfg.Channel }
+}
+
+// makeSinks opens the publishing lanes.
+func makeSinks(ctx context.Context, cfg Config, t target) ([]sink, []*wsSink, error) {
+	sinks := make([]sink, 0, cfg.Publishers)
+	var wsSinks []*wsSink
+	if cfg.PublishVia == "api" {
+		client := newAPIClient(cfg.Publishers, 30*time.Second)
+		for range cfg.Publishers {
+			sinks = append(sinks, &apiSink{client: client, url: t.apiBase + "/api/publish", key: cfg.APIKey})
+		}
+		return sinks, nil, nil
+	}
+	for l := range cfg.Publishers {
+		s, err := newWSSink(ctx, t, cfg.JWTSecret, l, cfg.TokenTTL, cfg.ConnectTimeout)
+		if err != nil {
+			for _, x := range wsSinks {
+				x.close()
+			}
+			return nil, nil, err
+		}
+		sinks = append(sinks, s)
+		wsSinks = append(wsSinks, s)
+	}
+	return sinks, wsSinks, nil
+}
+
+// drain waits until expected deliveries arrived, grace passed, or ctx ends.
+func drain(ctx context.Context, fleets []fleet, expected uint64, grace time.Duration) bool {
+	deadline := time.Now().Add(grace)
+	for {
+		var d int64
+		for _, f := range fleets {
+			d += f.progress().Delivered
+		}
+		if uint64(d) >= expected {
+			return true
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// generatorCPU is the CPU used so far by this process and every worker
+// process (as of its latest progress report, at most 250 ms old).
+func generatorCPU(fleets []fleet) time.Duration {
+	d := selfCPU()
+	for _, f := range fleets {
+		if _, ok := f.(*remoteFleet); ok {
+			d += time.Duration(f.progress().CPUSeconds * float64(time.Second))
+		}
+	}
+	return d
+}
+
+func sampleOrZero(pid int) procSample {
+	if pid == 0 {
+		return procSample{}
+	}
+	s, _ := sampleProc(pid)
+	return s
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// startProgress prints one line a second to stderr until the returned
+// function is called (it may be called more than once).
+func startProgress(cfg Config, fleets []fleet, stderr io.Writer) func() {
+	if cfg.Quiet {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		start := time.Now()
+		var lastD int64
+		lastT := start
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				var p progress
+				p99 := 0.0
+				for _, f := range fleets {
+					var fp progress
+					if lf, ok := f.(*localFleet); ok {
+						fp = lf.progress()
+						fp.P99ms = lf.intervalP99()
+					} else {
+						fp = f.progress()
+					}
+					p.Connected += fp.Connected
+					p.ConnErrors += fp.ConnErrors
+					p.Delivered += fp.Delivered
+					p.Dropped += fp.Dropped
+					p99 = math.Max(p99, fp.P99ms)
+				}
+				rate := float64(p.Delivered-lastD) / now.Sub(lastT).Seconds()
+				lastD, lastT = p.Delivered, now
+				fmt.Fprintf(stderr, "[%5.1fs] conns %d/%d (errors %d, dropped %d)  deliveries/s %.0f  p99 %s\n",
+					now.Sub(start).Seconds(), p.Connected, cfg.Conns, p.ConnErrors, p.Dropped, rate, ms(p99))
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done); <-stopped })
+	}
+}
+
+// mergeResults adds up the fleets' results.
+func mergeResults(rs []*fleetResult) fleetResult {
+	var m fleetResult
+	lat, con := newHist(), newHist()
+	add := func(dst *map[string]int, src map[string]int) {
+		for k, v := range src {
+			if *dst == nil {
+				*dst = map[string]int{}
+			}
+			(*dst)[k] += v
+		}
+	}
+	for _, r := range rs {
+		if r == nil {
+			continue
+		}
+		m.Connected += r.Connected
+		add(&m.ConnectErrors, r.ConnectErrors)
+		add(&m.Dropped, r.Dropped)
+		add(&m.ErrorFrames, r.ErrorFrames)
+		if r.ConnectStartNs != 0 && (m.ConnectStartNs == 0 || r.ConnectStartNs < m.ConnectStartNs) {
+			m.ConnectStartNs = r.ConnectStartNs
+		}
+		m.ConnectEndNs = max(m.ConnectEndNs, r.ConnectEndNs)
+		m.Delivered += r.Delivered
+		m.Lost += r.Lost
+		m.Duplicated += r.Duplicated
+		m.Reordered += r.Reordered
+		m.Late += r.Late
+		m.Unparsed += r.Unparsed
+		if r.FirstDeliveryNs != 0 && (m.FirstDeliveryNs == 0 || r.FirstDeliveryNs < m.FirstDeliveryNs) {
+			m.FirstDeliveryNs = r.FirstDeliveryNs
+		}
+		m.LastDeliveryNs = max(m.LastDeliveryNs, r.LastDeliveryNs)
+		m.CPUSeconds += r.CPUSeconds
+		lat.Merge(importHist(r.LatencyHist))
+		con.Merge(importHist(r.ConnectHist))
+		m.Recovery.OffsetsSeen += r.Recovery.OffsetsSeen
+		m.Recovery.Reconnects += r.Recovery.Reconnects
+		m.Recovery.ReconnectFail += r.Recovery.ReconnectFail
+		m.Recovery.Recovered += r.Recovery.Recovered
+		m.Recovery.NotRecovered += r.Recovery.NotRecovered
+		m.Recovery.NoFlag += r.Recovery.NoFlag
+	}
+	m.LatencyHist = exportHist(lat)
+	m.ConnectHist = exportHist(con)
+	return m
+}

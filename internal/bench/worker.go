@@ -1,0 +1,277 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Worker processes: the parent starts K copies of its own executable with
+// WorkerArgs and WorkerEnv, writes a fleetSpec as the first line of the
+// child's stdin, then commands ({"cmd":"connect"}, {"cmd":"finish",…}) one
+// per line. The child answers on stdout with JSON lines: "prepared" once its
+// tokens are minted, "progress" four times a second, "ready" when its
+// connections are open, and "result" at the end. Its stderr passes through.
+// When its stdin closes the child closes everything and exits.
+
+// WorkerArgs are the arguments a worker process is started with; the herald
+// binary routes "bench worker" to WorkerMain.
+var WorkerArgs = []string{"bench", "worker"}
+
+// WorkerEnv is set in a worker's environment (for test binaries, whose
+// TestMain calls WorkerMain when it is present).
+const WorkerEnv = "HERALD_BENCH_WORKER=1"
+
+type workerCmd struct {
+	Cmd    string    `json:"cmd"`
+	Finish finishMsg `json:"finish"`
+}
+
+type workerMsg struct {
+	Type     string       `json:"type"`
+	Progress progress     `json:"progress"`
+	Subs     []int        `json:"subs,omitempty"`
+	Result   *fleetResult `json:"result,omitempty"`
+	Error    string       `json:"error,omitempty"`
+}
+
+// WorkerMain runs one worker: it reads its spec and commands from stdin and
+// writes JSON lines to stdout. It ignores interrupts: the parent decides when
+// to stop and asks for a (partial) result.
+func WorkerMain(stdin io.Reader, stdout io.Writer) error {
+	signal.Ignore(os.Interrupt)
+	enc := json.NewEncoder(stdout)
+	var encMu sync.Mutex
+	send := func(m workerMsg) {
+		encMu.Lock()
+		defer encMu.Unlock()
+		_ = enc.Encode(m)
+	}
+	sc := bufio.NewScanner(stdin)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	if !sc.Scan() {
+		return errors.New("worker: no spec on stdin")
+	}
+	var spec fleetSpec
+	if err := json.Unmarshal(sc.Bytes(), &spec); err != nil {
+		return fmt.Errorf("worker: bad spec: %w", err)
+	}
+	f, err := newLocalFleet(spec)
+	if err != nil {
+		send(workerMsg{Type: "error", Error: err.Error()})
+		return err
+	}
+	send(workerMsg{Type: "prepared"})
+
+	cmds := make(chan workerCmd)
+	go func() {
+		defer close(cmds)
+		for sc.Scan() {
+			var c workerCmd
+			if json.Unmarshal(sc.Bytes(), &c) == nil {
+				cmds <- c
+			}
+		}
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ticker := time.NewTicker(250 * time.Millisecond)
+	defer ticker.Stop()
+	connectDone := make(chan struct{})
+	connecting := false
+	dropCtx, stopDropper := context.WithCancel(ctx)
+	defer stopDropper()
+	ticks, p99 := 0, 0.0
+	prog := func() progress {
+		p := f.progress()
+		p.P99ms = p99
+		p.CPUSeconds = selfCPU().Seconds()
+		return p
+	}
+	for {
+		select {
+		case <-ticker.C:
+			if ticks++; ticks%4 == 0 {
+				p99 = f.intervalP99()
+			}
+			send(workerMsg{Type: "progress", Progress: prog()})
+		case <-connectDone:
+			connectDone = nil
+			send(workerMsg{Type: "ready", Progress: prog(), Subs: f.subscribers()})
+			go f.runDropper(dropCtx)
+		case c, ok := <-cmds:
+			if !ok || c.Cmd == "finish" {
+				cancel()
+				if connecting && connectDone != nil {
+					<-connectDone
+				}
+				res, err := f.finish(c.Finish)
+				if err != nil {
+					send(workerMsg{Type: "error", Error: err.Error()})
+					return err
+				}
+				res.CPUSeconds = selfCPU().Seconds()
+				if ok {
+					send(workerMsg{Type: "result", Result: res})
+				}
+				return nil
+			}
+			if c.Cmd == "connect" && !connecting {
+				connecting = true
+				done := connectDone
+				go func() { _ = f.connect(ctx); close(done) }()
+			}
+		}
+	}
+}
+
+// remoteFleet is a worker process seen from the parent.
+type remoteFleet struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	last   atomic.Pointer[progress]
+	ready  chan workerMsg
+	result chan workerMsg
+	failed chan error
+	subs   []int
+	encMu  sync.Mutex
+	enc    *json.Encoder
+}
+
+// startWorker starts a worker process for spec and waits until it has
+// prepared (minted its tokens).
+func startWorker(ctx context.Context, exe string, spec fleetSpec, stderr io.Writer) (*remoteFleet, error) {
+	cmd := exec.Command(exe, WorkerArgs...)
+	cmd.Env = append(os.Environ(), WorkerEnv)
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	r := &remoteFleet{
+		cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin),
+		ready: make(chan workerMsg, 1), result: make(chan workerMsg, 1), failed: make(chan error, 1),
+	}
+	prepared := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		var once sync.Once
+		for sc.Scan() {
+			var m workerMsg
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				continue
+			}
+			switch m.Type {
+			case "prepared":
+				once.Do(func() { close(prepared) })
+			case "progress":
+				p := m.Progress
+				r.last.Store(&p)
+			case "ready":
+				p := m.Progress
+				r.last.Store(&p)
+				r.ready <- m
+			case "result":
+				r.result <- m
+			case "error":
+				r.failed <- errors.New("worker: " + m.Error)
+				return
+			}
+		}
+		select {
+		case r.failed <- errors.New("worker exited"):
+		default:
+		}
+	}()
+	if err := r.encode(spec); err != nil {
+		r.kill()
+		return nil, err
+	}
+	select {
+	case <-prepared:
+		return r, nil
+	case err := <-r.failed:
+		r.kill()
+		return nil, err
+	case <-ctx.Done():
+		r.kill()
+		return nil, ctx.Err()
+	case <-time.After(2 * time.Minute):
+		r.kill()
+		return nil, errors.New("worker did not start in 2 minutes")
+	}
+}
+
+func (r *remoteFleet) encode(v any) error {
+	r.encMu.Lock()
+	defer r.encMu.Unlock()
+	return r.enc.Encode(v)
+}
+
+func (r *remoteFleet) kill() {
+	_ = r.stdin.Close()
+	if r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+	}
+	_ = r.cmd.Wait()
+}
+
+func (r *remoteFleet) connect(ctx context.Context) error {
+	if err := r.encode(workerCmd{Cmd: "connect"}); err != nil {
+		return err
+	}
+	select {
+	case m := <-r.ready:
+		r.subs = m.Subs
+		return nil
+	case err := <-r.failed:
+		r.failed <- err
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *remoteFleet) progress() progress {
+	if p := r.last.Load(); p != nil {
+		return *p
+	}
+	return progress{}
+}
+
+func (r *remoteFleet) subscribers() []int { return r.subs }
+
+func (r *remoteFleet) finish(fin finishMsg) (*fleetResult, error) {
+	defer r.kill()
+	if err := r.encode(workerCmd{Cmd: "finish", Finish: fin}); err != nil {
+		return nil, err
+	}
+	select {
+	case m := <-r.result:
+		_ = r.stdin.Close()
+		_ = r.cmd.Wait()
+		return m.Result, nil
+	case err := <-r.failed:
+		return nil, err
+	case <-time.After(2 * time.Minute):
+		return nil, errors.New("worker did not report within 2 minutes")
+	}
+}
