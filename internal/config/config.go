@@ -54,6 +54,9 @@ type Config struct {
 	IdempotencyWindow time.Duration `yaml:"idempotency_window" toml:"idempotency_window"`
 	// ShutdownTimeout bounds graceful shutdown. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
+	// DebugAddr, when set, serves net/http/pprof on this separate address
+	// (keep it on loopback). Empty (the default) serves nothing.
+	DebugAddr string `yaml:"debug_addr" toml:"debug_addr"`
 	// LogFormat is "text" (default) or "json".
 	LogFormat string `yaml:"log_format" toml:"log_format"`
 	// LogLevel is debug, info (default), warn or error.

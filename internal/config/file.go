@@ -110,6 +110,7 @@ type fileConfig struct {
 	CompressionThreshold byteSize    `yaml:"compression_threshold" toml:"compression_threshold"`
 	IdempotencyWindow    Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
 	ShutdownTimeout      Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
+	DebugAddr            string      `yaml:"debug_addr" toml:"debug_addr"`
 	LogFormat            string      `yaml:"log_format" toml:"log_format"`
 	LogLevel             string      `yaml:"log_level" toml:"log_level"`
 	Namespaces           []Namespace `yaml:"namespaces" toml:"namespaces"`
@@ -136,6 +137,7 @@ func fileConfigFrom(c *Config) fileConfig {
 		Compression:          c.Compression,
 		CompressionThreshold: byteSize(c.CompressionThreshold),
 		ShutdownTimeout:      Duration(c.ShutdownTimeout),
+		DebugAddr:            c.DebugAddr,
 		LogFormat:            c.LogFormat,
 		LogLevel:             c.LogLevel,
 		Namespaces:           c.Namespaces,
@@ -163,6 +165,7 @@ func (fc *fileConfig) apply(c *Config) {
 		Compression:          fc.Compression,
 		CompressionThreshold: int64(fc.CompressionThreshold),
 		ShutdownTimeout:      time.Duration(fc.ShutdownTimeout),
+		DebugAddr:            fc.DebugAddr,
 		LogFormat:            fc.LogFormat,
 		LogLevel:             fc.LogLevel,
 		Namespaces:           fc.Namespaces,

@@ -239,6 +239,8 @@ func settings() []setting {
 			func(c *Config) *time.Duration { return &c.IdempotencyWindow }),
 		durationSetting("shutdown-timeout", "time allowed for graceful shutdown",
 			func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+		stringSetting("debug-addr", "ADDR", "serve /debug/pprof on this separate address (e.g. 127.0.0.1:6060); empty serves nothing",
+			func(c *Config) *string { return &c.DebugAddr }),
 		stringSetting("log-format", "FORMAT", "log format: text or json",
 			func(c *Config) *string { return &c.LogFormat }),
 		stringSetting("log-level", "LEVEL", "log level: debug, info, warn or error",

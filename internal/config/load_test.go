@@ -470,7 +470,7 @@ func TestLoadHelp(t *testing.T) {
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "max-subscriptions", "rate-limit",
-		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "idempotency-window", "shutdown-timeout", "log-format", "log-level",
+		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "idempotency-window", "shutdown-timeout", "debug-addr", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		t.Run(arg, func(t *testing.T) {

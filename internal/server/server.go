@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -151,6 +152,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if s.cfg.DebugAddr != "" {
+		dbg, err := s.serveDebug(s.cfg.DebugAddr)
+		if err != nil {
+			_ = hs.Close()
+			return err
+		}
+		defer dbg.Close()
+	}
 	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath)
 	if s.cfg.InsecureQueryAuth {
 		s.log.Warn("insecure query auth is ON: clients choose their identity with ?userId=; never use in production")
@@ -233,6 +242,24 @@ func (s *Server) announce(typ, channel string, c *hub.Client) {
 		return
 	}
 	s.hub.Announce(channel, hub.NewFrame(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID)), c)
+}
+
+// serveDebug serves net/http/pprof on its own listener, never on the public port.
+func (s *Server) serveDebug(addr string) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	s.log.Info("pprof listening", "addr", ln.Addr().String())
+	return hs, nil
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
