@@ -32,6 +32,9 @@ type schedule struct {
 	channel  func(stream int) string
 	payload  int
 	lanes    int
+	// cutoff bounds publishing: publications not sent by then are dropped
+	// from the run (a publisher far behind schedule would otherwise run on).
+	cutoff time.Duration
 }
 
 // pubResult is what a publishing run did.
@@ -42,6 +45,7 @@ type pubResult struct {
 	sent       uint64
 	errors     map[string]int
 	behindMax  time.Duration // how far the publisher fell behind its schedule, at worst
+	cutOff     bool          // publishing stopped at the cutoff with publications unsent
 }
 
 // runSchedule publishes on a fixed schedule: publication i is due at
@@ -60,7 +64,9 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 	behind := make([]time.Duration, lanes)
 	var mu sync.Mutex
 	var sent atomic.Uint64
+	var cut atomic.Bool
 	start := time.Now().Add(20 * time.Millisecond)
+	cutoff := start.Add(s.cutoff)
 	res.start = start
 	var wg sync.WaitGroup
 	for l := range lanes {
@@ -83,6 +89,10 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 					}
 				} else {
 					if ctx.Err() != nil {
+						return
+					}
+					if s.cutoff > 0 && time.Now().After(cutoff) {
+						cut.Store(true)
 						return
 					}
 					behind[l] = max(behind[l], -d)
@@ -111,6 +121,7 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 	wg.Wait()
 	res.end = time.Now()
 	res.sent = sent.Load()
+	res.cutOff = cut.Load()
 	for st := range s.streams {
 		var hi, n uint64
 		for l := range lanes {

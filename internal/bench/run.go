@@ -143,9 +143,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			channel:  channelFunc(cfg),
 			payload:  cfg.Payload,
 			lanes:    cfg.Publishers,
+			cutoff:   cfg.Duration + cfg.Grace,
 		}
 		pub = runSchedule(ctx, sched, sinks)
 		stopDropper()
+		if pub.cutOff {
+			r.Notes = append(r.Notes, fmt.Sprintf("the publisher fell so far behind that it stopped at --duration + --grace (%s) with %d of %d publications unsent: the server cannot take this rate", sched.cutoff, sched.count-pub.sent, sched.count))
+		}
 		fin = finishMsg{Published: pub.published, Failed: pub.failed}
 		for s := range subs {
 			expected += (fin.Published[s] - fin.Failed[s]) * uint64(subs[s])

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,8 @@ type Client struct {
 	// ExpiresAt, when non-zero, is when the client's credentials expire.
 	ExpiresAt time.Time
 
-	deflate bool // permessage-deflate negotiated
+	deflate bool   // permessage-deflate negotiated
+	onGone  func() // see ClientOptions.OnGone
 
 	lastRead atomic.Int64 // unix nanos of the last frame received
 	lastPing atomic.Int64 // unix nanos of the last ping queued
@@ -60,7 +62,8 @@ type Client struct {
 	writing     bool
 	closeFrame  []byte
 	closeCode   int
-	subs        map[string]struct{}
+	peerClosed  bool     // the peer closed first: end right after our reply
+	subs        []string // channels subscribed; a slice: most clients have few
 	registered  bool
 	unregOnce   sync.Once
 	goneOnce    sync.Once
@@ -75,11 +78,14 @@ type ClientOptions struct {
 	ExpiresAt time.Time
 	// Deflate is set when the connection negotiated permessage-deflate.
 	Deflate bool
+	// OnGone, when set, runs once when the connection has ended (see Gone).
+	OnGone func()
 }
 
-// NewClient wraps an upgraded connection. The caller reads from nc (through
-// its WebSocket library) and calls Touch for every frame and Gone when
-// reading stops; every write to nc goes through the Client.
+// NewClient wraps an upgraded connection. The caller reads from nc and calls
+// Touch for every frame and Gone when reading stops; every write to nc goes
+// through the Client, which also ends the connection itself (Gone) when a
+// write fails or the peer does not answer a close in time.
 func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 	now := time.Now()
 	c := &Client{
@@ -90,6 +96,7 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		OrgID:       o.OrgID,
 		ExpiresAt:   o.ExpiresAt,
 		deflate:     o.Deflate,
+		onGone:      o.OnGone,
 		ConnectedAt: now,
 		done:        make(chan struct{}),
 	}
@@ -196,6 +203,25 @@ func (c *Client) Close(code int, reason string) {
 	c.afterBeginClose(false)
 }
 
+// CloseReply answers the peer's close frame with code after what is queued,
+// then ends the connection without waiting for anything more.
+func (c *Client) CloseReply(code int) {
+	c.mu.Lock()
+	c.peerClosed = true
+	switch c.state {
+	case stateClosing: // our close is queued: end right after writing it
+		c.mu.Unlock()
+		return
+	case stateClosed: // our close was sent: the handshake is complete
+		c.mu.Unlock()
+		c.Gone(0)
+		return
+	}
+	c.beginCloseLocked(code, "", false)
+	c.mu.Unlock()
+	c.afterBeginClose(false)
+}
+
 // beginCloseLocked moves the client to closing. When drop is true the queue is
 // discarded (slow consumer). c.mu must be held.
 func (c *Client) beginCloseLocked(code int, reason string, drop bool) {
@@ -262,7 +288,7 @@ func (c *Client) writeLoop() {
 		c.hub.metrics.BytesOut.Add(float64(n))
 		clear(batch)
 		c.mu.Lock()
-		if c.spare == nil && cap(batch) <= 64 {
+		if c.spare == nil && cap(batch) <= 8 {
 			c.spare = batch[:0]
 		}
 		if err != nil {
@@ -286,22 +312,22 @@ func (c *Client) finishClose(frame []byte) {
 	c.mu.Lock()
 	c.state = stateClosed
 	c.writing = false
+	peerClosed := c.peerClosed
 	c.mu.Unlock()
-	if err != nil {
-		c.abort()
+	if err != nil || peerClosed {
+		c.Gone(0)
 		return
 	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+	// The reader ends the connection when the peer's close arrives; if it
+	// does not come in time, end it here.
+	time.AfterFunc(closeGrace, func() { c.Gone(0) })
 }
 
 // abort drops the socket at once.
-func (c *Client) abort() {
-	_ = c.nc.Close()
-	go c.unregister()
-}
+func (c *Client) abort() { go c.Gone(0) }
 
 // Gone is called by the reader when the connection has ended for any reason.
 // code is the close code seen, for metrics (0 if none).
@@ -321,7 +347,12 @@ func (c *Client) Gone(code int) {
 	}
 	_ = c.nc.Close()
 	c.unregister()
-	c.goneOnce.Do(func() { close(c.done) })
+	c.goneOnce.Do(func() {
+		if c.onGone != nil {
+			c.onGone()
+		}
+		close(c.done)
+	})
 }
 
 // Done is closed when the connection has ended and the client left the hub.
@@ -338,8 +369,7 @@ func (c *Client) Closing() bool {
 func (c *Client) Subscribed(channel string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.subs[channel]
-	return ok
+	return slices.Contains(c.subs, channel)
 }
 
 // NumSubscriptions returns how many channels the client is subscribed to.

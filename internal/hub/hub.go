@@ -11,6 +11,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,7 @@ type channelShard struct {
 }
 
 type channel struct {
-	subs map[*Client]*subscription
+	subs map[*Client]subscription
 }
 
 // subscription is one client's membership of a channel.
@@ -80,7 +81,7 @@ type subscription struct {
 	events []string
 }
 
-func (s *subscription) wants(event string) bool {
+func (s subscription) wants(event string) bool {
 	if s.events == nil {
 		return true
 	}
@@ -94,7 +95,7 @@ func (s *subscription) wants(event string) bool {
 
 type userShard struct {
 	mu    sync.RWMutex
-	users map[string]map[*Client]struct{}
+	users map[string][]*Client // a slice: most users have one or two connections
 }
 
 type clientShard struct {
@@ -107,7 +108,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 	h := &Hub{opts: o, log: log, metrics: m, seed: maphash.MakeSeed()}
 	for i := range h.channels {
 		h.channels[i].channels = make(map[string]*channel)
-		h.users[i].users = make(map[string]map[*Client]struct{})
+		h.users[i].users = make(map[string][]*Client)
 		h.clients[i].clients = make(map[string]*Client)
 	}
 	h.pingData = controlFrame(opPing, nil)
@@ -129,12 +130,7 @@ func (h *Hub) Register(c *Client) error {
 
 	us := &h.users[h.shard(c.UserID)]
 	us.mu.Lock()
-	set := us.users[c.UserID]
-	if set == nil {
-		set = make(map[*Client]struct{}, 1)
-		us.users[c.UserID] = set
-	}
-	set[c] = struct{}{}
+	us.users[c.UserID] = append(us.users[c.UserID], c)
 	us.mu.Unlock()
 
 	c.mu.Lock()
@@ -151,12 +147,12 @@ func (h *Hub) Register(c *Client) error {
 }
 
 // remove takes a client out of every index. subs is its subscription set.
-func (h *Hub) remove(c *Client, subs map[string]struct{}) {
+func (h *Hub) remove(c *Client, subs []string) {
 	var left []string
 	if h.opts.OnRemove != nil && len(subs) > 0 {
 		left = make([]string, 0, len(subs))
 	}
-	for ch := range subs {
+	for _, ch := range subs {
 		h.unsubscribeShard(c, ch)
 		if left != nil {
 			left = append(left, ch)
@@ -169,10 +165,16 @@ func (h *Hub) remove(c *Client, subs map[string]struct{}) {
 
 	us := &h.users[h.shard(c.UserID)]
 	us.mu.Lock()
-	if set := us.users[c.UserID]; set != nil {
-		delete(set, c)
-		if len(set) == 0 {
+	if list := us.users[c.UserID]; list != nil {
+		if i := slices.Index(list, c); i >= 0 {
+			list[i] = list[len(list)-1]
+			list[len(list)-1] = nil
+			list = list[:len(list)-1]
+		}
+		if len(list) == 0 {
 			delete(us.users, c.UserID)
+		} else {
+			us.users[c.UserID] = list
 		}
 	}
 	us.mu.Unlock()
@@ -201,10 +203,10 @@ func (h *Hub) Subscribe(c *Client, name string, events []string) (already bool, 
 		c.mu.Unlock()
 		return false, ErrClientClosing
 	}
-	if _, ok := c.subs[name]; ok {
+	if slices.Contains(c.subs, name) {
 		c.mu.Unlock()
 		if ch := s.channels[name]; ch != nil {
-			ch.subs[c] = &subscription{events: events}
+			ch.subs[c] = subscription{events: events}
 		}
 		return true, nil
 	}
@@ -212,20 +214,17 @@ func (h *Hub) Subscribe(c *Client, name string, events []string) (already bool, 
 		c.mu.Unlock()
 		return false, ErrTooManySubscriptions
 	}
-	if c.subs == nil {
-		c.subs = make(map[string]struct{}, 1)
-	}
-	c.subs[name] = struct{}{}
+	c.subs = append(c.subs, name)
 	c.mu.Unlock()
 
 	ch := s.channels[name]
 	if ch == nil {
-		ch = &channel{subs: make(map[*Client]*subscription, 1)}
+		ch = &channel{subs: make(map[*Client]subscription, 1)}
 		s.channels[name] = ch
 		h.numChannels.Add(1)
 		h.metrics.Channels.Inc()
 	}
-	ch.subs[c] = &subscription{events: events}
+	ch.subs[c] = subscription{events: events}
 	h.numSubs.Add(1)
 	h.metrics.Subscriptions.Inc()
 	return false, nil
@@ -234,8 +233,11 @@ func (h *Hub) Subscribe(c *Client, name string, events []string) (already bool, 
 // Unsubscribe removes c from channel and reports whether it was subscribed.
 func (h *Hub) Unsubscribe(c *Client, name string) bool {
 	c.mu.Lock()
-	_, ok := c.subs[name]
-	delete(c.subs, name)
+	i := slices.Index(c.subs, name)
+	ok := i >= 0
+	if ok {
+		c.subs = slices.Delete(c.subs, i, i+1)
+	}
 	c.mu.Unlock()
 	if !ok {
 		return false
@@ -339,7 +341,7 @@ func (h *Hub) SendToUser(userID string, frame *Frame) int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
-	for c := range s.users[userID] {
+	for _, c := range s.users[userID] {
 		if c.SendFrame(frame) {
 			n++
 		}
@@ -359,10 +361,7 @@ func (h *Hub) Client(id string) *Client {
 func (h *Hub) DisconnectUser(userID string, code int, reason string) int {
 	s := &h.users[h.shard(userID)]
 	s.mu.RLock()
-	list := make([]*Client, 0, len(s.users[userID]))
-	for c := range s.users[userID] {
-		list = append(list, c)
-	}
+	list := slices.Clone(s.users[userID])
 	s.mu.RUnlock()
 	for _, c := range list {
 		c.Close(code, reason)
@@ -457,14 +456,9 @@ func (h *Hub) sweep(now time.Time) {
 		case n-c.lastRead.Load() > timeout:
 			h.log.Info("no pong, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseNoPong, "no pong")
-			// The peer is likely gone: do not wait for a close reply.
-			go func() {
-				select {
-				case <-c.done:
-				case <-time.After(closeGrace):
-					_ = c.nc.Close()
-				}
-			}()
+			// The peer is likely gone, and the writer may be stuck on a full
+			// socket: do not wait longer than the close grace.
+			time.AfterFunc(closeGrace, func() { c.Gone(0) })
 		case n-c.lastPing.Load() >= ping:
 			c.lastPing.Store(n)
 			c.sendControl(h.pingData)
@@ -486,7 +480,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		case <-c.done:
 		case <-ctx.Done():
 			for _, c := range all {
-				_ = c.nc.Close()
+				c.Gone(0)
 			}
 			return ctx.Err()
 		}

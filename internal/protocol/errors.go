@@ -50,6 +50,7 @@ func CodeOf(err error) Code {
 const (
 	CloseNormal         = 1000
 	CloseGoingAway      = 1001 // server shutting down
+	CloseProtocolError  = 1002 // WebSocket protocol violation
 	CloseInvalidPayload = 1007 // invalid UTF-8 in a text frame
 	CloseMessageTooBig  = 1009 // frame larger than --max-message-bytes
 	CloseDisconnected   = 4000 // disconnected through the server API

@@ -29,7 +29,7 @@ func TestSlowConsumerClosed(t *testing.T) {
 	payload := `"` + strings.Repeat("x", 8000) + `"`
 	const max = 3000 // 24 MB: far more than socket buffers and the queue hold
 	sent := 0
-	for ; sent < max && !containsLine(ts.metricsText(), "herald_slow_consumer_closes_total 1"); sent++ {
+	for ; sent < max && ts.srv.Hub().NumClients() == 2; sent++ {
 		begin := time.Now()
 		status, body := ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"feed","data":{"seq":%d,"pad":%s}}`, sent, payload))
 		if status != 200 {
@@ -48,6 +48,9 @@ func TestSlowConsumerClosed(t *testing.T) {
 		t.Fatal("slow consumer never cut off")
 	}
 	eventually(t, 10*time.Second, "slow client removed", func() bool { return ts.srv.Hub().NumClients() == 1 })
+	if !containsLine(ts.metricsText(), "herald_slow_consumer_closes_total 1") {
+		t.Fatal("slow consumer close not counted")
+	}
 	// The healthy subscriber keeps receiving after the cut.
 	ts.api("POST", "/api/publish", testAPIKey, `{"channel":"feed","data":"after"}`)
 	if m := fast.expect("message"); m["data"] != "after" {
@@ -118,14 +121,14 @@ func TestHeartbeat(t *testing.T) {
 	if ts.srv.Hub().NumClients() != 1 {
 		t.Fatal("live client was closed")
 	}
+	st := ts.srv.Hub().Stats(true)
+	if len(st.Channels) != 1 || st.Channels[0].Subscribers != 1 {
+		t.Fatalf("channels after timeout: %+v", st.Channels)
+	}
 	live.conn.Close()
 	<-readerDone
 	if pings.Load() == 0 {
 		t.Fatal("no WebSocket ping received")
-	}
-	st := ts.srv.Hub().Stats(true)
-	if len(st.Channels) != 1 || st.Channels[0].Subscribers != 1 {
-		t.Fatalf("channels after timeout: %+v", st.Channels)
 	}
 }
 

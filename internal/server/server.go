@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/herald-rt/herald/internal/auth"
@@ -23,6 +22,7 @@ import (
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/metrics"
+	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
 )
 
@@ -53,7 +53,7 @@ type Server struct {
 	membrk   *memory.Broker // the broker when it is the in-memory one (sweeper)
 	verifier *auth.Verifier // nil when no key is configured (insecure query auth only)
 	policy   *auth.Policy
-	upgrader *gws.Upgrader
+	poller   *netpoll.Poller
 	apiKeys  [][]byte
 	started  time.Time
 	draining atomic.Bool
@@ -96,24 +96,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	}, log, s.metrics)
 	s.membrk = memory.New(memory.Options{Deliver: s.deliver})
 	s.broker = s.membrk
-	s.upgrader = gws.NewUpgrader(&wsHandler{srv: s}, &gws.ServerOption{
-		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
-		ReadBufferSize:     2048,
-		CheckUtf8Enabled:   false, // checked in OnMessage, to close with 1007
-		// Negotiated when the client offers it. herald compresses each large
-		// publication once for all subscribers (hub.Frame), so neither side
-		// keeps a compression context per connection.
-		PermessageDeflate: gws.PermessageDeflate{
-			Enabled:               cfg.Compression,
-			ServerContextTakeover: false,
-			ClientContextTakeover: false,
-			Level:                 1,
-		},
-		HandshakeTimeout: 10 * time.Second,
-		NewSession:       func() gws.SessionStorage { return &sessionSlot{} },
-		Logger:           gwsLogger{log},
-		Recovery:         gws.Recovery,
-	})
+	p, err := netpoll.New()
+	if err != nil {
+		return nil, err
+	}
+	s.poller = p
 	return s, nil
 }
 
@@ -138,6 +125,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopHub()
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); s.hub.Run(hctx) }()
+	pollerDone := make(chan struct{})
+	go func() {
+		defer close(pollerDone)
+		if err := s.poller.Run(hctx); err != nil {
+			s.log.Error("poller stopped", "err", err)
+		}
+	}()
 	brokerDone := make(chan struct{})
 	go func() {
 		defer close(brokerDone)
@@ -184,6 +178,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stopHub()
 	<-hubDone
 	<-brokerDone
+	<-pollerDone
+	_ = s.poller.Close()
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -269,8 +265,3 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 }
-
-// gwsLogger routes the WebSocket library's rare log lines to slog.
-type gwsLogger struct{ log *slog.Logger }
-
-func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", fmt.Sprint(v...)) }

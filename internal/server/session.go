@@ -3,8 +3,10 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -12,17 +14,24 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
 )
 
-// session is the server side of one connection: identity, limits and command
-// dispatch. Its methods run on the connection's read goroutine only.
+// session is the server side of one connection: identity, limits, reading
+// and command dispatch. Reading and commands run in onReadable, which the
+// poller never runs twice at once for a connection.
 type session struct {
 	srv     *Server
 	c       *hub.Client
 	id      auth.Identity
+	nc      net.Conn
+	deflate bool          // permessage-deflate negotiated
 	limiter *rate.Limiter // nil when rate limiting is off
 	strikes int           // consecutive rate-limited commands
+	descMu  sync.Mutex
+	desc    *netpoll.Desc // nil before watch and once gone
+	ended   bool          // gone has run
 }
 
 // handle runs one client command.

@@ -1,16 +1,17 @@
 package server
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/lxzan/gws"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
@@ -21,9 +22,10 @@ import (
 // maxInsecureUserID bounds user ids taken from query parameters.
 const maxInsecureUserID = 200
 
-// handleWS authenticates the upgrade request, upgrades it and hands the
-// connection to its read loop. The handler returns right after the upgrade
-// so net/http's per-request state is freed.
+// handleWS authenticates the upgrade request, upgrades it and registers the
+// connection with the poller. The handler returns right after the upgrade,
+// so net/http's per-request state is freed, and no goroutine waits on an
+// idle connection: one runs only while there is something to read.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "server is shutting down")
@@ -47,38 +49,61 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, string(protocol.CodeUnauthorized), "unauthorized: "+reason)
 		return
 	}
-	conn, err := s.upgrader.Upgrade(w, r)
+	var ext *wsflate.Extension
+	up := ws.HTTPUpgrader{Timeout: 10 * time.Second}
+	if s.cfg.Compression {
+		// No context takeover either way: nothing to keep per connection, and
+		// each publication can be compressed once for every subscriber.
+		ext = &wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+		up.Negotiate = ext.Negotiate
+	}
+	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
 		s.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
+		if nc != nil {
+			_ = nc.Close()
+		}
 		return
 	}
-	c := s.hub.NewClient(conn.NetConn(), hub.ClientOptions{
+	deflate := false
+	if ext != nil {
+		_, deflate = ext.Accepted()
+	}
+	sess := &session{srv: s, id: id, nc: nc, deflate: deflate}
+	var pending *bufio.Reader
+	if rw != nil && rw.Reader.Buffered() > 0 {
+		pending = rw.Reader // frames the client sent right behind the handshake
+	}
+	c := s.hub.NewClient(nc, hub.ClientOptions{
 		ID:        newClientID(),
 		UserID:    id.UserID,
 		OrgID:     id.OrgID,
 		ExpiresAt: id.ExpiresAt,
-		// gws negotiates permessage-deflate on exactly this condition.
-		Deflate: s.cfg.Compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate"),
+		Deflate:   deflate,
+		OnGone:    sess.gone,
 	})
-	sess := &session{srv: s, c: c, id: id}
+	sess.c = c
 	if s.cfg.RateLimit > 0 {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
 	}
-	conn.Session().Store(sessionKey, sess)
 	if err := s.hub.Register(c); err != nil {
 		c.Close(protocol.CloseGoingAway, "server shutting down")
-	} else {
-		c.Send(hub.Seal(protocol.AppendConnected(hub.NewFrameBuffer(160), &protocol.Connected{
-			ClientID:     c.ID,
-			UserID:       id.UserID,
-			Role:         id.Role,
-			OrgID:        id.OrgID,
-			Time:         time.Now(),
-			PingInterval: s.cfg.PingInterval,
-		})))
-		s.log.Debug("client connected", "client", c.ID, "user", id.UserID, "org", id.OrgID)
+		return
 	}
-	go conn.ReadLoop()
+	c.Send(hub.Seal(protocol.AppendConnected(hub.NewFrameBuffer(160), &protocol.Connected{
+		ClientID:     c.ID,
+		UserID:       id.UserID,
+		Role:         id.Role,
+		OrgID:        id.OrgID,
+		Time:         time.Now(),
+		PingInterval: s.cfg.PingInterval,
+	})))
+	s.log.Debug("client connected", "client", c.ID, "user", id.UserID, "org", id.OrgID, "deflate", deflate)
+	if pending != nil {
+		go sess.watch(pending)
+	} else {
+		sess.watch(nil)
+	}
 }
 
 // authenticate establishes the connection's identity from a verified token
@@ -131,91 +156,4 @@ func newClientID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-const sessionKey = "s"
-
-// sessionSlot is a one-value gws.SessionStorage holding the connection's
-// session; gws's default allocates a map per connection.
-type sessionSlot struct{ s *session }
-
-func (p *sessionSlot) Len() int {
-	if p.s == nil {
-		return 0
-	}
-	return 1
-}
-func (p *sessionSlot) Load(string) (any, bool) { return p.s, p.s != nil }
-func (p *sessionSlot) Delete(string)           { p.s = nil }
-func (p *sessionSlot) Store(_ string, v any)   { p.s, _ = v.(*session) }
-func (p *sessionSlot) Range(f func(string, any) bool) {
-	if p.s != nil {
-		f(sessionKey, p.s)
-	}
-}
-
-// wsHandler receives gws events for every connection and forwards them to the
-// connection's session.
-type wsHandler struct{ srv *Server }
-
-func sessionOf(conn *gws.Conn) *session {
-	v, _ := conn.Session().Load(sessionKey)
-	s, _ := v.(*session)
-	return s
-}
-
-func (h *wsHandler) OnOpen(*gws.Conn) {}
-
-func (h *wsHandler) OnClose(conn *gws.Conn, err error) {
-	s := sessionOf(conn)
-	if s == nil {
-		return
-	}
-	code := 0
-	var ce *gws.CloseError
-	var sc interface{ Uint16() uint16 } // gws's own close codes (1002, 1009, …)
-	switch {
-	case errors.As(err, &ce):
-		code = int(ce.Code)
-	case errors.As(err, &sc):
-		code = int(sc.Uint16())
-		s.srv.log.Info("connection closed by protocol violation", "client", s.c.ID, "user", s.id.UserID, "code", code, "err", err)
-	}
-	s.c.Gone(code)
-	s.srv.log.Debug("client gone", "client", s.c.ID, "user", s.id.UserID, "code", code, "err", err)
-}
-
-func (h *wsHandler) OnPing(conn *gws.Conn, payload []byte) {
-	if s := sessionOf(conn); s != nil {
-		s.c.Touch()
-		s.c.Pong(payload)
-	}
-}
-
-func (h *wsHandler) OnPong(conn *gws.Conn, _ []byte) {
-	if s := sessionOf(conn); s != nil {
-		s.c.Touch()
-	}
-}
-
-func (h *wsHandler) OnMessage(conn *gws.Conn, msg *gws.Message) {
-	defer msg.Close()
-	s := sessionOf(conn)
-	if s == nil {
-		return
-	}
-	s.c.Touch()
-	data := msg.Bytes()
-	s.srv.metrics.MessagesIn.Inc()
-	s.srv.metrics.BytesIn.Add(float64(len(data)))
-	if msg.Opcode != gws.OpcodeText {
-		s.sendError(protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames", "", nil)
-		return
-	}
-	if !utf8.Valid(data) {
-		s.srv.log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.id.UserID)
-		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
-		return
-	}
-	s.handle(data)
 }

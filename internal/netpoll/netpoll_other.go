@@ -1,0 +1,83 @@
+//go:build !linux
+
+package netpoll
+
+import (
+	"context"
+	"sync"
+	"syscall"
+)
+
+// Poller is the portable fallback: one goroutine per connection, which runs
+// the handler again each time it calls Resume (the handler's read blocks
+// until data arrives).
+type Poller struct {
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}
+}
+
+// Desc is one registered connection.
+type Desc struct {
+	resume chan struct{}
+	stop   chan struct{}
+	once   sync.Once
+}
+
+// New creates a poller.
+func New() (*Poller, error) { return &Poller{done: make(chan struct{})}, nil }
+
+// Add registers conn; fn runs each time after Add or Resume.
+func (p *Poller) Add(_ syscall.Conn, fn func()) (*Desc, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	d := &Desc{resume: make(chan struct{}, 1), stop: make(chan struct{})}
+	go func() {
+		for {
+			fn()
+			select {
+			case <-d.resume:
+			case <-d.stop:
+				return
+			case <-p.done:
+				return
+			}
+		}
+	}()
+	return d, nil
+}
+
+// Resume asks for the handler to run again.
+func (d *Desc) Resume() error {
+	select {
+	case d.resume <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Remove stops the connection's goroutine.
+func (d *Desc) Remove() { d.once.Do(func() { close(d.stop) }) }
+
+// Run waits until ctx is done or the poller is closed.
+func (p *Poller) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-p.done:
+	}
+	return nil
+}
+
+// Close stops every connection goroutine.
+func (p *Poller) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		close(p.done)
+	}
+	return nil
+}

@@ -1,0 +1,242 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/klauspost/compress/flate"
+
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+// readBufferSize is the size of the pooled read buffers; a connection holds
+// one only while a read is in progress.
+const readBufferSize = 4096
+
+// frameReadTimeout bounds reading one message once its first byte arrived,
+// so a client cannot pin a reader with a half-sent frame.
+const frameReadTimeout = 30 * time.Second
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	// flateTail ends a permessage-deflate message for the decompressor (RFC 7692 §7.2.2).
+	flateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+)
+
+// watch starts reading: the bytes that came behind the handshake first, if
+// any, then whenever the socket is readable.
+func (s *session) watch(pending *bufio.Reader) {
+	if pending != nil && !s.drain(pending) {
+		return
+	}
+	sc, ok := s.nc.(syscall.Conn)
+	if !ok {
+		s.c.Gone(0)
+		return
+	}
+	d, err := s.srv.poller.Add(sc, s.onReadable)
+	if err != nil {
+		s.srv.log.Warn("cannot watch connection", "err", err)
+		s.c.Gone(0)
+		return
+	}
+	s.descMu.Lock()
+	gone := s.ended
+	s.desc = d
+	s.descMu.Unlock()
+	if gone {
+		d.Remove()
+	}
+}
+
+// gone is the hub client's OnGone hook: stop watching the socket.
+func (s *session) gone() {
+	s.descMu.Lock()
+	d := s.desc
+	s.desc = nil
+	s.ended = true
+	s.descMu.Unlock()
+	if d != nil {
+		d.Remove()
+	}
+}
+
+// onReadable runs when the socket has data (or EOF). It reads and handles
+// every complete message available, then asks to be woken again. The
+// poller never runs it twice at once for a connection.
+func (s *session) onReadable() {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(s.nc)
+	ok := s.drain(br)
+	br.Reset(nil)
+	readerPool.Put(br)
+	if !ok {
+		return
+	}
+	s.descMu.Lock()
+	d := s.desc
+	s.descMu.Unlock()
+	if d == nil {
+		return // gone meanwhile
+	}
+	if err := d.Resume(); err != nil {
+		s.c.Gone(0)
+	}
+}
+
+// drain handles every complete message br holds or the socket delivers
+// without waiting, and reports whether the connection is still readable.
+func (s *session) drain(br *bufio.Reader) bool {
+	for {
+		_ = s.nc.SetReadDeadline(time.Now().Add(frameReadTimeout))
+		if err := s.readMessage(br); err != nil {
+			s.readFailed(err)
+			return false
+		}
+		if br.Buffered() == 0 {
+			_ = s.nc.SetReadDeadline(time.Time{})
+			return true
+		}
+	}
+}
+
+// errPeerClosed ends reading after the client's close frame was answered.
+var errPeerClosed = errors.New("peer closed")
+
+// readMessage reads one message (any fragments, and control frames between
+// them) and handles it.
+func (s *session) readMessage(br *bufio.Reader) error {
+	var msgState wsflate.MessageState
+	rd := wsutil.Reader{
+		Source:         br,
+		State:          ws.StateServerSide,
+		MaxMessageSize: s.srv.cfg.MaxMessageBytes,
+		OnIntermediate: s.control,
+	}
+	if s.deflate {
+		rd.State = rd.State.Set(ws.StateExtended)
+		rd.Extensions = []wsutil.RecvExtension{&msgState}
+	}
+	for {
+		hdr, err := rd.NextFrame()
+		if err != nil {
+			return err
+		}
+		if hdr.OpCode.IsControl() {
+			if err := s.control(hdr, &rd); err != nil {
+				return err
+			}
+			continue
+		}
+		buf := bufferPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(&rd)
+		if err == nil && msgState.IsCompressed() {
+			err = s.inflate(buf)
+		}
+		if err == nil {
+			s.c.Touch()
+			s.message(hdr.OpCode, buf.Bytes())
+		}
+		if buf.Cap() <= 64<<10 {
+			bufferPool.Put(buf)
+		}
+		return err
+	}
+}
+
+// inflate decompresses a permessage-deflate message in place, bounded by
+// --max-message-bytes.
+func (s *session) inflate(buf *bytes.Buffer) error {
+	in := append(bytes.Clone(buf.Bytes()), flateTail...)
+	fr := flate.NewReader(bytes.NewReader(in))
+	defer fr.Close()
+	buf.Reset()
+	limit := s.srv.cfg.MaxMessageBytes
+	n, err := buf.ReadFrom(io.LimitReader(fr, limit+1))
+	if n > limit {
+		return wsutil.ErrMessageTooLarge
+	}
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return ws.ErrProtocolNonZeroRsv
+	}
+	return nil
+}
+
+// control handles a ping, pong or close frame; every reply goes through the
+// connection's single writer.
+func (s *session) control(hdr ws.Header, r io.Reader) error {
+	p := make([]byte, hdr.Length)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return err
+	}
+	s.c.Touch()
+	switch hdr.OpCode {
+	case ws.OpPing:
+		s.c.Pong(p)
+	case ws.OpPong:
+	case ws.OpClose:
+		code, reason := ws.StatusNoStatusRcvd, ""
+		if len(p) >= 2 {
+			code, reason = ws.ParseCloseFrameData(p)
+			if err := ws.CheckCloseFrameData(code, reason); err != nil {
+				return err
+			}
+		} else if len(p) == 1 {
+			return ws.ErrProtocolControlPayloadOverflow
+		}
+		reply := int(code)
+		if code == ws.StatusNoStatusRcvd {
+			reply = protocol.CloseNormal
+		}
+		s.c.CloseReply(reply)
+		return errPeerClosed
+	}
+	return nil
+}
+
+// message handles one complete data message.
+func (s *session) message(op ws.OpCode, data []byte) {
+	s.srv.metrics.MessagesIn.Inc()
+	s.srv.metrics.BytesIn.Add(float64(len(data)))
+	if op != ws.OpText {
+		s.sendError(protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames", "", nil)
+		return
+	}
+	if !utf8.Valid(data) {
+		s.srv.log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.id.UserID)
+		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
+		return
+	}
+	s.handle(data)
+}
+
+// readFailed ends the connection after a read error, with the close code
+// the error calls for.
+func (s *session) readFailed(err error) {
+	var pe ws.ProtocolError
+	switch {
+	case errors.Is(err, errPeerClosed):
+		return // the close reply is queued; the writer ends the connection
+	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
+		s.srv.log.Info("message too large, closing", "client", s.c.ID, "user", s.id.UserID)
+		s.c.Close(protocol.CloseMessageTooBig, "message too big")
+		return
+	case errors.As(err, &pe):
+		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
+		s.c.Close(protocol.CloseProtocolError, string(pe))
+		return
+	}
+	s.srv.log.Debug("client gone", "client", s.c.ID, "user", s.id.UserID, "err", err)
+	s.c.Gone(0)
+}
