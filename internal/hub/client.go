@@ -6,12 +6,14 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 const (
 	// writeTimeout bounds one batched write to a socket. A client whose socket
-	// accepts nothing for this long is dropped.
+	// accepts nothing for this long is dropped (by the hub's sweeper, so the
+	// hot path sets no deadline per write).
 	writeTimeout = 10 * time.Second
 	// slowCloseGrace is how long a slow consumer's in-flight write may still
 	// run after it was cut off, before the socket is dropped.
@@ -47,11 +49,15 @@ type Client struct {
 	// ExpiresAt, when non-zero, is when the client's credentials expire.
 	ExpiresAt time.Time
 
-	deflate bool   // permessage-deflate negotiated
-	onGone  func() // see ClientOptions.OnGone
+	deflate bool            // permessage-deflate negotiated
+	onGone  func()          // see ClientOptions.OnGone
+	raw     syscall.RawConn // for non-blocking writes; nil if nc has no fd
 
 	lastRead atomic.Int64 // unix nanos of the last frame received
 	lastPing atomic.Int64 // unix nanos of the last ping queued
+	// writeStart is when the write in progress began (unix nanos), 0 when
+	// none is: the sweeper drops a client stuck in one write too long.
+	writeStart atomic.Int64
 
 	mu          sync.Mutex
 	state       clientState
@@ -100,6 +106,9 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		ConnectedAt: now,
 		done:        make(chan struct{}),
 	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	c.lastRead.Store(now.UnixNano())
 	c.lastPing.Store(now.UnixNano())
 	return c
@@ -131,9 +140,8 @@ func (c *Client) Send(frame []byte) bool {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
-	c.hub.metrics.MessagesOut.Inc()
 	if start {
-		go c.writeLoop()
+		c.hub.writers.schedule(c)
 	}
 	return true
 }
@@ -162,9 +170,8 @@ func (c *Client) SendBurst(frames []*Frame) bool {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
-	c.hub.metrics.MessagesOut.Add(float64(len(frames)))
 	if start {
-		go c.writeLoop()
+		c.hub.writers.schedule(c)
 	}
 	return true
 }
@@ -183,7 +190,7 @@ func (c *Client) sendControl(frame []byte) {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.hub.writers.schedule(c)
 	}
 }
 
@@ -249,14 +256,14 @@ func (c *Client) afterBeginClose(slow bool) {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.hub.writers.schedule(c)
 	}
 	go c.unregister()
 }
 
-// writeLoop is the only code that writes to the socket. It drains the queue in
-// batches, one vectored write per batch (each message stays its own frame),
-// and exits when the queue is empty.
+// writeLoop is the blocking-mode writer: a client whose socket filled up
+// gets this goroutine (see writeRest) until its queue is empty. Exactly one
+// of the pool or this loop writes a client at a time (the writing flag).
 func (c *Client) writeLoop() {
 	for {
 		c.mu.Lock()
@@ -272,34 +279,21 @@ func (c *Client) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
-		batch := c.queue
-		c.queue = c.spare[:0]
-		c.spare = nil
-		c.queuedBytes = 0
-		c.burst = 0
-		closing := c.state != stateOpen
+		batch := c.takeLocked()
 		c.mu.Unlock()
 
-		if !closing {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		}
+		c.writeStart.Store(time.Now().UnixNano())
 		bufs := net.Buffers(batch)
 		n, err := bufs.WriteTo(c.nc)
+		c.writeStart.Store(0)
 		c.hub.metrics.BytesOut.Add(float64(n))
-		clear(batch)
-		c.mu.Lock()
-		if c.spare == nil && cap(batch) <= 8 {
-			c.spare = batch[:0]
-		}
 		if err != nil {
-			c.state = stateClosed
-			c.queue = nil
-			c.closeFrame = nil
-			c.writing = false
-			c.mu.Unlock()
-			c.abort()
+			c.failWrite(batch)
 			return
 		}
+		c.hub.metrics.MessagesOut.Add(float64(len(batch)))
+		c.mu.Lock()
+		c.recycleLocked(batch)
 		c.mu.Unlock()
 	}
 }

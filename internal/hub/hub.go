@@ -63,6 +63,7 @@ type Hub struct {
 	closing   atomic.Bool
 	pingData  []byte
 	deflaters *sync.Pool // *flate.Writer
+	writers   *writerPool
 }
 
 type channelShard struct {
@@ -113,6 +114,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 	}
 	h.pingData = controlFrame(opPing, nil)
 	h.deflaters = newDeflaterPool()
+	h.writers = newWriterPool()
 	return h
 }
 
@@ -428,9 +430,14 @@ func (h *Hub) eachClient(f func(*Client)) {
 	}
 }
 
-// Run pings idle clients every PingInterval, closes those silent for
-// PongTimeout and those whose credentials expired, until ctx is done.
+// Run runs the writer pool, pings idle clients every PingInterval, closes
+// those silent for PongTimeout and those whose credentials expired, until ctx
+// is done. Until Run starts (and after it returns) each client is written by
+// a goroutine of its own.
 func (h *Hub) Run(ctx context.Context) {
+	poolDone := make(chan struct{})
+	go func() { defer close(poolDone); h.writers.run(ctx) }()
+	defer func() { <-poolDone }()
 	tick := min(max(h.opts.PingInterval/4, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -449,6 +456,11 @@ func (h *Hub) sweep(now time.Time) {
 	ping := h.opts.PingInterval.Nanoseconds()
 	timeout := h.opts.PongTimeout.Nanoseconds()
 	h.eachClient(func(c *Client) {
+		if ws := c.writeStart.Load(); ws != 0 && n-ws > writeTimeout.Nanoseconds() {
+			h.log.Warn("write stuck, dropping client", "client", c.ID, "user", c.UserID)
+			c.Gone(0)
+			return
+		}
 		switch {
 		case !c.ExpiresAt.IsZero() && now.After(c.ExpiresAt):
 			h.log.Info("credentials expired, closing", "client", c.ID, "user", c.UserID)

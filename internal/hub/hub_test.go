@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -193,4 +194,46 @@ func BenchmarkSubscribeUnsubscribe(b *testing.B) {
 		_, _ = h.Subscribe(c, "chan", nil)
 		h.Unsubscribe(c, "chan")
 	}
+}
+
+// TestWriterPoolDeliversInOrder runs the hub with its writer pool (Run) and
+// checks that many publications reach many clients complete and in order.
+func TestWriterPoolDeliversInOrder(t *testing.T) {
+	h := newTestHub(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	const clients, msgs = 50, 200
+	var pairs []net.Conn
+	for i := range clients {
+		a, b := net.Pipe()
+		pairs = append(pairs, b)
+		c := h.NewClient(a, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+		_ = h.Register(c)
+		_, _ = h.Subscribe(c, "ch", nil)
+	}
+	var wg sync.WaitGroup
+	for _, b := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := make([]byte, 0, msgs*8)
+			for i := range msgs {
+				want = append(want, TextFrame(fmt.Appendf(nil, "%05d", i))...)
+			}
+			got := make([]byte, len(want))
+			if _, err := io.ReadFull(b, got); err != nil {
+				t.Error(err)
+				return
+			}
+			if !bytes.Equal(got, want) {
+				t.Error("frames out of order or corrupted")
+			}
+		}()
+	}
+	for i := range msgs {
+		h.Publish("ch", NewFrame(fmt.Appendf(NewFrameBuffer(8), "%05d", i)), nil, "")
+	}
+	wg.Wait()
 }

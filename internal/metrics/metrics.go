@@ -42,7 +42,7 @@ func New() *Metrics {
 		Channels:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_channels", Help: "Channels with at least one subscriber."}),
 		MessagesIn:    prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_messages_in_total", Help: "Frames received from clients."}),
 		BytesIn:       prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_bytes_in_total", Help: "Payload bytes received from clients."}),
-		MessagesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_messages_out_total", Help: "Frames queued for delivery to clients."}),
+		MessagesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_messages_out_total", Help: "Frames written to client sockets."}),
 		BytesOut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_bytes_out_total", Help: "Bytes written to client sockets."}),
 		Publications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_publications_total", Help: "Publications by source (client, api)."},
 			[]string{"source"}),

@@ -1,0 +1,263 @@
+package hub
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// maxIovecs is the most buffers one writev takes (Linux IOV_MAX).
+const maxIovecs = 1024
+
+// writerPool is a small set of goroutines that flush clients' queues. A
+// client with something to send is pushed once (its writing flag guards
+// that); a worker takes the whole queue and writes it with one non-blocking
+// writev. A client whose socket cannot take it all gets a goroutine of its
+// own to finish in blocking mode, so a slow socket never holds a worker and
+// never delays other clients. Under load, clients wait their turn in the FIFO
+// while more messages gather in their queues, so one system call carries
+// several messages.
+type writerPool struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	q       []*Client
+	head    int
+	running bool // workers are taking clients
+	stopped bool
+}
+
+func newWriterPool() *writerPool {
+	p := &writerPool{}
+	p.cond.L = &p.mu
+	return p
+}
+
+// pop returns the next client, or nil once stopped.
+func (p *writerPool) pop() *Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.head == len(p.q) && !p.stopped {
+		p.cond.Wait()
+	}
+	if p.head == len(p.q) {
+		return nil
+	}
+	c := p.q[p.head]
+	p.q[p.head] = nil
+	p.head++
+	if p.head == len(p.q) {
+		p.q, p.head = p.q[:0], 0
+	} else if p.head > 1024 && p.head > len(p.q)/2 {
+		n := copy(p.q, p.q[p.head:])
+		clear(p.q[n:])
+		p.q, p.head = p.q[:n], 0
+	}
+	return c
+}
+
+// run starts the workers; they stop when ctx is done, after which queued
+// clients are flushed by goroutines of their own.
+func (p *writerPool) run(ctx context.Context) {
+	p.mu.Lock()
+	p.running = true
+	p.mu.Unlock()
+	n := max(2, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			iov := make([]syscall.Iovec, 0, 64)
+			for {
+				c := p.pop()
+				if c == nil {
+					return
+				}
+				c.flushOnce(&iov)
+			}
+		}()
+	}
+	<-ctx.Done()
+	p.mu.Lock()
+	p.stopped = true
+	p.running = false
+	rest := p.q[p.head:]
+	p.q, p.head = nil, 0
+	p.mu.Unlock()
+	p.cond.Broadcast()
+	wg.Wait()
+	for _, c := range rest {
+		go c.writeLoop()
+	}
+}
+
+// schedule hands c to the pool, or to a goroutine of its own when the pool
+// is not running.
+func (p *writerPool) schedule(c *Client) {
+	p.mu.Lock()
+	running := p.running
+	if running {
+		p.q = append(p.q, c)
+	}
+	p.mu.Unlock()
+	if !running {
+		go c.writeLoop()
+		return
+	}
+	p.cond.Signal()
+}
+
+// flushOnce writes what c has queued without blocking the worker.
+func (c *Client) flushOnce(iov *[]syscall.Iovec) {
+	c.mu.Lock()
+	if len(c.queue) == 0 {
+		if c.state == stateClosing && c.closeFrame != nil {
+			frame := c.closeFrame
+			c.closeFrame = nil
+			c.mu.Unlock()
+			go c.finishClose(frame)
+			return
+		}
+		c.writing = false
+		c.mu.Unlock()
+		return
+	}
+	batch := c.takeLocked()
+	c.mu.Unlock()
+
+	n, done, err := c.tryWritev(batch, iov)
+	c.hub.metrics.BytesOut.Add(float64(n))
+	if err != nil {
+		c.failWrite(batch)
+		return
+	}
+	if !done {
+		// The socket is full: finish in blocking mode on a goroutine of its own.
+		go c.writeRest(batch, n)
+		return
+	}
+	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
+	c.mu.Lock()
+	c.recycleLocked(batch)
+	more := len(c.queue) > 0 || (c.state == stateClosing && c.closeFrame != nil)
+	if !more {
+		c.writing = false
+	}
+	c.mu.Unlock()
+	if more {
+		c.hub.writers.schedule(c)
+	}
+}
+
+// takeLocked removes and returns everything queued. c.mu must be held.
+func (c *Client) takeLocked() [][]byte {
+	batch := c.queue
+	c.queue = c.spare[:0]
+	c.spare = nil
+	c.queuedBytes = 0
+	c.burst = 0
+	return batch
+}
+
+// recycleLocked keeps a small batch array for reuse. c.mu must be held.
+func (c *Client) recycleLocked(batch [][]byte) {
+	clear(batch)
+	if c.spare == nil && cap(batch) <= 8 {
+		c.spare = batch[:0]
+	}
+}
+
+// failWrite ends the connection after a write error.
+func (c *Client) failWrite(batch [][]byte) {
+	clear(batch)
+	c.mu.Lock()
+	c.state = stateClosed
+	c.queue = nil
+	c.closeFrame = nil
+	c.writing = false
+	c.mu.Unlock()
+	c.abort()
+}
+
+// tryWritev writes batch with non-blocking writev calls. It reports how many
+// bytes went out and whether all did; it never waits for the socket.
+func (c *Client) tryWritev(batch [][]byte, iov *[]syscall.Iovec) (n int, done bool, err error) {
+	if c.raw == nil {
+		return 0, false, nil
+	}
+	var werr error
+	rerr := c.raw.Write(func(fd uintptr) bool {
+		for i := 0; i < len(batch); {
+			v := (*iov)[:0]
+			want := 0
+			for j := i; j < len(batch) && len(v) < maxIovecs; j++ {
+				if len(batch[j]) == 0 {
+					continue
+				}
+				v = append(v, syscall.Iovec{Base: &batch[j][0], Len: uint64(len(batch[j]))})
+				want += len(batch[j])
+			}
+			*iov = v
+			if len(v) == 0 {
+				done = true
+				return true
+			}
+			m, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return true
+			case e != 0:
+				werr = e
+				return true
+			}
+			n += int(m)
+			if int(m) < want {
+				return true
+			}
+			i += len(v)
+			for i < len(batch) && len(batch[i]) == 0 {
+				i++
+			}
+		}
+		done = true
+		return true
+	})
+	if rerr != nil {
+		return n, false, rerr
+	}
+	return n, done, werr
+}
+
+// writeRest finishes a batch the socket could not take at once, skipping the
+// n bytes already written, then carries on as the client's own writer.
+func (c *Client) writeRest(batch [][]byte, n int) {
+	rest := batch
+	for len(rest) > 0 && n >= len(rest[0]) {
+		n -= len(rest[0])
+		rest = rest[1:]
+	}
+	bufs := make(net.Buffers, len(rest))
+	copy(bufs, rest)
+	if len(bufs) > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	c.writeStart.Store(time.Now().UnixNano())
+	m, err := bufs.WriteTo(c.nc)
+	c.writeStart.Store(0)
+	c.hub.metrics.BytesOut.Add(float64(m))
+	if err != nil {
+		c.failWrite(batch)
+		return
+	}
+	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
+	c.mu.Lock()
+	c.recycleLocked(batch)
+	c.mu.Unlock()
+	c.writeLoop()
+}
