@@ -96,15 +96,22 @@ func (s *session) onReadable() {
 
 // drain handles every complete message br holds or the socket delivers
 // without waiting, and reports whether the connection is still readable.
+// Waiting for a message to begin has no deadline (on Linux the poller only
+// calls when bytes or EOF are there; the portable fallback waits here);
+// once it has begun, it must arrive within frameReadTimeout.
 func (s *session) drain(br *bufio.Reader) bool {
 	for {
+		if _, err := br.Peek(1); err != nil {
+			s.readFailed(err)
+			return false
+		}
 		_ = s.nc.SetReadDeadline(time.Now().Add(frameReadTimeout))
 		if err := s.readMessage(br); err != nil {
 			s.readFailed(err)
 			return false
 		}
+		_ = s.nc.SetReadDeadline(time.Time{})
 		if br.Buffered() == 0 {
-			_ = s.nc.SetReadDeadline(time.Time{})
 			return true
 		}
 	}

@@ -1,0 +1,135 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// rawUpgrade writes an upgrade request and, in the same TCP write, extra
+// bytes (frames the client sends before seeing the 101).
+func rawUpgrade(t *testing.T, ts *testServer, query string, extra []byte) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := fmt.Sprintf("GET /ws?%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", query, ts.addr)
+	if _, err := c.Write(append([]byte(req), extra...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	return c, br
+}
+
+func maskedText(t *testing.T, payload string) []byte {
+	var b bytes.Buffer
+	if err := ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame([]byte(payload)))); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func readJSON(t *testing.T, br *bufio.Reader) map[string]any {
+	t.Helper()
+	f, err := ws.ReadFrame(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Header.OpCode != ws.OpText || !f.Header.Fin {
+		t.Fatalf("want one final text frame, got %+v", f.Header)
+	}
+	p := f.Payload
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestFramesPipelinedWithHandshake: frames sent in the same packet as the
+// upgrade request are not lost.
+func TestFramesPipelinedWithHandshake(t *testing.T) {
+	ts := start(t, nil)
+	extra := append(maskedText(t, `{"type":"ping","id":1}`), maskedText(t, `{"type":"ping","id":2}`)...)
+	_, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "pipe", "")), extra)
+	if m := readJSON(t, br); m["type"] != "connected" {
+		t.Fatalf("got %v", m)
+	}
+	for _, id := range []float64{1, 2} {
+		if m := readJSON(t, br); m["type"] != "pong" || m["id"] != id {
+			t.Fatalf("got %v, want pong %v", m, id)
+		}
+	}
+}
+
+// TestFragmentedMessageAndInterleavedPing: a message split over several
+// frames, with a ping between them, is reassembled; the ping is answered.
+func TestFragmentedMessageAndInterleavedPing(t *testing.T) {
+	ts := start(t, nil)
+	c, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "frag", "")), nil)
+	readJSON(t, br) // connected
+	var b bytes.Buffer
+	parts := []string{`{"type":"pi`, `ng","id`, `":"frag"}`}
+	for i, p := range parts {
+		op := ws.OpContinuation
+		if i == 0 {
+			op = ws.OpText
+		}
+		_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewFrame(op, i == len(parts)-1, []byte(p))))
+		if i == 0 {
+			_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewPingFrame([]byte("hb"))))
+		}
+	}
+	if _, err := c.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	h, err := ws.ReadHeader(br)
+	if err != nil || h.OpCode != ws.OpPong {
+		t.Fatalf("want pong frame first, got %+v %v", h, err)
+	}
+	pl := make([]byte, h.Length)
+	_, _ = br.Read(pl)
+	if string(pl) != "hb" {
+		t.Fatalf("pong payload %q", pl)
+	}
+	if m := readJSON(t, br); m["type"] != "pong" || m["id"] != "frag" {
+		t.Fatalf("got %v", m)
+	}
+}
+
+// TestProtocolViolationCloses1002: an unmasked client frame is a protocol
+// error.
+func TestProtocolViolationCloses1002(t *testing.T) {
+	ts := start(t, nil)
+	c, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "bad", "")), nil)
+	readJSON(t, br)
+	var b bytes.Buffer
+	_ = ws.WriteFrame(&b, ws.NewTextFrame([]byte(`{"type":"ping"}`))) // not masked
+	_, _ = c.Write(b.Bytes())
+	f, err := ws.ReadFrame(br)
+	if err != nil || f.Header.OpCode != ws.OpClose {
+		t.Fatalf("want close frame, got %+v %v", f.Header, err)
+	}
+	if code, _ := ws.ParseCloseFrameData(f.Payload); code != ws.StatusProtocolError {
+		t.Fatalf("close code %d, want 1002", code)
+	}
+}
