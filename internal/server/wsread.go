@@ -29,6 +29,9 @@ const frameReadTimeout = 30 * time.Second
 var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
 	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	// inflaterPool holds permessage-deflate decompressors (no context
+	// takeover, so any connection can use any of them).
+	inflaterPool = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
 	// flateTail ends a permessage-deflate message for the decompressor (RFC 7692 §7.2.2).
 	flateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 )
@@ -166,8 +169,11 @@ func (s *session) readMessage(br *bufio.Reader) error {
 // --max-message-bytes.
 func (s *session) inflate(buf *bytes.Buffer) error {
 	in := append(bytes.Clone(buf.Bytes()), flateTail...)
-	fr := flate.NewReader(bytes.NewReader(in))
-	defer fr.Close()
+	fr := inflaterPool.Get().(io.ReadCloser)
+	defer inflaterPool.Put(fr)
+	if err := fr.(flate.Resetter).Reset(bytes.NewReader(in), nil); err != nil {
+		return err
+	}
 	buf.Reset()
 	limit := s.srv.cfg.MaxMessageBytes
 	n, err := buf.ReadFrom(io.LimitReader(fr, limit+1))
