@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/flate"
+
 	"github.com/herald-rt/herald/internal/metrics"
 )
 
@@ -236,4 +238,66 @@ func TestWriterPoolDeliversInOrder(t *testing.T) {
 		h.Publish("ch", NewFrame(fmt.Appendf(NewFrameBuffer(8), "%05d", i)), nil, "")
 	}
 	wg.Wait()
+}
+
+// BenchmarkFanoutWriterPool is BenchmarkFanout with the writer pool running
+// (as in the server): workers flush clients' queues.
+func BenchmarkFanoutWriterPool(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
+			h := newTestHub(1 << 20)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); h.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			for i := range n {
+				c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+				_ = h.Register(c)
+				_, _ = h.Subscribe(c, "bench", nil)
+			}
+			frame := NewFrame(append(NewFrameBuffer(100), bytes.Repeat([]byte{'x'}, 100)...))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.Publish("bench", frame, nil, "")
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}
+
+func BenchmarkDeflateFrame(b *testing.B) {
+	payload := bytes.Repeat([]byte(`{"activeUsers":12,"requestsPerMinute":45,"avgResponseTime":234},`), 64)
+	pool := newDeflaterPool()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if deflateFrame(payload, pool) == nil {
+			b.Fatal("not compressed")
+		}
+	}
+}
+
+func TestDeflateFrameRoundTrip(t *testing.T) {
+	payload := bytes.Repeat([]byte(`{"metric":"value"} `), 100)
+	f := deflateFrame(payload, newDeflaterPool())
+	if f == nil || f[0] != 0xC1 {
+		t.Fatalf("frame header % x, want FIN|RSV1|text", f[:2])
+	}
+	hl := 2
+	if f[1] == 126 {
+		hl = 4
+	}
+	r := flate.NewReader(io.MultiReader(bytes.NewReader(f[hl:]), bytes.NewReader([]byte{0, 0, 0xff, 0xff})))
+	got, err := io.ReadAll(r)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("round trip mismatch")
+	}
+	if deflateFrame([]byte("x"), newDeflaterPool()) != nil {
+		t.Fatal("incompressible payload should stay plain")
+	}
 }
