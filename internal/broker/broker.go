@@ -65,6 +65,17 @@ type Since struct {
 	Time   time.Time
 }
 
+// SubscribeOptions tune one Subscribe.
+type SubscribeOptions struct {
+	// Since, when set, asks for the publications after it (recovery).
+	Since *Since
+	// History is the channel's retention, as for Publish: a channel that
+	// keeps history keeps its epoch for at least the TTL even before its
+	// first publication, so a client that subscribed and lost its connection
+	// before anything was published still recovers.
+	History HistoryOptions
+}
+
 // Recovery is what a recovering subscriber receives.
 type Recovery struct {
 	// Publications after Since, oldest first (all of them when Recovered).

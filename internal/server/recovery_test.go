@@ -416,3 +416,56 @@ func TestSlowConsumerRecovers(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoverEdgeCases covers the cases Socket.IO's recovery is known to
+// lose messages in: a reconnect before any event was ever published, and a
+// reconnect after the server closed the connection for missing pongs.
+func TestRecoverEdgeCases(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.PingInterval = 50 * time.Millisecond
+		c.PongTimeout = 300 * time.Millisecond
+	})
+	t.Run("before any event", func(t *testing.T) {
+		a := ts.dial("eve", "E")
+		ack := a.subscribeSince("org:E", map[string]any{"offset": 0, "epoch": "-"}, nil)
+		if num(ack["offset"]) != 0 {
+			t.Fatalf("fresh channel ack %v", ack)
+		}
+		a.conn.Close()
+		for i := 1; i <= 3; i++ {
+			ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"org:E","data":%d}`, i))
+		}
+		b := ts.dial("eve", "E")
+		ack = b.subscribeSince("org:E", map[string]any{"offset": 0, "epoch": ack["epoch"]}, nil)
+		if ack["recovered"] != true {
+			t.Fatalf("ack %v", ack)
+		}
+		for i := 1; i <= 3; i++ {
+			if m := b.expect("message"); m["data"] != float64(i) {
+				t.Fatalf("got %v", m)
+			}
+		}
+	})
+	t.Run("after a ping timeout", func(t *testing.T) {
+		a := ts.dial("pat", "P")
+		ack := a.subscribeSince("org:P", map[string]any{"offset": 0, "epoch": "-"}, nil)
+		epoch := ack["epoch"]
+		ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:P","data":"seen"}`)
+		seen := num(a.expect("message")["offset"])
+		// a stops reading, so it answers no pings: the server closes it.
+		eventually(t, 5*time.Second, "silent client closed", func() bool { return ts.srv.Hub().NumClients() == 0 })
+		for i := 1; i <= 3; i++ {
+			ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"org:P","data":%d}`, i))
+		}
+		b := ts.dial("pat", "P")
+		ack = b.subscribeSince("org:P", map[string]any{"offset": seen, "epoch": epoch}, nil)
+		if ack["recovered"] != true {
+			t.Fatalf("ack %v", ack)
+		}
+		for i := 1; i <= 3; i++ {
+			if m := b.expect("message"); m["data"] != float64(i) {
+				t.Fatalf("got %v", m)
+			}
+		}
+	})
+}

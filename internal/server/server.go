@@ -31,7 +31,7 @@ import (
 // passes broker/brokertest.
 type Broker interface {
 	Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error)
-	Subscribe(channel string, since *broker.Since, join func(broker.Recovery) error) error
+	Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error
 	History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error)
 }
 

@@ -133,7 +133,9 @@ func (s *session) subscribe(cmd *protocol.Command) {
 		}
 	}
 	var already bool
-	err := s.srv.broker.Subscribe(cmd.Channel, toSince(cmd.Since), func(r broker.Recovery) error {
+	ns := s.srv.policy.Namespace(cmd.Channel)
+	opts := broker.SubscribeOptions{Since: toSince(cmd.Since), History: broker.HistoryOptions{Size: ns.HistorySize, TTL: ns.HistoryTTL}}
+	err := s.srv.broker.Subscribe(cmd.Channel, opts, func(r broker.Recovery) error {
 		var err error
 		already, err = s.srv.hub.Subscribe(s.c, cmd.Channel, cmd.Events)
 		if err != nil {

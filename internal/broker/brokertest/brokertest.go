@@ -16,7 +16,7 @@ import (
 // Broker is what the suite exercises.
 type Broker interface {
 	Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error)
-	Subscribe(channel string, since *broker.Since, join func(broker.Recovery) error) error
+	Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error
 	History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error)
 }
 
@@ -128,17 +128,17 @@ func Run(t *testing.T, f Factory) {
 		}
 		for _, tc := range cases {
 			var got broker.Recovery
-			err := b.Subscribe("r", &tc.since, func(r broker.Recovery) error { got = r; return nil })
+			err := b.Subscribe("r", broker.SubscribeOptions{Since: &tc.since}, func(r broker.Recovery) error { got = r; return nil })
 			if err != nil || got.Recovered != tc.recovered || fmt.Sprint(offsets(got.Publications)) != tc.offsets || got.Position.Offset != 15 || got.Position.Epoch != epoch {
 				t.Errorf("%s: recovered=%v pubs=%v pos=%+v err=%v", tc.name, got.Recovered, offsets(got.Publications), got.Position, err)
 			}
 		}
 		var got broker.Recovery
-		_ = b.Subscribe("r", nil, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe("r", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Position.Offset != 15 || len(got.Publications) != 0 {
 			t.Errorf("plain subscribe: %+v", got)
 		}
-		if err := b.Subscribe("r", nil, func(broker.Recovery) error { return fmt.Errorf("boom") }); err == nil || err.Error() != "boom" {
+		if err := b.Subscribe("r", broker.SubscribeOptions{}, func(broker.Recovery) error { return fmt.Errorf("boom") }); err == nil || err.Error() != "boom" {
 			t.Errorf("join error not returned: %v", err)
 		}
 	})
@@ -156,11 +156,11 @@ func Run(t *testing.T, f Factory) {
 			}
 		}
 		var got broker.Recovery
-		_ = b.Subscribe("t", &broker.Since{Time: mid}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe("t", broker.SubscribeOptions{Since: &broker.Since{Time: mid}}, func(r broker.Recovery) error { got = r; return nil })
 		if !got.Recovered || fmt.Sprint(offsets(got.Publications)) != "[4 5]" {
 			t.Fatalf("since mid: %+v", got)
 		}
-		_ = b.Subscribe("t", &broker.Since{Time: mid.Add(-time.Hour)}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe("t", broker.SubscribeOptions{Since: &broker.Since{Time: mid.Add(-time.Hour)}}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Recovered || fmt.Sprint(offsets(got.Publications)) != "[3 4 5]" {
 			t.Fatalf("since long ago (1 and 2 were dropped): %+v", got)
 		}
@@ -178,7 +178,7 @@ func Run(t *testing.T, f Factory) {
 			t.Fatalf("after TTL: %v", offsets(items))
 		}
 		var got broker.Recovery
-		_ = b.Subscribe("ttl", &broker.Since{Offset: 1, Epoch: res.Epoch}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe("ttl", broker.SubscribeOptions{Since: &broker.Since{Offset: 1, Epoch: res.Epoch}}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Recovered {
 			t.Fatalf("offset 2 expired, yet recovered: %+v", got)
 		}
@@ -232,7 +232,7 @@ func Run(t *testing.T, f Factory) {
 			}()
 		}
 		time.Sleep(time.Millisecond)
-		err := b.Subscribe("race", &broker.Since{Offset: first.Offset, Epoch: first.Epoch}, func(r broker.Recovery) error {
+		err := b.Subscribe("race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if !r.Recovered {

@@ -252,11 +252,15 @@ func (s *stream) recover(since broker.Since, now time.Time) broker.Recovery {
 // no publication can slip between the replay and the live stream: join must
 // add the subscriber to the live fan-out and queue the replay before it
 // returns. join's error is returned.
-func (b *Broker) Subscribe(channel string, since *broker.Since, join func(broker.Recovery) error) error {
+func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
 	s := b.lock(channel)
 	defer s.mu.Unlock()
 	now := b.now()
 	s.touched = now
+	if o.History.Size > 0 {
+		s.opts = o.History
+	}
+	since := o.Since
 	if since == nil {
 		s.trim(now)
 		return join(broker.Recovery{Position: broker.Position{Offset: s.offset, Epoch: s.epoch}})
@@ -319,7 +323,9 @@ func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 			if len(s.keys) == 0 {
 				s.keyOrder = nil
 			}
-			free := s.count == 0 && len(s.keys) == 0 && now.Sub(s.touched) >= idle && (inUse == nil || !inUse(name))
+			// A channel that keeps history keeps its epoch for the history's TTL.
+			keep := max(idle, s.opts.TTL)
+			free := s.count == 0 && len(s.keys) == 0 && now.Sub(s.touched) >= keep && (inUse == nil || !inUse(name))
 			s.dead = free
 			s.mu.Unlock()
 			if free {

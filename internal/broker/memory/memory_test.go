@@ -32,7 +32,7 @@ func TestSweepFreesIdleStreams(t *testing.T) {
 	}
 	// History lost: the channel starts a new epoch, and recovery says so.
 	var got broker.Recovery
-	_ = b.Subscribe("hist", &broker.Since{Offset: first.Offset, Epoch: first.Epoch}, func(r broker.Recovery) error { got = r; return nil })
+	_ = b.Subscribe("hist", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error { got = r; return nil })
 	if got.Recovered || got.Position.Epoch == first.Epoch || got.Position.Offset != 0 {
 		t.Fatalf("after loss: %+v", got)
 	}
@@ -45,5 +45,22 @@ func BenchmarkPublishWithHistory(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = br.Publish("bench", p, o)
+	}
+}
+
+func TestHistoryChannelKeepsEpochBeforeFirstPublication(t *testing.T) {
+	now := time.Now()
+	b := New(Options{Now: func() time.Time { return now }})
+	hist := broker.HistoryOptions{Size: 10, TTL: 5 * time.Minute}
+	var first broker.Recovery
+	_ = b.Subscribe("room", broker.SubscribeOptions{History: hist}, func(r broker.Recovery) error { first = r; return nil })
+	now = now.Add(2 * time.Minute) // longer than the idle sweep, shorter than the TTL
+	b.Sweep(time.Minute, nil)
+	_, _ = b.Publish("room", broker.Publication{}, broker.PublishOptions{History: hist})
+	var got broker.Recovery
+	since := broker.Since{Offset: first.Position.Offset, Epoch: first.Position.Epoch}
+	_ = b.Subscribe("room", broker.SubscribeOptions{Since: &since, History: hist}, func(r broker.Recovery) error { got = r; return nil })
+	if !got.Recovered || len(got.Publications) != 1 {
+		t.Fatalf("recovery before any event: %+v", got)
 	}
 }
