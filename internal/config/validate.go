@@ -81,6 +81,10 @@ func (c *Config) Validate() error {
 	return validateNamespaces(c.Namespaces)
 }
 
+// ReservedPaths are the HTTP paths herald serves besides the WebSocket path.
+var ReservedPaths = []string{"/api", "/api/", "/api/publish", "/api/broadcast", "/api/send", "/api/batch",
+	"/api/disconnect", "/api/stats", "/api/channels", "/api/history", "/api/presence", "/call", "/metrics", "/healthz"}
+
 func validateWSPath(p string) error {
 	if !strings.HasPrefix(p, "/") {
 		return fmt.Errorf("invalid ws-path %q: must start with \"/\"", p)
@@ -88,10 +92,10 @@ func validateWSPath(p string) error {
 	if strings.ContainsAny(p, "?# \t\r\n") {
 		return fmt.Errorf("invalid ws-path %q: must be a plain URL path", p)
 	}
-	// Paths served by herald itself: the WebSocket path may not be one of
-	// them or lie below one of them.
-	for _, r := range []string{"/api", "/call", "/metrics", "/healthz"} {
-		if p == r || strings.HasPrefix(p, r+"/") {
+	// Paths served by herald itself. Other paths under /api/ are free (the
+	// seed-003 clients connect to /api/socket).
+	for _, r := range ReservedPaths {
+		if p == r || (!strings.HasPrefix(r, "/api") && strings.HasPrefix(p, r+"/")) {
 			return fmt.Errorf("invalid ws-path %q: conflicts with herald's %s endpoint", p, r)
 		}
 	}

@@ -234,3 +234,13 @@ func TestAppPingWithoutSubscription(t *testing.T) {
 	a.send(map[string]any{"type": "pong"})
 	a.sync()
 }
+
+// TestWSPathUnderAPI: the seed-003 clients connect to /api/socket.
+func TestWSPathUnderAPI(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.WSPath = "/api/socket"; c.InsecureQueryAuth = true })
+	c := ts.dialURL("ws://"+ts.addr+"/api/socket?userId=u1&org=42", nil)
+	c.subscribe("org:42")
+	if status, body := ts.api("GET", "/api/stats", testAPIKey, ""); status != 200 || body["clients"] != float64(1) {
+		t.Fatalf("API still served next to /api/socket: %d %v", status, body)
+	}
+}
