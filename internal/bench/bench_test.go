@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -265,5 +266,79 @@ func TestValidate(t *testing.T) {
 	}
 	if err := base.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFanoutCompressed: subscribers offer permessage-deflate, the server
+// compresses the 2000-byte compressible payloads, every delivery arrives and
+// far fewer bytes cross the wire than the payload size. Run in this process
+// and in two worker processes (the flag travels in the fleet spec).
+func TestFanoutCompressed(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			url := startServer(t, nil)
+			cfg := testConfig(url, "fanout")
+			cfg.Compress = true
+			cfg.Compressible = true
+			cfg.Payload = 2000
+			if workers > 1 {
+				cfg.Workers = workers
+				cfg.WorkerExe = os.Args[0]
+			}
+			r := run(t, cfg)
+			checkDeliveries(t, r, 50)
+			c := r.Compression
+			if c == nil || !c.Offered || c.AcceptedConns != 50 || c.CompressedFrames != r.Delivered {
+				t.Fatalf("compression %+v, delivered %d", c, r.Delivered)
+			}
+			if r.WireBytes == 0 || r.WireBytesPerDelivery > float64(cfg.Payload)/2 {
+				t.Fatalf("wire bytes %d, %.0f per delivery of a %d-byte payload", r.WireBytes, r.WireBytesPerDelivery, cfg.Payload)
+			}
+			if r.MessageBytesPerDelivery < float64(cfg.Payload) {
+				t.Fatalf("inflated message %.0f bytes per delivery, payload %d", r.MessageBytesPerDelivery, cfg.Payload)
+			}
+		})
+	}
+}
+
+// TestFanoutWireBytesUncompressed: without --compress every delivery costs at
+// least the payload on the wire.
+func TestFanoutWireBytesUncompressed(t *testing.T) {
+	url := startServer(t, nil)
+	cfg := testConfig(url, "fanout")
+	cfg.Compressible = true
+	cfg.Payload = 2000
+	r := run(t, cfg)
+	checkDeliveries(t, r, 50)
+	if r.Compression != nil {
+		t.Fatalf("compression reported without --compress: %+v", r.Compression)
+	}
+	if r.WireBytesPerDelivery < float64(cfg.Payload) || r.WireBytesPerDelivery < r.MessageBytesPerDelivery {
+		t.Fatalf("wire bytes %.0f per delivery, message %.0f, payload %d", r.WireBytesPerDelivery, r.MessageBytesPerDelivery, cfg.Payload)
+	}
+}
+
+// TestCompressRefused: a server started without compression declines the
+// offer; the run still measures, uncompressed, and says so.
+func TestCompressRefused(t *testing.T) {
+	url := startServer(t, func(c *config.Config) { c.Compression = false })
+	cfg := testConfig(url, "fanout")
+	cfg.Compress = true
+	cfg.Compressible = true
+	cfg.Payload = 2000
+	var out strings.Builder
+	r, err := Run(t.Context(), cfg, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDeliveries(t, r, 50)
+	if c := r.Compression; c == nil || c.AcceptedConns != 0 || c.CompressedFrames != 0 {
+		t.Fatalf("compression %+v", c)
+	}
+	if r.WireBytesPerDelivery < float64(cfg.Payload) {
+		t.Fatalf("wire bytes %.0f per delivery", r.WireBytesPerDelivery)
+	}
+	if !strings.Contains(out.String(), "NOT accepted") || !strings.Contains(strings.Join(r.Notes, "\n"), "did NOT accept") {
+		t.Fatalf("refusal not reported:\n%s", out.String())
 	}
 }

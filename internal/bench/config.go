@@ -50,6 +50,14 @@ type Config struct {
 	Rate float64
 	// Payload is the size of each publication's data in bytes.
 	Payload int
+	// Compressible fills the payload with JSON-like records (repeated keys,
+	// enumerated values, pseudo-random ids and numbers) that deflate to
+	// a quarter to a third, instead of a run of 'x' (see appendCompressible).
+	Compressible bool
+	// Compress makes subscribers offer permessage-deflate (RFC 7692) with no
+	// context takeover and inflate compressed deliveries; the report says
+	// whether the server accepted it.
+	Compress bool
 	// Duration is how long to publish.
 	Duration time.Duration
 	// Grace is how long to wait for outstanding deliveries after publishing.

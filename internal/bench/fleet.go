@@ -35,6 +35,7 @@ type fleetSpec struct {
 	Channel        string        `json:"channel"`
 	GroupSize      int           `json:"group_size"`
 	ConnectTimeout time.Duration `json:"connect_timeout"`
+	Compress       bool          `json:"compress,omitempty"` // offer permessage-deflate
 	// Recovery: connections drop and resubscribe with "since".
 	DropEvery time.Duration `json:"drop_every,omitempty"`
 	DropDown  time.Duration `json:"drop_down,omitempty"`
@@ -93,6 +94,14 @@ type fleetResult struct {
 	Unparsed        uint64                 `json:"unparsed,omitempty"`
 	CPUSeconds      float64                `json:"cpu_seconds"`
 	Recovery        recoveryStats          `json:"recovery"`
+	// Bytes of the frames read after subscribing (header + payload as on
+	// the wire), inflated sizes of the message frames, frames that came
+	// compressed, and connections on which the server accepted
+	// permessage-deflate.
+	WireBytes        uint64 `json:"wire_bytes"`
+	MessageBytes     uint64 `json:"message_bytes"`
+	CompressedFrames uint64 `json:"compressed_frames"`
+	DeflateConns     int    `json:"deflate_conns"`
 }
 
 // recoveryStats counts what the recovery scenario's reconnects saw.
@@ -135,6 +144,11 @@ type bconn struct {
 	first  int64 // unix ns of the first and last delivery
 	last   int64
 
+	// Owned by the reader goroutine: see fleetResult.
+	wire       uint64
+	msgBytes   uint64
+	compressed uint64
+
 	// recovery
 	down     bool // reconnecting (guarded by localFleet.mu)
 	offset   uint64
@@ -160,6 +174,7 @@ type localFleet struct {
 	deliv [histShards]paddedCounter
 
 	connected atomic.Int64
+	deflated  atomic.Int64 // connections with permessage-deflate accepted
 	connErrs  atomic.Int64
 	dropped   atomic.Int64
 	stopping  atomic.Bool
@@ -238,7 +253,7 @@ func (f *localFleet) connect(ctx context.Context) error {
 func (f *localFleet) connectOne(ctx context.Context, i int) {
 	idx := f.spec.First + i
 	start := time.Now()
-	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()))
+	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
 	if err != nil {
 		f.connectFailed(err)
 		return
@@ -261,6 +276,9 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 	f.readers.Add(1)
 	f.mu.Unlock()
 	f.connected.Add(1)
+	if c.deflate {
+		f.deflated.Add(1)
+	}
 	go f.readLoop(bc)
 }
 
@@ -339,6 +357,7 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 			return fmt.Errorf("subscribe refused: %s", stringField(p, "code"))
 		case "message":
 			// A publication racing a resubscribe (recovery): account for it.
+			bc.countFrame(p)
 			f.onMessage(bc, p)
 		}
 	}
@@ -378,6 +397,8 @@ func classifyErr(err error) string {
 		return "timeout"
 	case errors.Is(err, errNotLoopback):
 		return "not loopback"
+	case errors.Is(err, errContextTakeover):
+		return "deflate context takeover"
 	}
 	s := err.Error()
 	if strings.HasPrefix(s, "subscribe refused") || strings.HasPrefix(s, "first frame") || strings.HasPrefix(s, "closed by server") {
@@ -405,8 +426,13 @@ func (f *localFleet) readLoop(bc *bconn) {
 			f.drop(bc, "read: "+shortErr(err))
 			return
 		}
+		bc.wire += uint64(bc.ws.lastWire)
 		switch op {
 		case ws.OpText:
+			bc.msgBytes += uint64(len(p))
+			if bc.ws.lastCompressed {
+				bc.compressed++
+			}
 			f.onMessage(bc, p)
 		case ws.OpPing:
 			_ = bc.ws.writeFrame(ws.OpPong, p)
@@ -422,6 +448,16 @@ func (f *localFleet) readLoop(bc *bconn) {
 			f.drop(bc, "close "+strconv.Itoa(code))
 			return
 		}
+	}
+}
+
+// countFrame adds a text frame read outside readLoop (during a recovery
+// resubscribe) to the connection's byte counts.
+func (bc *bconn) countFrame(p []byte) {
+	bc.wire += uint64(bc.ws.lastWire)
+	bc.msgBytes += uint64(len(p))
+	if bc.ws.lastCompressed {
+		bc.compressed++
 	}
 }
 
@@ -521,6 +557,7 @@ func (f *localFleet) finish(fin finishMsg) (*fleetResult, error) {
 		ConnectEndNs:   f.connectNs[1].Load(),
 		ConnectHist:    exportHist(f.conn.merged()),
 		LatencyHist:    exportHist(f.lat.merged()),
+		DeflateConns:   int(f.deflated.Load()),
 	}
 	for _, bc := range conns {
 		var pub, failed uint64
@@ -539,6 +576,9 @@ func (f *localFleet) finish(fin finishMsg) (*fleetResult, error) {
 		r.Reordered += bc.tr.reordered
 		r.Late += bc.tr.late
 		r.Unparsed += bc.unparsed
+		r.WireBytes += bc.wire
+		r.MessageBytes += bc.msgBytes
+		r.CompressedFrames += bc.compressed
 		if bc.first != 0 && (r.FirstDeliveryNs == 0 || bc.first < r.FirstDeliveryNs) {
 			r.FirstDeliveryNs = bc.first
 		}

@@ -31,7 +31,9 @@ type schedule struct {
 	streams  int
 	channel  func(stream int) string
 	payload  int
-	lanes    int
+	// compressible selects appendCompressible's data over the 'x' pad.
+	compressible bool
+	lanes        int
 	// cutoff bounds publishing: publications not sent by then are dropped
 	// from the run (a publisher far behind schedule would otherwise run on).
 	cutoff time.Duration
@@ -99,7 +101,7 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 				}
 				stream := int(i % uint64(s.streams))
 				seq := i / uint64(s.streams)
-				buf = appendPayload(buf[:0], seq, due.UnixNano(), s.payload)
+				buf = appendPayloadKind(buf[:0], seq, due.UnixNano(), s.payload, s.compressible)
 				attempted[l][stream] = seq + 1
 				counts[l][stream]++
 				if err := sinks[l].publish(ctx, s.channel(stream), buf); err != nil {
@@ -207,7 +209,7 @@ func newWSSink(ctx context.Context, t target, secret string, lane int, ttl, time
 	if err != nil {
 		return nil, err
 	}
-	c, err := dialWS(ctx, t, tok, nil, 4096, timeout, uint64(time.Now().UnixNano())+uint64(lane))
+	c, err := dialWS(ctx, t, tok, nil, 4096, timeout, uint64(time.Now().UnixNano())+uint64(lane), false)
 	if err != nil {
 		return nil, fmt.Errorf("publisher connection: %w", err)
 	}

@@ -61,7 +61,7 @@ func (f *localFleet) reconnect(bc *bconn) bool {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), f.spec.ConnectTimeout)
 	defer cancel()
-	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(start.UnixNano()))
+	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(start.UnixNano()), f.spec.Compress)
 	if err != nil {
 		f.mu.Lock()
 		f.rec.ReconnectFail++
@@ -105,7 +105,7 @@ func probeOffsets(ctx context.Context, cfg Config, t target) (bool, string, erro
 	if err != nil {
 		return false, "", err
 	}
-	c, err := dialWS(ctx, t, tok, nil, cfg.ReadBuffer, cfg.ConnectTimeout, uint64(time.Now().UnixNano()))
+	c, err := dialWS(ctx, t, tok, nil, cfg.ReadBuffer, cfg.ConnectTimeout, uint64(time.Now().UnixNano()), cfg.Compress)
 	if err != nil {
 		return false, "", err
 	}
@@ -133,7 +133,7 @@ func probeOffsets(ctx context.Context, cfg Config, t target) (bool, string, erro
 	if err != nil {
 		return false, "", err
 	}
-	data := appendPayload(nil, 0, time.Now().UnixNano(), cfg.Payload)
+	data := appendPayloadKind(nil, 0, time.Now().UnixNano(), cfg.Payload, cfg.Compressible)
 	err = sinks[0].publish(ctx, ch, data)
 	sinks[0].close()
 	if err != nil {

@@ -49,6 +49,16 @@ type Report struct {
 	Latency            *Latency       `json:"latency,omitempty"`
 	ErrorFrames        map[string]int `json:"error_frames,omitempty"`
 
+	// Bytes the subscribers read from their sockets after subscribing:
+	// every frame's header and payload as received (compressed size when
+	// compressed; TCP/IP headers not included), in total and per delivery,
+	// and the message frames' inflated size per delivery.
+	Compressible            bool         `json:"compressible_payload,omitempty"`
+	WireBytes               uint64       `json:"wire_bytes,omitempty"`
+	WireBytesPerDelivery    float64      `json:"wire_bytes_per_delivery,omitempty"`
+	MessageBytesPerDelivery float64      `json:"message_bytes_per_delivery,omitempty"`
+	Compression             *Compression `json:"compression,omitempty"` // with --compress
+
 	// Server (with --server-pid).
 	ServerPID          int     `json:"server_pid,omitempty"`
 	ServerRSSBeforeKiB int64   `json:"server_rss_before_kib,omitempty"`
@@ -66,6 +76,13 @@ type Report struct {
 
 	Recovery *recoveryStats `json:"recovery,omitempty"`
 	Notes    []string       `json:"notes,omitempty"`
+}
+
+// Compression is what came of offering permessage-deflate (--compress).
+type Compression struct {
+	Offered          bool   `json:"offered"`
+	AcceptedConns    int    `json:"accepted_conns"`    // connections on which the server accepted it
+	CompressedFrames uint64 `json:"compressed_frames"` // message frames that arrived compressed (RSV1)
 }
 
 // Write prints the report as a table, or as JSON.
@@ -105,6 +122,19 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 		row("lost/dup/reord", "%d / %d / %d%s", r.Lost, r.Duplicated, r.Reordered, lateNote(r.Late))
 		if l := r.Latency; l != nil && l.Count > 0 {
 			row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
+		}
+		if r.WireBytes > 0 {
+			row("wire bytes", "%s total, %.0f B/delivery (messages %.0f B/delivery inflated%s)", byteSize(r.WireBytes), r.WireBytesPerDelivery, r.MessageBytesPerDelivery, payloadKind(r.Compressible))
+		}
+	}
+	if c := r.Compression; c != nil {
+		switch {
+		case r.Connected == 0:
+			row("compression", "permessage-deflate offered (no connection was made)")
+		case c.AcceptedConns == 0:
+			row("compression", "permessage-deflate offered, NOT accepted by the server")
+		default:
+			row("compression", "permessage-deflate accepted on %d/%d connections; %d message frames arrived compressed", c.AcceptedConns, r.Connected, c.CompressedFrames)
 		}
 	}
 	if len(r.ErrorFrames) > 0 {
@@ -152,6 +182,26 @@ func ms(v float64) string {
 		return fmt.Sprintf("%.1fms", v)
 	default:
 		return fmt.Sprintf("%.3fms", v)
+	}
+}
+
+func payloadKind(compressible bool) string {
+	if compressible {
+		return "; compressible payload"
+	}
+	return ""
+}
+
+func byteSize(v uint64) string {
+	switch {
+	case v >= 10<<30:
+		return fmt.Sprintf("%.1f GiB", float64(v)/(1<<30))
+	case v >= 10<<20:
+		return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20))
+	case v >= 10<<10:
+		return fmt.Sprintf("%.1f KiB", float64(v)/(1<<10))
+	default:
+		return fmt.Sprintf("%d B", v)
 	}
 }
 

@@ -137,13 +137,14 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		}
 		winStart = sampleOrZero(cfg.ServerPID)
 		sched := schedule{
-			count:    cfg.publications(),
-			interval: time.Duration(float64(time.Second) / cfg.Rate),
-			streams:  cfg.streams(),
-			channel:  channelFunc(cfg),
-			payload:  cfg.Payload,
-			lanes:    cfg.Publishers,
-			cutoff:   cfg.Duration + cfg.Grace,
+			count:        cfg.publications(),
+			interval:     time.Duration(float64(time.Second) / cfg.Rate),
+			streams:      cfg.streams(),
+			channel:      channelFunc(cfg),
+			payload:      cfg.Payload,
+			compressible: cfg.Compressible,
+			lanes:        cfg.Publishers,
+			cutoff:       cfg.Duration + cfg.Grace,
 		}
 		pub = runSchedule(ctx, sched, sinks)
 		stopDropper()
@@ -258,6 +259,15 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			end := max(m.LastDeliveryNs, pub.end.UnixNano())
 			r.DeliveriesPerSec = float64(m.Delivered) / time.Duration(end-pub.start.UnixNano()).Seconds()
 		}
+		r.Compressible = cfg.Compressible
+		r.WireBytes = m.WireBytes
+		if m.Delivered > 0 {
+			r.WireBytesPerDelivery = float64(m.WireBytes) / float64(m.Delivered)
+			r.MessageBytesPerDelivery = float64(m.MessageBytes) / float64(m.Delivered)
+		}
+		if cfg.Compress && !cfg.Compressible && cfg.Payload >= 512 {
+			r.Notes = append(r.Notes, "--compress without --compressible: the default pad is a run of 'x', which deflates unrealistically well")
+		}
 		if cfg.Publishers > 1 && m.Reordered > 0 {
 			r.Notes = append(r.Notes, "with --publishers > 1, publications of different lanes may reach the server out of order: reordering is expected")
 		}
@@ -265,6 +275,15 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	if cfg.Scenario == "recovery" {
 		rc := m.Recovery
 		r.Recovery = &rc
+	}
+	if cfg.Compress {
+		r.Compression = &Compression{Offered: true, AcceptedConns: m.DeflateConns, CompressedFrames: m.CompressedFrames}
+		switch {
+		case m.Connected > 0 && m.DeflateConns == 0:
+			r.Notes = append(r.Notes, "the server did NOT accept permessage-deflate (offered with --compress): every delivery was uncompressed")
+		case m.DeflateConns < m.Connected:
+			r.Notes = append(r.Notes, fmt.Sprintf("the server accepted permessage-deflate on only %d of %d connections", m.DeflateConns, m.Connected))
+		}
 	}
 	if cfg.ServerPID != 0 && !winStart.at.IsZero() && !winEnd.at.IsZero() {
 		cpu := winEnd.cpu - winStart.cpu
@@ -316,6 +335,7 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		Channel:        cfg.Channel,
 		GroupSize:      cfg.GroupSize,
 		ConnectTimeout: cfg.ConnectTimeout,
+		Compress:       cfg.Compress,
 	}
 	if cfg.Scenario == "recovery" {
 		spec.DropEvery, spec.DropDown = cfg.DropEvery, cfg.DropDown
@@ -543,6 +563,10 @@ func mergeResults(rs []*fleetResult) fleetResult {
 		}
 		m.LastDeliveryNs = max(m.LastDeliveryNs, r.LastDeliveryNs)
 		m.CPUSeconds += r.CPUSeconds
+		m.WireBytes += r.WireBytes
+		m.MessageBytes += r.MessageBytes
+		m.CompressedFrames += r.CompressedFrames
+		m.DeflateConns += r.DeflateConns
 		lat.Merge(importHist(r.LatencyHist))
 		con.Merge(importHist(r.ConnectHist))
 		m.Recovery.OffsetsSeen += r.Recovery.OffsetsSeen

@@ -14,7 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 )
 
 // maxFrame bounds a frame the generator accepts from the server.
@@ -111,13 +113,23 @@ func loopbackDialer(local net.IP, timeout time.Duration) func(ctx context.Contex
 // wsConn is a client WebSocket connection with a lean reader: frames are read
 // with ws.ReadHeaderBuffer into a per-connection header buffer and payloads
 // are returned as views into the bufio.Reader's buffer, so reading a frame
-// allocates nothing.
+// allocates nothing. With permessage-deflate negotiated (deflate), frames
+// with RSV1 set are inflated into a pooled buffer (see inflater); frames
+// without it stay on the fast path.
 type wsConn struct {
 	nc      net.Conn
 	br      *bufio.Reader
 	hdr     []byte // ws.ReadHeaderBuffer's buffer (12 bytes)
 	pending int    // bytes of the last frame still to discard from br
 	scratch []byte // payloads larger than br's buffer
+
+	deflate bool      // permessage-deflate (no context takeover) negotiated
+	inf     *inflater // holds the last inflated payload until the next readFrame
+
+	// Set by every successful readFrame: the frame's size on the wire
+	// (header + payload as received) and whether it was compressed.
+	lastWire       int
+	lastCompressed bool
 
 	wmu  sync.Mutex
 	wbuf []byte
@@ -148,8 +160,21 @@ func (e *dialError) Error() string {
 
 func (e *dialError) Unwrap() error { return e.err }
 
-// dialWS opens a WebSocket to t with a bearer token.
-func dialWS(ctx context.Context, t target, token string, local net.IP, readBuf int, timeout time.Duration, seed uint64) (*wsConn, error) {
+// deflateParams is what the generator offers with --compress: permessage-deflate
+// without context takeover in either direction, so every compressed message
+// inflates on its own (and the server can compress a publication once for
+// all its subscribers).
+var deflateParams = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
+
+// errContextTakeover refuses a server that accepted permessage-deflate but
+// kept its compression context: the bench's stateless inflater cannot
+// decode that.
+var errContextTakeover = errors.New("server accepted permessage-deflate without server_no_context_takeover")
+
+// dialWS opens a WebSocket to t with a bearer token. With compress it offers
+// permessage-deflate (no context takeover); whether the server accepted it
+// is in the connection's deflate field.
+func dialWS(ctx context.Context, t target, token string, local net.IP, readBuf int, timeout time.Duration, seed uint64, compress bool) (*wsConn, error) {
 	var status int
 	var body string
 	d := ws.Dialer{
@@ -171,22 +196,57 @@ func dialWS(ctx context.Context, t target, token string, local net.IP, readBuf i
 	if token != "" {
 		d.Header = ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n")
 	}
-	nc, br, _, err := d.Dial(ctx, t.wsURL)
+	if compress {
+		d.Extensions = []httphead.Option{deflateParams.Option()}
+	}
+	nc, br, hs, err := d.Dial(ctx, t.wsURL)
 	if err != nil {
 		return nil, &dialError{status: status, body: body, err: err}
 	}
-	return newWSConn(nc, br, readBuf, seed), nil
+	c := newWSConn(nc, br, readBuf, seed)
+	if compress {
+		if c.deflate, err = deflateAccepted(hs.Extensions); err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// deflateAccepted reports whether the handshake response accepted
+// permessage-deflate, and fails when it did so with parameters the reader
+// cannot honour.
+func deflateAccepted(exts []httphead.Option) (bool, error) {
+	for _, opt := range exts {
+		if string(opt.Name) != wsflate.ExtensionName {
+			continue
+		}
+		var p wsflate.Parameters
+		if err := p.Parse(opt); err != nil {
+			return false, err
+		}
+		if !p.ServerNoContextTakeover {
+			return false, errContextTakeover
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 // readFrame returns the next frame. The payload is valid until the next call.
 // Fragmented messages are not expected from herald (one message, one frame)
 // and are reported as an error.
+// Compressed frames (RSV1, permessage-deflate) are returned inflated.
 func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
 	if c.pending > 0 {
 		if _, err := c.br.Discard(c.pending); err != nil {
 			return 0, nil, err
 		}
 		c.pending = 0
+	}
+	if c.inf != nil {
+		inflaters.Put(c.inf)
+		c.inf = nil
 	}
 	h, err := ws.ReadHeaderBuffer(c.br, c.hdr)
 	if err != nil {
@@ -201,21 +261,38 @@ func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
 	if h.Length > maxFrame {
 		return 0, nil, fmt.Errorf("frame of %d bytes exceeds %d", h.Length, maxFrame)
 	}
+	rsv1, rsv2, rsv3 := ws.RsvBits(h.Rsv)
+	switch {
+	case rsv2 || rsv3:
+		return 0, nil, errors.New("protocol error: RSV2/RSV3 set by server")
+	case rsv1 && !c.deflate:
+		return 0, nil, errors.New("protocol error: compressed (RSV1) frame without negotiated permessage-deflate")
+	case rsv1 && h.OpCode.IsControl():
+		return 0, nil, wsflate.ErrUnexpectedCompressionBit
+	}
 	n := int(h.Length)
+	c.lastWire, c.lastCompressed = ws.HeaderSize(h)+n, rsv1
+	var p []byte
 	if n <= c.br.Size() {
-		p, err := c.br.Peek(n)
-		if err != nil {
+		if p, err = c.br.Peek(n); err != nil {
 			return 0, nil, err
 		}
 		c.pending = n
+	} else {
+		if cap(c.scratch) < n {
+			c.scratch = make([]byte, n)
+		}
+		p = c.scratch[:n]
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			return 0, nil, err
+		}
+	}
+	if !rsv1 {
 		return h.OpCode, p, nil
 	}
-	if cap(c.scratch) < n {
-		c.scratch = make([]byte, n)
-	}
-	p := c.scratch[:n]
-	if _, err := io.ReadFull(c.br, p); err != nil {
-		return 0, nil, err
+	c.inf = inflaters.Get().(*inflater)
+	if p, err = c.inf.inflate(p, maxFrame); err != nil {
+		return 0, nil, fmt.Errorf("inflate: %w", err)
 	}
 	return h.OpCode, p, nil
 }
