@@ -135,6 +135,13 @@ func (c *Client) Send(frame []byte) bool {
 		c.afterBeginClose(true)
 		return false
 	}
+	c.appendAndUnlock(frame)
+	return true
+}
+
+// appendAndUnlock queues frame, releases c.mu and makes sure a writer will
+// flush the queue. c.mu must be held.
+func (c *Client) appendAndUnlock(frame []byte) {
 	c.queue = append(c.queue, frame)
 	c.queuedBytes += len(frame)
 	start := !c.writing
@@ -143,7 +150,6 @@ func (c *Client) Send(frame []byte) bool {
 	if start {
 		c.hub.writers.schedule(c)
 	}
-	return true
 }
 
 // SendFrame queues the variant of f (compressed or not) that suits c; see Send.
@@ -184,14 +190,7 @@ func (c *Client) sendControl(frame []byte) {
 		c.mu.Unlock()
 		return
 	}
-	c.queue = append(c.queue, frame)
-	c.queuedBytes += len(frame)
-	start := !c.writing
-	c.writing = true
-	c.mu.Unlock()
-	if start {
-		c.hub.writers.schedule(c)
-	}
+	c.appendAndUnlock(frame)
 }
 
 // Pong queues a pong control frame answering a client ping.
@@ -281,21 +280,29 @@ func (c *Client) writeLoop() {
 		}
 		batch := c.takeLocked()
 		c.mu.Unlock()
-
-		c.writeStart.Store(time.Now().UnixNano())
-		bufs := net.Buffers(batch)
-		n, err := bufs.WriteTo(c.nc)
-		c.writeStart.Store(0)
-		c.hub.metrics.BytesOut.Add(float64(n))
-		if err != nil {
-			c.failWrite(batch)
+		if !c.blockingWrite(batch, net.Buffers(batch)) {
 			return
 		}
-		c.hub.metrics.MessagesOut.Add(float64(len(batch)))
-		c.mu.Lock()
-		c.recycleLocked(batch)
-		c.mu.Unlock()
 	}
+}
+
+// blockingWrite writes bufs (what is left of batch) in blocking mode,
+// tracked by the sweeper's stuck-write check. On failure it ends the
+// connection and reports false.
+func (c *Client) blockingWrite(batch [][]byte, bufs net.Buffers) bool {
+	c.writeStart.Store(time.Now().UnixNano())
+	n, err := bufs.WriteTo(c.nc)
+	c.writeStart.Store(0)
+	c.hub.metrics.BytesOut.Add(float64(n))
+	if err != nil {
+		c.failWrite(batch)
+		return false
+	}
+	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
+	c.mu.Lock()
+	c.recycleLocked(batch)
+	c.mu.Unlock()
+	return true
 }
 
 // finishClose writes the close frame, half-closes the socket and gives the

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -247,17 +246,7 @@ func (c *Client) writeRest(batch [][]byte, n int) {
 	if len(bufs) > 0 {
 		bufs[0] = bufs[0][n:]
 	}
-	c.writeStart.Store(time.Now().UnixNano())
-	m, err := bufs.WriteTo(c.nc)
-	c.writeStart.Store(0)
-	c.hub.metrics.BytesOut.Add(float64(m))
-	if err != nil {
-		c.failWrite(batch)
-		return
+	if c.blockingWrite(batch, bufs) {
+		c.writeLoop()
 	}
-	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
-	c.mu.Lock()
-	c.recycleLocked(batch)
-	c.mu.Unlock()
-	c.writeLoop()
 }
