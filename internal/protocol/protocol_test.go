@@ -20,6 +20,11 @@ var seedFrames = []string{
 	`{"type":"message","channel":"org:42","data":[1,2,3],"id":17}`,
 	`{"type":"ping","id":"abc"}`,
 	`  {"type":"subscribe","channel":"documents","id":-1.5}`,
+	`{"type":"subscribe","channel":"org:42","since":{"offset":120,"epoch":"9f2c1a7b3e10"},"events":["message","metrics"]}`,
+	`{"type":"subscribe","channel":"org:42","since":{"time":"2026-11-22T08:00:00Z"}}`,
+	`{"type":"history","channel":"org:42","limit":2,"id":7}`,
+	`{"type":"presence","channel":"org:42"}`,
+	`{"type":"message","channel":"org:42","event":"metrics","idempotencyKey":"job-17","data":1}`,
 }
 
 func TestDecodeCommand(t *testing.T) {
@@ -101,6 +106,9 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cmd, err := DecodeCommand(b)
+		if err == nil {
+			err = cmd.Validate()
+		}
 		if err != nil {
 			if CodeOf(err) == CodeInternal {
 				t.Fatalf("decode error without a protocol code: %v", err)
