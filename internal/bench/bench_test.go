@@ -4,20 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herald-rt/herald/internal/config"
-	"github.com/herald-rt/herald/internal/server"
+	"github.com/herald-rt/herald/internal/server/servertest"
 )
 
 const (
-	testSecret = "bench-test-secret-0123456789"
-	testAPIKey = "bench-test-api-key-0123456789"
+	testSecret = servertest.Secret
+	testAPIKey = servertest.APIKey
 )
 
 // TestMain lets the test binary act as a bench worker process (see
@@ -36,37 +34,7 @@ func TestMain(m *testing.M) {
 // WebSocket URL.
 func startServer(t *testing.T, mutate func(*config.Config)) string {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.JWTSecret = testSecret
-	cfg.APIKeys = []string{testAPIKey}
-	cfg.ShutdownTimeout = 5 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
-	return "ws://" + ln.Addr().String() + "/ws"
+	return servertest.Start(t, mutate).WSURL()
 }
 
 func testConfig(url, scenario string) Config {

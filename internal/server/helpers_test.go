@@ -2,15 +2,12 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,68 +17,31 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/server"
+	"github.com/herald-rt/herald/internal/server/servertest"
 )
 
 const (
-	testSecret = "test-secret-0123456789abcdef"
-	testAPIKey = "test-api-key-0123456789"
+	testSecret = servertest.Secret
+	testAPIKey = servertest.APIKey
 )
 
 // testServer is a real herald listening on a random loopback port.
 type testServer struct {
-	t      *testing.T
-	srv    *server.Server
-	addr   string
-	cancel context.CancelFunc
-	done   chan error
+	*servertest.Server
+	t    *testing.T
+	srv  *server.Server
+	addr string
 }
 
 // start runs herald with test defaults changed by mutate.
 func start(t *testing.T, mutate func(*config.Config)) *testServer {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.JWTSecret = testSecret
-	cfg.APIKeys = []string{testAPIKey}
-	cfg.ShutdownTimeout = 5 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	level := slog.LevelWarn
-	if os.Getenv("HERALD_TEST_LOG") != "" {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	srv, err := server.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{t: t, srv: srv, addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { ts.stop() })
-	return ts
+	s := servertest.Start(t, mutate)
+	return &testServer{Server: s, t: t, srv: s.Server, addr: s.Addr}
 }
 
 // stop shuts the server down and returns Serve's result.
-func (ts *testServer) stop() error {
-	ts.cancel()
-	select {
-	case err := <-ts.done:
-		ts.done <- err
-		return err
-	case <-time.After(15 * time.Second):
-		ts.t.Error("server did not shut down")
-		return nil
-	}
-}
+func (ts *testServer) stop() error { return ts.Stop() }
 
 func (ts *testServer) wsURL(query string) string {
 	u := "ws://" + ts.addr + "/ws"
