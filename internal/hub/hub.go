@@ -82,16 +82,12 @@ type subscription struct {
 	events []string
 }
 
-func (s subscription) wants(event string) bool {
-	if s.events == nil {
-		return true
-	}
-	for _, e := range s.events {
-		if e == event {
-			return true
-		}
-	}
-	return false
+func (s subscription) wants(event string) bool { return WantsEvent(s.events, event) }
+
+// WantsEvent reports whether a subscription filtering on events (nil: no
+// filter) receives a publication with event.
+func WantsEvent(events []string, event string) bool {
+	return events == nil || slices.Contains(events, event)
 }
 
 type userShard struct {
@@ -382,12 +378,13 @@ type Stats struct {
 	Clients       int
 	Users         int
 	Subscriptions int
-	Channels      []ChannelStat // sorted by name
+	NumChannels   int           // channels with subscribers
+	Channels      []ChannelStat // sorted by name; only with Stats(true)
 }
 
 // Stats returns a snapshot. Channels are listed only when withChannels is set.
 func (h *Hub) Stats(withChannels bool) Stats {
-	st := Stats{Clients: int(h.numClients.Load()), Subscriptions: int(h.numSubs.Load())}
+	st := Stats{Clients: int(h.numClients.Load()), Subscriptions: int(h.numSubs.Load()), NumChannels: int(h.numChannels.Load())}
 	for i := range h.users {
 		s := &h.users[i]
 		s.mu.RLock()

@@ -131,13 +131,6 @@ func checkChannelName(ch string) error {
 	return nil
 }
 
-// messageFrame encodes a direct (sendToUser) message once.
-func messageFrame(ch string, data json.RawMessage) *hub.Frame {
-	return hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(80+len(ch)+len(data)), &protocol.Message{
-		Channel: ch, Data: data, Time: time.Now(),
-	}))
-}
-
 type publishRequest struct {
 	Channel        string          `json:"channel"`
 	Data           json.RawMessage `json:"data"`
@@ -174,7 +167,7 @@ func (s *Server) publish(req publishRequest) (publishResponse, error) {
 		return publishResponse{}, badRequest(protocol.CodeBadRequest, "idempotencyKey longer than 128 bytes")
 	}
 	res, err := s.broker.Publish(req.Channel, broker.Publication{Data: req.Data, Event: req.Event},
-		s.publishOptions(req.Channel, req.IdempotencyKey))
+		s.publishOptions(s.policy.Namespace(req.Channel), req.IdempotencyKey))
 	if err != nil {
 		return publishResponse{}, err
 	}
@@ -248,7 +241,7 @@ func (s *Server) sendToUser(user, ch string, data json.RawMessage) (int, error) 
 	if int64(len(data)) > s.cfg.MaxMessageBytes {
 		return 0, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
 	}
-	n := s.hub.SendToUser(user, messageFrame(ch, data))
+	n := s.hub.SendToUser(user, messageFrame(&protocol.Message{Channel: ch, Data: data, Time: time.Now()}))
 	s.metrics.Publications.WithLabelValues("api").Inc()
 	return n, nil
 }
@@ -386,9 +379,9 @@ type StatsData struct {
 
 // Stats returns the numbers behind /api/stats.
 func (s *Server) Stats() StatsData {
-	st := s.hub.Stats(true)
+	st := s.hub.Stats(false)
 	return StatsData{OK: true, Clients: st.Clients, Users: st.Users, Subscriptions: st.Subscriptions,
-		Channels: len(st.Channels), UptimeSeconds: time.Since(s.started).Seconds()}
+		Channels: st.NumChannels, UptimeSeconds: time.Since(s.started).Seconds()}
 }
 
 func (s *Server) apiStats(*http.Request) (any, error) { return s.Stats(), nil }

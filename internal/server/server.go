@@ -204,9 +204,8 @@ func (s *Server) maxReplayBytes() int { return max(minReplayBytes, int(s.cfg.Cli
 // deliver is the broker's DeliverFunc: encode the publication once and fan
 // it out to this node's subscribers.
 func (s *Server) deliver(channel string, p *broker.Publication) int {
-	frame := hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(112+len(channel)+len(p.Data)+len(p.From)+len(p.Event)), &protocol.Message{
-		Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event,
-	}))
+	m := message(channel, p)
+	frame := messageFrame(&m)
 	var exclude *hub.Client
 	if p.Origin != "" {
 		exclude = s.hub.Client(p.Origin)
@@ -214,11 +213,26 @@ func (s *Server) deliver(channel string, p *broker.Publication) int {
 	return s.hub.Publish(channel, frame, exclude, p.Event)
 }
 
-// publishOptions are the broker options for a publication to channel.
-func (s *Server) publishOptions(channel, idemKey string) broker.PublishOptions {
-	ns := s.policy.Namespace(channel)
+// messageFrame encodes a delivery once, into a frame for every recipient.
+func messageFrame(m *protocol.Message) *hub.Frame {
+	size := 112 + len(m.Channel) + len(m.Data) + len(m.From) + len(m.Event)
+	return hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(size), m))
+}
+
+// message converts a broker publication for encoding.
+func message(channel string, p *broker.Publication) protocol.Message {
+	return protocol.Message{Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event}
+}
+
+// historyOptions are a namespace's retention as the broker takes it.
+func historyOptions(ns auth.Resolved) broker.HistoryOptions {
+	return broker.HistoryOptions{Size: ns.HistorySize, TTL: ns.HistoryTTL}
+}
+
+// publishOptions are the broker options for a publication in namespace ns.
+func (s *Server) publishOptions(ns auth.Resolved, idemKey string) broker.PublishOptions {
 	return broker.PublishOptions{
-		History:           broker.HistoryOptions{Size: ns.HistorySize, TTL: ns.HistoryTTL},
+		History:           historyOptions(ns),
 		IdempotencyKey:    idemKey,
 		IdempotencyWindow: s.cfg.IdempotencyWindow,
 	}

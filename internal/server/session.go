@@ -110,15 +110,6 @@ func toSince(in *protocol.Since) *broker.Since {
 	return &broker.Since{Offset: *in.Offset, Epoch: in.Epoch}
 }
 
-// message converts a broker publication for encoding.
-func message(channel string, p *broker.Publication) protocol.Message {
-	return protocol.Message{Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event}
-}
-
-func wantsEvent(events []string, event string) bool {
-	return events == nil || slices.Contains(events, event)
-}
-
 // subscribe joins the channel's live stream — after replaying what the
 // client missed when it gives "since" — atomically with respect to
 // publications, so nothing is lost or repeated between replay and live.
@@ -134,7 +125,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 	}
 	var already bool
 	ns := s.srv.policy.Namespace(cmd.Channel)
-	opts := broker.SubscribeOptions{Since: toSince(cmd.Since), History: broker.HistoryOptions{Size: ns.HistorySize, TTL: ns.HistoryTTL}}
+	opts := broker.SubscribeOptions{Since: toSince(cmd.Since), History: historyOptions(ns)}
 	err := s.srv.broker.Subscribe(cmd.Channel, opts, func(r broker.Recovery) error {
 		var err error
 		already, err = s.srv.hub.Subscribe(s.c, cmd.Channel, cmd.Events)
@@ -148,11 +139,11 @@ func (s *session) subscribe(cmd *protocol.Command) {
 		total := 0
 		for i := len(r.Publications) - 1; i >= 0; i-- {
 			p := &r.Publications[i]
-			if !wantsEvent(cmd.Events, p.Event) {
+			if !hub.WantsEvent(cmd.Events, p.Event) {
 				continue
 			}
 			m := message(cmd.Channel, p)
-			f := hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(112+len(cmd.Channel)+len(p.Data)+len(p.From)+len(p.Event)), &m))
+			f := messageFrame(&m)
 			if total+len(f.Plain()) > s.srv.maxReplayBytes() {
 				r.Recovered = false
 				break
@@ -206,13 +197,14 @@ func (s *session) publish(cmd *protocol.Command) {
 	if !s.checkChannel(cmd, auth.OpPublish) {
 		return
 	}
+	ns := s.srv.policy.Namespace(cmd.Channel)
 	origin := s.c.ID
-	if s.srv.policy.Namespace(cmd.Channel).Echo {
+	if ns.Echo {
 		origin = ""
 	}
 	res, err := s.srv.broker.Publish(cmd.Channel, broker.Publication{
 		Data: cmd.Data, Event: cmd.Event, From: s.id.UserID, Origin: origin,
-	}, s.srv.publishOptions(cmd.Channel, cmd.IdempotencyKey))
+	}, s.srv.publishOptions(ns, cmd.IdempotencyKey))
 	if err != nil {
 		s.fail(err, cmd.Channel, cmd.ID)
 		return

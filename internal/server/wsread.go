@@ -113,8 +113,10 @@ func (s *session) drain(br *bufio.Reader) bool {
 			s.readFailed(err)
 			return false
 		}
-		_ = s.nc.SetReadDeadline(time.Time{})
+		// More bytes buffered means the next message has begun: its Peek
+		// cannot wait, so the deadline is only cleared when leaving.
 		if br.Buffered() == 0 {
+			_ = s.nc.SetReadDeadline(time.Time{})
 			return true
 		}
 	}
