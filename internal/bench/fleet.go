@@ -579,9 +579,7 @@ func (f *localFleet) finish(fin finishMsg) (*fleetResult, error) {
 		r.WireBytes += bc.wire
 		r.MessageBytes += bc.msgBytes
 		r.CompressedFrames += bc.compressed
-		if bc.first != 0 && (r.FirstDeliveryNs == 0 || bc.first < r.FirstDeliveryNs) {
-			r.FirstDeliveryNs = bc.first
-		}
+		r.FirstDeliveryNs = earliest(r.FirstDeliveryNs, bc.first)
 		r.LastDeliveryNs = max(r.LastDeliveryNs, bc.last)
 	}
 	f.mu.Lock()

@@ -548,9 +548,7 @@ func mergeResults(rs []*fleetResult) fleetResult {
 		add(&m.ConnectErrors, r.ConnectErrors)
 		add(&m.Dropped, r.Dropped)
 		add(&m.ErrorFrames, r.ErrorFrames)
-		if r.ConnectStartNs != 0 && (m.ConnectStartNs == 0 || r.ConnectStartNs < m.ConnectStartNs) {
-			m.ConnectStartNs = r.ConnectStartNs
-		}
+		m.ConnectStartNs = earliest(m.ConnectStartNs, r.ConnectStartNs)
 		m.ConnectEndNs = max(m.ConnectEndNs, r.ConnectEndNs)
 		m.Delivered += r.Delivered
 		m.Lost += r.Lost
@@ -558,9 +556,7 @@ func mergeResults(rs []*fleetResult) fleetResult {
 		m.Reordered += r.Reordered
 		m.Late += r.Late
 		m.Unparsed += r.Unparsed
-		if r.FirstDeliveryNs != 0 && (m.FirstDeliveryNs == 0 || r.FirstDeliveryNs < m.FirstDeliveryNs) {
-			m.FirstDeliveryNs = r.FirstDeliveryNs
-		}
+		m.FirstDeliveryNs = earliest(m.FirstDeliveryNs, r.FirstDeliveryNs)
 		m.LastDeliveryNs = max(m.LastDeliveryNs, r.LastDeliveryNs)
 		m.CPUSeconds += r.CPUSeconds
 		m.WireBytes += r.WireBytes
@@ -579,4 +575,15 @@ func mergeResults(rs []*fleetResult) fleetResult {
 	m.LatencyHist = exportHist(lat)
 	m.ConnectHist = exportHist(con)
 	return m
+}
+
+// earliest returns the earlier of two unix-nano times, 0 meaning unset.
+func earliest(a, b int64) int64 {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
 }

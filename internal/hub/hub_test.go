@@ -163,15 +163,25 @@ func TestConcurrentSubscribeAndGoneLeavesNothing(t *testing.T) {
 }
 
 // BenchmarkFanout measures queueing one encoded publication to N subscribers
-// and draining it through their writers.
-func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{100, 1000, 10000} {
+// and draining it through per-client writer goroutines (no Run).
+func BenchmarkFanout(b *testing.B) { benchmarkFanout(b, []int{100, 1000, 10000}, false) }
+
+// BenchmarkFanoutWriterPool is BenchmarkFanout with the writer pool running
+// (as in the server): workers flush clients' queues.
+func BenchmarkFanoutWriterPool(b *testing.B) { benchmarkFanout(b, []int{1000, 10000}, true) }
+
+func benchmarkFanout(b *testing.B, sizes []int, pool bool) {
+	for _, n := range sizes {
 		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
 			h := newTestHub(1 << 20)
-			conns := make([]*countConn, n)
+			if pool {
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { defer close(done); h.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+			}
 			for i := range n {
-				conns[i] = &countConn{}
-				c := h.NewClient(conns[i], ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+				c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
 				_ = h.Register(c)
 				_, _ = h.Subscribe(c, "bench", nil)
 			}
@@ -238,33 +248,6 @@ func TestWriterPoolDeliversInOrder(t *testing.T) {
 		h.Publish("ch", NewFrame(fmt.Appendf(NewFrameBuffer(8), "%05d", i)), nil, "")
 	}
 	wg.Wait()
-}
-
-// BenchmarkFanoutWriterPool is BenchmarkFanout with the writer pool running
-// (as in the server): workers flush clients' queues.
-func BenchmarkFanoutWriterPool(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
-			h := newTestHub(1 << 20)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { defer close(done); h.Run(ctx) }()
-			defer func() { cancel(); <-done }()
-			for i := range n {
-				c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
-				_ = h.Register(c)
-				_, _ = h.Subscribe(c, "bench", nil)
-			}
-			frame := NewFrame(append(NewFrameBuffer(100), bytes.Repeat([]byte{'x'}, 100)...))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				h.Publish("bench", frame, nil, "")
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
-		})
-	}
 }
 
 func BenchmarkDeflateFrame(b *testing.B) {
