@@ -265,21 +265,13 @@ func (c *Client) afterBeginClose(slow bool) {
 // of the pool or this loop writes a client at a time (the writing flag).
 func (c *Client) writeLoop() {
 	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			if c.state == stateClosing && c.closeFrame != nil {
-				frame := c.closeFrame
-				c.closeFrame = nil
-				c.mu.Unlock()
-				c.finishClose(frame)
-				return
+		batch, closing := c.next()
+		if batch == nil {
+			if closing != nil {
+				c.finishClose(closing)
 			}
-			c.writing = false
-			c.mu.Unlock()
 			return
 		}
-		batch := c.takeLocked()
-		c.mu.Unlock()
 		if !c.blockingWrite(batch, net.Buffers(batch)) {
 			return
 		}

@@ -112,21 +112,13 @@ func (p *writerPool) schedule(c *Client) {
 
 // flushOnce writes what c has queued without blocking the worker.
 func (c *Client) flushOnce(iov *[]syscall.Iovec) {
-	c.mu.Lock()
-	if len(c.queue) == 0 {
-		if c.state == stateClosing && c.closeFrame != nil {
-			frame := c.closeFrame
-			c.closeFrame = nil
-			c.mu.Unlock()
-			go c.finishClose(frame)
-			return
+	batch, closing := c.next()
+	if batch == nil {
+		if closing != nil {
+			go c.finishClose(closing)
 		}
-		c.writing = false
-		c.mu.Unlock()
 		return
 	}
-	batch := c.takeLocked()
-	c.mu.Unlock()
 
 	n, done, err := c.tryWritev(batch, iov)
 	c.hub.metrics.BytesOut.Add(float64(n))
@@ -150,6 +142,23 @@ func (c *Client) flushOnce(iov *[]syscall.Iovec) {
 	if more {
 		c.hub.writers.schedule(c)
 	}
+}
+
+// next is a writer's next step: the queued frames to write, or else the
+// close frame to send last (the caller then finishes the close), or else
+// nothing, in which case the client is no longer being written.
+func (c *Client) next() (batch [][]byte, closing []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) > 0 {
+		return c.takeLocked(), nil
+	}
+	if c.state == stateClosing && c.closeFrame != nil {
+		closing, c.closeFrame = c.closeFrame, nil
+		return nil, closing
+	}
+	c.writing = false
+	return nil, nil
 }
 
 // takeLocked removes and returns everything queued. c.mu must be held.
