@@ -221,17 +221,26 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if len(token) > maxTokenLen {
 		return Identity{}, fmt.Errorf("%w: token longer than %d bytes", ErrMalformed, maxTokenLen)
 	}
-	claims := jwt.MapClaims{}
-	t, err := v.parser.ParseWithClaims(token, claims, v.key)
+	var c claims
+	t, err := v.parser.ParseWithClaims(token, &c, v.key)
+	if errors.Is(err, errClaimType) {
+		// golang-jwt decodes the claims before it checks the signature; parse
+		// again untyped so a forged token is still reported as one.
+		if t2, err2 := v.parser.ParseWithClaims(token, jwt.MapClaims{}, v.key); err2 != nil {
+			t, err = t2, err2
+		}
+	}
 	if err != nil {
 		return Identity{}, v.classify(t, err)
 	}
-	return identityFromClaims(claims)
+	return identityFromClaims(&c)
 }
 
 // classify wraps a jwt parse error in the matching sentinel.
 func (v *Verifier) classify(t *jwt.Token, err error) error {
 	switch {
+	case errors.Is(err, errClaimType):
+		return fmt.Errorf("%w: %w", ErrClaims, err)
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	case errors.Is(err, jwt.ErrTokenUnverifiable), errors.Is(err, jwt.ErrTokenSignatureInvalid):
@@ -257,68 +266,22 @@ func (v *Verifier) classify(t *jwt.Token, err error) error {
 }
 
 // identityFromClaims checks the herald claims of an already verified token.
-func identityFromClaims(c jwt.MapClaims) (Identity, error) {
-	var id Identity
-	var err error
-	if id.UserID, err = stringClaim(c, "sub"); err != nil {
-		return Identity{}, err
-	}
-	if id.UserID == "" {
+func identityFromClaims(c *claims) (Identity, error) {
+	if c.Sub == "" {
 		return Identity{}, fmt.Errorf("%w: missing sub", ErrClaims)
 	}
-	if id.Role, err = stringClaim(c, "role"); err != nil {
-		return Identity{}, err
-	}
-	if id.OrgID, err = stringClaim(c, "org"); err != nil {
-		return Identity{}, err
-	}
-	if id.Channels, err = stringsClaim(c, "channels"); err != nil {
-		return Identity{}, err
-	}
-	exp, err := c.GetExpirationTime()
-	if err != nil || exp == nil {
+	exp := c.Exp.date()
+	if exp == nil {
 		// Unreachable after validation with WithExpirationRequired.
 		return Identity{}, fmt.Errorf("%w: missing exp", ErrClaims)
 	}
-	id.ExpiresAt = exp.Time
-	return id, nil
-}
-
-// stringClaim returns claim name as a string; "" when absent or null.
-func stringClaim(c jwt.MapClaims, name string) (string, error) {
-	raw, ok := c[name]
-	if !ok || raw == nil {
-		return "", nil
-	}
-	s, ok := raw.(string)
-	if !ok {
-		return "", fmt.Errorf("%w: %s must be a string", ErrClaims, name)
-	}
-	return s, nil
-}
-
-// stringsClaim returns claim name as a []string; nil when absent or null.
-func stringsClaim(c jwt.MapClaims, name string) ([]string, error) {
-	raw, ok := c[name]
-	if !ok || raw == nil {
-		return nil, nil
-	}
-	list, ok := raw.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s must be an array of strings", ErrClaims, name)
-	}
-	if len(list) == 0 {
-		return nil, nil
-	}
-	out := make([]string, len(list))
-	for i, e := range list {
-		s, ok := e.(string)
-		if !ok {
-			return nil, fmt.Errorf("%w: %s must be an array of strings", ErrClaims, name)
-		}
-		out[i] = s
-	}
-	return out, nil
+	return Identity{
+		UserID:    string(c.Sub),
+		Role:      string(c.Role),
+		OrgID:     string(c.Org),
+		Channels:  c.Channels,
+		ExpiresAt: exp.Time,
+	}, nil
 }
 
 // Mint returns an HS256 token for id signed with secret, valid for ttl from

@@ -251,6 +251,31 @@ func TestVerifyMinimalClaims(t *testing.T) {
 	}
 }
 
+// TestVerifyTypedClaimsDecoding covers the typed claims decoder's slow paths:
+// escaped strings, fractional dates, and a wrong-typed claim in a token whose
+// signature is also wrong (still reported as a bad signature).
+func TestVerifyTypedClaimsDecoding(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	exp := time.Now().Add(time.Hour).Unix()
+	raw := fmt.Sprintf(`{"sub":"u\"1\u00e9","exp":%d.5,"role":"a\/b","channels":["c\u0068at","docs:*"]}`, exp)
+	id, err := v.Verify(hs256Raw(t, `{"alg":"HS256"}`, raw))
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if id.UserID != "u\"1é" || id.Role != "a/b" || len(id.Channels) != 2 || id.Channels[0] != "chat" || id.Channels[1] != "docs:*" {
+		t.Errorf("Verify = %+v", id)
+	}
+	if want := time.Unix(exp, 0); !id.ExpiresAt.Equal(want) { // jwt.TimePrecision: seconds
+		t.Errorf("ExpiresAt = %v, want %v", id.ExpiresAt, want)
+	}
+
+	forged := hs256Raw(t, `{"alg":"HS256"}`, fmt.Sprintf(`{"sub":"u1","exp":%d,"role":7}`, exp))
+	forged = forged[:len(forged)-4] + "AAAA"
+	if _, err := v.Verify(forged); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("forged token with a numeric role: %v, want ErrBadSignature", err)
+	}
+}
+
 func TestVerifyErrors(t *testing.T) {
 	k := keys()
 	now := time.Now()
