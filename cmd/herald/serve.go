@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 
@@ -26,7 +25,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := server.Listen(ctx, cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"net"
 	"slices"
 	"strconv"
@@ -113,6 +114,33 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 	c.lastPing.Store(now.UnixNano())
 	return c
 }
+
+// Greet writes prefix (the handshake response) and frame (the first message)
+// to the connection in one system call. It must be called before Register,
+// while nothing else can write to the connection; the write is bounded by
+// greetTimeout.
+func (c *Client) Greet(prefix, frame []byte) error {
+	c.mu.Lock()
+	registered := c.registered
+	c.mu.Unlock()
+	if registered {
+		return errors.New("hub: Greet after Register")
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(greetTimeout))
+	bufs := net.Buffers{prefix, frame}
+	n, err := bufs.WriteTo(c.nc)
+	_ = c.nc.SetWriteDeadline(time.Time{})
+	c.hub.metrics.BytesOut.Add(float64(n))
+	if err != nil {
+		return err
+	}
+	c.hub.metrics.MessagesOut.Inc()
+	return nil
+}
+
+// greetTimeout bounds Greet's write: a new connection's socket buffer is
+// empty, so only a peer that is gone can hold it up.
+const greetTimeout = 10 * time.Second
 
 // Touch records that a frame arrived from the client.
 func (c *Client) Touch() { c.lastRead.Store(time.Now().UnixNano()) }

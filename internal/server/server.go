@@ -254,6 +254,15 @@ func (s *Server) announce(typ, channel string, c *hub.Client) {
 	s.hub.Announce(channel, hub.NewFrame(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID)), c)
 }
 
+// Listen opens the server's TCP listener. Accepted connections get no TCP
+// keep-alive: WebSocket connections are checked by herald's own pings and
+// idle HTTP connections by the server's idle timeout, and turning it on
+// costs four setsockopt calls per accepted connection.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
 // serveDebug serves net/http/pprof on its own listener, never on the public port.
 func (s *Server) serveDebug(addr string) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)

@@ -133,3 +133,57 @@ func TestProtocolViolationCloses1002(t *testing.T) {
 		t.Fatalf("close code %d, want 1002", code)
 	}
 }
+
+// TestHandshakeAndConnectedInOneWrite: the 101 response and the connected
+// frame leave in one write, so one read on loopback returns both.
+func TestHandshakeAndConnectedInOneWrite(t *testing.T) {
+	ts := start(t, nil)
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := fmt.Sprintf("GET /ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", url.QueryEscape(token(t, "greet", "")), ts.addr)
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, rest, ok := bytes.Cut(buf[:n], []byte("\r\n\r\n"))
+	if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 101 ")) {
+		t.Fatalf("first read is not a complete 101 response: %q", buf[:n])
+	}
+	if m := readJSON(t, bufio.NewReader(bytes.NewReader(rest))); m["type"] != "connected" || m["userId"] != "greet" {
+		t.Fatalf("first read did not carry the connected frame: %v", m)
+	}
+}
+
+// TestBadUpgradeGetsHTTPError: a handshake the upgrader refuses (here an
+// unsupported WebSocket version) is answered with its HTTP error, not a
+// silent close.
+func TestBadUpgradeGetsHTTPError(t *testing.T) {
+	ts := start(t, nil)
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := fmt.Sprintf("GET /ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", url.QueryEscape(token(t, "old", "")), ts.addr)
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusUpgradeRequired {
+		t.Fatalf("status %d, want 426", resp.StatusCode)
+	}
+}

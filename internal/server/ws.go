@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -50,17 +51,19 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ext *wsflate.Extension
-	up := ws.HTTPUpgrader{Timeout: 10 * time.Second}
+	var up ws.HTTPUpgrader // writes only to hw's buffer: no timeout needed
 	if s.cfg.Compression {
 		// No context takeover either way: nothing to keep per connection, and
 		// each publication can be compressed once for every subscriber.
 		ext = &wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
 		up.Negotiate = ext.Negotiate
 	}
-	nc, rw, _, err := up.Upgrade(r, w)
+	hw := &holdResponse{ResponseWriter: w}
+	nc, rw, _, err := up.Upgrade(r, hw)
 	if err != nil {
 		s.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
 		if nc != nil {
+			hw.flushTo(nc) // the upgrader's error response
 			_ = nc.Close()
 		}
 		return
@@ -86,18 +89,26 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.RateLimit > 0 {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
 	}
-	if err := s.hub.Register(c); err != nil {
-		c.Close(protocol.CloseGoingAway, "server shutting down")
-		return
-	}
-	c.Send(hub.Seal(protocol.AppendConnected(hub.NewFrameBuffer(160), &protocol.Connected{
+	// The 101 response and the connected frame leave in one system call,
+	// before the client is registered, so nothing can be queued ahead of
+	// connected.
+	connected := hub.Seal(protocol.AppendConnected(hub.NewFrameBuffer(160), &protocol.Connected{
 		ClientID:     c.ID,
 		UserID:       id.UserID,
 		Role:         id.Role,
 		OrgID:        id.OrgID,
 		Time:         time.Now(),
 		PingInterval: s.cfg.PingInterval,
-	})))
+	}))
+	if err := c.Greet(hw.buf, connected); err != nil {
+		s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", r.RemoteAddr)
+		_ = nc.Close()
+		return
+	}
+	if err := s.hub.Register(c); err != nil {
+		c.Close(protocol.CloseGoingAway, "server shutting down")
+		return
+	}
 	s.log.Debug("client connected", "client", c.ID, "user", id.UserID, "org", id.OrgID, "deflate", deflate)
 	if pending != nil {
 		go sess.watch(pending)
@@ -105,6 +116,42 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		sess.watch(nil)
 	}
 }
+
+// holdResponse is the ResponseWriter handed to the upgrader: its Hijack
+// points the connection's buffered writer at buf, so the handshake response
+// can go out together with the first frame instead of in a write of its own.
+type holdResponse struct {
+	http.ResponseWriter
+	buf heldBytes
+}
+
+func (h *holdResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err == nil {
+		rw.Writer.Reset(&h.buf)
+	}
+	return nc, rw, err
+}
+
+// heldBytes collects what the upgrader flushes after the hijack.
+type heldBytes []byte
+
+func (b *heldBytes) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
+}
+
+// flushTo writes the held response to nc, bounded in time (error responses).
+func (h *holdResponse) flushTo(nc net.Conn) {
+	if len(h.buf) == 0 {
+		return
+	}
+	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
+	_, _ = nc.Write(h.buf)
+}
+
+// handshakeWriteTimeout bounds writing the handshake response.
+const handshakeWriteTimeout = 10 * time.Second
 
 // authenticate establishes the connection's identity from a verified token
 // or, only with --insecure-query-auth, from query parameters.

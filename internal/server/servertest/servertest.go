@@ -5,7 +5,6 @@ package servertest
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -54,7 +53,7 @@ func Start(t testing.TB, mutate func(*config.Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := server.Listen(context.Background(), cfg.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
