@@ -1,0 +1,334 @@
+// Command floor measures what this machine's kernel and Go runtime need for
+// herald's two hardest benchmark targets with no herald in the way, so the
+// numbers in docs/performance.md can be read against a floor measured on the
+// same machine:
+//
+//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2]
+//	floor connect [--conns 10000] [--concurrency 128]
+//
+// fanout: one process writes --size bytes to each of --conns loopback
+// sockets, one write system call per socket, with --writers goroutines,
+// every 200 ms; a second process (this binary again) reads them with one
+// goroutine per socket, as the bench generator does. It reports the time one
+// round takes (the last socket written) and the CPU per delivery of each side.
+//
+// connect: the second process opens --conns connections with --concurrency
+// dialers and, on each, exchanges what a herald connect exchanges (a 300-byte
+// request, a 279-byte answer, a 60-byte subscribe, a 100-byte reply); the
+// first process accepts and answers. It reports connections per second and
+// the CPU per connection of each side.
+//
+// Only 127.0.0.1 is used: the first process listens on 127.0.0.1:0 and tells
+// the second the port.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	conns, rounds, size, writers, concurrency int
+	addr                                      string
+}
+
+func run(args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: floor fanout|connect [flags] (floor fanout --help)")
+	}
+	mode := args[0]
+	fs := flag.NewFlagSet("floor "+mode, flag.ContinueOnError)
+	var o options
+	fs.IntVar(&o.conns, "conns", 10000, "loopback connections (at most 18000: one process holds ~19k sockets here)")
+	fs.IntVar(&o.rounds, "rounds", 20, "fanout: rounds, one every 200ms")
+	fs.IntVar(&o.size, "size", 199, "fanout: bytes per write (199 = herald's frame for a 100-byte payload)")
+	fs.IntVar(&o.writers, "writers", 2, "fanout: writing goroutines (herald's writer pool has GOMAXPROCS)")
+	fs.IntVar(&o.concurrency, "concurrency", 128, "connect: concurrent dialers")
+	fs.StringVar(&o.addr, "addr", "", "(internal) the first process's address, for the second")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if o.conns < 1 || o.conns > 18000 || o.rounds < 1 || o.size < 1 || o.writers < 1 || o.concurrency < 1 {
+		return errors.New("--conns must be 1..18000 and --rounds, --size, --writers, --concurrency positive")
+	}
+	switch mode {
+	case "fanout", "connect":
+		return parent(mode, o, out)
+	case "fanout-reader":
+		return fanoutReader(o, out)
+	case "connect-dialer":
+		return connectDialer(o, out)
+	}
+	return fmt.Errorf("unknown mode %q (want fanout or connect)", mode)
+}
+
+// cpu is this process's user+system CPU time.
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// parent listens, starts the second process and runs its side of mode.
+func parent(mode string, o options, out io.Writer) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	child := exec.Command(exe, mode+map[string]string{"fanout": "-reader", "connect": "-dialer"}[mode],
+		"--addr", ln.Addr().String(), "--conns", strconv.Itoa(o.conns), "--size", strconv.Itoa(o.size), "--concurrency", strconv.Itoa(o.concurrency))
+	child.Stderr = os.Stderr
+	childOut, err := child.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := child.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	var report string
+	if mode == "fanout" {
+		report, err = fanoutWriter(ln, o)
+	} else {
+		report, err = connectAcceptor(ln, o)
+	}
+	if err != nil {
+		return err
+	}
+	line, _ := bufio.NewReader(childOut).ReadString('\n')
+	_ = child.Wait()
+	fmt.Fprintf(out, "%s%s", report, line)
+	return nil
+}
+
+func acceptAll(ln net.Listener, n int) ([]net.Conn, error) {
+	conns := make([]net.Conn, 0, n)
+	for len(conns) < n {
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
+		c, err := ln.Accept()
+		if err != nil {
+			return conns, fmt.Errorf("accept (%d of %d): %w", len(conns), n, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func fanoutWriter(ln net.Listener, o options) (string, error) {
+	conns, err := acceptAll(ln, o.conns)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	if err != nil {
+		return "", err
+	}
+	time.Sleep(300 * time.Millisecond) // the readers are parked
+	msg := make([]byte, o.size)
+	rounds := make([]time.Duration, 0, o.rounds)
+	c0 := cpu()
+	for r := 0; r < o.rounds; r++ {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		var failed atomic.Int64
+		per := (len(conns) + o.writers - 1) / o.writers
+		for lo := 0; lo < len(conns); lo += per {
+			wg.Add(1)
+			go func(part []net.Conn) {
+				defer wg.Done()
+				for _, c := range part {
+					if _, err := c.Write(msg); err != nil {
+						failed.Add(1)
+					}
+				}
+			}(conns[lo:min(lo+per, len(conns))])
+		}
+		wg.Wait()
+		if n := failed.Load(); n > 0 {
+			return "", fmt.Errorf("round %d: %d writes failed", r, n)
+		}
+		d := time.Since(t0)
+		rounds = append(rounds, d)
+		time.Sleep(200*time.Millisecond - d)
+	}
+	used := cpu() - c0
+	slices.Sort(rounds)
+	var sum time.Duration
+	for _, d := range rounds {
+		sum += d
+	}
+	deliveries := time.Duration(o.rounds * o.conns)
+	return fmt.Sprintf("fanout floor: %d sockets × %d rounds of %d bytes, %d writers\n"+
+		"round (last socket written)  mean %v  p50 %v  max %v\n"+
+		"writer CPU per delivery      %v\n",
+		o.conns, o.rounds, o.size, o.writers,
+		(sum / time.Duration(len(rounds))).Round(100*time.Microsecond), rounds[len(rounds)/2].Round(100*time.Microsecond),
+		rounds[len(rounds)-1].Round(100*time.Microsecond), (used / deliveries).Round(10*time.Nanosecond)), nil
+}
+
+// fanoutReader is the second process of fanout: one goroutine per socket.
+func fanoutReader(o options, out io.Writer) error {
+	conns := make([]net.Conn, 0, o.conns)
+	for range o.conns {
+		c, err := net.Dial("tcp", o.addr)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	c0 := cpu()
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.Read(buf)
+				got.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	msgs := got.Load() / int64(o.size)
+	per := time.Duration(0)
+	if msgs > 0 {
+		per = (cpu() - c0) / time.Duration(msgs)
+	}
+	fmt.Fprintf(out, "reader CPU per delivery      %v (%d messages)\n", per.Round(10*time.Nanosecond), msgs)
+	return nil
+}
+
+func connectAcceptor(ln net.Listener, o options) (string, error) {
+	var done sync.WaitGroup
+	var keep sync.Mutex
+	var conns []net.Conn
+	var failed atomic.Int64
+	c0 := cpu()
+	var t0 time.Time
+	for i := 0; i < o.conns; i++ {
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
+		c, err := ln.Accept()
+		if err != nil {
+			return "", fmt.Errorf("accept (%d of %d): %w", i, o.conns, err)
+		}
+		if i == 0 {
+			t0, c0 = time.Now(), cpu()
+		}
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			buf := make([]byte, 1024)
+			// request → 101 + connected; subscribe → subscribed
+			if _, err := c.Read(buf); err != nil {
+				failed.Add(1)
+				return
+			}
+			if _, err := c.Write(make([]byte, 279)); err != nil {
+				failed.Add(1)
+				return
+			}
+			if _, err := c.Read(buf); err != nil {
+				failed.Add(1)
+				return
+			}
+			if _, err := c.Write(make([]byte, 100)); err != nil {
+				failed.Add(1)
+				return
+			}
+			keep.Lock()
+			conns = append(conns, c)
+			keep.Unlock()
+		}()
+	}
+	done.Wait()
+	d, used := time.Since(t0), cpu()-c0
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	if n := failed.Load(); n > 0 {
+		return "", fmt.Errorf("%d connections failed", n)
+	}
+	return fmt.Sprintf("connect floor: %d connections\n"+
+		"accepting side               %.0f connections/s, CPU per connection %v\n",
+		o.conns, float64(o.conns)/d.Seconds(), (used / time.Duration(o.conns)).Round(100*time.Nanosecond)), nil
+}
+
+// connectDialer is the second process of connect.
+func connectDialer(o options, out io.Writer) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	var firstErr atomic.Value
+	c0, t0 := cpu(), time.Now()
+	for range min(o.concurrency, o.conns) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1024)
+			for next.Add(1) <= int64(o.conns) {
+				c, err := net.Dial("tcp", o.addr)
+				if err == nil {
+					_, err = c.Write(make([]byte, 300))
+				}
+				if err == nil {
+					_, err = io.ReadFull(c, buf[:279])
+				}
+				if err == nil {
+					_, err = c.Write(make([]byte, 60))
+				}
+				if err == nil {
+					_, err = io.ReadFull(c, buf[:100])
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	d, used := time.Since(t0), cpu()-c0
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "dialing side                 %.0f connections/s, CPU per connection %v\n",
+		float64(o.conns)/d.Seconds(), (used / time.Duration(o.conns)).Round(100*time.Nanosecond))
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return nil
+}

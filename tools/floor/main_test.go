@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestMain lets the test binary act as the second process, which floor
+// starts as os.Executable().
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && (os.Args[1] == "fanout-reader" || os.Args[1] == "connect-dialer") {
+		if err := run(os.Args[1:], os.Stdout); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestFanoutReportsBothSides(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"fanout", "--conns", "50", "--rounds", "2", "--size", "100"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"50 sockets × 2 rounds of 100 bytes", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestConnectReportsBothSides(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"connect", "--conns", "100", "--concurrency", "8"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"connect floor: 100 connections", "accepting side", "dialing side"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}} {
+		if err := run(args, &bytes.Buffer{}); err == nil {
+			t.Errorf("run(%q) = nil, want an error", args)
+		}
+	}
+}
