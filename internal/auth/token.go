@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -335,13 +336,24 @@ func MintWith(method jwt.SigningMethod, key any, id Identity, ttl time.Duration)
 // parameter (browsers cannot set headers on a WebSocket upgrade). It returns
 // "" when neither is set.
 func TokenFromRequest(r *http.Request) string {
-	if scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
+	var query func() url.Values
+	if r.URL != nil {
+		query = r.URL.Query
+	}
+	return TokenFrom(r.Header.Get("Authorization"), query)
+}
+
+// TokenFrom is TokenFromRequest for a request already taken apart: the
+// Authorization header's value and the query, which is only parsed when
+// the header has no bearer token (query may be nil).
+func TokenFrom(authorization string, query func() url.Values) string {
+	if scheme, tok, ok := strings.Cut(strings.TrimSpace(authorization), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		if tok = strings.TrimSpace(tok); tok != "" {
 			return tok
 		}
 	}
-	if r.URL == nil {
+	if query == nil {
 		return ""
 	}
-	return r.URL.Query().Get("token")
+	return query().Get("token")
 }

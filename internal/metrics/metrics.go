@@ -28,6 +28,7 @@ type Metrics struct {
 	Disconnects   *prometheus.CounterVec
 	APIRequests   *prometheus.CounterVec
 	Recoveries    *prometheus.CounterVec
+	AcceptErrors  prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -58,10 +59,11 @@ func New() *Metrics {
 			[]string{"endpoint", "status"}),
 		Recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_recoveries_total", Help: "Subscribes with since, by whether the gap was fully recovered."},
 			[]string{"recovered"}),
+		AcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_accept_errors_total", Help: "Failed accepts on the listener (such as running out of file descriptors); each is retried after a pause."}),
 	}
 	reg.MustRegister(m.Recoveries, m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
 		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
-		m.ClientErrors, m.Disconnects, m.APIRequests,
+		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

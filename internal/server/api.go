@@ -562,5 +562,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"ok": false, "error": code, "message": msg})
+	writeJSON(w, status, errorBody(code, msg))
+}
+
+// errorBody is the JSON body of every error response.
+func errorBody(code, msg string) map[string]any {
+	return map[string]any{"ok": false, "error": code, "message": msg}
 }

@@ -144,8 +144,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	// herald's accept loop upgrades WebSocket requests itself (upgrade.go)
+	// and hands every other connection to net/http through fl.
+	fl := newForkListener(ln)
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(fl) }()
+	go func() {
+		if err := s.acceptLoop(fl); err != nil {
+			errc <- err
+		}
+	}()
 	if s.cfg.DebugAddr != "" {
 		dbg, err := s.serveDebug(s.cfg.DebugAddr)
 		if err != nil {

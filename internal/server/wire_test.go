@@ -8,28 +8,40 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 )
 
-// rawUpgrade writes an upgrade request and, in the same TCP write, extra
-// bytes (frames the client sends before seeing the 101).
-func rawUpgrade(t *testing.T, ts *testServer, query string, extra []byte) (net.Conn, *bufio.Reader) {
+// rawSend dials the server and sends data in one write; the reader has a
+// 5 s deadline.
+func rawSend(t *testing.T, ts *testServer, data []byte) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	req := fmt.Sprintf("GET /ws?%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", query, ts.addr)
-	if _, err := c.Write(append([]byte(req), extra...)); err != nil {
+	if _, err := c.Write(data); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
+	return c, bufio.NewReader(c)
+}
+
+// upgradeRequest is a minimal WebSocket upgrade request of /ws?query.
+func upgradeRequest(ts *testServer, query, extraHeaders string) string {
+	return fmt.Sprintf("GET /ws?%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n", query, ts.addr, extraHeaders)
+}
+
+// rawUpgrade writes an upgrade request and, in the same TCP write, extra
+// bytes (frames the client sends before seeing the 101).
+func rawUpgrade(t *testing.T, ts *testServer, query string, extra []byte) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, br := rawSend(t, ts, append([]byte(upgradeRequest(ts, query, "")), extra...))
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -138,17 +150,7 @@ func TestProtocolViolationCloses1002(t *testing.T) {
 // frame leave in one write, so one read on loopback returns both.
 func TestHandshakeAndConnectedInOneWrite(t *testing.T) {
 	ts := start(t, nil)
-	c, err := net.Dial("tcp", ts.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := fmt.Sprintf("GET /ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", url.QueryEscape(token(t, "greet", "")), ts.addr)
-	if _, err := c.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c, _ := rawSend(t, ts, []byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "greet", "")), "")))
 	buf := make([]byte, 4096)
 	n, err := c.Read(buf)
 	if err != nil {
@@ -168,18 +170,9 @@ func TestHandshakeAndConnectedInOneWrite(t *testing.T) {
 // silent close.
 func TestBadUpgradeGetsHTTPError(t *testing.T) {
 	ts := start(t, nil)
-	c, err := net.Dial("tcp", ts.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := fmt.Sprintf("GET /ws?token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", url.QueryEscape(token(t, "old", "")), ts.addr)
-	if _, err := c.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	req := strings.Replace(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "old", "")), ""), "Version: 13", "Version: 8", 1)
+	_, br := rawSend(t, ts, []byte(req))
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,39 +23,24 @@ import (
 // maxInsecureUserID bounds user ids taken from query parameters.
 const maxInsecureUserID = 200
 
-// handleWS authenticates the upgrade request, upgrades it and registers the
-// connection with the poller. The handler returns right after the upgrade,
-// so net/http's per-request state is freed, and no goroutine waits on an
-// idle connection: one runs only while there is something to read.
+// handleWS upgrades WebSocket requests that reach net/http: the ones the
+// fast path (upgradeRaw) leaves to it, such as an upgrade on a keep-alive
+// connection that carried other requests first, or a plain GET of the
+// WebSocket path, which gets a 400. The handler returns right after the
+// upgrade, so net/http's per-request state is freed.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "server is shutting down")
-		return
-	}
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") && !s.draining.Load() {
 		writeError(w, http.StatusBadRequest, "websocket_required", "this endpoint only accepts WebSocket upgrades")
 		return
 	}
-	if !s.originAllowed(r) {
-		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
-		s.log.Info("upgrade refused: origin not allowed", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
-		writeError(w, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
+	id, ref := s.admit(r.Header.Get("Origin"), r.Host, auth.TokenFromRequest(r), r.URL.Query, r.RemoteAddr)
+	if ref != nil {
+		writeError(w, ref.status, ref.code, ref.msg)
 		return
 	}
-	id, err := s.authenticate(r)
-	if err != nil {
-		reason := auth.Reason(err)
-		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
-		s.log.Info("upgrade refused: unauthorized", "reason", reason, "remote", r.RemoteAddr)
-		writeError(w, http.StatusUnauthorized, string(protocol.CodeUnauthorized), "unauthorized: "+reason)
-		return
-	}
-	var ext *wsflate.Extension
 	var up ws.HTTPUpgrader // writes only to hw's buffer: no timeout needed
-	if s.cfg.Compression {
-		// No context takeover either way: nothing to keep per connection, and
-		// each publication can be compressed once for every subscriber.
-		ext = &wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+	ext := s.deflateOffer()
+	if ext != nil {
 		up.Negotiate = ext.Negotiate
 	}
 	hw := &holdResponse{ResponseWriter: w}
@@ -63,20 +48,67 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
 		if nc != nil {
-			hw.flushTo(nc) // the upgrader's error response
+			hw.buf.flushTo(nc) // the upgrader's error response
 			_ = nc.Close()
 		}
 		return
 	}
+	var pending *bufio.Reader
+	if rw != nil && rw.Reader.Buffered() > 0 {
+		pending = rw.Reader // frames the client sent right behind the handshake
+	}
+	s.startSession(nc, id, ext, hw.buf, pending)
+}
+
+// refusal is an upgrade request turned down before the upgrade.
+type refusal struct {
+	status    int
+	code, msg string
+}
+
+// admit decides an upgrade request: not while draining, only from an allowed
+// origin, only with a valid identity. query is called only when needed.
+func (s *Server) admit(origin, host, token string, query func() url.Values, remote string) (auth.Identity, *refusal) {
+	if s.draining.Load() {
+		return auth.Identity{}, &refusal{http.StatusServiceUnavailable, "shutting_down", "server is shutting down"}
+	}
+	if !s.originAllowed(origin, host) {
+		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
+		s.log.Info("upgrade refused: origin not allowed", "origin", origin, "remote", remote)
+		return auth.Identity{}, &refusal{http.StatusForbidden, "origin_not_allowed", "origin not allowed"}
+	}
+	id, err := s.authenticate(token, query)
+	if err != nil {
+		reason := auth.Reason(err)
+		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
+		s.log.Info("upgrade refused: unauthorized", "reason", reason, "remote", remote)
+		return auth.Identity{}, &refusal{http.StatusUnauthorized, string(protocol.CodeUnauthorized), "unauthorized: " + reason}
+	}
+	return id, nil
+}
+
+// deflateOffer returns the permessage-deflate negotiation for one upgrade,
+// or nil with compression off. No context takeover either way: nothing to
+// keep per connection, and each publication can be compressed once for
+// every subscriber.
+func (s *Server) deflateOffer() *wsflate.Extension {
+	if !s.cfg.Compression {
+		return nil
+	}
+	return &wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+}
+
+// startSession runs an upgraded connection: the client is created, the held
+// 101 response and the connected frame leave in one system call (before the
+// client is registered, so nothing can be queued ahead of connected), and
+// the socket is watched for readiness — after the bytes that came behind the
+// handshake (pending), if any. No goroutine waits on an idle connection.
+func (s *Server) startSession(nc net.Conn, id auth.Identity, ext *wsflate.Extension, response []byte, pending *bufio.Reader) {
 	deflate := false
 	if ext != nil {
 		_, deflate = ext.Accepted()
 	}
 	sess := &session{srv: s, id: id, nc: nc, deflate: deflate}
-	var pending *bufio.Reader
-	if rw != nil && rw.Reader.Buffered() > 0 {
-		pending = rw.Reader // frames the client sent right behind the handshake
-	}
 	c := s.hub.NewClient(nc, hub.ClientOptions{
 		ID:        newClientID(),
 		UserID:    id.UserID,
@@ -89,9 +121,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.RateLimit > 0 {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
 	}
-	// The 101 response and the connected frame leave in one system call,
-	// before the client is registered, so nothing can be queued ahead of
-	// connected.
 	connected := hub.Seal(protocol.AppendConnected(hub.NewFrameBuffer(160), &protocol.Connected{
 		ClientID:     c.ID,
 		UserID:       id.UserID,
@@ -100,8 +129,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		Time:         time.Now(),
 		PingInterval: s.cfg.PingInterval,
 	}))
-	if err := c.Greet(hw.buf, connected); err != nil {
-		s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", r.RemoteAddr)
+	if err := c.Greet(response, connected); err != nil {
+		s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr().String())
 		_ = nc.Close()
 		return
 	}
@@ -141,13 +170,13 @@ func (b *heldBytes) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// flushTo writes the held response to nc, bounded in time (error responses).
-func (h *holdResponse) flushTo(nc net.Conn) {
-	if len(h.buf) == 0 {
+// flushTo writes the held bytes to nc, bounded in time (error responses).
+func (b heldBytes) flushTo(nc net.Conn) {
+	if len(b) == 0 {
 		return
 	}
 	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
-	_, _ = nc.Write(h.buf)
+	_, _ = nc.Write(b)
 }
 
 // handshakeWriteTimeout bounds writing the handshake response.
@@ -155,11 +184,10 @@ const handshakeWriteTimeout = 10 * time.Second
 
 // authenticate establishes the connection's identity from a verified token
 // or, only with --insecure-query-auth, from query parameters.
-func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
-	token := auth.TokenFromRequest(r)
+func (s *Server) authenticate(token string, query func() url.Values) (auth.Identity, error) {
 	if token == "" {
 		if s.cfg.InsecureQueryAuth {
-			return insecureIdentity(r.URL.Query())
+			return insecureIdentity(query())
 		}
 		return auth.Identity{}, auth.ErrMissingToken
 	}
@@ -182,14 +210,13 @@ func insecureIdentity(q url.Values) (auth.Identity, error) {
 
 // originAllowed applies --allowed-origins. Requests without Origin (non-browser
 // clients) pass: identity comes from the token, not from the origin.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
+func (s *Server) originAllowed(origin, host string) bool {
 	if origin == "" {
 		return true
 	}
 	if len(s.cfg.AllowedOrigins) == 0 {
 		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
+		return err == nil && strings.EqualFold(u.Host, host)
 	}
 	for _, o := range s.cfg.AllowedOrigins {
 		if o == "*" || strings.EqualFold(o, origin) {

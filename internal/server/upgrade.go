@@ -1,0 +1,292 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/herald-rt/herald/internal/auth"
+)
+
+// The fast upgrade path. net/http costs a WebSocket connect more than the
+// upgrade itself: a goroutine with its context, a parsed *http.Request with
+// its header map, 8 KiB of bufio buffers that the hijack leaves as garbage.
+// herald's own accept loop therefore reads the head of every new connection
+// first: a well-formed WebSocket upgrade of the WebSocket path is upgraded
+// right there by gobwas/ws's zero-copy Upgrader (which parses and checks the
+// request; herald only finds where the head ends), and every other
+// connection — API calls, metrics, health checks, anything unusual — goes to
+// net/http with the bytes already read put back in front.
+
+// headTimeout bounds reading a new connection's request head, like
+// net/http's ReadHeaderTimeout.
+const headTimeout = 10 * time.Second
+
+// maxFastHead is the largest request head the fast path takes (a 16 KiB
+// token fits); larger ones go to net/http.
+const maxFastHead = 20 << 10
+
+// forkListener is the listener net/http serves: the connections the fast
+// path left to it. Closing it (http.Server.Shutdown does) closes the real
+// listener, which ends the accept loop.
+type forkListener struct {
+	ln   net.Listener
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newForkListener(ln net.Listener) *forkListener {
+	return &forkListener{ln: ln, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *forkListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *forkListener) Close() error {
+	err := net.ErrClosed
+	l.once.Do(func() {
+		close(l.done)
+		err = l.ln.Close()
+	})
+	return err
+}
+
+func (l *forkListener) Addr() net.Addr { return l.ln.Addr() }
+
+// hand gives c to net/http, or closes it when the listener is closed.
+func (l *forkListener) hand(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+// acceptLoop accepts connections until fl is closed. Accept errors other
+// than closing (such as running out of file descriptors) are logged and
+// retried with a growing pause, as net/http does.
+func (s *Server) acceptLoop(fl *forkListener) error {
+	var pause time.Duration
+	for {
+		c, err := fl.ln.Accept()
+		if err != nil {
+			select {
+			case <-fl.done:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.metrics.AcceptErrors.Inc()
+			s.log.Warn("accept failed; retrying", "err", err, "pause", pause.String())
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		if tc, ok := c.(*net.TCPConn); ok {
+			go s.sniff(tc, fl)
+		} else {
+			go fl.hand(c) // not TCP: net/http serves it as it is
+		}
+	}
+}
+
+// sniff reads the head of a new connection and upgrades it on the fast path
+// when it is a plain WebSocket upgrade of the WebSocket path; anything else
+// goes to net/http.
+func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
+	buf := make([]byte, 0, 1024)
+	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	for {
+		if len(buf) == cap(buf) {
+			if cap(buf) >= maxFastHead {
+				break
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if len(buf) == 0 {
+				_ = c.Close() // nothing sent: nothing to answer
+				return
+			}
+			break // let net/http answer what there is
+		}
+		line := bytes.IndexByte(buf, '\n')
+		if line < 0 {
+			continue
+		}
+		if !s.isWSRequestLine(buf[:line]) {
+			break
+		}
+		end := bytes.Index(buf, []byte("\r\n\r\n"))
+		if end < 0 {
+			continue
+		}
+		end += 4
+		if !hasUpgradeWebSocket(buf[:end]) {
+			break
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		s.upgradeRaw(c, buf[:end], buf[end:])
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	fl.hand(&replayConn{TCPConn: c, head: buf})
+}
+
+// isWSRequestLine reports whether line is "GET <ws-path>[?query] HTTP/…".
+func (s *Server) isWSRequestLine(line []byte) bool {
+	rest, ok := bytes.CutPrefix(line, []byte("GET "))
+	if !ok {
+		return false
+	}
+	rest, ok = bytes.CutPrefix(rest, []byte(s.cfg.WSPath))
+	return ok && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '?')
+}
+
+// hasUpgradeWebSocket reports whether head has an "Upgrade: websocket"
+// header field (names and the value compared without case).
+func hasUpgradeWebSocket(head []byte) bool {
+	for len(head) > 0 {
+		var line []byte
+		line, head, _ = bytes.Cut(head, []byte("\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Upgrade")) {
+			return bytes.EqualFold(bytes.TrimSpace(value), []byte("websocket"))
+		}
+	}
+	return false
+}
+
+// upgradeRaw upgrades c, whose request head is head; rest is what the client
+// sent behind it (frames, read with the head).
+func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
+	var (
+		authorization, origin, host, rawQuery string
+		id                                    auth.Identity
+		ref                                   *refusal
+	)
+	query := func() url.Values {
+		q, _ := url.ParseQuery(rawQuery)
+		return q
+	}
+	up := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			if _, q, ok := bytes.Cut(uri, []byte("?")); ok {
+				rawQuery = string(q)
+			}
+			return nil
+		},
+		OnHost: func(h []byte) error {
+			host = string(h)
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			switch {
+			case bytes.EqualFold(key, []byte("Authorization")):
+				authorization = string(value)
+			case bytes.EqualFold(key, []byte("Origin")):
+				origin = string(value)
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			id, ref = s.admit(origin, host, auth.TokenFrom(authorization, query), query, c.RemoteAddr().String())
+			if ref != nil {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(ref.status))
+			}
+			return nil, nil
+		},
+	}
+	ext := s.deflateOffer()
+	if ext != nil {
+		up.Negotiate = ext.Negotiate
+	}
+	hc := &handshakeConn{head: bytes.NewReader(head)}
+	if _, err := up.Upgrade(hc); err != nil {
+		if ref != nil {
+			writeRefusal(c, ref)
+		} else {
+			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr().String())
+			hc.out.flushTo(c) // the upgrader's own error response
+		}
+		_ = c.Close()
+		return
+	}
+	var pending *bufio.Reader
+	if len(rest) > 0 {
+		pending = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), readBufferSize)
+	}
+	s.startSession(c, id, ext, hc.out, pending)
+}
+
+// handshakeConn is what the upgrader reads the head from and writes its
+// response to; the response is held until it can go out with the first frame.
+type handshakeConn struct {
+	head *bytes.Reader
+	out  heldBytes
+}
+
+func (h *handshakeConn) Read(p []byte) (int, error)  { return h.head.Read(p) }
+func (h *handshakeConn) Write(p []byte) (int, error) { return h.out.Write(p) }
+
+// writeRefusal answers a refused upgrade with the same JSON error as the
+// rest of the API, and closes the connection after it.
+func writeRefusal(c net.Conn, ref *refusal) {
+	var body bytes.Buffer
+	_ = json.NewEncoder(&body).Encode(errorBody(ref.code, ref.msg))
+	resp := &http.Response{
+		StatusCode: ref.status,
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header: http.Header{
+			"Content-Type":   {"application/json"},
+			"Cache-Control":  {"no-store"},
+			"Connection":     {"close"},
+			"Content-Length": {strconv.Itoa(body.Len())},
+		},
+		ContentLength: int64(body.Len()),
+		Body:          io.NopCloser(&body),
+		Close:         true,
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
+	_ = resp.Write(c)
+}
+
+// replayConn is a connection handed to net/http with the bytes the sniffer
+// already read put back in front. Embedding *net.TCPConn keeps what net/http
+// and a later hijack look for (CloseWrite, SyscallConn).
+type replayConn struct {
+	*net.TCPConn
+	head []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(p, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.TCPConn.Read(p)
+}
