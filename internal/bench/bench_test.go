@@ -225,6 +225,7 @@ func TestValidate(t *testing.T) {
 		"non-loop":   func(c *Config) { c.URL = "ws://172.16.0.1:8080/ws" },
 		"api-url":    func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
 		"tiny total": func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
+		"reader":     func(c *Config) { c.Reader = "kqueue" },
 	} {
 		c := base
 		mutate(&c)
@@ -308,5 +309,63 @@ func TestCompressRefused(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "NOT accepted") || !strings.Contains(strings.Join(r.Notes, "\n"), "did NOT accept") {
 		t.Fatalf("refusal not reported:\n%s", out.String())
+	}
+}
+
+// TestReaders runs fanout and channels with each receive path.
+func TestReaders(t *testing.T) {
+	for _, reader := range []string{"epoll", "goroutine"} {
+		t.Run(reader, func(t *testing.T) {
+			url := startServer(t, nil)
+			cfg := testConfig(url, "fanout")
+			cfg.Reader = reader
+			r := run(t, cfg)
+			checkDeliveries(t, r, 50)
+			if r.Reader != reader {
+				t.Fatalf("reader %q", r.Reader)
+			}
+			cfg = testConfig(url, "channels")
+			cfg.Reader = reader
+			cfg.Rate = 50
+			checkDeliveries(t, run(t, cfg), 10)
+		})
+	}
+}
+
+// TestReaderAnswersPings: the server pings every 40 ms and drops a
+// connection silent for 400 ms; subscribers answer every ping with a pong
+// while deliveries flow, so none is dropped.
+func TestReaderAnswersPings(t *testing.T) {
+	for _, reader := range []string{"epoll", "goroutine"} {
+		t.Run(reader, func(t *testing.T) {
+			url := startServer(t, func(c *config.Config) {
+				c.PingInterval = 40 * time.Millisecond
+				c.PongTimeout = 400 * time.Millisecond
+			})
+			cfg := testConfig(url, "fanout")
+			cfg.Reader = reader
+			cfg.Duration = 1500 * time.Millisecond
+			cfg.Rate = 20
+			checkDeliveries(t, run(t, cfg), 50)
+		})
+	}
+}
+
+// TestReaderSeesServerClose: a server that shuts down mid-run closes every
+// connection with 1001; each is reported as dropped with that code.
+func TestReaderSeesServerClose(t *testing.T) {
+	for _, reader := range []string{"epoll", "goroutine"} {
+		t.Run(reader, func(t *testing.T) {
+			srv := servertest.Start(t, nil)
+			cfg := testConfig(srv.WSURL(), "idle")
+			cfg.Reader = reader
+			cfg.Hold = 2500 * time.Millisecond
+			cfg.ServerPID = 0
+			time.AfterFunc(1200*time.Millisecond, func() { _ = srv.Stop() })
+			r := run(t, cfg)
+			if r.Connected != 50 || r.Dropped["close 1001"] != 50 || len(r.Dropped) != 1 {
+				t.Fatalf("connected %d, dropped %v", r.Connected, r.Dropped)
+			}
+		})
 	}
 }

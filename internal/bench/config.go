@@ -5,10 +5,12 @@
 // server's memory and CPU per connection and per delivery.
 //
 // Scenarios: idle, fanout, channels, connect, recovery; see Config and
-// docs/performance.md. The receive path reads frames with a lean reader
-// (gobwas/ws headers over a small bufio.Reader) and finds the sequence
-// number and intended send time by scanning bytes, so the generator stays
-// cheap next to the server it measures.
+// docs/performance.md. The receive path stays cheap next to the server it
+// measures: on Linux a few epoll loops over raw sockets parse frames from
+// per-connection buffers (rx_linux.go); otherwise (and with --reader
+// goroutine) one goroutine per connection reads frames with a lean reader
+// (gobwas/ws headers over a small bufio.Reader). Either finds the sequence
+// number and intended send time by scanning bytes.
 package bench
 
 import (
@@ -43,6 +45,13 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// ReadBuffer is each connection's read buffer size.
 	ReadBuffer int
+	// Reader is the receive path: "epoll" (the default on Linux: a few
+	// receive loops, each a goroutine over its own level-triggered epoll
+	// instance and raw non-blocking sockets) or "goroutine" (one goroutine
+	// per connection blocking in a read; the only one elsewhere). The
+	// recovery scenario always uses goroutine: it reconnects inside the
+	// reader.
+	Reader string
 
 	// Hold is how long idle connections are held (idle).
 	Hold time.Duration
@@ -101,6 +110,7 @@ func Defaults() Config {
 		Concurrency:    64,
 		ConnectTimeout: 15 * time.Second,
 		ReadBuffer:     4096,
+		Reader:         defaultReader,
 		Hold:           10 * time.Second,
 		Rate:           10,
 		Payload:        100,
@@ -162,6 +172,10 @@ func (c *Config) Validate() error {
 		return errors.New("--publishers must be 1…256")
 	case c.PublishVia != "api" && c.PublishVia != "ws":
 		return fmt.Errorf("--publish-via must be api or ws, not %q", c.PublishVia)
+	case c.Reader != "epoll" && c.Reader != "goroutine":
+		return fmt.Errorf("--reader must be epoll or goroutine, not %q", c.Reader)
+	case c.Reader == "epoll" && !epollSupported:
+		return errNoEpoll
 	}
 	if c.publishes() {
 		if c.Rate <= 0 || c.Rate > maxPublishRate {
@@ -182,6 +196,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%d connections per process exceed the open-file limit (%d usable); use more --workers", per, limit)
 	}
 	return nil
+}
+
+// errNoEpoll refuses --reader epoll where there is no epoll.
+var errNoEpoll = errors.New("--reader epoll needs Linux; use --reader goroutine")
+
+// reader is the receive path the fleets use: recovery reconnects inside the
+// reader, so it always uses goroutine.
+func (c *Config) reader() string {
+	if c.Scenario == "recovery" {
+		return "goroutine"
+	}
+	return c.Reader
 }
 
 func (c *Config) publishes() bool {

@@ -36,6 +36,9 @@ type fleetSpec struct {
 	GroupSize      int           `json:"group_size"`
 	ConnectTimeout time.Duration `json:"connect_timeout"`
 	Compress       bool          `json:"compress,omitempty"` // offer permessage-deflate
+	// Reader is the receive path: "epoll" (receive loops, Linux) or
+	// "goroutine" (one goroutine per connection; also when empty).
+	Reader string `json:"reader,omitempty"`
 	// Recovery: connections drop and resubscribe with "since".
 	DropEvery time.Duration `json:"drop_every,omitempty"`
 	DropDown  time.Duration `json:"drop_down,omitempty"`
@@ -144,10 +147,14 @@ type bconn struct {
 	first  int64 // unix ns of the first and last delivery
 	last   int64
 
-	// Owned by the reader goroutine: see fleetResult.
+	// Owned by the reader goroutine or receive loop: see fleetResult.
 	wire       uint64
 	msgBytes   uint64
 	compressed uint64
+
+	// The epoll path: the detached socket and its receive buffer (ws is nil
+	// then).
+	rx rxState
 
 	// recovery
 	down     bool // reconnecting (guarded by localFleet.mu)
@@ -162,12 +169,21 @@ type paddedCounter struct {
 	_ [56]byte
 }
 
-// localFleet runs its connections in this process, one goroutine each.
+// localFleet runs its connections in this process: each one read by its own
+// goroutine (readLoop), or, with the epoll reader, by one of a few receive
+// loops (rx_linux.go).
 type localFleet struct {
 	spec   fleetSpec
 	target target
 	local  net.IP
 	tokens []string
+
+	// The epoll reader: its loops, and the connections by fleet index (the
+	// loops find a ready connection there; see register).
+	epoll     bool
+	loops     []*rxLoop
+	loopsDone sync.WaitGroup
+	rx        []atomic.Pointer[bconn]
 
 	lat   *shardedHist
 	conn  *shardedHist
@@ -204,6 +220,11 @@ func newLocalFleet(spec fleetSpec) (*localFleet, error) {
 		errs:        map[string]int{},
 		drops:       map[string]int{},
 		errorFrames: map[string]int{},
+		// Recovery reconnects inside the reader: it keeps readLoop.
+		epoll: spec.Reader == "epoll" && spec.DropEvery <= 0,
+	}
+	if f.epoll && !epollSupported {
+		return nil, errNoEpoll
 	}
 	if spec.SourceIP != "" {
 		f.local = net.ParseIP(spec.SourceIP)
@@ -226,6 +247,16 @@ func newLocalFleet(spec fleetSpec) (*localFleet, error) {
 }
 
 func (f *localFleet) connect(ctx context.Context) error {
+	if f.epoll && f.loops == nil {
+		if err := f.startLoops(); err != nil {
+			// No connection can be read: all count as failed, for this reason.
+			f.connErrs.Add(int64(f.spec.Count))
+			f.mu.Lock()
+			f.errs["receive loops: "+shortErr(err)] += f.spec.Count
+			f.mu.Unlock()
+			return err
+		}
+	}
 	f.connectNs[0].Store(time.Now().UnixNano())
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -249,7 +280,8 @@ func (f *localFleet) connect(ctx context.Context) error {
 }
 
 // connectOne dials connection First+i, waits for connected, subscribes and
-// waits for every subscribed ack, then starts its reader.
+// waits for every subscribed ack, then starts its reader: a goroutine, or a
+// place in a receive loop.
 func (f *localFleet) connectOne(ctx context.Context, i int) {
 	idx := f.spec.First + i
 	start := time.Now()
@@ -265,21 +297,50 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 		return
 	}
 	f.conn.record(idx, time.Since(start).Microseconds())
+	if f.epoll {
+		if err := f.detach(bc); err != nil {
+			c.close(ws.StatusNormalClosure)
+			f.connectFailed(err)
+			return
+		}
+		// Frames that came with the setup's last read: no readiness event
+		// will announce them.
+		out := rxOut{rng: c.rng}
+		if why := f.frames(bc, &out); why != "" {
+			f.dropDetached(bc, why)
+		}
+	}
 	f.mu.Lock()
 	if f.stopping.Load() {
 		f.mu.Unlock()
-		c.close(ws.StatusNormalClosure)
+		if f.epoll {
+			f.closeDetached(bc, &rxOut{rng: c.rng})
+		} else {
+			c.close(ws.StatusNormalClosure)
+		}
 		return
+	}
+	if f.epoll && !bc.rx.closed {
+		if err := f.register(bc, i); err != nil {
+			f.mu.Unlock()
+			f.closeDetached(bc, &rxOut{rng: c.rng})
+			f.connectFailed(err)
+			return
+		}
 	}
 	f.conns = append(f.conns, bc)
 	f.subs[bc.stream]++
-	f.readers.Add(1)
+	if !f.epoll {
+		f.readers.Add(1)
+	}
 	f.mu.Unlock()
 	f.connected.Add(1)
 	if c.deflate {
 		f.deflated.Add(1)
 	}
-	go f.readLoop(bc)
+	if !f.epoll {
+		go f.readLoop(bc)
+	}
 }
 
 // setup reads the connected frame, subscribes (with since when given) and
@@ -297,6 +358,7 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 		return fmt.Errorf("first frame is not connected: %.100q", p)
 	}
 	chans := f.spec.channelsOf(bc.idx)
+	cmds := make([][]byte, 0, 2)
 	for k, ch := range chans {
 		cmd := append(make([]byte, 0, 96), `{"type":"subscribe","channel":"`...)
 		cmd = append(cmd, ch...)
@@ -308,10 +370,10 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 			cmd = append(cmd, since.epoch...)
 			cmd = append(cmd, `"}`...)
 		}
-		cmd = append(cmd, '}')
-		if err := c.writeText(cmd); err != nil {
-			return fmt.Errorf("subscribe: %w", err)
-		}
+		cmds = append(cmds, append(cmd, '}'))
+	}
+	if err := c.writeTexts(cmds...); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
 	}
 	acked := 0
 	for acked < len(chans) {
@@ -545,10 +607,20 @@ func (f *localFleet) finish(fin finishMsg) (*fleetResult, error) {
 	f.mu.Lock()
 	f.stopping.Store(true)
 	conns := f.conns
-	for _, bc := range conns {
-		bc.ws.close(ws.StatusNormalClosure)
+	if !f.epoll {
+		for _, bc := range conns {
+			bc.ws.close(ws.StatusNormalClosure)
+		}
 	}
 	f.mu.Unlock()
+	if f.epoll {
+		// Stop the loops first: then every connection's state is finish's.
+		f.stopLoops()
+		out := rxOut{rng: uint64(time.Now().UnixNano()) | 1}
+		for _, bc := range conns {
+			f.closeDetached(bc, &out)
+		}
+	}
 	f.readers.Wait()
 
 	r := &fleetResult{

@@ -15,6 +15,7 @@ type Report struct {
 	Scenario    string  `json:"scenario"`
 	Target      string  `json:"target"`
 	Workers     int     `json:"workers"`
+	Reader      string  `json:"reader"` // receive path: epoll or goroutine
 	Interrupted bool    `json:"interrupted,omitempty"`
 	StartedAt   string  `json:"started_at"`
 	WallSeconds float64 `json:"wall_seconds"`
@@ -73,6 +74,9 @@ type Report struct {
 	// The generator itself.
 	GeneratorCPUSeconds float64 `json:"generator_cpu_seconds"`
 	GeneratorCPUPerDelU float64 `json:"generator_cpu_us_per_delivery,omitempty"`
+	// Over the connect phase (dial, upgrade, subscribe, hand-off to the
+	// reader), per connection made.
+	GeneratorCPUPerConnU float64 `json:"generator_cpu_us_per_connect,omitempty"`
 
 	Recovery *recoveryStats `json:"recovery,omitempty"`
 	Notes    []string       `json:"notes,omitempty"`
@@ -99,7 +103,7 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 		title += " (INTERRUPTED: partial results)"
 	}
 	fmt.Fprintln(tw, title)
-	row("target", "%s  (workers %d, wall %.1fs)", r.Target, r.Workers, r.WallSeconds)
+	row("target", "%s  (workers %d, reader %s, wall %.1fs)", r.Target, r.Workers, r.Reader, r.WallSeconds)
 	row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate)
 	if len(r.ConnectErrors) > 0 {
 		row("connect errors", "%s", fmtMap(r.ConnectErrors))
@@ -154,8 +158,15 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 		}
 	}
 	gen := fmt.Sprintf("%.2fs", r.GeneratorCPUSeconds)
+	var per []string
+	if r.GeneratorCPUPerConnU != 0 {
+		per = append(per, fmt.Sprintf("%.1f µs/connect", r.GeneratorCPUPerConnU))
+	}
 	if r.GeneratorCPUPerDelU != 0 {
-		gen += fmt.Sprintf(" (%.3f µs/delivery)", r.GeneratorCPUPerDelU)
+		per = append(per, fmt.Sprintf("%.3f µs/delivery", r.GeneratorCPUPerDelU))
+	}
+	if len(per) > 0 {
+		gen += " (" + strings.Join(per, ", ") + ")"
 	}
 	row("generator CPU", "%s", gen)
 	if rc := r.Recovery; rc != nil {

@@ -27,6 +27,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		Scenario:  cfg.Scenario,
 		Target:    t.wsURL,
 		Workers:   cfg.Workers,
+		Reader:    cfg.reader(),
 		StartedAt: wallStart.UTC().Format(time.RFC3339),
 		Conns:     cfg.Conns,
 		ServerPID: cfg.ServerPID,
@@ -79,6 +80,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	if cfg.ServerPID != 0 {
 		before, _ = sampleProc(cfg.ServerPID)
 	}
+	connGen0 := generatorCPU(fleets)
 	var wg sync.WaitGroup
 	for _, f := range fleets {
 		wg.Add(1)
@@ -86,6 +88,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	}
 	wg.Wait()
 	connEnd := time.Now()
+	connGen := generatorCPU(fleets) - connGen0
 	var afterConnect procSample
 	if cfg.ServerPID != 0 {
 		afterConnect, _ = sampleProc(cfg.ServerPID)
@@ -316,6 +319,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		}
 	}
 	r.GeneratorCPUSeconds = (selfCPU() - genCPU0).Seconds() + workerCPU
+	if m.Connected > 0 {
+		r.GeneratorCPUPerConnU = float64(connGen.Microseconds()) / float64(m.Connected)
+	}
 	if m.Delivered > 0 && cfg.publishes() {
 		r.GeneratorCPUPerDelU = (winGen1 - winGen0).Seconds() * 1e6 / float64(m.Delivered)
 	}
@@ -336,6 +342,7 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		GroupSize:      cfg.GroupSize,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Compress:       cfg.Compress,
+		Reader:         cfg.reader(),
 	}
 	if cfg.Scenario == "recovery" {
 		spec.DropEvery, spec.DropDown = cfg.DropEvery, cfg.DropDown

@@ -2,7 +2,10 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +30,7 @@ const maxFrame = 16 << 20
 type target struct {
 	hostPort string // "127.0.0.1:8080" or "[::1]:8080"
 	wsURL    string // ws://hostPort/path
+	path     string // of wsURL: the upgrade request's target
 	apiBase  string // http://hostPort of the server API
 }
 
@@ -76,7 +80,7 @@ func parseTarget(wsURL, apiURL string) (target, error) {
 	if path == "" {
 		path = "/ws"
 	}
-	t := target{hostPort: hp, wsURL: "ws://" + hp + path, apiBase: "http://" + hp}
+	t := target{hostPort: hp, wsURL: "ws://" + hp + path, path: path, apiBase: "http://" + hp}
 	if apiURL != "" {
 		a, err := url.Parse(apiURL)
 		if err != nil || a.Scheme != "http" {
@@ -97,17 +101,25 @@ func parseTarget(wsURL, apiURL string) (target, error) {
 // loopbackDialer returns a dial function that connects only to loopback
 // addresses, from local (nil: any) as source address.
 func loopbackDialer(local net.IP, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
+	return func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return dialLoopback(ctx, addr, local, timeout)
+	}
+}
+
+// dialLoopback opens a TCP connection to addr, which must be a loopback
+// address, from local (nil: any). TCP keep-alive is off: it would cost four
+// setsockopt calls per connection and means nothing on loopback (the server
+// pings its clients).
+func dialLoopback(ctx context.Context, addr string, local net.IP, timeout time.Duration) (net.Conn, error) {
+	hp, err := loopbackHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	if local != nil {
 		d.LocalAddr = &net.TCPAddr{IP: local}
 	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		hp, err := loopbackHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		return d.DialContext(ctx, "tcp", hp)
-	}
+	return d.DialContext(ctx, "tcp", hp)
 }
 
 // wsConn is a client WebSocket connection with a lean reader: frames are read
@@ -173,44 +185,224 @@ var errContextTakeover = errors.New("server accepted permessage-deflate without 
 
 // dialWS opens a WebSocket to t with a bearer token. With compress it offers
 // permessage-deflate (no context takeover); whether the server accepted it
-// is in the connection's deflate field.
+// is in the connection's deflate field. A refused upgrade is a *dialError
+// with the HTTP status and the start of the body.
+//
+// The handshake is lean, as the generator shares the machine with the server
+// it measures: a plain TCP dial (see dialLoopback), the upgrade request
+// written as one buffer, and the response read through the connection's own
+// bufio.Reader, so whatever follows the response (often the connected frame,
+// in the same segment) stays buffered for readFrame.
 func dialWS(ctx context.Context, t target, token string, local net.IP, readBuf int, timeout time.Duration, seed uint64, compress bool) (*wsConn, error) {
-	var status int
-	var body string
-	d := ws.Dialer{
-		ReadBufferSize:  readBuf,
-		WriteBufferSize: 1024,
-		Timeout:         timeout,
-		NetDial:         loopbackDialer(local, timeout),
-		OnStatusError: func(st int, reason []byte, resp io.Reader) {
-			status = st
-			// The connection stays open (keep-alive): read exactly the
-			// response, never to EOF.
-			if r, err := http.ReadResponse(bufio.NewReader(resp), nil); err == nil {
-				b, _ := io.ReadAll(io.LimitReader(r.Body, 256))
-				r.Body.Close()
-				body = strings.TrimSpace(string(b))
-			}
-		},
+	deadline := time.Now().Add(timeout)
+	nc, err := dialLoopback(ctx, t.hostPort, local, timeout)
+	if err != nil {
+		return nil, &dialError{err: err}
+	}
+	_ = nc.SetDeadline(deadline)
+	// Cancelling ctx interrupts the handshake.
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	c := newWSConn(nc, bufio.NewReaderSize(nc, readBuf), readBuf, seed)
+	err = c.handshake(t, token, compress)
+	if !stop() && err == nil {
+		err = ctx.Err() // ended as the handshake did: the deadline may be past
+	}
+	if err != nil {
+		_ = nc.Close()
+		if de := (*dialError)(nil); ctx.Err() != nil && (!errors.As(err, &de) || de.status == 0) {
+			err = &dialError{err: ctx.Err()} // not the i/o timeout it caused
+		}
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// websocketGUID is appended to the key to compute Sec-WebSocket-Accept
+// (RFC 6455 §1.3).
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// deflateOffer is the Sec-WebSocket-Extensions value --compress sends.
+var deflateOffer = func() string {
+	var b bytes.Buffer
+	_, _ = httphead.WriteOptions(&b, []httphead.Option{deflateParams.Option()})
+	return b.String()
+}()
+
+// appendUpgradeRequest appends the HTTP upgrade request for t's path.
+func appendUpgradeRequest(b []byte, t target, key []byte, token string, compress bool) []byte {
+	b = append(b, "GET "...)
+	b = append(b, t.path...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, t.hostPort...)
+	b = append(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
+	b = append(b, key...)
+	b = append(b, "\r\n"...)
+	if compress {
+		b = append(b, "Sec-WebSocket-Extensions: "...)
+		b = append(b, deflateOffer...)
+		b = append(b, "\r\n"...)
 	}
 	if token != "" {
-		d.Header = ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n")
+		b = append(b, "Authorization: Bearer "...)
+		b = append(b, token...)
+		b = append(b, "\r\n"...)
 	}
-	if compress {
-		d.Extensions = []httphead.Option{deflateParams.Option()}
+	return append(b, "\r\n"...)
+}
+
+// acceptKey returns Sec-WebSocket-Accept for key.
+func acceptKey(key []byte) [28]byte {
+	var in [24 + len(websocketGUID)]byte
+	copy(in[copy(in[:], key):], websocketGUID)
+	sum := sha1.Sum(in[:])
+	var out [28]byte
+	base64.StdEncoding.Encode(out[:], sum[:])
+	return out
+}
+
+// handshake writes the upgrade request and reads the response through c.br.
+func (c *wsConn) handshake(t target, token string, compress bool) error {
+	// A fresh key per connection from the connection's generator: the key
+	// only has to be unpredictable enough to prove the server read it.
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:8], c.next64())
+	binary.LittleEndian.PutUint64(raw[8:], c.next64())
+	var key [24]byte
+	base64.StdEncoding.Encode(key[:], raw[:])
+
+	req := appendUpgradeRequest(make([]byte, 0, 256+len(token)), t, key[:], token, compress)
+	if _, err := c.nc.Write(req); err != nil {
+		return &dialError{err: err}
 	}
-	nc, br, hs, err := d.Dial(ctx, t.wsURL)
+
+	line, err := c.br.ReadSlice('\n')
 	if err != nil {
-		return nil, &dialError{status: status, body: body, err: err}
+		return &dialError{err: fmt.Errorf("reading the upgrade response: %w", err)}
 	}
-	c := newWSConn(nc, br, readBuf, seed)
-	if compress {
-		if c.deflate, err = deflateAccepted(hs.Extensions); err != nil {
-			_ = nc.Close()
-			return nil, err
+	status, ok := parseStatusLine(line)
+	if !ok {
+		return &dialError{err: fmt.Errorf("malformed upgrade response status line %.60q", line)}
+	}
+	if status != http.StatusSwitchingProtocols {
+		return &dialError{status: status, body: responseBody(line, c.br), err: fmt.Errorf("unexpected HTTP status %d", status)}
+	}
+	want := acceptKey(key[:])
+	var upgrade, connection, accepted bool
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return &dialError{err: fmt.Errorf("reading the upgrade response: %w", err)}
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return &dialError{err: fmt.Errorf("malformed upgrade response header %.60q", line)}
+		}
+		value = bytes.Trim(value, " \t")
+		switch {
+		case asciiEqualFold(name, "Upgrade"):
+			upgrade = asciiEqualFold(value, "websocket")
+		case asciiEqualFold(name, "Connection"):
+			connection = hasTokenFold(value, "upgrade")
+		case asciiEqualFold(name, "Sec-WebSocket-Accept"):
+			accepted = string(value) == string(want[:])
+		case asciiEqualFold(name, "Sec-WebSocket-Extensions"):
+			if !compress {
+				return &dialError{err: fmt.Errorf("server selected extensions that were not offered: %.60q", value)}
+			}
+			opts, ok := httphead.ParseOptions(value, nil)
+			if !ok {
+				return &dialError{err: fmt.Errorf("malformed Sec-WebSocket-Extensions %.60q", value)}
+			}
+			on, err := deflateAccepted(opts)
+			if err != nil {
+				return err
+			}
+			c.deflate = c.deflate || on
 		}
 	}
-	return c, nil
+	switch {
+	case !upgrade:
+		return &dialError{err: errors.New("upgrade response without Upgrade: websocket")}
+	case !connection:
+		return &dialError{err: errors.New("upgrade response without Connection: Upgrade")}
+	case !accepted:
+		return &dialError{err: errBadAccept}
+	}
+	return nil
+}
+
+// errBadAccept fails a handshake whose Sec-WebSocket-Accept does not match
+// the key sent.
+var errBadAccept = errors.New("upgrade response with a wrong or missing Sec-WebSocket-Accept")
+
+// parseStatusLine returns the status code of an HTTP/1.x status line.
+func parseStatusLine(line []byte) (int, bool) {
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return 0, false
+	}
+	code := 0
+	for _, d := range line[9:12] {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		code = code*10 + int(d-'0')
+	}
+	if len(line) > 12 && line[12] != ' ' && line[12] != '\r' && line[12] != '\n' {
+		return 0, false
+	}
+	return code, true
+}
+
+// responseBody returns the start of the body of a refused upgrade. The
+// connection stays open (keep-alive): it reads exactly the response, never
+// to EOF.
+func responseBody(statusLine []byte, br *bufio.Reader) string {
+	head := bytes.NewReader(bytes.Clone(statusLine))
+	r, err := http.ReadResponse(bufio.NewReader(io.MultiReader(head, br)), nil)
+	if err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 256))
+	r.Body.Close()
+	return strings.TrimSpace(string(b))
+}
+
+// asciiEqualFold reports whether b equals s, ignoring ASCII case.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// hasTokenFold reports whether the comma-separated list v holds token,
+// ignoring ASCII case.
+func hasTokenFold(v []byte, token string) bool {
+	for len(v) > 0 {
+		var t []byte
+		t, v, _ = bytes.Cut(v, []byte(","))
+		if asciiEqualFold(bytes.Trim(t, " \t"), token) {
+			return true
+		}
+	}
+	return false
 }
 
 // deflateAccepted reports whether the handshake response accepted
@@ -233,6 +425,15 @@ func deflateAccepted(exts []httphead.Option) (bool, error) {
 	return false, nil
 }
 
+// Errors of frames the bench readers refuse (readFrame and the epoll path).
+var (
+	errMaskedFrame   = errors.New("protocol error: masked frame from server")
+	errFragmented    = errors.New("fragmented frame from server (not supported by the bench reader)")
+	errRSV23         = errors.New("protocol error: RSV2/RSV3 set by server")
+	errRSV1NoDeflate = errors.New("protocol error: compressed (RSV1) frame without negotiated permessage-deflate")
+	errFrameTooLarge = fmt.Errorf("frame exceeds %d bytes", maxFrame)
+)
+
 // readFrame returns the next frame. The payload is valid until the next call.
 // Fragmented messages are not expected from herald (one message, one frame)
 // and are reported as an error.
@@ -253,20 +454,20 @@ func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
 		return 0, nil, err
 	}
 	if h.Masked {
-		return 0, nil, errors.New("protocol error: masked frame from server")
+		return 0, nil, errMaskedFrame
 	}
 	if !h.Fin || h.OpCode == ws.OpContinuation {
-		return 0, nil, errors.New("fragmented frame from server (not supported by the bench reader)")
+		return 0, nil, errFragmented
 	}
 	if h.Length > maxFrame {
-		return 0, nil, fmt.Errorf("frame of %d bytes exceeds %d", h.Length, maxFrame)
+		return 0, nil, errFrameTooLarge
 	}
 	rsv1, rsv2, rsv3 := ws.RsvBits(h.Rsv)
 	switch {
 	case rsv2 || rsv3:
-		return 0, nil, errors.New("protocol error: RSV2/RSV3 set by server")
+		return 0, nil, errRSV23
 	case rsv1 && !c.deflate:
-		return 0, nil, errors.New("protocol error: compressed (RSV1) frame without negotiated permessage-deflate")
+		return 0, nil, errRSV1NoDeflate
 	case rsv1 && h.OpCode.IsControl():
 		return 0, nil, wsflate.ErrUnexpectedCompressionBit
 	}
@@ -297,23 +498,20 @@ func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
 	return h.OpCode, p, nil
 }
 
-// nextMask returns a fresh masking key (xorshift64*; masks need not be
-// cryptographically random for a load generator).
-func (c *wsConn) nextMask() [4]byte {
-	c.rng ^= c.rng >> 12
-	c.rng ^= c.rng << 25
-	c.rng ^= c.rng >> 27
-	v := c.rng * 2685821657736338717
-	var m [4]byte
-	binary.LittleEndian.PutUint32(m[:], uint32(v>>32))
-	return m
+// nextRand steps an xorshift64* generator (masks and handshake keys need
+// not be cryptographically random for a load generator).
+func nextRand(s *uint64) uint64 {
+	*s ^= *s >> 12
+	*s ^= *s << 25
+	*s ^= *s >> 27
+	return *s * 2685821657736338717
 }
 
-// writeFrame writes one masked client frame. Safe for concurrent use.
-func (c *wsConn) writeFrame(op ws.OpCode, payload []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	b := c.wbuf[:0]
+func (c *wsConn) next64() uint64 { return nextRand(&c.rng) }
+
+// appendMaskedFrame appends one client frame, masked with the high half of
+// r.
+func appendMaskedFrame(b []byte, op ws.OpCode, payload []byte, r uint64) []byte {
 	b = append(b, 0x80|byte(op))
 	n := len(payload)
 	switch {
@@ -325,11 +523,32 @@ func (c *wsConn) writeFrame(op ws.OpCode, payload []byte) error {
 		b = append(b, 0x80|127)
 		b = binary.BigEndian.AppendUint64(b, uint64(n))
 	}
-	mask := c.nextMask()
+	var mask [4]byte
+	binary.LittleEndian.PutUint32(mask[:], uint32(r>>32))
 	b = append(b, mask[:]...)
 	start := len(b)
 	b = append(b, payload...)
 	ws.Cipher(b[start:], mask, 0)
+	return b
+}
+
+// writeFrame writes one masked client frame. Safe for concurrent use.
+func (c *wsConn) writeFrame(op ws.OpCode, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = appendMaskedFrame(c.wbuf[:0], op, payload, c.next64())
+	_, err := c.nc.Write(c.wbuf)
+	return err
+}
+
+// writeTexts writes text frames with one write. Safe for concurrent use.
+func (c *wsConn) writeTexts(payloads ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := c.wbuf[:0]
+	for _, p := range payloads {
+		b = appendMaskedFrame(b, ws.OpText, p, c.next64())
+	}
 	c.wbuf = b
 	_, err := c.nc.Write(b)
 	return err

@@ -1,0 +1,485 @@
+package bench
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
+)
+
+// The epoll receive path (--reader epoll, the default on Linux): once a
+// connection is subscribed, its socket leaves Go's network poller and joins
+// one of a few receive loops. Each loop is one goroutine that owns a
+// level-triggered epoll instance over raw non-blocking sockets: per readiness
+// event it does one read(2) into the connection's buffer and parses every
+// complete frame in it. A delivery then costs one read and no goroutine
+// wake-up of its own, instead of a netpoller wake-up, a goroutine switch and
+// a read that finds the socket empty (readLoop).
+//
+// The loop does not block in epoll_wait: a thread parked in a system call
+// keeps the runtime's sysmon polling every 20 µs (it retakes the P, then
+// watches for the next one), which cost more than the loop saved. Instead the
+// epoll descriptor itself, readable whenever one of its sockets is, sits in
+// Go's poller: the loop goroutine parks there, and on waking collects the
+// ready sockets with a non-blocking epoll_wait, one wake-up per batch.
+
+const (
+	defaultReader  = "epoll"
+	epollSupported = true
+)
+
+// rxState is a connection's receive state on the epoll path. After the
+// hand-off it is touched only by the connection's loop, and by finish once
+// the loops have stopped.
+type rxState struct {
+	fd      int    // the socket, a dup taken out of Go's poller
+	buf     []byte // frames are parsed in buf[r:w]
+	r, w    int
+	deflate bool // permessage-deflate negotiated
+	closed  bool // fd closed (dropped)
+}
+
+// rxLoop is one receive loop: a goroutine and its epoll instance.
+type rxLoop struct {
+	f    *localFleet
+	epfd int
+	ep   *os.File        // epfd, registered with Go's poller
+	rc   syscall.RawConn // of ep: the loop waits in rc.Read
+	wake [2]int          // pipe: a byte on wake[1] stops the loop
+	out  rxOut
+	err  error // why the loop stopped early (epoll_wait failed), for finish
+}
+
+// rxOut is what answering pings needs: a frame buffer and a mask generator.
+type rxOut struct {
+	wbuf []byte
+	rng  uint64
+}
+
+// wakeData marks the wake pipe's events; connections carry their fleet index.
+const wakeData = -1
+
+// epollLoops is the number of receive loops of a fleet.
+func epollLoops() int { return min(runtime.GOMAXPROCS(0), 2) }
+
+// startLoops creates and starts the fleet's receive loops.
+func (f *localFleet) startLoops() error {
+	f.rx = make([]atomic.Pointer[bconn], f.spec.Count)
+	for k := range epollLoops() {
+		l, err := newRxLoop(f, k)
+		if err != nil {
+			f.stopLoops()
+			return err
+		}
+		f.loops = append(f.loops, l)
+		f.loopsDone.Add(1)
+		go l.run()
+	}
+	return nil
+}
+
+func newRxLoop(f *localFleet, k int) (*rxLoop, error) {
+	l := &rxLoop{f: f, wake: [2]int{-1, -1}, out: rxOut{rng: (uint64(time.Now().UnixNano()) + uint64(k)*0x9e3779b97f4a7c15) | 1}}
+	var err error
+	if l.epfd, err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	// Non-blocking, so that os.NewFile registers it with Go's poller.
+	if err := syscall.SetNonblock(l.epfd, true); err != nil {
+		_ = syscall.Close(l.epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	l.ep = os.NewFile(uintptr(l.epfd), "epoll")
+	// Only a file in Go's poller takes deadlines: make sure this one is.
+	if err := l.ep.SetReadDeadline(time.Time{}); err != nil {
+		l.closeFds()
+		return nil, fmt.Errorf("epoll descriptor not in Go's poller: %w", err)
+	}
+	if l.rc, err = l.ep.SyscallConn(); err != nil {
+		l.closeFds()
+		return nil, err
+	}
+	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		l.closeFds()
+		return nil, os.NewSyscallError("pipe2", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: wakeData}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, l.wake[0], &ev); err != nil {
+		l.closeFds()
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return l, nil
+}
+
+// stopLoops wakes every loop, waits until all have returned and closes their
+// descriptors. Afterwards finish owns every connection's rxState.
+func (f *localFleet) stopLoops() {
+	for _, l := range f.loops {
+		_, _ = syscall.Write(l.wake[1], []byte{1})
+	}
+	f.loopsDone.Wait()
+	for _, l := range f.loops {
+		l.closeFds()
+		if l.err != nil {
+			f.mu.Lock()
+			f.drops["receive loop: "+shortErr(l.err)]++
+			f.mu.Unlock()
+		}
+	}
+	f.loops = nil
+}
+
+func (l *rxLoop) closeFds() {
+	for _, fd := range l.wake {
+		if fd >= 0 {
+			_ = syscall.Close(fd)
+		}
+	}
+	_ = l.ep.Close()
+}
+
+// detach takes bc's socket out of Go's poller for the epoll path: the
+// descriptor is duplicated, the net.Conn closed (which deregisters it from
+// the runtime's poller) and the duplicate, non-blocking, becomes bc.rx.fd.
+// Bytes the setup reads left in the bufio.Reader become the start of the
+// receive buffer. bc.ws is released (its buffers are no longer needed).
+func (f *localFleet) detach(bc *bconn) error {
+	c := bc.ws
+	if c.pending > 0 {
+		if _, err := c.br.Discard(c.pending); err != nil {
+			return err
+		}
+		c.pending = 0
+	}
+	if c.inf != nil {
+		inflaters.Put(c.inf)
+		c.inf = nil
+	}
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return errors.New("epoll reader: not a socket")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	var derr error
+	// (*TCPConn).File would dup too, but its *os.File registers the new
+	// descriptor with the runtime's poller again.
+	if err := raw.Control(func(s uintptr) { fd, derr = dupCloexec(int(s)) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return os.NewSyscallError("fcntl", derr)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return os.NewSyscallError("fcntl", err)
+	}
+	buffered := c.br.Buffered()
+	size := f.spec.ReadBuffer
+	if buffered >= size {
+		size = roundBuf(buffered + 1)
+	}
+	bc.rx = rxState{fd: fd, buf: make([]byte, size), deflate: c.deflate}
+	if buffered > 0 {
+		p, _ := c.br.Peek(buffered)
+		bc.rx.w = copy(bc.rx.buf, p)
+	}
+	_ = c.nc.Close()
+	bc.ws = nil
+	return nil
+}
+
+func dupCloexec(fd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+// register adds a detached connection (fleet index i) to its loop. The
+// caller holds f.mu and has checked that the fleet is not stopping.
+func (f *localFleet) register(bc *bconn, i int) error {
+	f.rx[i].Store(bc)
+	l := f.loops[i%len(f.loops)]
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(i)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, bc.rx.fd, &ev); err != nil {
+		f.rx[i].Store(nil)
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// closeDetached sends a close frame (best effort: one non-blocking write)
+// and closes bc's socket, unless it was dropped. finish calls it once the
+// loops have stopped.
+func (f *localFleet) closeDetached(bc *bconn, out *rxOut) {
+	if bc.rx.closed {
+		return
+	}
+	out.wbuf = appendMaskedFrame(out.wbuf[:0], ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""), nextRand(&out.rng))
+	_, _ = rawWrite(bc.rx.fd, out.wbuf)
+	bc.rx.closed = true
+	_ = syscall.Close(bc.rx.fd)
+}
+
+// dropDetached closes a connection the server closed or broke, and counts
+// it unless the fleet is stopping.
+func (f *localFleet) dropDetached(bc *bconn, why string) {
+	bc.rx.closed = true
+	_ = syscall.Close(bc.rx.fd)
+	if f.stopping.Load() {
+		return
+	}
+	f.dropped.Add(1)
+	f.mu.Lock()
+	f.drops[why]++
+	f.mu.Unlock()
+}
+
+// run is the loop: wait for readiness, service each ready connection once.
+func (l *rxLoop) run() {
+	defer l.f.loopsDone.Done()
+	events := make([]syscall.EpollEvent, 256)
+	var n int
+	var werr error
+	collect := func(uintptr) bool {
+		n, werr = syscall.EpollWait(l.epfd, events, 0)
+		return n > 0 || werr != nil
+	}
+	for {
+		// Parks in Go's poller until the epoll descriptor is readable. It
+		// is edge-triggered there, so the loop parks only after an
+		// epoll_wait found nothing.
+		if err := l.rc.Read(collect); err != nil {
+			l.err = err
+			return
+		}
+		if werr == syscall.EINTR {
+			continue
+		}
+		if werr != nil {
+			l.err = os.NewSyscallError("epoll_wait", werr)
+			return
+		}
+		for i := range n {
+			k := events[i].Fd
+			if k == wakeData {
+				return
+			}
+			if bc := l.f.rx[k].Load(); bc != nil && !bc.rx.closed {
+				l.service(bc)
+			}
+		}
+	}
+}
+
+// service does one read into bc's buffer and handles every complete frame.
+func (l *rxLoop) service(bc *bconn) {
+	rx := &bc.rx
+	if rx.w == len(rx.buf) {
+		// frames always leaves room; should it not, grow rather than spin.
+		rx.buf = append(rx.buf, make([]byte, len(rx.buf))...)
+	}
+	n, err := rawRead(rx.fd, rx.buf[rx.w:])
+	switch {
+	case n > 0:
+		rx.w += n
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return
+	case err == nil && rx.w > rx.r:
+		l.f.dropDetached(bc, "read: "+shortErr(io.ErrUnexpectedEOF)) // as readFrame
+		return
+	case err == nil:
+		l.f.dropDetached(bc, "read: EOF")
+		return
+	default:
+		l.f.dropDetached(bc, "read: "+shortErr(err))
+		return
+	}
+	if why := l.f.frames(bc, &l.out); why != "" {
+		l.f.dropDetached(bc, why)
+	}
+}
+
+// frames handles every complete frame in bc.rx.buf[r:w] as readLoop would,
+// then moves what is left (the start of the next frame) to the front of the
+// buffer, growing it when that frame will not fit. It returns a drop reason,
+// or "".
+func (f *localFleet) frames(bc *bconn, out *rxOut) string {
+	rx := &bc.rx
+	need := 0 // size of the incomplete frame at r, when its header is complete
+	for rx.r < rx.w {
+		h, err := parseFrameHeader(rx.buf[rx.r:rx.w], rx.deflate)
+		if err != nil {
+			return "read: " + shortErr(err)
+		}
+		end := rx.r + h.size
+		if h.size == 0 || end > rx.w {
+			need = h.size
+			break
+		}
+		p := rx.buf[rx.r+h.hlen : end]
+		rx.r = end
+		bc.wire += uint64(h.size)
+		switch h.op {
+		case ws.OpText:
+			if !h.compressed {
+				bc.msgBytes += uint64(len(p))
+				f.onMessage(bc, p)
+				continue
+			}
+			inf := inflaters.Get().(*inflater)
+			m, err := inf.inflate(p, maxFrame)
+			if err != nil {
+				inflaters.Put(inf)
+				return "read: " + shortErr(fmt.Errorf("inflate: %w", err))
+			}
+			bc.msgBytes += uint64(len(m))
+			bc.compressed++
+			f.onMessage(bc, m)
+			inflaters.Put(inf)
+		case ws.OpPing:
+			out.wbuf = appendMaskedFrame(out.wbuf[:0], ws.OpPong, p, nextRand(&out.rng))
+			if n, err := writeFull(rx.fd, out.wbuf); err != nil && n > 0 {
+				return "write: pong cut short: " + shortErr(err) // the stream is broken
+			}
+			// A pong not sent at all is left, as in readLoop, to the next
+			// read to report.
+		case ws.OpClose:
+			return "close " + strconv.Itoa(closeCode(p))
+		}
+	}
+	// Compact.
+	if rx.r == rx.w {
+		rx.r, rx.w = 0, 0
+	} else if rx.r > 0 {
+		rx.w = copy(rx.buf, rx.buf[rx.r:rx.w])
+		rx.r = 0
+	}
+	if need > len(rx.buf) {
+		nb := make([]byte, roundBuf(need))
+		copy(nb, rx.buf[:rx.w])
+		rx.buf = nb
+	}
+	return ""
+}
+
+// roundBuf rounds a buffer size up to a multiple of 4 KiB.
+func roundBuf(n int) int { return (n + 4095) &^ 4095 }
+
+// writeFull writes b to a non-blocking socket, retrying briefly (≤ 5 ms)
+// while the socket buffer is full: a control frame is tiny, so that is rare
+// and short. It returns how much it wrote.
+func writeFull(fd int, b []byte) (int, error) {
+	written := 0
+	for tries := 0; written < len(b); {
+		n, err := rawWrite(fd, b[written:])
+		if n > 0 {
+			written += n
+			continue
+		}
+		if err == syscall.EAGAIN || err == syscall.EINTR {
+			if tries++; tries > 100 {
+				return written, errors.New("socket send buffer full")
+			}
+			time.Sleep(50 * time.Microsecond)
+			continue
+		}
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		return written, err
+	}
+	return written, nil
+}
+
+// rawRead and rawWrite are read(2) and write(2) without the scheduler
+// hand-off of syscall.Read and syscall.Write: the socket is non-blocking, so
+// they never block.
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, syscall.EAGAIN
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// frameHeader is a parsed server frame header.
+type frameHeader struct {
+	op         ws.OpCode
+	compressed bool // RSV1 (permessage-deflate)
+	hlen       int  // header bytes
+	size       int  // header + payload bytes; 0: the header is incomplete
+}
+
+// parseFrameHeader parses the header of the server frame at the start of b
+// (RFC 6455 §5.2: unmasked, 2–10 bytes). size is 0 when b does not yet hold
+// the whole header. Frames the bench reader does not accept are errors, as
+// in readFrame.
+func parseFrameHeader(b []byte, deflate bool) (frameHeader, error) {
+	if len(b) < 2 {
+		return frameHeader{}, nil
+	}
+	b0, b1 := b[0], b[1]
+	op := ws.OpCode(b0 & 0x0f)
+	if b1&0x80 != 0 {
+		return frameHeader{}, errMaskedFrame
+	}
+	if b0&0x80 == 0 || op == ws.OpContinuation {
+		return frameHeader{}, errFragmented
+	}
+	hlen, n := 2, uint64(b1&0x7f)
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return frameHeader{}, nil
+		}
+		hlen, n = 4, uint64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		if len(b) < 10 {
+			return frameHeader{}, nil
+		}
+		hlen, n = 10, binary.BigEndian.Uint64(b[2:])
+	}
+	if n > maxFrame {
+		return frameHeader{}, errFrameTooLarge
+	}
+	rsv1 := b0&0x40 != 0
+	switch {
+	case b0&0x30 != 0:
+		return frameHeader{}, errRSV23
+	case rsv1 && !deflate:
+		return frameHeader{}, errRSV1NoDeflate
+	case rsv1 && op.IsControl():
+		return frameHeader{}, wsflate.ErrUnexpectedCompressionBit
+	}
+	return frameHeader{op: op, compressed: rsv1, hlen: hlen, size: hlen + int(n)}, nil
+}
