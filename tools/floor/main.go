@@ -23,7 +23,7 @@
 package main
 
 import (
-	"bufio"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -119,9 +119,9 @@ func parent(mode string, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	line, _ := bufio.NewReader(childOut).ReadString('\n')
+	lines, _ := io.ReadAll(childOut)
 	_ = child.Wait()
-	fmt.Fprintf(out, "%s%s", report, line)
+	fmt.Fprintf(out, "%s%s", report, lines)
 	return nil
 }
 
@@ -149,11 +149,14 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		return "", err
 	}
 	time.Sleep(300 * time.Millisecond) // the readers are parked
-	msg := make([]byte, o.size)
+	msg := make([]byte, max(o.size, 8))[:o.size]
 	rounds := make([]time.Duration, 0, o.rounds)
 	c0 := cpu()
 	for r := 0; r < o.rounds; r++ {
 		t0 := time.Now()
+		if o.size >= 8 {
+			binary.LittleEndian.PutUint64(msg, uint64(t0.UnixNano())) // the reader's latency origin
+		}
 		var wg sync.WaitGroup
 		var failed atomic.Int64
 		per := (len(conns) + o.writers - 1) / o.writers
@@ -204,14 +207,23 @@ func fanoutReader(o options, out io.Writer) error {
 	c0 := cpu()
 	var got atomic.Int64
 	var wg sync.WaitGroup
-	for _, c := range conns {
+	lats := make([][]time.Duration, len(conns)) // per socket: receive time − round start
+	for i, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 4096)
+			var pending int // bytes of a message cut by the previous read
 			for {
 				n, err := c.Read(buf)
 				got.Add(int64(n))
+				if o.size >= 8 && n > 0 {
+					now := time.Now().UnixNano()
+					for off := (o.size - pending) % o.size; off+8 <= n; off += o.size {
+						lats[i] = append(lats[i], time.Duration(now-int64(binary.LittleEndian.Uint64(buf[off:]))))
+					}
+					pending = (pending + n) % o.size
+				}
 				if err != nil {
 					return
 				}
@@ -224,7 +236,18 @@ func fanoutReader(o options, out io.Writer) error {
 	if msgs > 0 {
 		per = (cpu() - c0) / time.Duration(msgs)
 	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	q := func(p float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[min(len(all)-1, int(p*float64(len(all))))].Round(100 * time.Microsecond)
+	}
 	fmt.Fprintf(out, "reader CPU per delivery      %v (%d messages)\n", per.Round(10*time.Nanosecond), msgs)
+	if len(all) > 0 {
+		fmt.Fprintf(out, "delivery latency             p50 %v  p99 %v  max %v (received − round start)\n", q(0.5), q(0.99), all[len(all)-1].Round(100*time.Microsecond))
+	}
 	return nil
 }
 

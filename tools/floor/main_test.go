@@ -25,7 +25,7 @@ func TestFanoutReportsBothSides(t *testing.T) {
 	if err := run([]string{"fanout", "--conns", "50", "--rounds", "2", "--size", "100"}, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"50 sockets × 2 rounds of 100 bytes", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages)"} {
+	for _, want := range []string{"50 sockets × 2 rounds of 100 bytes", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages)", "delivery latency"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
