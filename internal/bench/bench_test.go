@@ -332,19 +332,21 @@ func TestReaders(t *testing.T) {
 	}
 }
 
-// TestReaderAnswersPings: the server pings every 40 ms and drops a
-// connection silent for 400 ms; subscribers answer every ping with a pong
-// while deliveries flow, so none is dropped.
+// TestReaderAnswersPings: the server pings every 100 ms and drops a
+// connection silent for 1 s; subscribers answer every ping with a pong
+// while deliveries flow, so none is dropped over 2.5 s (a reader that did
+// not answer would lose every connection after ≈ 1.1 s). The timeout leaves
+// room for a busy CI machine running packages in parallel under -race.
 func TestReaderAnswersPings(t *testing.T) {
 	for _, reader := range []string{"epoll", "goroutine"} {
 		t.Run(reader, func(t *testing.T) {
 			url := startServer(t, func(c *config.Config) {
-				c.PingInterval = 40 * time.Millisecond
-				c.PongTimeout = 400 * time.Millisecond
+				c.PingInterval = 100 * time.Millisecond
+				c.PongTimeout = time.Second
 			})
 			cfg := testConfig(url, "fanout")
 			cfg.Reader = reader
-			cfg.Duration = 1500 * time.Millisecond
+			cfg.Duration = 2500 * time.Millisecond
 			cfg.Rate = 20
 			checkDeliveries(t, run(t, cfg), 50)
 		})
