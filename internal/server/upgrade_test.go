@@ -126,3 +126,19 @@ func TestUpgradeAfterOtherRequests(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 }
+
+// TestPlainGetOfWebSocketPath: a first request on a new connection that is
+// a GET of the WebSocket path without an upgrade goes to net/http and gets
+// the JSON 400.
+func TestPlainGetOfWebSocketPath(t *testing.T) {
+	ts := start(t, nil)
+	_, br := rawSend(t, ts, []byte(fmt.Sprintf("GET /ws?token=x HTTP/1.1\r\nHost: %s\r\n\r\n", ts.addr)))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"error":"websocket_required"`) {
+		t.Fatalf("got %d %s", resp.StatusCode, body)
+	}
+}
