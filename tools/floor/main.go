@@ -251,6 +251,30 @@ func fanoutReader(o options, out io.Writer) error {
 	return nil
 }
 
+// connectExchange is what a herald connect puts on the wire, in order: the
+// upgrade request, the 101 response with the connected frame, the
+// subscribe, the subscribed reply.
+var connectExchange = [4]int{300, 279, 60, 100}
+
+// exchange plays one side of connectExchange on c: the dialing side writes
+// the request and the subscribe and reads the answers, the accepting side
+// the other way round.
+func exchange(c net.Conn, dialing bool) error {
+	buf := make([]byte, 512)
+	for i, n := range connectExchange {
+		var err error
+		if (i%2 == 0) == dialing {
+			_, err = c.Write(buf[:n])
+		} else {
+			_, err = io.ReadFull(c, buf[:n])
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func connectAcceptor(ln net.Listener, o options) (string, error) {
 	var done sync.WaitGroup
 	var keep sync.Mutex
@@ -270,21 +294,7 @@ func connectAcceptor(ln net.Listener, o options) (string, error) {
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			buf := make([]byte, 1024)
-			// request → 101 + connected; subscribe → subscribed
-			if _, err := c.Read(buf); err != nil {
-				failed.Add(1)
-				return
-			}
-			if _, err := c.Write(make([]byte, 279)); err != nil {
-				failed.Add(1)
-				return
-			}
-			if _, err := c.Read(buf); err != nil {
-				failed.Add(1)
-				return
-			}
-			if _, err := c.Write(make([]byte, 100)); err != nil {
+			if err := exchange(c, false); err != nil {
 				failed.Add(1)
 				return
 			}
@@ -318,20 +328,10 @@ func connectDialer(o options, out io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 1024)
 			for next.Add(1) <= int64(o.conns) {
 				c, err := net.Dial("tcp", o.addr)
 				if err == nil {
-					_, err = c.Write(make([]byte, 300))
-				}
-				if err == nil {
-					_, err = io.ReadFull(c, buf[:279])
-				}
-				if err == nil {
-					_, err = c.Write(make([]byte, 60))
-				}
-				if err == nil {
-					_, err = io.ReadFull(c, buf[:100])
+					err = exchange(c, true)
 				}
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
