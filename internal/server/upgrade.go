@@ -212,7 +212,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			id, ref = s.admit(origin, host, auth.TokenFrom(authorization, query), query, c.RemoteAddr().String())
+			id, ref = s.admit(origin, host, auth.TokenFrom(authorization, query), query, c.RemoteAddr())
 			if ref != nil {
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(ref.status))
 			}
@@ -228,7 +228,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 		if ref != nil {
 			writeRefusal(c, ref)
 		} else {
-			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr().String())
+			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr())
 			hc.out.flushTo(c) // the upgrader's own error response
 		}
 		_ = c.Close()

@@ -67,8 +67,10 @@ type refusal struct {
 }
 
 // admit decides an upgrade request: not while draining, only from an allowed
-// origin, only with a valid identity. query is called only when needed.
-func (s *Server) admit(origin, host, token string, query func() url.Values, remote string) (auth.Identity, *refusal) {
+// origin, only with a valid identity. query is called only when needed;
+// remote (the peer's address, a string or a net.Addr) is only logged, so a
+// net.Addr is formatted only for a refusal.
+func (s *Server) admit(origin, host, token string, query func() url.Values, remote any) (auth.Identity, *refusal) {
 	if s.draining.Load() {
 		return auth.Identity{}, &refusal{http.StatusServiceUnavailable, "shutting_down", "server is shutting down"}
 	}
@@ -130,7 +132,7 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, ext *wsflate.Extens
 		PingInterval: s.cfg.PingInterval,
 	}))
 	if err := c.Greet(response, connected); err != nil {
-		s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr().String())
+		s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr())
 		_ = nc.Close()
 		return
 	}
