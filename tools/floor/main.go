@@ -3,13 +3,15 @@
 // numbers in docs/performance.md can be read against a floor measured on the
 // same machine:
 //
-//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2]
+//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2] [--reader epoll|goroutine]
 //	floor connect [--conns 10000] [--concurrency 128]
 //
 // fanout: one process writes --size bytes to each of --conns loopback
 // sockets, one write system call per socket, with --writers goroutines,
-// every 200 ms; a second process (this binary again) reads them with one
-// goroutine per socket, as the bench generator does. It reports the time one
+// every 200 ms; a second process (this binary again) reads them as the bench
+// generator does: by default (--reader epoll) with two epoll loops over raw
+// sockets, one read per readiness event; --reader goroutine uses one
+// goroutine per socket. It reports the time one
 // round takes (the last socket written) and the CPU per delivery of each side.
 //
 // connect: the second process opens --conns connections with --concurrency
@@ -48,7 +50,7 @@ func main() {
 
 type options struct {
 	conns, rounds, size, writers, concurrency int
-	addr                                      string
+	addr, reader                              string
 }
 
 func run(args []string, out io.Writer) error {
@@ -63,12 +65,16 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&o.size, "size", 199, "fanout: bytes per write (199 = herald's frame for a 100-byte payload)")
 	fs.IntVar(&o.writers, "writers", 2, "fanout: writing goroutines (herald's writer pool has GOMAXPROCS)")
 	fs.IntVar(&o.concurrency, "concurrency", 128, "connect: concurrent dialers")
+	fs.StringVar(&o.reader, "reader", defaultReader, "fanout: how the second process reads: epoll (two epoll loops over raw sockets, the bench generator's default on Linux) or goroutine (one goroutine per socket)")
 	fs.StringVar(&o.addr, "addr", "", "(internal) the first process's address, for the second")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if o.conns < 1 || o.conns > 18000 || o.rounds < 1 || o.size < 1 || o.writers < 1 || o.concurrency < 1 {
 		return errors.New("--conns must be 1..18000 and --rounds, --size, --writers, --concurrency positive")
+	}
+	if o.reader != "goroutine" && (o.reader != "epoll" || !epollSupported) {
+		return fmt.Errorf("--reader %q: want goroutine or (on Linux) epoll", o.reader)
 	}
 	switch mode {
 	case "fanout", "connect":
@@ -100,7 +106,7 @@ func parent(mode string, o options, out io.Writer) error {
 		return err
 	}
 	child := exec.Command(exe, mode+map[string]string{"fanout": "-reader", "connect": "-dialer"}[mode],
-		"--addr", ln.Addr().String(), "--conns", strconv.Itoa(o.conns), "--size", strconv.Itoa(o.size), "--concurrency", strconv.Itoa(o.concurrency))
+		"--addr", ln.Addr().String(), "--conns", strconv.Itoa(o.conns), "--size", strconv.Itoa(o.size), "--concurrency", strconv.Itoa(o.concurrency), "--reader", o.reader)
 	child.Stderr = os.Stderr
 	childOut, err := child.StdoutPipe()
 	if err != nil {
@@ -194,17 +200,58 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		rounds[len(rounds)-1].Round(100*time.Microsecond), (used / deliveries).Round(10*time.Nanosecond)), nil
 }
 
-// fanoutReader is the second process of fanout: one goroutine per socket.
+// fanoutReader is the second process of fanout: it reads every socket until
+// the writer closes it and reports the latencies it saw.
 func fanoutReader(o options, out io.Writer) error {
+	c0 := cpu()
+	var got int64
+	var lats [][]time.Duration
+	var err error
+	if o.reader == "epoll" {
+		got, lats, err = epollReader(o, func() { c0 = cpu() })
+	} else {
+		got, lats, err = goroutineReader(o, func() { c0 = cpu() })
+	}
+	if err != nil {
+		return err
+	}
+	msgs := got / int64(o.size)
+	per := time.Duration(0)
+	if msgs > 0 {
+		per = (cpu() - c0) / time.Duration(msgs)
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	q := func(p float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[min(len(all)-1, int(p*float64(len(all))))].Round(100 * time.Microsecond)
+	}
+	fmt.Fprintf(out, "reader CPU per delivery      %v (%d messages, --reader %s)\n", per.Round(10*time.Nanosecond), msgs, o.reader)
+	if len(all) > 0 {
+		fmt.Fprintf(out, "delivery latency             p50 %v  p99 %v  max %v (received − round start)\n", q(0.5), q(0.99), all[len(all)-1].Round(100*time.Microsecond))
+	}
+	return nil
+}
+
+// goroutineReader reads the fanout with one goroutine per socket (the bench
+// generator's --reader goroutine). connected is called once every socket is
+// connected, before the first read. It returns the bytes read and, per
+// socket, the latencies it saw.
+func goroutineReader(o options, connected func()) (int64, [][]time.Duration, error) {
 	conns := make([]net.Conn, 0, o.conns)
 	for range o.conns {
 		c, err := net.Dial("tcp", o.addr)
 		if err != nil {
-			return err
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return 0, nil, err
 		}
 		conns = append(conns, c)
 	}
-	c0 := cpu()
+	connected()
 	var got atomic.Int64
 	var wg sync.WaitGroup
 	lats := make([][]time.Duration, len(conns)) // per socket: receive time − round start
@@ -212,6 +259,7 @@ func fanoutReader(o options, out io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer c.Close()
 			buf := make([]byte, 4096)
 			var pending int // bytes of a message cut by the previous read
 			for {
@@ -231,24 +279,7 @@ func fanoutReader(o options, out io.Writer) error {
 		}()
 	}
 	wg.Wait()
-	msgs := got.Load() / int64(o.size)
-	per := time.Duration(0)
-	if msgs > 0 {
-		per = (cpu() - c0) / time.Duration(msgs)
-	}
-	all := slices.Concat(lats...)
-	slices.Sort(all)
-	q := func(p float64) time.Duration {
-		if len(all) == 0 {
-			return 0
-		}
-		return all[min(len(all)-1, int(p*float64(len(all))))].Round(100 * time.Microsecond)
-	}
-	fmt.Fprintf(out, "reader CPU per delivery      %v (%d messages)\n", per.Round(10*time.Nanosecond), msgs)
-	if len(all) > 0 {
-		fmt.Fprintf(out, "delivery latency             p50 %v  p99 %v  max %v (received − round start)\n", q(0.5), q(0.99), all[len(all)-1].Round(100*time.Microsecond))
-	}
-	return nil
+	return got.Load(), lats, nil
 }
 
 // connectExchange is what a herald connect puts on the wire, in order: the

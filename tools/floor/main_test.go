@@ -21,14 +21,23 @@ func TestMain(m *testing.M) {
 }
 
 func TestFanoutReportsBothSides(t *testing.T) {
-	var out bytes.Buffer
-	if err := run([]string{"fanout", "--conns", "50", "--rounds", "2", "--size", "100"}, &out); err != nil {
-		t.Fatal(err)
+	readers := []string{"goroutine"}
+	if epollSupported {
+		readers = append(readers, "epoll")
 	}
-	for _, want := range []string{"50 sockets × 2 rounds of 100 bytes", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages)", "delivery latency"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("report lacks %q:\n%s", want, out.String())
-		}
+	for _, reader := range readers {
+		t.Run(reader, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := run([]string{"fanout", "--conns", "50", "--rounds", "2", "--size", "100", "--reader", reader}, &out); err != nil {
+				t.Fatal(err)
+			}
+			// 100 messages: every write of every round was read, none twice.
+			for _, want := range []string{"50 sockets × 2 rounds of 100 bytes", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages, --reader " + reader + ")", "delivery latency"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("report lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
 	}
 }
 
@@ -45,7 +54,7 @@ func TestConnectReportsBothSides(t *testing.T) {
 }
 
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}} {
 		if err := run(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}

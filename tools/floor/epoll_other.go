@@ -1,0 +1,17 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"time"
+)
+
+const (
+	defaultReader  = "goroutine"
+	epollSupported = false
+)
+
+func epollReader(options, func()) (int64, [][]time.Duration, error) {
+	return 0, nil, errors.New("--reader epoll needs Linux")
+}
