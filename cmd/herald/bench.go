@@ -71,7 +71,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.DropEvery, "drop-every", cfg.DropEvery, "recovery: drop a tenth of the connections this often")
 	fs.DurationVar(&cfg.DropDown, "drop-down", cfg.DropDown, "recovery: how long a dropped connection stays away")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "server process id: measure its RSS and CPU from /proc")
-	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to spread the connections over (each binds its own 127.0.0.x source address)")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to spread the connections over (on Linux, connections to an IPv4 target rotate through source addresses 127.0.0.1–8 either way)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "bound on one connection's dial, upgrade and subscribe")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", cfg.ReadBuffer, "read buffer per connection, bytes")
 	fs.StringVar(&cfg.Reader, "reader", cfg.Reader, "receive path: epoll (Linux only: a few epoll loops over raw sockets, one read per delivery) or goroutine (one goroutine per connection); recovery always uses goroutine")

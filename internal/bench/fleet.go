@@ -23,14 +23,16 @@ import (
 // fleetSpec tells one fleet (in-process, or one worker process) which
 // connections to open and how.
 type fleetSpec struct {
-	Scenario       string        `json:"scenario"`
-	WSURL          string        `json:"ws_url"`
-	Secret         string        `json:"secret"`
-	TokenTTL       time.Duration `json:"token_ttl"`
-	First          int           `json:"first"` // connection indices [First, First+Count)
-	Count          int           `json:"count"`
-	Concurrency    int           `json:"concurrency"`
-	SourceIP       string        `json:"source_ip,omitempty"`
+	Scenario    string        `json:"scenario"`
+	WSURL       string        `json:"ws_url"`
+	Secret      string        `json:"secret"`
+	TokenTTL    time.Duration `json:"token_ttl"`
+	First       int           `json:"first"` // connection indices [First, First+Count)
+	Count       int           `json:"count"`
+	Concurrency int           `json:"concurrency"`
+	// SourceIPs are the loopback source addresses; connection i binds
+	// SourceIPs[i%len]. Empty: the kernel picks (127.0.0.1 for 127.x).
+	SourceIPs      []string      `json:"source_ips,omitempty"`
 	ReadBuffer     int           `json:"read_buffer"`
 	Channel        string        `json:"channel"`
 	GroupSize      int           `json:"group_size"`
@@ -175,7 +177,7 @@ type paddedCounter struct {
 type localFleet struct {
 	spec   fleetSpec
 	target target
-	local  net.IP
+	local  []net.IP // source addresses, by connection index; nil: any
 	tokens []string
 
 	// The epoll reader: its loops, and the connections by fleet index (the
@@ -226,11 +228,12 @@ func newLocalFleet(spec fleetSpec) (*localFleet, error) {
 	if f.epoll && !epollSupported {
 		return nil, errNoEpoll
 	}
-	if spec.SourceIP != "" {
-		f.local = net.ParseIP(spec.SourceIP)
-		if f.local == nil || !f.local.IsLoopback() {
-			return nil, fmt.Errorf("%w: source address %q", errNotLoopback, spec.SourceIP)
+	for _, a := range spec.SourceIPs {
+		ip := net.ParseIP(a)
+		if ip == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("%w: source address %q", errNotLoopback, a)
 		}
+		f.local = append(f.local, ip)
 	}
 	if spec.Count > 0 {
 		f.subs = make([]int, spec.streamOf(spec.First+spec.Count-1)+1)
@@ -279,13 +282,21 @@ func (f *localFleet) connect(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// localFor is the source address of connection idx, or nil for any.
+func (f *localFleet) localFor(idx int) net.IP {
+	if len(f.local) == 0 {
+		return nil
+	}
+	return f.local[idx%len(f.local)]
+}
+
 // connectOne dials connection First+i, waits for connected, subscribes and
 // waits for every subscribed ack, then starts its reader: a goroutine, or a
 // place in a receive loop.
 func (f *localFleet) connectOne(ctx context.Context, i int) {
 	idx := f.spec.First + i
 	start := time.Now()
-	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
+	c, err := dialWS(ctx, f.target, f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
 	if err != nil {
 		f.connectFailed(err)
 		return

@@ -61,7 +61,7 @@ func (f *localFleet) reconnect(bc *bconn) bool {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), f.spec.ConnectTimeout)
 	defer cancel()
-	c, err := dialWS(ctx, f.target, f.tokens[i], f.local, f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(start.UnixNano()), f.spec.Compress)
+	c, err := dialWS(ctx, f.target, f.tokens[i], f.localFor(bc.idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(start.UnixNano()), f.spec.Compress)
 	if err != nil {
 		f.mu.Lock()
 		f.rec.ReconnectFail++
