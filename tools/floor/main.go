@@ -15,7 +15,8 @@
 // round takes (the last socket written) and the CPU per delivery of each side.
 //
 // connect: the second process opens --conns connections with --concurrency
-// dialers and, on each, exchanges what a herald connect exchanges (a 300-byte
+// dialers (from source addresses 127.0.0.1–8 in turn on Linux, as herald
+// bench does) and, on each, exchanges what a herald connect exchanges (a 300-byte
 // request, a 279-byte answer, a 60-byte subscribe, a 100-byte reply); the
 // first process accepts and answers. It reports connections per second and
 // the CPU per connection of each side.
@@ -33,6 +34,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -347,6 +349,17 @@ func connectAcceptor(ln net.Listener, o options) (string, error) {
 		o.conns, float64(o.conns)/d.Seconds(), (used / time.Duration(o.conns)).Round(100*time.Nanosecond)), nil
 }
 
+// dialer is connection i's dialer: on Linux it rotates through source
+// addresses 127.0.0.1–8, as herald bench does (one address runs short of
+// the ephemeral ports connect(2) prefers at about 15,000 connections).
+func dialer(i int) *net.Dialer {
+	d := &net.Dialer{KeepAlive: -1}
+	if runtime.GOOS == "linux" {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
+	}
+	return d
+}
+
 // connectDialer is the second process of connect.
 func connectDialer(o options, out io.Writer) error {
 	var next atomic.Int64
@@ -359,8 +372,12 @@ func connectDialer(o options, out io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for next.Add(1) <= int64(o.conns) {
-				c, err := net.Dial("tcp", o.addr)
+			for {
+				i := next.Add(1)
+				if i > int64(o.conns) {
+					return
+				}
+				c, err := dialer(int(i)).Dial("tcp", o.addr)
 				if err == nil {
 					err = exchange(c, true)
 				}
