@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -17,20 +18,131 @@ import (
 // report it as ErrClaims instead, like a claim that fails validation.
 var errClaimType = errors.New("claim of the wrong type")
 
-// claims is the typed payload of a herald token. Decoding into it costs about
-// half of decoding into jwt.MapClaims (a connect storm verifies one token per
-// connection), and it keeps MapClaims' rules: unknown claims are ignored;
-// sub, role and org must be strings and channels an array of strings, with
-// null counting as absent; exp, nbf and iat must be numbers, with 0 counting
-// as absent and null as the wrong type.
+// claims is the typed payload of a herald token. Its own decoder (a connect
+// storm verifies one token per connection) keeps jwt.MapClaims' rules: claim
+// names match exactly (RFC 7519 §4: "ROLE" is not "role", though
+// encoding/json's struct decoding would take it); unknown claims are ignored;
+// of a claim given twice the last counts; sub, role and org must be strings
+// and channels an array of strings, with null counting as absent; exp, nbf
+// and iat must be numbers, with 0 counting as absent and null as the wrong
+// type.
 type claims struct {
-	Sub      claimString  `json:"sub"`
-	Role     claimString  `json:"role"`
-	Org      claimString  `json:"org"`
-	Channels claimStrings `json:"channels"`
-	Exp      claimTime    `json:"exp"`
-	Nbf      claimTime    `json:"nbf"`
-	Iat      claimTime    `json:"iat"`
+	Sub      claimString
+	Role     claimString
+	Org      claimString
+	Channels claimStrings
+	Exp      claimTime
+	Nbf      claimTime
+	Iat      claimTime
+}
+
+// UnmarshalJSON decodes a claims object. encoding/json calls it only with a
+// complete, valid JSON value, which is what lets the scanning below stay
+// simple: every string is terminated and every bracket matched.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	i := skipSpace(b, 0)
+	if i == len(b) || b[i] != '{' {
+		return fmt.Errorf("%w: the claims are not a JSON object", errClaimType)
+	}
+	// The last value of each known claim, decoded once the object is read:
+	// an earlier duplicate of the wrong type does not count.
+	var sub, role, org, channels, exp, nbf, iat []byte
+	for i++; ; {
+		i = skipSpace(b, i)
+		if b[i] == '}' {
+			break
+		}
+		if b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+		end := stringEnd(b, i)
+		name, err := jsonString(b[i:end])
+		if err != nil {
+			return err
+		}
+		i = skipSpace(b, skipSpace(b, end)+1) // past the colon
+		end = valueEnd(b, i)
+		switch v := b[i:end]; name {
+		case "sub":
+			sub = v
+		case "role":
+			role = v
+		case "org":
+			org = v
+		case "channels":
+			channels = v
+		case "exp":
+			exp = v
+		case "nbf":
+			nbf = v
+		case "iat":
+			iat = v
+		}
+		i = end
+	}
+	for _, d := range [...]struct {
+		v []byte
+		u json.Unmarshaler
+	}{{sub, &c.Sub}, {role, &c.Role}, {org, &c.Org}, {channels, &c.Channels}, {exp, &c.Exp}, {nbf, &c.Nbf}, {iat, &c.Iat}} {
+		if d.v != nil {
+			if err := d.u.UnmarshalJSON(d.v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the JSON string that starts at i.
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index just past the JSON value that starts at i.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
 }
 
 var _ jwt.Claims = (*claims)(nil)
@@ -46,11 +158,12 @@ func (c *claims) GetAudience() (jwt.ClaimStrings, error) { return nil, nil }
 
 var jsonNull = []byte("null")
 
-// claimString is a string claim; null leaves it empty.
+// claimString is a string claim; null makes it absent (empty).
 type claimString string
 
 func (s *claimString) UnmarshalJSON(b []byte) error {
 	if bytes.Equal(b, jsonNull) {
+		*s = ""
 		return nil
 	}
 	if len(b) == 0 || b[0] != '"' {
@@ -62,9 +175,10 @@ func (s *claimString) UnmarshalJSON(b []byte) error {
 }
 
 // jsonString decodes b, a JSON string the decoder has already validated:
-// directly when it has no escapes, else with encoding/json.
+// directly when it has no escapes and is valid UTF-8, else with
+// encoding/json (which turns invalid UTF-8 into U+FFFD).
 func jsonString(b []byte) (string, error) {
-	if len(b) >= 2 && bytes.IndexByte(b, '\\') < 0 {
+	if len(b) >= 2 && bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b) {
 		return string(b[1 : len(b)-1]), nil
 	}
 	var v string
@@ -77,28 +191,29 @@ type claimStrings []string
 
 func (s *claimStrings) UnmarshalJSON(b []byte) error {
 	if bytes.Equal(b, jsonNull) {
+		*s = nil
 		return nil
 	}
 	if len(b) == 0 || b[0] != '[' {
 		return fmt.Errorf("%w: want an array of strings", errClaimType)
 	}
-	var raw []any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	if len(raw) == 0 {
-		*s = nil
-		return nil
-	}
-	out := make([]string, len(raw))
-	for i, e := range raw {
-		str, ok := e.(string)
-		if !ok {
+	var out []string
+	for i := skipSpace(b, 1); b[i] != ']'; {
+		if b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+		if b[i] != '"' {
 			return fmt.Errorf("%w: want an array of strings", errClaimType)
 		}
-		out[i] = str
+		end := stringEnd(b, i)
+		str, err := jsonString(b[i:end])
+		if err != nil {
+			return err
+		}
+		out = append(out, str)
+		i = skipSpace(b, end)
 	}
-	*s = out
+	*s = out // nil for []: no channels
 	return nil
 }
 
