@@ -11,14 +11,14 @@
 // every 200 ms; a second process (this binary again) reads them as the bench
 // generator does: by default (--reader epoll) with two epoll loops over raw
 // sockets, one read per readiness event; --reader goroutine uses one
-// goroutine per socket. It reports the time one
-// round takes (the last socket written) and the CPU per delivery of each side.
+// goroutine per socket. It reports the time one round takes (the last socket
+// written), the delivery latency and the CPU per delivery of each side.
 //
 // connect: the second process opens --conns connections with --concurrency
 // dialers (from source addresses 127.0.0.1–8 in turn on Linux, as herald
-// bench does) and, on each, exchanges what a herald connect exchanges (a 300-byte
-// request, a 279-byte answer, a 60-byte subscribe, a 100-byte reply); the
-// first process accepts and answers. It reports connections per second and
+// bench does) and, on each, exchanges what a herald connect exchanges (a
+// 300-byte request, a 279-byte answer, a 60-byte subscribe, a 100-byte
+// reply); the first process accepts and answers. It reports connections per second and
 // the CPU per connection of each side.
 //
 // Only 127.0.0.1 is used: the first process listens on 127.0.0.1:0 and tells
