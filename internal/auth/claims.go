@@ -48,19 +48,23 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	// an earlier duplicate of the wrong type does not count.
 	var sub, role, org, channels, exp, nbf, iat []byte
 	for i++; ; {
-		i = skipSpace(b, i)
+		if i = skipSpace(b, i); i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+		if i >= len(b) {
+			return errUnterminated // not from encoding/json, which validates first
+		}
 		if b[i] == '}' {
 			break
-		}
-		if b[i] == ',' {
-			i = skipSpace(b, i+1)
 		}
 		end := stringEnd(b, i)
 		name, err := jsonString(b[i:end])
 		if err != nil {
 			return err
 		}
-		i = skipSpace(b, skipSpace(b, end)+1) // past the colon
+		if i = skipSpace(b, skipSpace(b, end)+1); i >= len(b) { // past the colon
+			return errUnterminated
+		}
 		end = valueEnd(b, i)
 		switch v := b[i:end]; name {
 		case "sub":
@@ -92,6 +96,9 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	}
 	return nil
 }
+
+// errUnterminated reports input that ends inside the claims object.
+var errUnterminated = fmt.Errorf("%w: the claims object is cut short", errClaimType)
 
 // skipSpace returns the index of the first byte at or after i that is not
 // JSON white space.
@@ -198,11 +205,14 @@ func (s *claimStrings) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("%w: want an array of strings", errClaimType)
 	}
 	var out []string
-	for i := skipSpace(b, 1); b[i] != ']'; {
-		if b[i] == ',' {
+	for i := skipSpace(b, 1); ; {
+		if i < len(b) && b[i] == ',' {
 			i = skipSpace(b, i+1)
 		}
-		if b[i] != '"' {
+		if i < len(b) && b[i] == ']' {
+			break
+		}
+		if i >= len(b) || b[i] != '"' {
 			return fmt.Errorf("%w: want an array of strings", errClaimType)
 		}
 		end := stringEnd(b, i)

@@ -110,10 +110,15 @@ func FuzzClaims(f *testing.F) {
 		`{"exp":null}`, `{"exp":0}`, `{"exp":-1e3}`, `{"nbf":"soon"}`, `{"iat":true}`,
 		` { "extra" : { "a" : [ 1 , "}" , { "b" : "]" } ] } , "sub" : "z" } `,
 		`{"s\u0075b":"escaped name"}`, `[]`, `"x"`, `null`, `12`, `{}`,
+		`{"sub"`, `{"sub":`, `{"channels":["a"`, `{,`, `[`, ``,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// Any input, valid or not, gets an answer and no panic.
+		var loose claims
+		_ = loose.UnmarshalJSON(b)
+		_ = loose.Channels.UnmarshalJSON(b)
 		if !json.Valid(b) {
 			return
 		}
