@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/herald-rt/herald/internal/protocol"
 )
 
 const (
@@ -115,26 +117,50 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 	return c
 }
 
-// Greet writes prefix (the handshake response) and frame (the first message)
-// to the connection in one system call. It must be called before Register,
-// while nothing else can write to the connection; the write is bounded by
-// greetTimeout.
+// Greet registers c with the hub and writes prefix (the handshake response)
+// and frame (the first message) in one system call. c holds its writer role
+// from before it is registered until that write is done, so what reaches it
+// once registered — a publication, a send to its user — waits in its queue
+// and follows the greeting: a client that has read its first message is
+// registered, and nothing goes out ahead of the handshake. The write is
+// bounded by greetTimeout; when it fails, the peer is gone and so is c. When
+// the hub is shutting down, c is greeted and then closed with 1001, and
+// Greet returns ErrShuttingDown.
 func (c *Client) Greet(prefix, frame []byte) error {
 	c.mu.Lock()
-	registered := c.registered
-	c.mu.Unlock()
-	if registered {
-		return errors.New("hub: Greet after Register")
+	if c.registered || c.writing {
+		c.mu.Unlock()
+		return errors.New("hub: Greet twice, or after Register")
 	}
+	c.writing = true
+	c.mu.Unlock()
+	regErr := c.hub.Register(c)
+
 	_ = c.nc.SetWriteDeadline(time.Now().Add(greetTimeout))
 	bufs := net.Buffers{prefix, frame}
 	n, err := bufs.WriteTo(c.nc)
 	_ = c.nc.SetWriteDeadline(time.Time{})
 	c.hub.metrics.BytesOut.Add(float64(n))
 	if err != nil {
+		c.Gone(0)
 		return err
 	}
 	c.hub.metrics.MessagesOut.Inc()
+
+	// Hand the writer role on, as a writer pool worker does after a batch.
+	c.mu.Lock()
+	more := len(c.queue) > 0 || (c.state == stateClosing && c.closeFrame != nil)
+	if !more {
+		c.writing = false
+	}
+	c.mu.Unlock()
+	if more {
+		c.hub.writers.schedule(c)
+	}
+	if regErr != nil {
+		c.Close(protocol.CloseGoingAway, "server shutting down")
+		return regErr
+	}
 	return nil
 }
 

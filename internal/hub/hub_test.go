@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -282,5 +283,64 @@ func TestDeflateFrameRoundTrip(t *testing.T) {
 	}
 	if deflateFrame([]byte("x"), newDeflaterPool()) != nil {
 		t.Fatal("incompressible payload should stay plain")
+	}
+}
+
+// gateConn records what is written to it, in order; its first write waits
+// until release is closed, after signalling started.
+type gateConn struct {
+	net.Conn
+	started, release chan struct{}
+	once             sync.Once
+	mu               sync.Mutex
+	buf              bytes.Buffer
+}
+
+func (c *gateConn) Write(b []byte) (int, error) {
+	c.once.Do(func() { close(c.started); <-c.release })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(b)
+}
+func (c *gateConn) written() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf.Bytes())
+}
+func (c *gateConn) Close() error                     { return nil }
+func (c *gateConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *gateConn) SetReadDeadline(time.Time) error  { return nil }
+
+// TestGreetRegistersFirst: while the greeting (handshake response and first
+// message) is still being written, the client is already registered — a
+// client that has read its connected message can be reached — and what is
+// sent to it meanwhile goes out after the greeting, never before it.
+func TestGreetRegistersFirst(t *testing.T) {
+	h := newTestHub(1 << 20)
+	gc := &gateConn{started: make(chan struct{}), release: make(chan struct{})}
+	c := h.NewClient(gc, ClientOptions{ID: "c1", UserID: "u"})
+	prefix := []byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")
+	connected := TextFrame([]byte(`{"type":"connected"}`))
+	errc := make(chan error, 1)
+	go func() { errc <- c.Greet(prefix, connected) }()
+	<-gc.started
+	payload := []byte(`{"type":"message","data":1}`)
+	if n := h.SendToUser("u", NewFrame(append(NewFrameBuffer(len(payload)), payload...))); n != 1 {
+		t.Fatalf("sent to %d clients during the greeting, want 1 (registered)", n)
+	}
+	close(gc.release)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Concat(prefix, connected, TextFrame(payload))
+	deadline := time.Now().Add(2 * time.Second)
+	for !bytes.Equal(gc.written(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("wrote %q, want %q", gc.written(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Greet(prefix, connected); err == nil {
+		t.Fatal("a second Greet succeeded")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -132,12 +133,9 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, ext *wsflate.Extens
 		PingInterval: s.cfg.PingInterval,
 	}))
 	if err := c.Greet(response, connected); err != nil {
-		s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr())
-		_ = nc.Close()
-		return
-	}
-	if err := s.hub.Register(c); err != nil {
-		c.Close(protocol.CloseGoingAway, "server shutting down")
+		if !errors.Is(err, hub.ErrShuttingDown) { // else greeted and closed with 1001
+			s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr())
+		}
 		return
 	}
 	s.log.Debug("client connected", "client", c.ID, "user", id.UserID, "org", id.OrgID, "deflate", deflate)
