@@ -147,16 +147,8 @@ func (c *Client) Greet(prefix, frame []byte) error {
 	}
 	c.hub.metrics.MessagesOut.Inc()
 
-	// Hand the writer role on, as a writer pool worker does after a batch.
 	c.mu.Lock()
-	more := len(c.queue) > 0 || (c.state == stateClosing && c.closeFrame != nil)
-	if !more {
-		c.writing = false
-	}
-	c.mu.Unlock()
-	if more {
-		c.hub.writers.schedule(c)
-	}
+	c.handOffLocked()
 	if regErr != nil {
 		c.Close(protocol.CloseGoingAway, "server shutting down")
 		return regErr

@@ -134,6 +134,13 @@ func (c *Client) flushOnce(iov *[]syscall.Iovec) {
 	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
 	c.mu.Lock()
 	c.recycleLocked(batch)
+	c.handOffLocked()
+}
+
+// handOffLocked ends a write with c.mu held, and unlocks it: the writer role
+// goes back to the pool when more is queued (or the close frame waits), else
+// it is released.
+func (c *Client) handOffLocked() {
 	more := len(c.queue) > 0 || (c.state == stateClosing && c.closeFrame != nil)
 	if !more {
 		c.writing = false
