@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/config"
@@ -218,4 +219,31 @@ func TestTokenChannelAllowList(t *testing.T) {
 	a.subscribe("docs:42")
 	a.send(map[string]any{"type": "subscribe", "channel": "notifications"})
 	a.expectError("forbidden")
+}
+
+// TestClaimNamesAreCaseSensitive: an issuer's own "ORG" or "Role" claim is
+// not herald's org or role. A token carrying ORG=7 gets no org:7 channels,
+// and its connected frame reports neither.
+func TestClaimNamesAreCaseSensitive(t *testing.T) {
+	ts := start(t, nil)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "mallory", "ORG": "7", "Org": "7", "ROLE": "admin", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, _, err := websocket.DefaultDialer.Dial(ts.wsURL("token="+tok), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	m := &wsClient{t: t, conn: conn}
+	connected := m.expect("connected")
+	if connected["org"] != nil || connected["role"] != nil {
+		t.Fatalf("connected = %v: a claim in other case was taken", connected)
+	}
+	m.send(map[string]any{"type": "subscribe", "channel": "org:7:chat"})
+	m.expectError("forbidden")
+	// The real org claim still works.
+	ts.dial("olivia", "7").subscribe("org:7:chat")
 }
