@@ -154,9 +154,10 @@ type bconn struct {
 	msgBytes   uint64
 	compressed uint64
 
-	// The epoll path: the detached socket and its receive buffer (ws is nil
-	// then).
-	rx rxState
+	// The epoll path: the raw socket and its receive buffer (ws is nil
+	// then), and the setup while it is in progress (rxdial_linux.go).
+	rx    rxState
+	setup *rxSetup
 
 	// recovery
 	down     bool // reconnecting (guarded by localFleet.mu)
@@ -291,9 +292,14 @@ func (f *localFleet) localFor(idx int) net.IP {
 }
 
 // connectOne dials connection First+i, waits for connected, subscribes and
-// waits for every subscribed ack, then starts its reader: a goroutine, or a
-// place in a receive loop.
+// waits for every subscribed ack, then starts its reader: on the epoll path
+// all of it happens in a receive loop (connectRaw); else dialWS and setup
+// do it here and a goroutine reads.
 func (f *localFleet) connectOne(ctx context.Context, i int) {
+	if f.epoll {
+		f.connectRaw(ctx, i)
+		return
+	}
 	idx := f.spec.First + i
 	start := time.Now()
 	c, err := dialWS(ctx, f.target, f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
@@ -308,50 +314,33 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 		return
 	}
 	f.conn.record(idx, time.Since(start).Microseconds())
-	if f.epoll {
-		if err := f.detach(bc); err != nil {
-			c.close(ws.StatusNormalClosure)
-			f.connectFailed(err)
-			return
-		}
-		// Frames that came with the setup's last read: no readiness event
-		// will announce them.
-		out := rxOut{rng: c.rng}
-		if why := f.frames(bc, &out); why != "" {
-			f.dropDetached(bc, why)
-		}
+	if !f.keep(bc, c.deflate, true) {
+		c.close(ws.StatusNormalClosure)
+		return
 	}
+	go f.readLoop(bc)
+}
+
+// keep counts bc, subscribed, as one of the fleet's connections (with
+// reader, a reader goroutine is about to start for it). Once the fleet is
+// stopping it counts nothing and returns false.
+func (f *localFleet) keep(bc *bconn, deflate, reader bool) bool {
 	f.mu.Lock()
 	if f.stopping.Load() {
 		f.mu.Unlock()
-		if f.epoll {
-			f.closeDetached(bc, &rxOut{rng: c.rng})
-		} else {
-			c.close(ws.StatusNormalClosure)
-		}
-		return
-	}
-	if f.epoll && !bc.rx.closed {
-		if err := f.register(bc, i); err != nil {
-			f.mu.Unlock()
-			f.closeDetached(bc, &rxOut{rng: c.rng})
-			f.connectFailed(err)
-			return
-		}
+		return false
 	}
 	f.conns = append(f.conns, bc)
 	f.subs[bc.stream]++
-	if !f.epoll {
+	if reader {
 		f.readers.Add(1)
 	}
 	f.mu.Unlock()
 	f.connected.Add(1)
-	if c.deflate {
+	if deflate {
 		f.deflated.Add(1)
 	}
-	if !f.epoll {
-		go f.readLoop(bc)
-	}
+	return true
 }
 
 // setup reads the connected frame, subscribes (with since when given) and
@@ -631,6 +620,7 @@ func (f *localFleet) finish(fin finishMsg) (*fleetResult, error) {
 		for _, bc := range conns {
 			f.closeDetached(bc, &out)
 		}
+		f.closeSetups()
 	}
 	f.readers.Wait()
 

@@ -17,9 +17,10 @@ import (
 	"github.com/gobwas/ws/wsflate"
 )
 
-// The epoll receive path (--reader epoll, the default on Linux): once a
-// connection is subscribed, its socket leaves Go's network poller and joins
-// one of a few receive loops. Each loop is one goroutine that owns a
+// The epoll receive path (--reader epoll, the default on Linux): a
+// connection's socket is raw and non-blocking from the start, never in Go's
+// network poller, and belongs to one of a few receive loops, which also
+// drive its setup (rxdial_linux.go). Each loop is one goroutine that owns a
 // level-triggered epoll instance over raw non-blocking sockets: per readiness
 // event it does one read(2) into the connection's buffer and parses every
 // complete frame in it. A delivery then costs one read and no goroutine
@@ -42,11 +43,12 @@ const (
 // hand-off it is touched only by the connection's loop, and by finish once
 // the loops have stopped.
 type rxState struct {
-	fd      int    // the socket, a dup taken out of Go's poller
+	fd      int    // the raw non-blocking socket
 	buf     []byte // frames are parsed in buf[r:w]
 	r, w    int
 	deflate bool // permessage-deflate negotiated
 	closed  bool // fd closed (dropped)
+	eof     bool // the last read found the end of the stream
 }
 
 // rxLoop is one receive loop: a goroutine and its epoll instance.
@@ -148,81 +150,6 @@ func (l *rxLoop) closeFds() {
 	_ = l.ep.Close()
 }
 
-// detach takes bc's socket out of Go's poller for the epoll path: the
-// descriptor is duplicated, the net.Conn closed (which deregisters it from
-// the runtime's poller) and the duplicate, non-blocking, becomes bc.rx.fd.
-// Bytes the setup reads left in the bufio.Reader become the start of the
-// receive buffer. bc.ws is released (its buffers are no longer needed).
-func (f *localFleet) detach(bc *bconn) error {
-	c := bc.ws
-	if c.pending > 0 {
-		if _, err := c.br.Discard(c.pending); err != nil {
-			return err
-		}
-		c.pending = 0
-	}
-	if c.inf != nil {
-		inflaters.Put(c.inf)
-		c.inf = nil
-	}
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
-		return errors.New("epoll reader: not a socket")
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	fd := -1
-	var derr error
-	// (*TCPConn).File would dup too, but its *os.File registers the new
-	// descriptor with the runtime's poller again.
-	if err := raw.Control(func(s uintptr) { fd, derr = dupCloexec(int(s)) }); err != nil {
-		return err
-	}
-	if derr != nil {
-		return os.NewSyscallError("fcntl", derr)
-	}
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		_ = syscall.Close(fd)
-		return os.NewSyscallError("fcntl", err)
-	}
-	buffered := c.br.Buffered()
-	size := f.spec.ReadBuffer
-	if buffered >= size {
-		size = roundBuf(buffered + 1)
-	}
-	bc.rx = rxState{fd: fd, buf: make([]byte, size), deflate: c.deflate}
-	if buffered > 0 {
-		p, _ := c.br.Peek(buffered)
-		bc.rx.w = copy(bc.rx.buf, p)
-	}
-	_ = c.nc.Close()
-	bc.ws = nil
-	return nil
-}
-
-func dupCloexec(fd int) (int, error) {
-	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}
-
-// register adds a detached connection (fleet index i) to its loop. The
-// caller holds f.mu and has checked that the fleet is not stopping.
-func (f *localFleet) register(bc *bconn, i int) error {
-	f.rx[i].Store(bc)
-	l := f.loops[i%len(f.loops)]
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(i)}
-	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, bc.rx.fd, &ev); err != nil {
-		f.rx[i].Store(nil)
-		return os.NewSyscallError("epoll_ctl", err)
-	}
-	return nil
-}
-
 // closeDetached sends a close frame (best effort: one non-blocking write)
 // and closes bc's socket, unless it was dropped. finish calls it once the
 // loops have stopped.
@@ -281,7 +208,11 @@ func (l *rxLoop) run() {
 				return
 			}
 			if bc := l.f.rx[k].Load(); bc != nil && !bc.rx.closed {
-				l.service(bc)
+				if bc.setup != nil {
+					l.advance(bc, events[i].Events)
+				} else {
+					l.service(bc)
+				}
 			}
 		}
 	}
@@ -290,29 +221,45 @@ func (l *rxLoop) run() {
 // service does one read into bc's buffer and handles every complete frame.
 func (l *rxLoop) service(bc *bconn) {
 	rx := &bc.rx
+	switch more, err := rx.fill(); {
+	case more:
+	case err != nil:
+		l.f.dropDetached(bc, "read: "+shortErr(err))
+		return
+	case rx.eof && rx.w > rx.r:
+		l.f.dropDetached(bc, "read: "+shortErr(io.ErrUnexpectedEOF)) // as readFrame
+		return
+	case rx.eof:
+		l.f.dropDetached(bc, "read: EOF")
+		return
+	default:
+		return // nothing yet
+	}
+	if why := l.f.frames(bc, &l.out); why != "" {
+		l.f.dropDetached(bc, why)
+	}
+}
+
+// fill does one read into rx's buffer, growing it first when it is full
+// (frames always leaves room; should it not, grow rather than spin). It
+// reports whether bytes came; with neither bytes nor an error, rx.eof tells
+// EOF from nothing yet.
+func (rx *rxState) fill() (bool, error) {
 	if rx.w == len(rx.buf) {
-		// frames always leaves room; should it not, grow rather than spin.
 		rx.buf = append(rx.buf, make([]byte, len(rx.buf))...)
 	}
 	n, err := rawRead(rx.fd, rx.buf[rx.w:])
 	switch {
 	case n > 0:
 		rx.w += n
+		return true, nil
 	case err == syscall.EAGAIN || err == syscall.EINTR:
-		return
-	case err == nil && rx.w > rx.r:
-		l.f.dropDetached(bc, "read: "+shortErr(io.ErrUnexpectedEOF)) // as readFrame
-		return
+		return false, nil
 	case err == nil:
-		l.f.dropDetached(bc, "read: EOF")
-		return
-	default:
-		l.f.dropDetached(bc, "read: "+shortErr(err))
-		return
+		rx.eof = true
+		return false, nil
 	}
-	if why := l.f.frames(bc, &l.out); why != "" {
-		l.f.dropDetached(bc, why)
-	}
+	return false, err
 }
 
 // frames handles every complete frame in bc.rx.buf[r:w] as readLoop would,
@@ -339,7 +286,9 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 		case ws.OpText:
 			if !h.compressed {
 				bc.msgBytes += uint64(len(p))
-				f.onMessage(bc, p)
+				if why := f.onText(bc, p, out); why != "" {
+					return why
+				}
 				continue
 			}
 			inf := inflaters.Get().(*inflater)
@@ -350,8 +299,11 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 			}
 			bc.msgBytes += uint64(len(m))
 			bc.compressed++
-			f.onMessage(bc, m)
+			why := f.onText(bc, m, out)
 			inflaters.Put(inf)
+			if why != "" {
+				return why
+			}
 		case ws.OpPing:
 			out.wbuf = appendMaskedFrame(out.wbuf[:0], ws.OpPong, p, nextRand(&out.rng))
 			if n, err := writeFull(rx.fd, out.wbuf); err != nil && n > 0 {
@@ -375,6 +327,16 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 		copy(nb, rx.buf[:rx.w])
 		rx.buf = nb
 	}
+	return ""
+}
+
+// onText handles a text frame: a delivery, or a step of the setup while
+// there is one (see setupText). It returns a failure reason, or "".
+func (f *localFleet) onText(bc *bconn, p []byte, out *rxOut) string {
+	if bc.setup != nil {
+		return f.setupText(bc, p, out)
+	}
+	f.onMessage(bc, p)
 	return ""
 }
 

@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"net"
 	"runtime"
 	"strings"
 	"syscall"
@@ -218,86 +216,6 @@ func TestEpollDrops(t *testing.T) {
 	}
 }
 
-// TestDetachKeepsBufferedBytes: a frame the setup's last read brought along
-// (still in the bufio.Reader) is handled after the hand-off, before any
-// readiness event, and later frames arrive through the raw socket.
-func TestDetachKeepsBufferedBytes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	srv := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			srv <- c
-		}
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := <-srv
-	defer sc.Close()
-	subscribed := serverFrame(ws.OpText, []byte(`{"type":"subscribed","channel":"bench"}`))
-	burst := append(append(append([]byte{}, subscribed...), messageFrame(0, 100)...), messageFrame(1, 100)[:30]...)
-	if _, err := sc.Write(burst); err != nil {
-		t.Fatal(err)
-	}
-	c := newWSConn(nc, bufio.NewReaderSize(nc, 4096), 4096, 1)
-	for c.br.Buffered() < len(burst) {
-		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, p, err := c.readFrame(); err != nil || string(frameType(p)) != "subscribed" {
-		t.Fatalf("%q %v", p, err)
-	}
-	f := testFleet()
-	f.spec.ReadBuffer = 4096
-	bc := &bconn{ws: c}
-	if err := f.detach(bc); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(bc.rx.fd)
-	if bc.ws != nil || bc.rx.w != len(burst)-len(subscribed) {
-		t.Fatalf("buffered %d bytes, want %d", bc.rx.w, len(burst)-len(subscribed))
-	}
-	if fl, err := fcntlGetfl(bc.rx.fd); err != nil || fl&syscall.O_NONBLOCK == 0 {
-		t.Fatalf("socket not non-blocking: %x %v", fl, err)
-	}
-	out := rxOut{rng: 1}
-	if why := f.frames(bc, &out); why != "" || bc.tr.received != 1 {
-		t.Fatalf("leftover: %q, received %d", why, bc.tr.received)
-	}
-	// The rest of message 1, then message 2, through the detached socket.
-	rest := append(messageFrame(1, 100)[30:], messageFrame(2, 100)...)
-	if _, err := sc.Write(rest); err != nil {
-		t.Fatal(err)
-	}
-	l := &rxLoop{f: f, out: out}
-	deadline := time.Now().Add(2 * time.Second)
-	for bc.tr.received < 3 && time.Now().Before(deadline) {
-		l.service(bc)
-	}
-	if bc.tr.received != 3 || bc.rx.closed {
-		t.Fatalf("received %d, closed %v, drops %v", bc.tr.received, bc.rx.closed, f.drops)
-	}
-	// The net.Conn is closed but the socket lives on in the duplicate.
-	if _, err := nc.Write([]byte{0}); err == nil {
-		t.Fatal("net.Conn still open")
-	}
-}
-
-func fcntlGetfl(fd int) (int, error) {
-	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
-}
-
 // TestEpollLoopsStop: loops start, serve registered connections, and stop
 // and close everything in finish without leaking goroutines.
 func TestEpollLoopsStop(t *testing.T) {
@@ -314,7 +232,7 @@ func TestEpollLoopsStop(t *testing.T) {
 		peers[i] = peer
 		bc := &bconn{idx: i, rx: rxState{fd: ours, buf: make([]byte, 4096)}}
 		f.mu.Lock()
-		if err := f.register(bc, i); err != nil {
+		if err := f.register(bc, i, syscall.EPOLLIN|syscall.EPOLLRDHUP); err != nil {
 			t.Fatal(err)
 		}
 		f.conns = append(f.conns, bc)

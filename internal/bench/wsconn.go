@@ -287,8 +287,7 @@ func (c *wsConn) handshake(t target, token string, compress bool) error {
 	if status != http.StatusSwitchingProtocols {
 		return &dialError{status: status, body: responseBody(line, c.br), err: fmt.Errorf("unexpected HTTP status %d", status)}
 	}
-	want := acceptKey(key[:])
-	var upgrade, connection, accepted bool
+	u := upgradeCheck{want: acceptKey(key[:]), compress: compress}
 	for {
 		line, err := c.br.ReadSlice('\n')
 		if err != nil {
@@ -298,39 +297,62 @@ func (c *wsConn) handshake(t target, token string, compress bool) error {
 		if len(line) == 0 {
 			break
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			return &dialError{err: fmt.Errorf("malformed upgrade response header %.60q", line)}
-		}
-		value = bytes.Trim(value, " \t")
-		switch {
-		case asciiEqualFold(name, "Upgrade"):
-			upgrade = asciiEqualFold(value, "websocket")
-		case asciiEqualFold(name, "Connection"):
-			connection = hasTokenFold(value, "upgrade")
-		case asciiEqualFold(name, "Sec-WebSocket-Accept"):
-			accepted = string(value) == string(want[:])
-		case asciiEqualFold(name, "Sec-WebSocket-Extensions"):
-			if !compress {
-				return &dialError{err: fmt.Errorf("server selected extensions that were not offered: %.60q", value)}
-			}
-			opts, ok := httphead.ParseOptions(value, nil)
-			if !ok {
-				return &dialError{err: fmt.Errorf("malformed Sec-WebSocket-Extensions %.60q", value)}
-			}
-			on, err := deflateAccepted(opts)
-			if err != nil {
-				return err
-			}
-			c.deflate = c.deflate || on
+		if err := u.header(line); err != nil {
+			return err
 		}
 	}
+	c.deflate = u.deflate
+	return u.result()
+}
+
+// upgradeCheck checks the header lines of a 101 response (after the status
+// line), one at a time; result reports what is missing at the end.
+type upgradeCheck struct {
+	want                          [28]byte // Sec-WebSocket-Accept for the key sent
+	compress                      bool     // permessage-deflate was offered
+	upgrade, connection, accepted bool
+	deflate                       bool // permessage-deflate accepted
+}
+
+// header checks one header line, without its CRLF.
+func (u *upgradeCheck) header(line []byte) error {
+	name, value, ok := bytes.Cut(line, []byte(":"))
+	if !ok {
+		return &dialError{err: fmt.Errorf("malformed upgrade response header %.60q", line)}
+	}
+	value = bytes.Trim(value, " \t")
 	switch {
-	case !upgrade:
+	case asciiEqualFold(name, "Upgrade"):
+		u.upgrade = asciiEqualFold(value, "websocket")
+	case asciiEqualFold(name, "Connection"):
+		u.connection = hasTokenFold(value, "upgrade")
+	case asciiEqualFold(name, "Sec-WebSocket-Accept"):
+		u.accepted = string(value) == string(u.want[:])
+	case asciiEqualFold(name, "Sec-WebSocket-Extensions"):
+		if !u.compress {
+			return &dialError{err: fmt.Errorf("server selected extensions that were not offered: %.60q", value)}
+		}
+		opts, ok := httphead.ParseOptions(value, nil)
+		if !ok {
+			return &dialError{err: fmt.Errorf("malformed Sec-WebSocket-Extensions %.60q", value)}
+		}
+		on, err := deflateAccepted(opts)
+		if err != nil {
+			return err
+		}
+		u.deflate = u.deflate || on
+	}
+	return nil
+}
+
+// result is the verdict once every header line has been checked.
+func (u *upgradeCheck) result() error {
+	switch {
+	case !u.upgrade:
 		return &dialError{err: errors.New("upgrade response without Upgrade: websocket")}
-	case !connection:
+	case !u.connection:
 		return &dialError{err: errors.New("upgrade response without Connection: Upgrade")}
-	case !accepted:
+	case !u.accepted:
 		return &dialError{err: errBadAccept}
 	}
 	return nil
