@@ -21,7 +21,13 @@ import (
 // Sec-WebSocket-Accept), then keeps the connection open until the test ends.
 func fakeUpgrader(tb testing.TB, respond func(r *http.Request, accept string) string) (target, <-chan *http.Request) {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return fakeUpgraderAt(tb, "127.0.0.1:0", respond)
+}
+
+// fakeUpgraderAt is fakeUpgrader listening on addr.
+func fakeUpgraderAt(tb testing.TB, addr string, respond func(r *http.Request, accept string) string) (target, <-chan *http.Request) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}

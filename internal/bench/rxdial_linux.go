@@ -144,11 +144,11 @@ func rawConnect(hostPort string, local net.IP) (int, error) {
 	if ip == nil || !ip.IsLoopback() || err != nil {
 		return -1, fmt.Errorf("%w: %q", errNotLoopback, hostPort)
 	}
-	family := syscall.AF_INET
-	var sa syscall.Sockaddr = &syscall.SockaddrInet4{Port: p, Addr: [4]byte(ip.To4())}
-	if ip.To4() == nil {
-		family = syscall.AF_INET6
-		sa = &syscall.SockaddrInet6{Port: p, Addr: [16]byte(ip.To16())}
+	family := syscall.AF_INET6
+	var sa syscall.Sockaddr = &syscall.SockaddrInet6{Port: p, Addr: [16]byte(ip.To16())}
+	if ip4 := ip.To4(); ip4 != nil {
+		family = syscall.AF_INET
+		sa = &syscall.SockaddrInet4{Port: p, Addr: [4]byte(ip4)}
 	}
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {

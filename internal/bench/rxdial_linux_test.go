@@ -42,9 +42,15 @@ func connectAll(t *testing.T, f *localFleet) *fleetResult {
 
 // TestRawDialOneWrite: the whole setup arriving in one write — 101,
 // connected, subscribed and a first message — is read in order, and the
-// message counts as a delivery.
+// message counts as a delivery; over IPv4 (from 127.0.0.1–8) and ::1.
 func TestRawDialOneWrite(t *testing.T) {
-	tg, reqs := fakeUpgrader(t, func(_ *http.Request, accept string) string {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) { rawDialOneWrite(t, addr) })
+	}
+}
+
+func rawDialOneWrite(t *testing.T, addr string) {
+	tg, reqs := fakeUpgraderAt(t, addr, func(_ *http.Request, accept string) string {
 		return switching(accept, "") +
 			string(serverFrame(ws.OpText, []byte(`{"type":"connected","clientId":"c"}`))) +
 			string(serverFrame(ws.OpText, []byte(`{"type":"subscribed","channel":"bench"}`))) +
