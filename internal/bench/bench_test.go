@@ -333,20 +333,21 @@ func TestReaders(t *testing.T) {
 }
 
 // TestReaderAnswersPings: the server pings every 100 ms and drops a
-// connection silent for 1 s; subscribers answer every ping with a pong
-// while deliveries flow, so none is dropped over 2.5 s (a reader that did
-// not answer would lose every connection after ≈ 1.1 s). The timeout leaves
-// room for a busy CI machine running packages in parallel under -race.
+// connection silent for 2 s; subscribers answer every ping with a pong
+// while deliveries flow, so none is dropped over 4 s (a reader that did not
+// answer would lose every connection after ≈ 2.1 s, halfway through). The
+// timeout leaves room for a busy CI machine running packages in parallel
+// under -race: with 1 s, one connection in a clean-clone CI run missed it.
 func TestReaderAnswersPings(t *testing.T) {
 	for _, reader := range []string{"epoll", "goroutine"} {
 		t.Run(reader, func(t *testing.T) {
 			url := startServer(t, func(c *config.Config) {
 				c.PingInterval = 100 * time.Millisecond
-				c.PongTimeout = time.Second
+				c.PongTimeout = 2 * time.Second
 			})
 			cfg := testConfig(url, "fanout")
 			cfg.Reader = reader
-			cfg.Duration = 2500 * time.Millisecond
+			cfg.Duration = 4 * time.Second
 			cfg.Rate = 20
 			checkDeliveries(t, run(t, cfg), 50)
 		})
