@@ -343,6 +343,22 @@ func (f *localFleet) keep(bc *bconn, deflate, reader bool) bool {
 	return true
 }
 
+// appendSubscribe appends the subscribe command for ch, resuming after
+// since's position when since is non-nil and has one.
+func appendSubscribe(b []byte, ch string, since *bconn) []byte {
+	b = append(b, `{"type":"subscribe","channel":"`...)
+	b = append(b, ch...)
+	b = append(b, '"')
+	if since != nil && since.hasOff {
+		b = append(b, `,"since":{"offset":`...)
+		b = strconv.AppendUint(b, since.offset, 10)
+		b = append(b, `,"epoch":"`...)
+		b = append(b, since.epoch...)
+		b = append(b, `"}`...)
+	}
+	return append(b, '}')
+}
+
 // setup reads the connected frame, subscribes (with since when given) and
 // waits for the acks, all before deadline. It returns the "recovered" flag of
 // the first channel's ack when since was given.
@@ -360,17 +376,11 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 	chans := f.spec.channelsOf(bc.idx)
 	cmds := make([][]byte, 0, 2)
 	for k, ch := range chans {
-		cmd := append(make([]byte, 0, 96), `{"type":"subscribe","channel":"`...)
-		cmd = append(cmd, ch...)
-		cmd = append(cmd, '"')
-		if k == 0 && since != nil && since.hasOff {
-			cmd = append(cmd, `,"since":{"offset":`...)
-			cmd = strconv.AppendUint(cmd, since.offset, 10)
-			cmd = append(cmd, `,"epoch":"`...)
-			cmd = append(cmd, since.epoch...)
-			cmd = append(cmd, `"}`...)
+		from := since
+		if k > 0 {
+			from = nil // recovery tracks the first channel only
 		}
-		cmds = append(cmds, append(cmd, '}'))
+		cmds = append(cmds, appendSubscribe(make([]byte, 0, 96), ch, from))
 	}
 	if err := c.writeTexts(cmds...); err != nil {
 		return fmt.Errorf("subscribe: %w", err)

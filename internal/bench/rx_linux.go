@@ -48,7 +48,6 @@ type rxState struct {
 	r, w    int
 	deflate bool // permessage-deflate negotiated
 	closed  bool // fd closed (dropped)
-	eof     bool // the last read found the end of the stream
 }
 
 // rxLoop is one receive loop: a goroutine and its epoll instance.
@@ -221,15 +220,15 @@ func (l *rxLoop) run() {
 // service does one read into bc's buffer and handles every complete frame.
 func (l *rxLoop) service(bc *bconn) {
 	rx := &bc.rx
-	switch more, err := rx.fill(); {
-	case more:
+	switch got, err := rx.fill(); {
+	case got == readSome:
 	case err != nil:
 		l.f.dropDetached(bc, "read: "+shortErr(err))
 		return
-	case rx.eof && rx.w > rx.r:
+	case got == readEOF && rx.w > rx.r:
 		l.f.dropDetached(bc, "read: "+shortErr(io.ErrUnexpectedEOF)) // as readFrame
 		return
-	case rx.eof:
+	case got == readEOF:
 		l.f.dropDetached(bc, "read: EOF")
 		return
 	default:
@@ -240,11 +239,17 @@ func (l *rxLoop) service(bc *bconn) {
 	}
 }
 
+// What one read brought: bytes, nothing yet, or the end of the stream (a
+// failed read is an error instead).
+const (
+	readNothing = iota
+	readSome
+	readEOF
+)
+
 // fill does one read into rx's buffer, growing it first when it is full
-// (frames always leaves room; should it not, grow rather than spin). It
-// reports whether bytes came; with neither bytes nor an error, rx.eof tells
-// EOF from nothing yet.
-func (rx *rxState) fill() (bool, error) {
+// (frames always leaves room; should it not, grow rather than spin).
+func (rx *rxState) fill() (int, error) {
 	if rx.w == len(rx.buf) {
 		rx.buf = append(rx.buf, make([]byte, len(rx.buf))...)
 	}
@@ -252,14 +257,13 @@ func (rx *rxState) fill() (bool, error) {
 	switch {
 	case n > 0:
 		rx.w += n
-		return true, nil
+		return readSome, nil
 	case err == syscall.EAGAIN || err == syscall.EINTR:
-		return false, nil
+		return readNothing, nil
 	case err == nil:
-		rx.eof = true
-		return false, nil
+		return readEOF, nil
 	}
-	return false, err
+	return readNothing, err
 }
 
 // frames handles every complete frame in bc.rx.buf[r:w] as readLoop would,

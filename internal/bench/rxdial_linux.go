@@ -3,8 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -59,11 +57,7 @@ func (f *localFleet) connectRaw(ctx context.Context, i int) {
 	idx := f.spec.First + i
 	start := time.Now()
 	rng := (uint64(idx)*0x9e3779b97f4a7c15 + uint64(start.UnixNano())) | 1
-	var raw [16]byte
-	binary.LittleEndian.PutUint64(raw[:8], nextRand(&rng))
-	binary.LittleEndian.PutUint64(raw[8:], nextRand(&rng))
-	var key [24]byte
-	base64.StdEncoding.Encode(key[:], raw[:])
+	key := wsKey(&rng)
 	st := &rxSetup{
 		check: upgradeCheck{want: acceptKey(key[:]), compress: f.spec.Compress},
 		chans: f.spec.channelsOf(idx),
@@ -218,12 +212,12 @@ func (l *rxLoop) advance(bc *bconn, events uint32) {
 		l.endSetup(bc, &dialError{err: fmt.Errorf("upgrade response head larger than %d bytes", len(rx.buf))})
 		return
 	}
-	switch more, err := rx.fill(); {
-	case more:
+	switch got, err := rx.fill(); {
+	case got == readSome:
 	case err != nil:
 		l.endSetup(bc, &dialError{err: os.NewSyscallError("read", err)})
 		return
-	case rx.eof:
+	case got == readEOF:
 		l.endSetup(bc, &dialError{err: fmt.Errorf("connection closed during the setup: %w", io.ErrUnexpectedEOF)})
 		return
 	default:
@@ -286,8 +280,9 @@ func (f *localFleet) setupText(bc *bconn, p []byte, out *rxOut) string {
 		}
 		st.connected = true
 		out.wbuf = out.wbuf[:0]
+		var cmd []byte
 		for _, ch := range st.chans {
-			cmd := append(append(append(make([]byte, 0, 64+len(ch)), `{"type":"subscribe","channel":"`...), ch...), `"}`...)
+			cmd = appendSubscribe(cmd[:0], ch, nil)
 			out.wbuf = appendMaskedFrame(out.wbuf, ws.OpText, cmd, nextRand(&out.rng))
 		}
 		if _, err := writeFull(bc.rx.fd, out.wbuf); err != nil {

@@ -251,6 +251,17 @@ func appendUpgradeRequest(b []byte, t target, key []byte, token string, compress
 	return append(b, "\r\n"...)
 }
 
+// wsKey returns a fresh Sec-WebSocket-Key from the connection's generator:
+// the key only has to be unpredictable enough to prove the server read it.
+func wsKey(rng *uint64) [24]byte {
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:8], nextRand(rng))
+	binary.LittleEndian.PutUint64(raw[8:], nextRand(rng))
+	var key [24]byte
+	base64.StdEncoding.Encode(key[:], raw[:])
+	return key
+}
+
 // acceptKey returns Sec-WebSocket-Accept for key.
 func acceptKey(key []byte) [28]byte {
 	var in [24 + len(websocketGUID)]byte
@@ -263,13 +274,7 @@ func acceptKey(key []byte) [28]byte {
 
 // handshake writes the upgrade request and reads the response through c.br.
 func (c *wsConn) handshake(t target, token string, compress bool) error {
-	// A fresh key per connection from the connection's generator: the key
-	// only has to be unpredictable enough to prove the server read it.
-	var raw [16]byte
-	binary.LittleEndian.PutUint64(raw[:8], c.next64())
-	binary.LittleEndian.PutUint64(raw[8:], c.next64())
-	var key [24]byte
-	base64.StdEncoding.Encode(key[:], raw[:])
+	key := wsKey(&c.rng)
 
 	req := appendUpgradeRequest(make([]byte, 0, 256+len(token)), t, key[:], token, compress)
 	if _, err := c.nc.Write(req); err != nil {
