@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -115,13 +114,7 @@ func epollReader(o options, connected func()) (int64, [][]time.Duration, error) 
 						continue
 					}
 					got.Add(int64(m))
-					if o.size >= 8 {
-						now := time.Now().UnixNano()
-						for off := (o.size - pending[i]) % o.size; off+8 <= m; off += o.size {
-							lats[i] = append(lats[i], time.Duration(now-int64(binary.LittleEndian.Uint64(buf[off:]))))
-						}
-						pending[i] = (pending[i] + m) % o.size
-					}
+					stamps(&lats[i], &pending[i], buf[:m], o.size)
 				}
 			}
 		}()

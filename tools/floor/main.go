@@ -267,13 +267,7 @@ func goroutineReader(o options, connected func()) (int64, [][]time.Duration, err
 			for {
 				n, err := c.Read(buf)
 				got.Add(int64(n))
-				if o.size >= 8 && n > 0 {
-					now := time.Now().UnixNano()
-					for off := (o.size - pending) % o.size; off+8 <= n; off += o.size {
-						lats[i] = append(lats[i], time.Duration(now-int64(binary.LittleEndian.Uint64(buf[off:]))))
-					}
-					pending = (pending + n) % o.size
-				}
+				stamps(&lats[i], &pending, buf[:n], o.size)
 				if err != nil {
 					return
 				}
@@ -282,6 +276,21 @@ func goroutineReader(o options, connected func()) (int64, [][]time.Duration, err
 	}
 	wg.Wait()
 	return got.Load(), lats, nil
+}
+
+// stamps records the latency of every message whose start is in b, one
+// read from a socket: each size-byte message begins with its round's start
+// time (with size ≥ 8). pending is the socket's count of bytes of a message
+// cut by the previous read.
+func stamps(lats *[]time.Duration, pending *int, b []byte, size int) {
+	if size < 8 || len(b) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	for off := (size - *pending) % size; off+8 <= len(b); off += size {
+		*lats = append(*lats, time.Duration(now-int64(binary.LittleEndian.Uint64(b[off:]))))
+	}
+	*pending = (*pending + len(b)) % size
 }
 
 // connectExchange is what a herald connect puts on the wire, in order: the
