@@ -66,6 +66,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "how long to wait for outstanding deliveries after publishing")
 	fs.StringVar(&cfg.PublishVia, "publish-via", cfg.PublishVia, "api (POST /api/publish) or ws (client message frames; the server's --rate-limit applies)")
 	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "concurrent publishing lanes (HTTP connections or WebSockets)")
+	fs.DurationVar(&cfg.Spin, "spin", cfg.Spin, "publish on time: sleep until this long before each publication is due, then spin until it is (Go's timers fire 0–1 ms late on Linux); used while --rate × --spin ≤ 0.1, 0 = timers only")
 	fs.StringVar(&cfg.Channel, "channel", cfg.Channel, "channel for idle, fanout, connect and recovery")
 	fs.IntVar(&cfg.GroupSize, "group-size", cfg.GroupSize, "channels: connections per group channel")
 	fs.DurationVar(&cfg.DropEvery, "drop-every", cfg.DropEvery, "recovery: drop a tenth of the connections this often")

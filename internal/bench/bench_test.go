@@ -84,6 +84,9 @@ func checkDeliveries(t *testing.T, r *Report, subscribersPerPub uint64) {
 	if r.Latency == nil || r.Latency.Count != int64(want) || r.Latency.P50 <= 0 || r.Latency.P50 > r.Latency.P99 || r.Latency.P99 > r.Latency.Max {
 		t.Fatalf("latency %+v", r.Latency)
 	}
+	if l := r.PublisherLate; l == nil || l.Count != int64(r.Published) || l.P50 > l.Max {
+		t.Fatalf("publisher lateness %+v for %d publications", l, r.Published)
+	}
 	if r.DeliveriesPerSec <= 0 || len(r.Dropped) > 0 || r.Interrupted {
 		t.Fatalf("deliveries/s %v dropped %v interrupted %v", r.DeliveriesPerSec, r.Dropped, r.Interrupted)
 	}
@@ -226,6 +229,8 @@ func TestValidate(t *testing.T) {
 		"api-url":    func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
 		"tiny total": func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
 		"reader":     func(c *Config) { c.Reader = "kqueue" },
+		"spin < 0":   func(c *Config) { c.Spin = -time.Millisecond },
+		"spin big":   func(c *Config) { c.Spin = 20 * time.Millisecond },
 	} {
 		c := base
 		mutate(&c)

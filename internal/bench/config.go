@@ -77,6 +77,12 @@ type Config struct {
 	// connections or WebSockets). With more than one, publications of
 	// different lanes may legitimately arrive out of order.
 	Publishers int
+	// Spin is how long before each publication's due time the publisher
+	// stops sleeping and spins (yielding) until the due time: Go's timers
+	// fire 0–1 ms late on Linux, where the runtime sleeps in whole
+	// milliseconds. Spinning is used only while Rate × Spin ≤ maxSpinShare
+	// (at most about a tenth of a core); 0 turns it off.
+	Spin time.Duration
 	// Channel is the channel of idle, fanout, connect and recovery.
 	Channel string
 	// GroupSize is the number of connections per group channel (channels).
@@ -118,6 +124,7 @@ func Defaults() Config {
 		Grace:          5 * time.Second,
 		PublishVia:     "api",
 		Publishers:     1,
+		Spin:           1500 * time.Microsecond,
 		Channel:        "bench",
 		GroupSize:      10,
 		DropEvery:      time.Second,
@@ -132,7 +139,19 @@ const (
 	maxDuration    = time.Hour
 	maxPublishRate = 1_000_000
 	maxWorkers     = 64
+	// maxSpinShare bounds what the publisher's spinning may cost: it spins
+	// only while Rate × Spin is at most this (a tenth of a core).
+	maxSpinShare = 0.1
 )
+
+// spin is how long before each due time the publisher spins, or 0 when
+// spinning at this rate would cost more than maxSpinShare of a core.
+func (c *Config) spin() time.Duration {
+	if c.Rate*c.Spin.Seconds() > maxSpinShare {
+		return 0
+	}
+	return c.Spin
+}
 
 // Validate checks c, including that every target is a loopback address.
 func (c *Config) Validate() error {
@@ -170,6 +189,8 @@ func (c *Config) Validate() error {
 		return errors.New("--group-size must be ≥ 1")
 	case c.Publishers < 1 || c.Publishers > 256:
 		return errors.New("--publishers must be 1…256")
+	case c.Spin < 0 || c.Spin > 10*time.Millisecond:
+		return errors.New("--spin must be 0 … 10ms")
 	case c.PublishVia != "api" && c.PublishVia != "ws":
 		return fmt.Errorf("--publish-via must be api or ws, not %q", c.PublishVia)
 	case c.Reader != "epoll" && c.Reader != "goroutine":

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 
 	"github.com/herald-rt/herald/internal/auth"
@@ -37,6 +39,9 @@ type schedule struct {
 	// cutoff bounds publishing: publications not sent by then are dropped
 	// from the run (a publisher far behind schedule would otherwise run on).
 	cutoff time.Duration
+	// spin is how long before a due time the lane stops sleeping and spins
+	// until it (see waitUntil); 0 sleeps on the timer all the way.
+	spin time.Duration
 }
 
 // pubResult is what a publishing run did.
@@ -46,8 +51,9 @@ type pubResult struct {
 	failed     []uint64 // per stream: scheduled but refused or never sent
 	sent       uint64
 	errors     map[string]int
-	behindMax  time.Duration // how far the publisher fell behind its schedule, at worst
-	cutOff     bool          // publishing stopped at the cutoff with publications unsent
+	behindMax  time.Duration           // how far the publisher fell behind its schedule, at worst
+	late       *hdrhistogram.Histogram // per publication: how late it went out, µs
+	cutOff     bool                    // publishing stopped at the cutoff with publications unsent
 }
 
 // runSchedule publishes on a fixed schedule: publication i is due at
@@ -64,6 +70,7 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 	attempted := make([][]uint64, lanes) // per lane, per stream: highest seq+1 and count
 	counts := make([][]uint64, lanes)
 	behind := make([]time.Duration, lanes)
+	late := make([]*hdrhistogram.Histogram, lanes)
 	var mu sync.Mutex
 	var sent atomic.Uint64
 	var cut atomic.Bool
@@ -74,6 +81,7 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 	for l := range lanes {
 		attempted[l] = make([]uint64, s.streams)
 		counts[l] = make([]uint64, s.streams)
+		late[l] = newHist()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -83,11 +91,8 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 			for i := uint64(l); i < s.count; i += uint64(lanes) {
 				due := start.Add(time.Duration(i) * s.interval)
 				if d := time.Until(due); d > 0 {
-					timer.Reset(d)
-					select {
-					case <-ctx.Done():
+					if !waitUntil(ctx, timer, due, s.spin) {
 						return
-					case <-timer.C:
 					}
 				} else {
 					if ctx.Err() != nil {
@@ -99,6 +104,7 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 					}
 					behind[l] = max(behind[l], -d)
 				}
+				recordUS(late[l], time.Since(due).Microseconds())
 				stream := int(i % uint64(s.streams))
 				seq := i / uint64(s.streams)
 				buf = appendPayloadKind(buf[:0], seq, due.UnixNano(), s.payload, s.compressible)
@@ -135,10 +141,37 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 		// not published for loss accounting.
 		res.failed[st] += hi - n
 	}
+	res.late = newHist()
 	for l := range lanes {
 		res.behindMax = max(res.behindMax, behind[l])
+		res.late.Merge(late[l])
 	}
 	return res
+}
+
+// waitUntil blocks until due, or returns false when ctx is done first. Go's
+// timers fire 0–1 ms late on Linux (the runtime sleeps in whole
+// milliseconds: 0.6 ms late at the median, 1.1 ms at p99 on the project's
+// machine), and every delivery of a publication sent late is measured from
+// its due time. So with spin > 0 the timer only runs until spin before due,
+// and the lane then yields in a loop until due: publications go out within
+// microseconds of their time, for about spin of CPU each.
+func waitUntil(ctx context.Context, timer *time.Timer, due time.Time, spin time.Duration) bool {
+	if d := time.Until(due) - spin; d > 0 {
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+		}
+	}
+	for spin > 0 && time.Now().Before(due) {
+		if ctx.Err() != nil {
+			return false
+		}
+		runtime.Gosched()
+	}
+	return ctx.Err() == nil
 }
 
 // apiSink publishes with POST /api/publish.

@@ -38,17 +38,22 @@ type Report struct {
 	Published          uint64         `json:"publications_sent,omitempty"`
 	PublishErrors      map[string]int `json:"publish_errors,omitempty"`
 	PublisherBehindMax float64        `json:"publisher_behind_max_ms,omitempty"`
-	PublishSeconds     float64        `json:"publish_seconds,omitempty"`
-	Expected           uint64         `json:"deliveries_expected,omitempty"`
-	Delivered          uint64         `json:"delivered,omitempty"`
-	Lost               uint64         `json:"lost"`
-	Duplicated         uint64         `json:"duplicated"`
-	Reordered          uint64         `json:"reordered"`
-	Late               uint64         `json:"late,omitempty"`
-	Unparsed           uint64         `json:"unparsed,omitempty"`
-	DeliveriesPerSec   float64        `json:"deliveries_per_second,omitempty"`
-	Latency            *Latency       `json:"latency,omitempty"`
-	ErrorFrames        map[string]int `json:"error_frames,omitempty"`
+	// PublisherLate is how late publications went out after their due
+	// time (the publisher's own timing error, counted in latency).
+	PublisherLate *Latency `json:"publisher_late,omitempty"`
+	// SpinMS is the --spin in effect (0 when off or turned off by the rate).
+	SpinMS           float64        `json:"spin_ms"`
+	PublishSeconds   float64        `json:"publish_seconds,omitempty"`
+	Expected         uint64         `json:"deliveries_expected,omitempty"`
+	Delivered        uint64         `json:"delivered,omitempty"`
+	Lost             uint64         `json:"lost"`
+	Duplicated       uint64         `json:"duplicated"`
+	Reordered        uint64         `json:"reordered"`
+	Late             uint64         `json:"late,omitempty"`
+	Unparsed         uint64         `json:"unparsed,omitempty"`
+	DeliveriesPerSec float64        `json:"deliveries_per_second,omitempty"`
+	Latency          *Latency       `json:"latency,omitempty"`
+	ErrorFrames      map[string]int `json:"error_frames,omitempty"`
 
 	// Bytes the subscribers read from their sockets after subscribing:
 	// every frame's header and payload as received (compressed size when
@@ -116,6 +121,13 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 	}
 	if r.Scheduled > 0 {
 		row("publications", "%d sent of %d scheduled at %.4g/s over %.1fs via %s (%d lane(s)), %d-byte payload", r.Published, r.Scheduled, r.Rate, r.PublishSeconds, r.PublishVia, r.Publishers, r.PayloadBytes)
+		if l := r.PublisherLate; l != nil && l.Count > 0 {
+			spin := "spin off"
+			if r.SpinMS > 0 {
+				spin = "spin " + ms(r.SpinMS)
+			}
+			row("sent late by", "p50 %s  p99 %s  max %s  (%s; counted in latency)", ms(l.P50), ms(l.P99), ms(l.Max), spin)
+		}
 		if r.PublisherBehindMax > 1 {
 			row("publisher lag", "fell up to %s behind schedule (counted in latency)", ms(r.PublisherBehindMax))
 		}

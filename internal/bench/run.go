@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			compressible: cfg.Compressible,
 			lanes:        cfg.Publishers,
 			cutoff:       cfg.Duration + cfg.Grace,
+			spin:         cfg.spin(),
 		}
 		pub = runSchedule(ctx, sched, sinks)
 		stopDropper()
@@ -245,6 +246,11 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		r.Published = pub.sent
 		r.PublishErrors = nonEmpty(pub.errors)
 		r.PublisherBehindMax = float64(pub.behindMax) / float64(time.Millisecond)
+		if pub.late != nil && pub.late.TotalCount() > 0 {
+			l := summarize(pub.late)
+			r.PublisherLate = &l
+		}
+		r.SpinMS = float64(cfg.spin()) / float64(time.Millisecond)
 		if !pub.start.IsZero() {
 			r.PublishSeconds = pub.end.Sub(pub.start).Seconds()
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"math"
@@ -342,3 +343,54 @@ type writeConn struct {
 }
 
 func (c *writeConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// TestWaitUntilNeverEarly: whether it spins or only sleeps, the publisher
+// never sends before a publication's due time, returns at once for a time
+// already past, and gives up promptly when cancelled.
+func TestWaitUntilNeverEarly(t *testing.T) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for _, spin := range []time.Duration{0, 2 * time.Millisecond} {
+		for i := range 10 {
+			due := time.Now().Add(time.Duration(i%4) * time.Millisecond)
+			if !waitUntil(t.Context(), timer, due, spin) {
+				t.Fatal("waitUntil gave up without a cancel")
+			}
+			if now := time.Now(); now.Before(due) {
+				t.Fatalf("spin %v: returned %v before due", spin, due.Sub(now))
+			}
+		}
+	}
+	past := time.Now().Add(-time.Second)
+	if !waitUntil(t.Context(), timer, past, time.Millisecond) {
+		t.Fatal("a due time in the past should return true")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	start := time.Now()
+	for _, spin := range []time.Duration{0, 10 * time.Millisecond} {
+		if waitUntil(ctx, timer, time.Now().Add(time.Hour), spin) {
+			t.Fatalf("spin %v: waitUntil returned true after cancel", spin)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("cancel took %v", d)
+	}
+}
+
+// TestSpinOnlyAtLowRates: the publisher spins only while that costs at most
+// maxSpinShare of a core.
+func TestSpinOnlyAtLowRates(t *testing.T) {
+	c := Defaults()
+	c.Spin = 1500 * time.Microsecond
+	for rate, want := range map[float64]time.Duration{10: c.Spin, 66: c.Spin, 67: 0, 200: 0} {
+		c.Rate = rate
+		if got := c.spin(); got != want {
+			t.Errorf("rate %v: spin %v, want %v", rate, got, want)
+		}
+	}
+	c.Rate, c.Spin = 10, 0
+	if c.spin() != 0 {
+		t.Error("--spin 0 should turn spinning off")
+	}
+}

@@ -53,6 +53,7 @@ func main() {
 type options struct {
 	conns, rounds, size, writers, concurrency int
 	addr, reader                              string
+	interval                                  time.Duration
 }
 
 func run(args []string, out io.Writer) error {
@@ -63,7 +64,8 @@ func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("floor "+mode, flag.ContinueOnError)
 	var o options
 	fs.IntVar(&o.conns, "conns", 10000, "loopback connections (at most 18000: one process holds ~19k sockets here)")
-	fs.IntVar(&o.rounds, "rounds", 20, "fanout: rounds, one every 200ms")
+	fs.IntVar(&o.rounds, "rounds", 20, "fanout: rounds, one every --interval")
+	fs.DurationVar(&o.interval, "interval", 200*time.Millisecond, "fanout: time from one round's start to the next (herald bench --rate R is 1/R)")
 	fs.IntVar(&o.size, "size", 199, "fanout: bytes per write (199 = herald's frame for a 100-byte payload)")
 	fs.IntVar(&o.writers, "writers", 2, "fanout: writing goroutines (herald's writer pool has GOMAXPROCS)")
 	fs.IntVar(&o.concurrency, "concurrency", 128, "connect: concurrent dialers")
@@ -72,7 +74,7 @@ func run(args []string, out io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if o.conns < 1 || o.conns > 18000 || o.rounds < 1 || o.size < 1 || o.writers < 1 || o.concurrency < 1 {
+	if o.conns < 1 || o.conns > 18000 || o.rounds < 1 || o.interval <= 0 || o.size < 1 || o.writers < 1 || o.concurrency < 1 {
 		return errors.New("--conns must be 1..18000 and --rounds, --size, --writers, --concurrency positive")
 	}
 	if o.reader != "goroutine" && (o.reader != "epoll" || !epollSupported) {
@@ -185,7 +187,7 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		}
 		d := time.Since(t0)
 		rounds = append(rounds, d)
-		time.Sleep(200*time.Millisecond - d)
+		time.Sleep(o.interval - d)
 	}
 	used := cpu() - c0
 	slices.Sort(rounds)
@@ -194,10 +196,10 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		sum += d
 	}
 	deliveries := time.Duration(o.rounds * o.conns)
-	return fmt.Sprintf("fanout floor: %d sockets × %d rounds of %d bytes, %d writers\n"+
+	return fmt.Sprintf("fanout floor: %d sockets × %d rounds of %d bytes every %v, %d writers\n"+
 		"round (last socket written)  mean %v  p50 %v  max %v\n"+
 		"writer CPU per delivery      %v\n",
-		o.conns, o.rounds, o.size, o.writers,
+		o.conns, o.rounds, o.size, o.interval, o.writers,
 		(sum / time.Duration(len(rounds))).Round(100*time.Microsecond), rounds[len(rounds)/2].Round(100*time.Microsecond),
 		rounds[len(rounds)-1].Round(100*time.Microsecond), (used / deliveries).Round(10*time.Nanosecond)), nil
 }
