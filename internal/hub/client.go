@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/stack"
 )
 
 const (
@@ -420,6 +421,7 @@ func (c *Client) NumSubscriptions() int {
 
 func (c *Client) unregister() {
 	c.unregOnce.Do(func() {
+		stack.Grow() // often a goroutine of its own; leaving the hub is a deep chain
 		c.mu.Lock()
 		c.state = max(c.state, stateClosing)
 		subs := c.subs

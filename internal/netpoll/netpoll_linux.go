@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+
+	"github.com/herald-rt/herald/internal/stack"
 )
 
 const events = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
@@ -37,6 +39,7 @@ type Desc struct {
 }
 
 func (d *Desc) dispatch() {
+	stack.Grow() // handlers read, decode and dispatch commands: a deep chain
 	d.run.Lock()
 	defer d.run.Unlock()
 	d.fn()

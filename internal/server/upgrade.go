@@ -16,6 +16,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/stack"
 )
 
 // The fast upgrade path. net/http costs a WebSocket connect more than the
@@ -35,6 +36,16 @@ const headTimeout = 10 * time.Second
 // maxFastHead is the largest request head the fast path takes (a 16 KiB
 // token fits); larger ones go to net/http.
 const maxFastHead = 20 << 10
+
+// headSize is the capacity of a pooled head buffer; a longer head gets a
+// buffer of its own.
+const headSize = 1024
+
+// headPool holds buffers for reading request heads. Nothing keeps a head
+// after its upgrade (the upgrader's callbacks copy what they keep), so a
+// buffer goes back unless frames the client sent behind the head, or the
+// whole connection, went on with it.
+var headPool = sync.Pool{New: func() any { b := make([]byte, 0, headSize); return &b }}
 
 // forkListener is the listener net/http serves: the connections the fast
 // path left to it. Closing it (http.Server.Shutdown does) closes the real
@@ -114,7 +125,9 @@ func (s *Server) acceptLoop(fl *forkListener) error {
 // when it is a plain WebSocket upgrade of the WebSocket path; anything else
 // goes to net/http.
 func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
-	buf := make([]byte, 0, 1024)
+	stack.Grow() // the upgrade and the JWT check are a deep chain
+	pooled := headPool.Get().(*[]byte)
+	buf := (*pooled)[:0]
 	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
 	for {
 		if len(buf) == cap(buf) {
@@ -149,6 +162,10 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 		}
 		_ = c.SetReadDeadline(time.Time{})
 		s.upgradeRaw(c, buf[:end], buf[end:])
+		if len(buf) == end && cap(buf) == headSize {
+			*pooled = buf[:0]
+			headPool.Put(pooled)
+		}
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
