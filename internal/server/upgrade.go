@@ -125,7 +125,6 @@ func (s *Server) acceptLoop(fl *forkListener) error {
 // when it is a plain WebSocket upgrade of the WebSocket path; anything else
 // goes to net/http.
 func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
-	stack.Grow() // the upgrade and the JWT check are a deep chain
 	pooled := headPool.Get().(*[]byte)
 	buf := (*pooled)[:0]
 	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
@@ -161,6 +160,9 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 			break
 		}
 		_ = c.SetReadDeadline(time.Time{})
+		// The upgrade and the JWT check are a deep chain. Not before the head
+		// is here: a connection that sends nothing keeps a small stack.
+		stack.Grow()
 		s.upgradeRaw(c, buf[:end], buf[end:])
 		if len(buf) == end && cap(buf) == headSize {
 			*pooled = buf[:0]
