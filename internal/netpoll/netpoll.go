@@ -5,9 +5,10 @@
 //
 // The protocol: Add registers a connection and a handler. When the
 // connection becomes readable (data, EOF or error) the handler runs once on
-// a new goroutine; it reads what it needs through the net.Conn as usual and
-// then calls Resume to be told about the next readiness, or Remove when it
-// is done with the connection.
+// a goroutine of its own and is given the connection's Desc (it may run
+// before Add has returned); it reads what it needs through the net.Conn as
+// usual and then calls Resume on that Desc to be told about the next
+// readiness, or Remove when it is done with the connection.
 package netpoll
 
 import "errors"

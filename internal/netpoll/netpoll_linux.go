@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/herald-rt/herald/internal/stack"
 )
@@ -16,8 +18,16 @@ const events = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
 // Poller is an epoll instance with a dispatch loop. Methods are safe for
 // concurrent use.
+//
+// The epoll descriptor is itself non-blocking and registered with Go's own
+// poller, and the loop waits for it there (a parked goroutine), then
+// collects events with a non-blocking epoll_wait. A blocking epoll_wait
+// would hold one of the runtime's Ps in a system call: under load the
+// runtime's monitor thread takes it back, which wakes and parks threads on
+// every wait.
 type Poller struct {
-	epfd int
+	ep *os.File        // the epoll descriptor
+	rc syscall.RawConn // of ep: ctl and wait go through it, so never on a closed descriptor
 
 	mu      sync.Mutex
 	next    uint64
@@ -30,7 +40,7 @@ type Desc struct {
 	p   *Poller
 	id  uint64
 	raw syscall.RawConn
-	fn  func()
+	fn  func(*Desc)
 	// run serialises handler runs. One-shot readiness already prevents
 	// overlap except for the instant between Resume and the handler's
 	// return; the mutex closes that gap and orders the runs for the race
@@ -42,7 +52,7 @@ func (d *Desc) dispatch() {
 	stack.Grow() // handlers read, decode and dispatch commands: a deep chain
 	d.run.Lock()
 	defer d.run.Unlock()
-	d.fn()
+	d.fn(d)
 }
 
 // New creates a poller. Call Run to dispatch readiness.
@@ -51,12 +61,29 @@ func New() (*Poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netpoll: epoll_create1: %w", err)
 	}
-	return &Poller{epfd: fd, entries: make(map[uint64]*Desc)}, nil
+	// Non-blocking, so that os.NewFile registers it with Go's poller.
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return nil, fmt.Errorf("netpoll: set non-blocking: %w", err)
+	}
+	ep := os.NewFile(uintptr(fd), "epoll")
+	// Only a file in Go's poller takes deadlines: make sure this one is.
+	if err := ep.SetReadDeadline(time.Time{}); err != nil {
+		_ = ep.Close()
+		return nil, fmt.Errorf("netpoll: epoll descriptor not in Go's poller: %w", err)
+	}
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		return nil, fmt.Errorf("netpoll: %w", err)
+	}
+	return &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc)}, nil
 }
 
-// Add registers conn; fn runs (on its own goroutine) each time conn is
-// readable after Add or Resume.
-func (p *Poller) Add(conn syscall.Conn, fn func()) (*Desc, error) {
+// Add registers conn; fn runs (on its own goroutine, with conn's Desc) each
+// time conn is readable after Add or Resume. Its first run may come before
+// Add returns.
+func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -77,14 +104,19 @@ func (p *Poller) Add(conn syscall.Conn, fn func()) (*Desc, error) {
 	return d, nil
 }
 
-// ctl applies op for the descriptor's fd. It runs inside RawConn.Control so
-// the fd cannot be closed (and its number reused) meanwhile; on a closed
-// connection it fails without touching anything.
+// ctl applies op for the descriptor's fd. It runs inside both descriptors'
+// RawConn.Control, so neither can be closed (and its number reused)
+// meanwhile; on a closed connection or poller it fails without touching
+// anything.
 func (d *Desc) ctl(op int) error {
 	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(d.id)), Pad: int32(uint32(d.id >> 32))}
 	var opErr error
-	err := d.raw.Control(func(fd uintptr) {
-		opErr = syscall.EpollCtl(d.p.epfd, op, int(fd), &ev)
+	err := d.p.rc.Control(func(epfd uintptr) {
+		if err := d.raw.Control(func(fd uintptr) {
+			opErr = syscall.EpollCtl(int(epfd), op, int(fd), &ev)
+		}); err != nil {
+			opErr = err
+		}
 	})
 	if err != nil {
 		return err
@@ -101,27 +133,36 @@ func (d *Desc) Remove() {
 	d.p.mu.Lock()
 	delete(d.p.entries, d.id)
 	d.p.mu.Unlock()
-	_ = d.raw.Control(func(fd uintptr) {
-		_ = syscall.EpollCtl(d.p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-	})
+	_ = d.ctl(syscall.EPOLL_CTL_DEL)
 }
 
 // Run dispatches readiness until ctx is done or the poller is closed.
 func (p *Poller) Run(ctx context.Context) error {
+	// Ending ctx wakes the wait below with a deadline in the past.
+	stop := context.AfterFunc(ctx, func() { _ = p.ep.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	evs := make([]syscall.EpollEvent, 256)
-	for ctx.Err() == nil {
-		n, err := syscall.EpollWait(p.epfd, evs, 200)
-		if err != nil {
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			p.mu.Lock()
-			closed := p.closed
-			p.mu.Unlock()
-			if closed {
+	var n int
+	var werr error
+	collect := func(epfd uintptr) bool {
+		n, werr = syscall.EpollWait(int(epfd), evs, 0)
+		return n > 0 || werr != nil
+	}
+	for {
+		// Parks in Go's poller until the epoll descriptor is readable. It is
+		// edge-triggered there, so the loop parks only after an epoll_wait
+		// found nothing.
+		if err := p.rc.Read(collect); err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("netpoll: epoll_wait: %w", err)
+			return fmt.Errorf("netpoll: waiting for events: %w", err)
+		}
+		if werr != nil {
+			if errors.Is(werr, syscall.EINTR) {
+				continue
+			}
+			return fmt.Errorf("netpoll: epoll_wait: %w", werr)
 		}
 		p.mu.Lock()
 		for i := 0; i < n; i++ {
@@ -132,7 +173,6 @@ func (p *Poller) Run(ctx context.Context) error {
 		}
 		p.mu.Unlock()
 	}
-	return nil
 }
 
 // Close releases the epoll instance; Run returns.
@@ -143,5 +183,5 @@ func (p *Poller) Close() error {
 		return nil
 	}
 	p.closed = true
-	return syscall.Close(p.epfd)
+	return p.ep.Close()
 }

@@ -27,8 +27,9 @@ type Desc struct {
 // New creates a poller.
 func New() (*Poller, error) { return &Poller{done: make(chan struct{})}, nil }
 
-// Add registers conn; fn runs each time after Add or Resume.
-func (p *Poller) Add(_ syscall.Conn, fn func()) (*Desc, error) {
+// Add registers conn; fn runs (with conn's Desc) each time after Add or
+// Resume. Its first run may come before Add returns.
+func (p *Poller) Add(_ syscall.Conn, fn func(*Desc)) (*Desc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -37,7 +38,7 @@ func (p *Poller) Add(_ syscall.Conn, fn func()) (*Desc, error) {
 	d := &Desc{resume: make(chan struct{}, 1), stop: make(chan struct{})}
 	go func() {
 		for {
-			fn()
+			fn(d)
 			select {
 			case <-d.resume:
 			case <-d.stop:

@@ -4,12 +4,16 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-func TestReadinessOneShotAndResume(t *testing.T) {
+// running starts a poller; it is stopped when the test ends, and Run must
+// then return without an error.
+func running(t *testing.T) *Poller {
+	t.Helper()
 	p, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -17,28 +21,49 @@ func TestReadinessOneShotAndResume(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); p.Close(); <-done }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		p.Close()
+	})
+	return p
+}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+// connPair returns both ends of a new loopback TCP connection to ln.
+func connPair(t *testing.T, ln net.Listener) (client, server net.Conn) {
+	t.Helper()
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	server, err := ln.Accept()
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer server.Close()
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func TestReadinessOneShotAndResume(t *testing.T) {
+	p := running(t)
+	client, server := connPair(t, listen(t))
 
 	got := make(chan string, 10)
 	var calls atomic.Int32
-	var d *Desc
-	d, err = p.Add(server.(*net.TCPConn), func() {
+	_, err := p.Add(server.(*net.TCPConn), func(d *Desc) {
 		calls.Add(1)
 		buf := make([]byte, 16)
 		n, err := server.Read(buf)
@@ -83,20 +108,84 @@ func TestReadinessOneShotAndResume(t *testing.T) {
 	}
 }
 
+// TestNoLostReadiness keeps many connections busy with short exchanges —
+// the first byte there before Add, each next one written before the
+// handler's Resume — and checks that every byte is seen: a readiness lost
+// anywhere (Add, Resume, the wait for the epoll descriptor) leaves one
+// stalled.
+func TestNoLostReadiness(t *testing.T) {
+	p := running(t)
+	ln := listen(t)
+	const conns, rounds = 64, 300
+	var wg sync.WaitGroup
+	for range conns {
+		client, server := connPair(t, ln)
+		if _, err := client.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		seen := make(chan struct{}, 1)
+		_, err := p.Add(server.(*net.TCPConn), func(d *Desc) {
+			buf := make([]byte, 64)
+			if _, err := server.Read(buf); err != nil {
+				d.Remove()
+				return
+			}
+			seen <- struct{}{} // the next byte may come before Resume
+			_ = d.Resume()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				select {
+				case <-seen:
+				case <-time.After(5 * time.Second):
+					t.Errorf("byte %d of %d never seen by the handler", i+1, rounds)
+					return
+				}
+				if _, err := client.Write([]byte{1}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestRunEndsWithContext: cancelling Run's context wakes its wait at once.
+func TestRunEndsWithContext(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	time.Sleep(20 * time.Millisecond) // parked
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
 func TestAddAfterClose(t *testing.T) {
 	p, err := New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	c, _ := net.Dial("tcp", ln.Addr().String())
-	defer c.Close()
-	if _, err := p.Add(c.(*net.TCPConn), func() {}); err != ErrClosed {
+	client, _ := connPair(t, listen(t))
+	if _, err := p.Add(client.(*net.TCPConn), func(*Desc) {}); err != ErrClosed {
 		t.Fatalf("Add after Close: %v", err)
 	}
 }

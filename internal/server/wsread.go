@@ -15,6 +15,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/klauspost/compress/flate"
 
+	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
 )
 
@@ -76,8 +77,10 @@ func (s *session) gone() {
 
 // onReadable runs when the socket has data (or EOF). It reads and handles
 // every complete message available, then asks to be woken again. The
-// poller never runs it twice at once for a connection.
-func (s *session) onReadable() {
+// poller never runs it twice at once for a connection. It may run before
+// watch has stored d (when the client's first command was already there),
+// so it uses the d it is given.
+func (s *session) onReadable(d *netpoll.Desc) {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(s.nc)
 	ok := s.drain(br)
@@ -87,10 +90,10 @@ func (s *session) onReadable() {
 		return
 	}
 	s.descMu.Lock()
-	d := s.desc
+	ended := s.ended
 	s.descMu.Unlock()
-	if d == nil {
-		return // gone meanwhile
+	if ended {
+		return // gone meanwhile; gone removes d
 	}
 	if err := d.Resume(); err != nil {
 		s.c.Gone(0)
