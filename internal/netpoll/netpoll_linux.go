@@ -153,7 +153,10 @@ func (p *Poller) Run(ctx context.Context) error {
 		// edge-triggered there, so the loop parks only after an epoll_wait
 		// found nothing.
 		if err := p.rc.Read(collect); err != nil {
-			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+			p.mu.Lock()
+			closed := p.closed
+			p.mu.Unlock()
+			if ctx.Err() != nil || closed {
 				return nil
 			}
 			return fmt.Errorf("netpoll: waiting for events: %w", err)

@@ -156,25 +156,35 @@ func TestNoLostReadiness(t *testing.T) {
 	wg.Wait()
 }
 
-// TestRunEndsWithContext: cancelling Run's context wakes its wait at once.
-func TestRunEndsWithContext(t *testing.T) {
-	p, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	time.Sleep(20 * time.Millisecond) // parked
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Run did not return after its context ended")
+// TestRunEnds: cancelling Run's context, or closing the poller, wakes its
+// wait at once and Run returns without an error.
+func TestRunEnds(t *testing.T) {
+	for _, how := range []string{"cancel", "close"} {
+		t.Run(how, func(t *testing.T) {
+			p, err := New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			time.Sleep(20 * time.Millisecond) // parked
+			if how == "cancel" {
+				cancel()
+			} else {
+				p.Close()
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(time.Second):
+				t.Fatal("Run did not return")
+			}
+		})
 	}
 }
 

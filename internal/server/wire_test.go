@@ -95,6 +95,24 @@ func TestFramesPipelinedWithHandshake(t *testing.T) {
 
 // TestFragmentedMessageAndInterleavedPing: a message split over several
 // frames, with a ping between them, is reassembled; the ping is answered.
+// TestFirstCommandRightAfterConnected: clients that send a command the
+// moment they have read connected, then another, get both answered. The
+// first command can reach the server before the connection is watched for
+// readiness; its handler may then run before the session has stored the
+// connection's registration, and it once returned without re-arming it, so
+// the second command was never read (about 1 connection in 150).
+func TestFirstCommandRightAfterConnected(t *testing.T) {
+	ts := start(t, nil)
+	for i := range 300 {
+		c := ts.dial(fmt.Sprint("user-", i), "")
+		c.sendRaw([]byte(`{"type":"subscribe","channel":"chat"}`))
+		c.expect("subscribed")
+		c.sendRaw([]byte(`{"type":"ping"}`))
+		c.expect("pong")
+		_ = c.conn.Close()
+	}
+}
+
 func TestFragmentedMessageAndInterleavedPing(t *testing.T) {
 	ts := start(t, nil)
 	c, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "frag", "")), nil)
