@@ -93,8 +93,6 @@ func TestFramesPipelinedWithHandshake(t *testing.T) {
 	}
 }
 
-// TestFragmentedMessageAndInterleavedPing: a message split over several
-// frames, with a ping between them, is reassembled; the ping is answered.
 // TestFirstCommandRightAfterConnected: clients that send a command the
 // moment they have read connected, then another, get both answered. The
 // first command can reach the server before the connection is watched for
@@ -113,6 +111,8 @@ func TestFirstCommandRightAfterConnected(t *testing.T) {
 	}
 }
 
+// TestFragmentedMessageAndInterleavedPing: a message split over several
+// frames, with a ping between them, is reassembled; the ping is answered.
 func TestFragmentedMessageAndInterleavedPing(t *testing.T) {
 	ts := start(t, nil)
 	c, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "frag", "")), nil)
