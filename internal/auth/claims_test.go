@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,11 +52,32 @@ func TestClaimsLastValueCounts(t *testing.T) {
 	}
 }
 
+// TestUnreadClaimsAreIgnored: a claim herald does not read is ignored (RFC 7519
+// §4), even a number beyond float64 that jwt.MapClaims would refuse; herald's
+// own time claims still must be numbers it can hold (beyond float64 the
+// token is malformed, as MapClaims says).
+func TestUnreadClaimsAreIgnored(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	exp := time.Now().Add(time.Hour).Unix()
+	id, err := v.Verify(hs256Raw(t, `{"alg":"HS256"}`, fmt.Sprintf(`{"sub":"u1","exp":%d,"":10e700,"x":[-1e999]}`, exp)))
+	if err != nil || id.UserID != "u1" {
+		t.Fatalf("Verify = %+v, %v", id, err)
+	}
+	if _, err := v.Verify(hs256Raw(t, `{"alg":"HS256"}`, `{"sub":"u1","exp":1e400}`)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("exp 1e400: %v, want ErrMalformed", err)
+	}
+}
+
 // referenceClaims decodes b the way jwt.MapClaims and herald's rules read it:
 // a map with the last value of each name, then each known claim checked.
+// Unlike MapClaims it keeps numbers as written (UseNumber): a claim herald does
+// not read, or one given again later, is ignored (RFC 7519 §4) even when its
+// number is beyond float64, where MapClaims would refuse the whole token.
 func referenceClaims(b []byte) (claims, bool) {
 	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil || m == nil {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil || m == nil {
 		return claims{}, false
 	}
 	var c claims
@@ -86,8 +108,12 @@ func referenceClaims(b []byte) (claims, bool) {
 		if !present {
 			continue
 		}
-		f, ok := x.(float64)
+		n, ok := x.(json.Number)
 		if !ok {
+			return claims{}, false
+		}
+		f, err := n.Float64()
+		if err != nil {
 			return claims{}, false
 		}
 		if f != 0 {
