@@ -137,10 +137,20 @@ func (c *Client) Greet(prefix, frame []byte) error {
 	c.mu.Unlock()
 	regErr := c.hub.Register(c)
 
-	_ = c.nc.SetWriteDeadline(time.Now().Add(greetTimeout))
-	bufs := net.Buffers{prefix, frame}
-	n, err := bufs.WriteTo(c.nc)
-	_ = c.nc.SetWriteDeadline(time.Time{})
+	// A new connection's socket buffer is empty: one non-blocking writev
+	// nearly always takes the whole greeting, with no deadline to set and
+	// clear. Only what it leaves is written in blocking mode.
+	batch := [][]byte{prefix, frame}
+	iov := make([]syscall.Iovec, 0, len(batch))
+	n, done, err := c.tryWritev(batch, &iov)
+	if err == nil && !done {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(greetTimeout))
+		rest := unwritten(batch, n)
+		var m int64
+		m, err = rest.WriteTo(c.nc)
+		n += int(m)
+		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
 	c.hub.metrics.BytesOut.Add(float64(n))
 	if err != nil {
 		c.Gone(0)

@@ -344,3 +344,51 @@ func TestGreetRegistersFirst(t *testing.T) {
 		t.Fatal("a second Greet succeeded")
 	}
 }
+
+// TestGreetLargerThanSocketBuffer: a greeting the socket cannot take in one
+// non-blocking writev is finished in blocking mode, whole and in order, over
+// a real loopback TCP connection whose peer starts reading late. (The peer's
+// receive buffer is left as it is: a tiny one stalls loopback TCP itself.)
+func TestGreetLargerThanSocketBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sc.(*net.TCPConn).SetWriteBuffer(4096)
+
+	h := newTestHub(1 << 20)
+	c := h.NewClient(sc, ClientOptions{ID: "c1", UserID: "u"})
+	defer c.Gone(0)
+	prefix := bytes.Repeat([]byte("h"), 3000)
+	payload := bytes.Repeat([]byte("p"), 4<<20)
+	connected := TextFrame(payload)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Greet(prefix, connected) }()
+	select {
+	case err := <-errc:
+		t.Fatalf("Greet returned (%v) before the peer read 4 MiB", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	want := slices.Concat(prefix, connected)
+	got := make([]byte, len(want))
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := io.ReadFull(peer, got); err != nil {
+		t.Fatalf("read %d of %d bytes: %v", n, len(want), err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the greeting arrived altered")
+	}
+}
