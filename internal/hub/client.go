@@ -141,8 +141,9 @@ func (c *Client) Greet(prefix, frame []byte) error {
 	// nearly always takes the whole greeting, with no deadline to set and
 	// clear. Only what it leaves is written in blocking mode.
 	batch := [][]byte{prefix, frame}
-	iov := make([]syscall.Iovec, 0, len(batch))
-	n, done, err := c.tryWritev(batch, &iov)
+	w := c.hub.writevs.Get().(*writev)
+	n, done, err := c.tryWritev(w, batch)
+	c.hub.writevs.Put(w)
 	if err == nil && !done {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(greetTimeout))
 		rest := unwritten(batch, n)

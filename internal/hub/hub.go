@@ -64,6 +64,7 @@ type Hub struct {
 	pingData  []byte
 	deflaters *sync.Pool // *flate.Writer
 	writers   *writerPool
+	writevs   sync.Pool // *writev, for writes outside the pool's workers (Greet)
 }
 
 type channelShard struct {
@@ -111,6 +112,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 	h.pingData = controlFrame(opPing, nil)
 	h.deflaters = newDeflaterPool()
 	h.writers = newWriterPool()
+	h.writevs.New = func() any { return newWritev() }
 	return h
 }
 

@@ -392,3 +392,36 @@ func TestGreetLargerThanSocketBuffer(t *testing.T) {
 		t.Fatal("the greeting arrived altered")
 	}
 }
+
+// BenchmarkTryWritev: one non-blocking writev of a queued frame to a real
+// loopback socket whose peer drains it, as a writer-pool worker does per
+// client; it allocates nothing.
+func BenchmarkTryWritev(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer peer.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, peer) }()
+	c := newTestHub(1<<20).NewClient(sc, ClientOptions{ID: "c1", UserID: "u"})
+	defer c.Gone(0)
+	w := newWritev()
+	batch := [][]byte{TextFrame(bytes.Repeat([]byte("x"), 100))}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, done, err := c.tryWritev(w, batch); err != nil {
+			b.Fatal(err)
+		} else if !done {
+			time.Sleep(time.Millisecond) // let the peer drain
+		}
+	}
+}

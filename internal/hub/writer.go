@@ -70,13 +70,13 @@ func (p *writerPool) run(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			iov := make([]syscall.Iovec, 0, 64)
+			w := newWritev()
 			for {
 				c := p.pop()
 				if c == nil {
 					return
 				}
-				c.flushOnce(&iov)
+				c.flushOnce(w)
 			}
 		}()
 	}
@@ -111,7 +111,7 @@ func (p *writerPool) schedule(c *Client) {
 }
 
 // flushOnce writes what c has queued without blocking the worker.
-func (c *Client) flushOnce(iov *[]syscall.Iovec) {
+func (c *Client) flushOnce(w *writev) {
 	batch, closing := c.next()
 	if batch == nil {
 		if closing != nil {
@@ -120,7 +120,7 @@ func (c *Client) flushOnce(iov *[]syscall.Iovec) {
 		return
 	}
 
-	n, done, err := c.tryWritev(batch, iov)
+	n, done, err := c.tryWritev(w, batch)
 	c.hub.metrics.BytesOut.Add(float64(n))
 	if err != nil {
 		c.failWrite(batch)
@@ -198,6 +198,26 @@ func (c *Client) failWrite(batch [][]byte) {
 	c.abort()
 }
 
+// writev is a writer's reusable state for tryWritev: the batch, the iovec
+// array and the results, with the callback for RawConn.Control bound once,
+// so that a write allocates nothing (a closure over them would escape to
+// the heap on every call). One goroutine uses a writev at a time.
+type writev struct {
+	batch [][]byte
+	iov   []syscall.Iovec
+	used  int // iovecs filled, the most in one call: cleared afterwards
+	n     int
+	done  bool
+	err   error
+	fn    func(fd uintptr)
+}
+
+func newWritev() *writev {
+	w := &writev{iov: make([]syscall.Iovec, 0, 64)}
+	w.fn = w.run
+	return w
+}
+
 // tryWritev writes batch with non-blocking writev calls. It reports how many
 // bytes went out and whether all did; it never waits for the socket.
 //
@@ -207,52 +227,60 @@ func (c *Client) failWrite(batch [][]byte) {
 // runtime poll descriptor for a wait that never comes here. The writer role
 // already makes this the socket's only writer, and fanning out to 10k
 // sockets paid for those 10k poll descriptors in cache misses.
-func (c *Client) tryWritev(batch [][]byte, iov *[]syscall.Iovec) (n int, done bool, err error) {
+func (c *Client) tryWritev(w *writev, batch [][]byte) (n int, done bool, err error) {
 	if c.raw == nil {
 		return 0, false, nil
 	}
-	var werr error
-	rerr := c.raw.Control(func(fd uintptr) {
-		for i := 0; i < len(batch); {
-			v := (*iov)[:0]
-			want := 0
-			for j := i; j < len(batch) && len(v) < maxIovecs; j++ {
-				if len(batch[j]) == 0 {
-					continue
-				}
-				v = append(v, syscall.Iovec{Base: &batch[j][0], Len: uint64(len(batch[j]))})
-				want += len(batch[j])
-			}
-			*iov = v
-			if len(v) == 0 {
-				done = true
-				return
-			}
-			m, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
-			switch {
-			case e == syscall.EINTR:
-				continue
-			case e == syscall.EAGAIN:
-				return
-			case e != 0:
-				werr = e
-				return
-			}
-			n += int(m)
-			if int(m) < want {
-				return
-			}
-			i += len(v)
-			for i < len(batch) && len(batch[i]) == 0 {
-				i++
-			}
-		}
-		done = true
-	})
+	w.batch, w.n, w.done, w.err = batch, 0, false, nil
+	rerr := c.raw.Control(w.fn)
+	n, done, err = w.n, w.done, w.err
+	w.batch, w.err = nil, nil
+	clear(w.iov[:w.used]) // keep no frame alive after its write
+	w.used = 0
 	if rerr != nil {
 		return n, false, rerr
 	}
-	return n, done, werr
+	return n, done, err
+}
+
+// run writes w.batch to fd (inside RawConn.Control).
+func (w *writev) run(fd uintptr) {
+	batch := w.batch
+	for i := 0; i < len(batch); {
+		v := w.iov[:0]
+		want := 0
+		for j := i; j < len(batch) && len(v) < maxIovecs; j++ {
+			if len(batch[j]) == 0 {
+				continue
+			}
+			v = append(v, syscall.Iovec{Base: &batch[j][0], Len: uint64(len(batch[j]))})
+			want += len(batch[j])
+		}
+		w.iov, w.used = v, max(w.used, len(v))
+		if len(v) == 0 {
+			w.done = true
+			return
+		}
+		m, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return
+		case e != 0:
+			w.err = e
+			return
+		}
+		w.n += int(m)
+		if int(m) < want {
+			return
+		}
+		i += len(v)
+		for i < len(batch) && len(batch[i]) == 0 {
+			i++
+		}
+	}
+	w.done = true
 }
 
 // writeRest finishes a batch the socket could not take at once, skipping the

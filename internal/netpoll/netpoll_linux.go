@@ -46,6 +46,18 @@ type Desc struct {
 	// return; the mutex closes that gap and orders the runs for the race
 	// detector.
 	run sync.Mutex
+
+	// ctl's state, kept here so that a ctl call (one per command, for
+	// Resume) allocates nothing: the event, and the two Control callbacks
+	// bound once in Add. ctlMu serialises ctl calls (a Resume and a Remove
+	// can meet).
+	ctlMu sync.Mutex
+	ev    syscall.EpollEvent
+	op    int
+	epfd  uintptr
+	opErr error
+	onEp  func(epfd uintptr)
+	onFd  func(fd uintptr)
 }
 
 func (d *Desc) dispatch() {
@@ -95,6 +107,8 @@ func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 	}
 	p.next++
 	d := &Desc{p: p, id: p.next, raw: raw, fn: fn}
+	d.ev = syscall.EpollEvent{Events: events, Fd: int32(uint32(d.id)), Pad: int32(uint32(d.id >> 32))}
+	d.onEp, d.onFd = d.withEpoll, d.withFd
 	p.entries[d.id] = d
 	p.mu.Unlock()
 	if err := d.ctl(syscall.EPOLL_CTL_ADD); err != nil {
@@ -109,19 +123,26 @@ func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 // meanwhile; on a closed connection or poller it fails without touching
 // anything.
 func (d *Desc) ctl(op int) error {
-	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(d.id)), Pad: int32(uint32(d.id >> 32))}
-	var opErr error
-	err := d.p.rc.Control(func(epfd uintptr) {
-		if err := d.raw.Control(func(fd uintptr) {
-			opErr = syscall.EpollCtl(int(epfd), op, int(fd), &ev)
-		}); err != nil {
-			opErr = err
-		}
-	})
-	if err != nil {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	d.op, d.opErr = op, nil
+	if err := d.p.rc.Control(d.onEp); err != nil {
 		return err
 	}
-	return opErr
+	return d.opErr
+}
+
+// withEpoll runs inside the poller's Control with the epoll descriptor.
+func (d *Desc) withEpoll(epfd uintptr) {
+	d.epfd = epfd
+	if err := d.raw.Control(d.onFd); err != nil {
+		d.opErr = err
+	}
+}
+
+// withFd runs inside the connection's Control, nested in withEpoll.
+func (d *Desc) withFd(fd uintptr) {
+	d.opErr = syscall.EpollCtl(int(d.epfd), d.op, int(fd), &d.ev)
 }
 
 // Resume asks for the next readiness notification.

@@ -12,7 +12,7 @@ import (
 
 // running starts a poller; it is stopped when the test ends, and Run must
 // then return without an error.
-func running(t *testing.T) *Poller {
+func running(t testing.TB) *Poller {
 	t.Helper()
 	p, err := New()
 	if err != nil {
@@ -32,7 +32,7 @@ func running(t *testing.T) *Poller {
 }
 
 // connPair returns both ends of a new loopback TCP connection to ln.
-func connPair(t *testing.T, ln net.Listener) (client, server net.Conn) {
+func connPair(t testing.TB, ln net.Listener) (client, server net.Conn) {
 	t.Helper()
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -47,7 +47,7 @@ func connPair(t *testing.T, ln net.Listener) (client, server net.Conn) {
 	return client, server
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -197,5 +197,22 @@ func TestAddAfterClose(t *testing.T) {
 	client, _ := connPair(t, listen(t))
 	if _, err := p.Add(client.(*net.TCPConn), func(*Desc) {}); err != ErrClosed {
 		t.Fatalf("Add after Close: %v", err)
+	}
+}
+
+// BenchmarkResume: re-arming a registration, which a session does after
+// every command it reads, is one epoll_ctl and allocates nothing.
+func BenchmarkResume(b *testing.B) {
+	p := running(b)
+	_, server := connPair(b, listen(b))
+	d, err := p.Add(server.(*net.TCPConn), func(*Desc) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Resume(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,7 @@ type Server struct {
 	apiKeys  [][]byte
 	started  time.Time
 	draining atomic.Bool
+	upgrades sync.Pool // *rawUpgrade
 }
 
 // New builds a server from a validated configuration.
@@ -68,6 +70,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		policy:  auth.NewPolicy(cfg.Namespaces),
 		started: time.Now(),
 	}
+	s.upgrades.New = s.newRawUpgrade
 	for _, k := range cfg.APIKeys {
 		s.apiKeys = append(s.apiKeys, []byte(k))
 	}

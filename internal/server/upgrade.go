@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/stack"
@@ -201,69 +203,122 @@ func hasUpgradeWebSocket(head []byte) bool {
 // upgradeRaw upgrades c, whose request head is head; rest is what the client
 // sent behind it (frames, read with the head).
 func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
-	var (
-		authorization, origin, host, rawQuery string
-		id                                    auth.Identity
-		ref                                   *refusal
-	)
-	query := func() url.Values {
-		q, _ := url.ParseQuery(rawQuery)
-		return q
+	u := s.upgrades.Get().(*rawUpgrade)
+	u.c = c
+	u.hc.head.Reset(head)
+	u.up.Negotiate = nil
+	if s.cfg.Compression {
+		u.ext = wsflate.Extension{Parameters: deflateParams}
+		u.up.Negotiate = u.negotiate
 	}
-	up := ws.Upgrader{
-		OnRequest: func(uri []byte) error {
-			if _, q, ok := bytes.Cut(uri, []byte("?")); ok {
-				rawQuery = string(q)
-			}
-			return nil
-		},
-		OnHost: func(h []byte) error {
-			host = string(h)
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			switch {
-			case bytes.EqualFold(key, []byte("Authorization")):
-				authorization = string(value)
-			case bytes.EqualFold(key, []byte("Origin")):
-				origin = string(value)
-			}
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			id, ref = s.admit(origin, host, auth.TokenFrom(authorization, query), query, c.RemoteAddr())
-			if ref != nil {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(ref.status))
-			}
-			return nil, nil
-		},
+	_, err := u.up.Upgrade(&u.hc)
+	id, ref, response := u.id, u.ref, u.hc.out
+	deflate := false
+	if u.up.Negotiate != nil {
+		_, deflate = u.ext.Accepted()
 	}
-	ext := s.deflateOffer()
-	if ext != nil {
-		up.Negotiate = ext.Negotiate
-	}
-	hc := &handshakeConn{head: bytes.NewReader(head)}
-	if _, err := up.Upgrade(hc); err != nil {
+	if err != nil {
 		if ref != nil {
 			writeRefusal(c, ref)
 		} else {
 			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr())
-			hc.out.flushTo(c) // the upgrader's own error response
+			response.flushTo(c) // the upgrader's own error response
 		}
 		_ = c.Close()
+		s.putUpgrade(u)
 		return
 	}
 	var pending *bufio.Reader
 	if len(rest) > 0 {
 		pending = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), readBufferSize)
 	}
-	s.startSession(c, id, ext, hc.out, pending)
+	// The response is written before startSession returns (Greet); only
+	// then can its buffer go back with u.
+	s.startSession(c, id, deflate, response, pending)
+	s.putUpgrade(u)
+}
+
+// rawUpgrade is one fast-path handshake's state: what the header callbacks
+// find, and the upgrader with those callbacks bound to it. Servers keep them
+// in a pool, so a handshake allocates no closures and no captured
+// variables, only the strings it keeps.
+type rawUpgrade struct {
+	s                                     *Server
+	c                                     net.Conn
+	authorization, origin, host, rawQuery string
+	id                                    auth.Identity
+	ref                                   *refusal
+	up                                    ws.Upgrader
+	ext                                   wsflate.Extension
+	negotiate                             func(httphead.Option) (httphead.Option, error) // u.ext.Negotiate, bound once
+	hc                                    handshakeConn
+}
+
+func (s *Server) newRawUpgrade() any {
+	u := &rawUpgrade{s: s}
+	u.up = ws.Upgrader{
+		OnRequest:       u.onRequest,
+		OnHost:          u.onHost,
+		OnHeader:        u.onHeader,
+		OnBeforeUpgrade: u.onBeforeUpgrade,
+	}
+	u.negotiate = u.ext.Negotiate
+	return u
+}
+
+// putUpgrade clears u and returns it to the pool.
+func (s *Server) putUpgrade(u *rawUpgrade) {
+	out := u.hc.out
+	if cap(out) > 4096 {
+		out = nil
+	}
+	u.c, u.authorization, u.origin, u.host, u.rawQuery = nil, "", "", "", ""
+	u.id, u.ref = auth.Identity{}, nil
+	u.ext = wsflate.Extension{}
+	u.hc.head.Reset(nil)
+	u.hc.out = out[:0]
+	s.upgrades.Put(u)
+}
+
+func (u *rawUpgrade) onRequest(uri []byte) error {
+	if _, q, ok := bytes.Cut(uri, []byte("?")); ok {
+		u.rawQuery = string(q)
+	}
+	return nil
+}
+
+func (u *rawUpgrade) onHost(h []byte) error {
+	u.host = string(h)
+	return nil
+}
+
+func (u *rawUpgrade) onHeader(key, value []byte) error {
+	switch {
+	case bytes.EqualFold(key, []byte("Authorization")):
+		u.authorization = string(value)
+	case bytes.EqualFold(key, []byte("Origin")):
+		u.origin = string(value)
+	}
+	return nil
+}
+
+func (u *rawUpgrade) query() url.Values {
+	q, _ := url.ParseQuery(u.rawQuery)
+	return q
+}
+
+func (u *rawUpgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	u.id, u.ref = u.s.admit(u.origin, u.host, auth.TokenFrom(u.authorization, u.query), u.query, u.c.RemoteAddr())
+	if u.ref != nil {
+		return nil, ws.RejectConnectionError(ws.RejectionStatus(u.ref.status))
+	}
+	return nil, nil
 }
 
 // handshakeConn is what the upgrader reads the head from and writes its
 // response to; the response is held until it can go out with the first frame.
 type handshakeConn struct {
-	head *bytes.Reader
+	head bytes.Reader
 	out  heldBytes
 }
 

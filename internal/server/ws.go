@@ -40,8 +40,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var up ws.HTTPUpgrader // writes only to hw's buffer: no timeout needed
-	ext := s.deflateOffer()
-	if ext != nil {
+	var ext *wsflate.Extension
+	if s.cfg.Compression {
+		ext = &wsflate.Extension{Parameters: deflateParams}
 		up.Negotiate = ext.Negotiate
 	}
 	hw := &holdResponse{ResponseWriter: w}
@@ -58,7 +59,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		pending = rw.Reader // frames the client sent right behind the handshake
 	}
-	s.startSession(nc, id, ext, hw.buf, pending)
+	deflate := false
+	if ext != nil {
+		_, deflate = ext.Accepted()
+	}
+	s.startSession(nc, id, deflate, hw.buf, pending)
 }
 
 // refusal is an upgrade request turned down before the upgrade.
@@ -90,27 +95,18 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	return id, nil
 }
 
-// deflateOffer returns the permessage-deflate negotiation for one upgrade,
-// or nil with compression off. No context takeover either way: nothing to
-// keep per connection, and each publication can be compressed once for
-// every subscriber.
-func (s *Server) deflateOffer() *wsflate.Extension {
-	if !s.cfg.Compression {
-		return nil
-	}
-	return &wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
-}
+// deflateParams is the permessage-deflate negotiation offered when
+// compression is on. No context takeover either way: nothing to keep per
+// connection, and each publication can be compressed once for every
+// subscriber.
+var deflateParams = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
 
 // startSession runs an upgraded connection: the client is created, the held
 // 101 response and the connected frame leave in one system call (before the
 // client is registered, so nothing can be queued ahead of connected), and
 // the socket is watched for readiness — after the bytes that came behind the
 // handshake (pending), if any. No goroutine waits on an idle connection.
-func (s *Server) startSession(nc net.Conn, id auth.Identity, ext *wsflate.Extension, response []byte, pending *bufio.Reader) {
-	deflate := false
-	if ext != nil {
-		_, deflate = ext.Accepted()
-	}
+func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader) {
 	sess := &session{srv: s, id: id, nc: nc, deflate: deflate}
 	c := s.hub.NewClient(nc, hub.ClientOptions{
 		ID:        newClientID(),
