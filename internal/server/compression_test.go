@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -102,5 +103,35 @@ func TestCompressionOff(t *testing.T) {
 	defer conn.Close()
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Fatalf("compression negotiated while off: %q", ext)
+	}
+}
+
+// TestUpgradeStateStartsClean: the fast path keeps each handshake's state in
+// a pool; a refusal, a negotiated compression or a user must not carry over
+// to the next connection that reuses it.
+func TestUpgradeStateStartsClean(t *testing.T) {
+	ts := start(t, nil)
+	for i := range 30 {
+		if status, _ := ts.dialStatus(ts.wsURL("token=not-a-jwt"), nil); status != http.StatusUnauthorized {
+			t.Fatalf("round %d: a bad token got HTTP %d, want 401", i, status)
+		}
+		z := ts.dialCompressed(fmt.Sprintf("z%d", i))
+		if z.Connected["userId"] != fmt.Sprintf("z%d", i) {
+			t.Fatalf("round %d: compressed client connected as %v", i, z.Connected["userId"])
+		}
+		user := fmt.Sprintf("p%d", i)
+		conn, resp, err := websocket.DefaultDialer.Dial(ts.wsURL("token="+url.QueryEscape(token(t, user, ""))), nil)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+			t.Fatalf("round %d: compression negotiated for a client that offered none: %q", i, ext)
+		}
+		p := &wsClient{t: t, conn: conn}
+		if m := p.expect("connected"); m["userId"] != user {
+			t.Fatalf("round %d: plain client connected as %v, want %s", i, m["userId"], user)
+		}
+		conn.Close()
+		z.conn.Close()
 	}
 }
