@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -135,6 +136,14 @@ func TestIdle(t *testing.T) {
 	r := run(t, testConfig(url, "idle"))
 	if r.Connected != 50 || r.ConnectRate <= 0 || r.ServerRSSAfterKiB <= 0 || r.ServerRSSEndKiB <= 0 {
 		t.Fatalf("%+v", r)
+	}
+	// Memory per idle connection is taken at the end of the hold (steady
+	// state, pings answered), and right after connecting as well: the two
+	// differ by what RSS did during the hold.
+	got := (r.RSSPerConnKiB - r.RSSPerConnAfterConnectKiB) * float64(r.Connected)
+	if want := float64(r.ServerRSSEndKiB - r.ServerRSSAfterKiB); math.Abs(got-want) > 1e-6 {
+		t.Fatalf("RSS/conn %.3f at the end, %.3f after connecting: differ by %.3f KiB in all, RSS by %.0f KiB",
+			r.RSSPerConnKiB, r.RSSPerConnAfterConnectKiB, got, want)
 	}
 }
 

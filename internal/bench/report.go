@@ -70,11 +70,14 @@ type Report struct {
 	ServerRSSBeforeKiB int64   `json:"server_rss_before_kib,omitempty"`
 	ServerRSSAfterKiB  int64   `json:"server_rss_after_kib,omitempty"`
 	ServerRSSEndKiB    int64   `json:"server_rss_end_kib,omitempty"`
-	RSSPerConnKiB      float64 `json:"server_rss_per_conn_kib,omitempty"`
-	ServerCPUSeconds   float64 `json:"server_cpu_seconds,omitempty"`
-	ServerCPUPercent   float64 `json:"server_cpu_percent,omitempty"`
-	ServerCPUPerDelivU float64 `json:"server_cpu_us_per_delivery,omitempty"`
-	ServerCPUPerConnU  float64 `json:"server_cpu_us_per_connect,omitempty"`
+	RSSPerConnKiB      float64 `json:"server_rss_per_conn_kib,omitempty"` // idle: at the end of the hold
+	// RSSPerConnAfterConnectKiB is, for idle, the figure right after the
+	// storm, before the hold.
+	RSSPerConnAfterConnectKiB float64 `json:"server_rss_per_conn_after_connect_kib,omitempty"`
+	ServerCPUSeconds          float64 `json:"server_cpu_seconds,omitempty"`
+	ServerCPUPercent          float64 `json:"server_cpu_percent,omitempty"`
+	ServerCPUPerDelivU        float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerCPUPerConnU         float64 `json:"server_cpu_us_per_connect,omitempty"`
 
 	// The generator itself.
 	GeneratorCPUSeconds float64 `json:"generator_cpu_seconds"`
@@ -158,7 +161,10 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 	}
 	if r.ServerPID != 0 {
 		row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), kib(r.ServerRSSEndKiB))
-		if r.RSSPerConnKiB != 0 {
+		switch {
+		case r.RSSPerConnAfterConnectKiB != 0:
+			row("server RSS/conn", "%.2f KiB at the end of the hold (%.2f KiB right after connecting)", r.RSSPerConnKiB, r.RSSPerConnAfterConnectKiB)
+		case r.RSSPerConnKiB != 0:
 			row("server RSS/conn", "%.2f KiB", r.RSSPerConnKiB)
 		}
 		row("server CPU", "%.2fs (%.0f%% of one core)", r.ServerCPUSeconds, r.ServerCPUPercent)

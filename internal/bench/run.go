@@ -307,6 +307,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			if r.Connected > 0 && afterConnect.rssKiB > 0 {
 				r.RSSPerConnKiB = float64(afterConnect.rssKiB-before.rssKiB) / float64(r.Connected)
 			}
+			// Idle connections are measured at the end of the hold: with a
+			// hold longer than the server's ping interval that is the steady
+			// state, pings answered, not the moment after the storm.
+			if cfg.Scenario == "idle" && r.Connected > 0 && winEnd.rssKiB > 0 {
+				r.RSSPerConnAfterConnectKiB = r.RSSPerConnKiB
+				r.RSSPerConnKiB = float64(winEnd.rssKiB-before.rssKiB) / float64(r.Connected)
+			}
 			if cfg.Scenario == "connect" && r.Connected > 0 {
 				r.ServerCPUPerConnU = float64(cpu.Microseconds()) / float64(r.Connected)
 			}

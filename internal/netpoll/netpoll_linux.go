@@ -33,6 +33,8 @@ type Poller struct {
 	next    uint64
 	entries map[uint64]*Desc
 	closed  bool
+
+	ops sync.Pool // *ctlOp
 }
 
 // Desc is one registered connection.
@@ -46,18 +48,39 @@ type Desc struct {
 	// return; the mutex closes that gap and orders the runs for the race
 	// detector.
 	run sync.Mutex
+}
 
-	// ctl's state, kept here so that a ctl call (one per command, for
-	// Resume) allocates nothing: the event, and the two Control callbacks
-	// bound once in Add. ctlMu serialises ctl calls (a Resume and a Remove
-	// can meet).
-	ctlMu sync.Mutex
-	ev    syscall.EpollEvent
-	op    int
-	epfd  uintptr
-	opErr error
-	onEp  func(epfd uintptr)
-	onFd  func(fd uintptr)
+// ctlOp is one epoll_ctl call's state, with its two Control callbacks bound
+// once. The poller pools them, so that a call (a session makes one after
+// every command, to re-arm) allocates nothing, and an idle connection's Desc
+// carries none of it.
+type ctlOp struct {
+	d    *Desc
+	op   int
+	epfd uintptr
+	err  error
+	ev   syscall.EpollEvent
+	onEp func(epfd uintptr)
+	onFd func(fd uintptr)
+}
+
+func newCtlOp() any {
+	o := &ctlOp{}
+	o.onEp, o.onFd = o.withEpoll, o.withFd
+	return o
+}
+
+// withEpoll runs inside the poller's Control with the epoll descriptor.
+func (o *ctlOp) withEpoll(epfd uintptr) {
+	o.epfd = epfd
+	if err := o.d.raw.Control(o.onFd); err != nil {
+		o.err = err
+	}
+}
+
+// withFd runs inside the connection's Control, nested in withEpoll.
+func (o *ctlOp) withFd(fd uintptr) {
+	o.err = syscall.EpollCtl(int(o.epfd), o.op, int(fd), &o.ev)
 }
 
 func (d *Desc) dispatch() {
@@ -89,7 +112,9 @@ func New() (*Poller, error) {
 		_ = ep.Close()
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
-	return &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc)}, nil
+	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc)}
+	p.ops.New = newCtlOp
+	return p, nil
 }
 
 // Add registers conn; fn runs (on its own goroutine, with conn's Desc) each
@@ -107,8 +132,6 @@ func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 	}
 	p.next++
 	d := &Desc{p: p, id: p.next, raw: raw, fn: fn}
-	d.ev = syscall.EpollEvent{Events: events, Fd: int32(uint32(d.id)), Pad: int32(uint32(d.id >> 32))}
-	d.onEp, d.onFd = d.withEpoll, d.withFd
 	p.entries[d.id] = d
 	p.mu.Unlock()
 	if err := d.ctl(syscall.EPOLL_CTL_ADD); err != nil {
@@ -123,26 +146,16 @@ func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 // meanwhile; on a closed connection or poller it fails without touching
 // anything.
 func (d *Desc) ctl(op int) error {
-	d.ctlMu.Lock()
-	defer d.ctlMu.Unlock()
-	d.op, d.opErr = op, nil
-	if err := d.p.rc.Control(d.onEp); err != nil {
-		return err
+	o := d.p.ops.Get().(*ctlOp)
+	o.d, o.op, o.err = d, op, nil
+	o.ev = syscall.EpollEvent{Events: events, Fd: int32(uint32(d.id)), Pad: int32(uint32(d.id >> 32))}
+	err := d.p.rc.Control(o.onEp)
+	if err == nil {
+		err = o.err
 	}
-	return d.opErr
-}
-
-// withEpoll runs inside the poller's Control with the epoll descriptor.
-func (d *Desc) withEpoll(epfd uintptr) {
-	d.epfd = epfd
-	if err := d.raw.Control(d.onFd); err != nil {
-		d.opErr = err
-	}
-}
-
-// withFd runs inside the connection's Control, nested in withEpoll.
-func (d *Desc) withFd(fd uintptr) {
-	d.opErr = syscall.EpollCtl(int(d.epfd), d.op, int(fd), &d.ev)
+	o.d, o.err = nil, nil
+	d.p.ops.Put(o)
+	return err
 }
 
 // Resume asks for the next readiness notification.

@@ -191,3 +191,79 @@ func TestManyConcurrentPublishers(t *testing.T) {
 		}
 	}
 }
+
+// TestControlFramesAloneKeepConnection: a client that sends nothing but
+// control frames — pongs to the server's pings, pings of its own — stays
+// connected for many pong timeouts. Each control frame is handled on its own;
+// the reader does not stay on the socket waiting for a data frame (it once
+// did, with the frame deadline running, and dropped such clients).
+func TestControlFramesAloneKeepConnection(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.PingInterval = 50 * time.Millisecond
+		c.PongTimeout = 400 * time.Millisecond
+	})
+	c := ts.dial("quiet", "")
+	var pings, pongs atomic.Int32
+	c.conn.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	c.conn.SetPongHandler(func(string) error { pongs.Add(1); return nil })
+	msgs := make(chan map[string]any, 16)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			var m map[string]any
+			if err := c.conn.ReadJSON(&m); err != nil {
+				readErr <- err
+				return
+			}
+			msgs <- m
+		}
+	}()
+	stop := time.Now().Add(1500 * time.Millisecond) // almost four pong timeouts
+	for time.Now().Before(stop) {
+		if err := c.conn.WriteControl(websocket.PingMessage, []byte("c"), time.Now().Add(time.Second)); err != nil {
+			t.Fatalf("client ping: %v", err)
+		}
+		select {
+		case err := <-readErr:
+			t.Fatalf("connection ended with only control frames sent: %v (%d server pings)", err, pings.Load())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if pings.Load() < 10 || pongs.Load() < 5 {
+		t.Fatalf("%d pings from the server and %d pongs to the client's pings", pings.Load(), pongs.Load())
+	}
+	if err := c.conn.WriteJSON(map[string]any{"type": "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-msgs:
+		if m["type"] != "pong" {
+			t.Fatalf("got %v, want pong", m)
+		}
+	case err := <-readErr:
+		t.Fatalf("read: %v", err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("no pong to a ping command")
+	}
+}
+
+// TestStalledFrameClosed: a client that begins a frame and never finishes it
+// is closed with 4002 once --pong-timeout passes, like a silent one.
+func TestStalledFrameClosed(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.PingInterval = 100 * time.Millisecond
+		c.PongTimeout = 400 * time.Millisecond
+	})
+	c := ts.dial("stall", "")
+	c.conn.SetPingHandler(func(string) error { return nil }) // a pong would be taken as the frame's rest
+	// A masked text frame header announcing 5 bytes, then nothing more.
+	if _, err := c.conn.UnderlyingConn().Write([]byte{0x81, 0x85, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.expectClose(3 * time.Second); code != protocol.CloseNoPong {
+		t.Fatalf("close code %d, want %d", code, protocol.CloseNoPong)
+	}
+}

@@ -198,3 +198,81 @@ func TestBadUpgradeGetsHTTPError(t *testing.T) {
 		t.Fatalf("status %d, want 426", resp.StatusCode)
 	}
 }
+
+// TestControlFramesBetweenMessages: a control frame sent on its own is read
+// and checked without a message reader (the path an idle client's pongs
+// take): a masked ping of any allowed size is answered with its payload, and
+// an unmasked, fragmented, oversize or compressed one closes with 1002 — also
+// on a connection that negotiated permessage-deflate.
+func TestControlFramesBetweenMessages(t *testing.T) {
+	ts := start(t, nil)
+	long := strings.Repeat("p", 125)
+	ping := func(p string) ws.Frame { return ws.NewPingFrame([]byte(p)) }
+	for _, tc := range []struct {
+		name    string
+		deflate bool
+		frame   ws.Frame
+		mask    bool
+		pong    string // the answer, or "" for a 1002 close
+	}{
+		{"masked ping", false, ping("hb"), true, "hb"},
+		{"empty ping", false, ping(""), true, "\x00"},
+		{"125-byte ping", false, ping(long), true, long},
+		{"ping with deflate", true, ping("z"), true, "z"},
+		{"unmasked ping", false, ping("hb"), false, ""},
+		{"126-byte ping", false, ping(long + "x"), true, ""},
+		{"fragmented ping", false, func() ws.Frame { f := ping("hb"); f.Header.Fin = false; return f }(), true, ""},
+		{"compressed ping", true, func() ws.Frame { f := ping("hb"); f.Header.Rsv = ws.Rsv(true, false, false); return f }(), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ext := ""
+			if tc.deflate {
+				ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+			}
+			c, br := rawSend(t, ts, []byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "ctl", "")), ext)))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			if got := resp.Header.Get("Sec-WebSocket-Extensions") != ""; got != tc.deflate {
+				t.Fatalf("deflate negotiated %v, want %v", got, tc.deflate)
+			}
+			readJSON(t, br) // connected
+			f := tc.frame
+			if tc.mask {
+				f = ws.MaskFrame(f)
+			}
+			var b bytes.Buffer
+			if err := ws.WriteFrame(&b, f); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(b.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			got, err := ws.ReadFrame(br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.pong == "" {
+				if code, _ := ws.ParseCloseFrameData(got.Payload); got.Header.OpCode != ws.OpClose || code != ws.StatusProtocolError {
+					t.Fatalf("got %v %q, want a 1002 close", got.Header.OpCode, got.Payload)
+				}
+				return
+			}
+			want := tc.pong
+			if want == "\x00" {
+				want = ""
+			}
+			if got.Header.OpCode != ws.OpPong || string(got.Payload) != want {
+				t.Fatalf("got %v %q, want pong %q", got.Header.OpCode, got.Payload, want)
+			}
+			// The connection still works after it.
+			if _, err := c.Write(maskedText(t, `{"type":"ping","id":"after"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if m := readJSON(t, br); m["type"] != "pong" || m["id"] != "after" {
+				t.Fatalf("after the control frame: %v", m)
+			}
+		})
+	}
+}

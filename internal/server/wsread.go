@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -22,10 +23,6 @@ import (
 // readBufferSize is the size of the pooled read buffers; a connection holds
 // one only while a read is in progress.
 const readBufferSize = 4096
-
-// frameReadTimeout bounds reading one message once its first byte arrived,
-// so a client cannot pin a reader with a half-sent frame.
-const frameReadTimeout = 30 * time.Second
 
 var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
@@ -100,18 +97,20 @@ func (s *session) onReadable(d *netpoll.Desc) {
 	}
 }
 
-// drain handles every complete message br holds or the socket delivers
-// without waiting, and reports whether the connection is still readable.
-// Waiting for a message to begin has no deadline (on Linux the poller only
-// calls when bytes or EOF are there; the portable fallback waits here);
-// once it has begun, it must arrive within frameReadTimeout.
+// drain handles every complete message (or control frame) br holds or the
+// socket delivers without waiting, and reports whether the connection is
+// still readable. Waiting for a message to begin has no deadline (on Linux
+// the poller only calls when bytes or EOF are there; the portable fallback
+// waits here); once it has begun, it must arrive within --pong-timeout, as
+// a client silent that long is closed (4002) anyway: a half-sent frame
+// cannot pin a reader.
 func (s *session) drain(br *bufio.Reader) bool {
 	for {
 		if _, err := br.Peek(1); err != nil {
 			s.readFailed(err)
 			return false
 		}
-		_ = s.nc.SetReadDeadline(time.Now().Add(frameReadTimeout))
+		_ = s.nc.SetReadDeadline(time.Now().Add(s.srv.cfg.PongTimeout))
 		if err := s.readMessage(br); err != nil {
 			s.readFailed(err)
 			return false
@@ -128,46 +127,111 @@ func (s *session) drain(br *bufio.Reader) bool {
 // errPeerClosed ends reading after the client's close frame was answered.
 var errPeerClosed = errors.New("peer closed")
 
+// frameReader is what reading a connection's frames needs during one
+// readiness event: gobwas's message reader with its deflate state, and
+// room for a control frame's header and payload. Readers are pooled, with
+// their callbacks bound once, so that a pong — all an idle connection sends —
+// is read and handled without allocating: idle connections leave no garbage
+// behind them, and the heap does not grow between collections.
+type frameReader struct {
+	s        *session
+	rd       wsutil.Reader
+	msgState wsflate.MessageState
+	exts     [1]wsutil.RecvExtension // &msgState
+	hdr      [ws.MaxHeaderSize - 2]byte
+	ctl      [ws.MaxControlFramePayloadSize]byte
+	onCtl    func(ws.Header, io.Reader) error // intermediate control frames
+}
+
+var frameReaders = sync.Pool{New: func() any {
+	fr := &frameReader{}
+	fr.exts[0] = &fr.msgState
+	fr.onCtl = fr.intermediate
+	return fr
+}}
+
 // readMessage reads one message (any fragments, and control frames between
-// them) and handles it.
+// them) and handles it, or one control frame sent between messages. It
+// returns after that control frame rather than wait for a data frame: a
+// client that only answers pings sends nothing else, and its reader must
+// not sit on the socket (with the frame deadline running) until it does.
 func (s *session) readMessage(br *bufio.Reader) error {
-	var msgState wsflate.MessageState
-	rd := wsutil.Reader{
+	fr := frameReaders.Get().(*frameReader)
+	fr.s = s
+	var err error
+	if b, perr := br.Peek(1); perr == nil && ws.OpCode(b[0]&0x0f).IsControl() {
+		err = fr.control(br)
+	} else {
+		err = fr.message(br)
+	}
+	fr.s, fr.rd = nil, wsutil.Reader{}
+	frameReaders.Put(fr)
+	return err
+}
+
+// control reads and handles a control frame sent between messages.
+func (fr *frameReader) control(br *bufio.Reader) error {
+	hdr, err := ws.ReadHeaderBuffer(br, fr.hdr[:])
+	if err != nil {
+		return err
+	}
+	// Control frames are never compressed: no extension state applies.
+	if err := ws.CheckHeader(hdr, ws.StateServerSide); err != nil {
+		return err
+	}
+	p := fr.ctl[:hdr.Length] // at most 125 bytes: CheckHeader
+	if _, err := io.ReadFull(br, p); err != nil {
+		return err
+	}
+	ws.Cipher(p, hdr.Mask, 0)
+	return fr.s.control(hdr, p)
+}
+
+// intermediate handles a control frame that arrives between the fragments
+// of a message (wsutil.Reader's OnIntermediate; r unmasks).
+func (fr *frameReader) intermediate(hdr ws.Header, r io.Reader) error {
+	p := fr.ctl[:hdr.Length]
+	if _, err := io.ReadFull(r, p); err != nil {
+		return err
+	}
+	return fr.s.control(hdr, p)
+}
+
+// message reads a data message, all its fragments, and handles it.
+func (fr *frameReader) message(br *bufio.Reader) error {
+	s := fr.s
+	fr.msgState = wsflate.MessageState{}
+	fr.rd = wsutil.Reader{
 		Source:         br,
 		State:          ws.StateServerSide,
 		MaxMessageSize: s.srv.cfg.MaxMessageBytes,
-		OnIntermediate: s.control,
+		OnIntermediate: fr.onCtl,
 	}
 	if s.deflate {
-		rd.State = rd.State.Set(ws.StateExtended)
-		rd.Extensions = []wsutil.RecvExtension{&msgState}
+		fr.rd.State = fr.rd.State.Set(ws.StateExtended)
+		fr.rd.Extensions = fr.exts[:]
 	}
-	for {
-		hdr, err := rd.NextFrame()
-		if err != nil {
-			return err
-		}
-		if hdr.OpCode.IsControl() {
-			if err := s.control(hdr, &rd); err != nil {
-				return err
-			}
-			continue
-		}
-		buf := bufferPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		_, err = buf.ReadFrom(&rd)
-		if err == nil && msgState.IsCompressed() {
-			err = s.inflate(buf)
-		}
-		if err == nil {
-			s.c.Touch()
-			s.message(hdr.OpCode, buf.Bytes())
-		}
-		if buf.Cap() <= 64<<10 {
-			bufferPool.Put(buf)
-		}
+	hdr, err := fr.rd.NextFrame()
+	if err != nil {
 		return err
 	}
+	if hdr.OpCode.IsControl() { // not reached after readMessage's peek; kept for safety
+		return fr.intermediate(hdr, &fr.rd)
+	}
+	buf := bufferPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, err = buf.ReadFrom(&fr.rd)
+	if err == nil && fr.msgState.IsCompressed() {
+		err = s.inflate(buf)
+	}
+	if err == nil {
+		s.c.Touch()
+		s.message(hdr.OpCode, buf.Bytes())
+	}
+	if buf.Cap() <= 64<<10 {
+		bufferPool.Put(buf)
+	}
+	return err
 }
 
 // inflate decompresses a permessage-deflate message in place, bounded by
@@ -193,11 +257,7 @@ func (s *session) inflate(buf *bytes.Buffer) error {
 
 // control handles a ping, pong or close frame; every reply goes through the
 // connection's single writer.
-func (s *session) control(hdr ws.Header, r io.Reader) error {
-	p := make([]byte, hdr.Length)
-	if _, err := io.ReadFull(r, p); err != nil {
-		return err
-	}
+func (s *session) control(hdr ws.Header, p []byte) error {
 	s.c.Touch()
 	switch hdr.OpCode {
 	case ws.OpPing:
@@ -253,6 +313,10 @@ func (s *session) readFailed(err error) {
 	case errors.As(err, &pe):
 		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, string(pe))
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.srv.log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.id.UserID, "timeout", s.srv.cfg.PongTimeout)
+		s.c.Close(protocol.CloseNoPong, "message not completed in time")
 		return
 	}
 	s.srv.log.Debug("client gone", "client", s.c.ID, "user", s.id.UserID, "err", err)
