@@ -89,19 +89,29 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-func TestHeartbeat(t *testing.T) {
-	ts := start(t, func(c *config.Config) {
-		c.PingInterval = 50 * time.Millisecond
-		c.PongTimeout = 300 * time.Millisecond
+// startPinging starts a server that pings every ping and closes a
+// connection silent for pong.
+func startPinging(t *testing.T, ping, pong time.Duration) *testServer {
+	return start(t, func(c *config.Config) { c.PingInterval, c.PongTimeout = ping, pong })
+}
+
+// answerPings makes c answer the server's pings (while something reads c)
+// and counts them.
+func answerPings(c *wsClient) *atomic.Int32 {
+	var pings atomic.Int32
+	c.conn.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
+	return &pings
+}
+
+func TestHeartbeat(t *testing.T) {
+	ts := startPinging(t, 50*time.Millisecond, 300*time.Millisecond)
 	// A reading client answers pings and stays.
 	live := ts.dial("live", "")
 	live.subscribe("chat")
-	var pings atomic.Int32
-	live.conn.SetPingHandler(func(data string) error {
-		pings.Add(1)
-		return live.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
+	pings := answerPings(live)
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -198,16 +208,10 @@ func TestManyConcurrentPublishers(t *testing.T) {
 // the reader does not stay on the socket waiting for a data frame (it once
 // did, with the frame deadline running, and dropped such clients).
 func TestControlFramesAloneKeepConnection(t *testing.T) {
-	ts := start(t, func(c *config.Config) {
-		c.PingInterval = 50 * time.Millisecond
-		c.PongTimeout = 400 * time.Millisecond
-	})
+	ts := startPinging(t, 50*time.Millisecond, 400*time.Millisecond)
 	c := ts.dial("quiet", "")
-	var pings, pongs atomic.Int32
-	c.conn.SetPingHandler(func(data string) error {
-		pings.Add(1)
-		return c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
+	pings := answerPings(c)
+	var pongs atomic.Int32
 	c.conn.SetPongHandler(func(string) error { pongs.Add(1); return nil })
 	msgs := make(chan map[string]any, 16)
 	readErr := make(chan error, 1)
@@ -253,10 +257,7 @@ func TestControlFramesAloneKeepConnection(t *testing.T) {
 // TestStalledFrameClosed: a client that begins a frame and never finishes it
 // is closed with 4002 once --pong-timeout passes, like a silent one.
 func TestStalledFrameClosed(t *testing.T) {
-	ts := start(t, func(c *config.Config) {
-		c.PingInterval = 100 * time.Millisecond
-		c.PongTimeout = 400 * time.Millisecond
-	})
+	ts := startPinging(t, 100*time.Millisecond, 400*time.Millisecond)
 	c := ts.dial("stall", "")
 	c.conn.SetPingHandler(func(string) error { return nil }) // a pong would be taken as the frame's rest
 	// A masked text frame header announcing 5 bytes, then nothing more.

@@ -421,10 +421,7 @@ func TestSlowConsumerRecovers(t *testing.T) {
 // lose messages in: a reconnect before any event was ever published, and a
 // reconnect after the server closed the connection for missing pongs.
 func TestRecoverEdgeCases(t *testing.T) {
-	ts := start(t, func(c *config.Config) {
-		c.PingInterval = 50 * time.Millisecond
-		c.PongTimeout = 300 * time.Millisecond
-	})
+	ts := startPinging(t, 50*time.Millisecond, 300*time.Millisecond)
 	t.Run("before any event", func(t *testing.T) {
 		a := ts.dial("eve", "E")
 		ack := a.subscribeSince("org:E", map[string]any{"offset": 0, "epoch": "-"}, nil)
