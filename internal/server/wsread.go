@@ -215,7 +215,9 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 	if err != nil {
 		return err
 	}
-	if hdr.OpCode.IsControl() { // not reached after readMessage's peek; kept for safety
+	if hdr.OpCode.IsControl() {
+		// readMessage sends control frames to control; should one get here
+		// anyway, it is still read whole and handled, never taken for data.
 		return fr.intermediate(hdr, &fr.rd)
 	}
 	buf := bufferPool.Get().(*bytes.Buffer)
