@@ -345,26 +345,35 @@ func TestGreetRegistersFirst(t *testing.T) {
 	}
 }
 
+// loopbackPair returns both ends of a new loopback TCP connection: the
+// accepted (server) side and the dialing peer. Both close when the test ends.
+func loopbackPair(tb testing.TB) (server, peer *net.TCPConn) {
+	tb.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { peer.Close() })
+	server, err = ln.AcceptTCP()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { server.Close() })
+	return server, peer
+}
+
 // TestGreetLargerThanSocketBuffer: a greeting the socket cannot take in one
 // non-blocking writev is finished in blocking mode, whole and in order, over
 // a real loopback TCP connection whose peer starts reading late. (The peer's
 // receive buffer is left as it is: a tiny one stalls loopback TCP itself.)
 func TestGreetLargerThanSocketBuffer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = sc.(*net.TCPConn).SetWriteBuffer(4096)
+	sc, peer := loopbackPair(t)
+	_ = sc.SetWriteBuffer(4096)
 
 	h := newTestHub(1 << 20)
 	c := h.NewClient(sc, ClientOptions{ID: "c1", UserID: "u"})
@@ -397,20 +406,7 @@ func TestGreetLargerThanSocketBuffer(t *testing.T) {
 // loopback socket whose peer drains it, as a writer-pool worker does per
 // client; it allocates nothing.
 func BenchmarkTryWritev(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer peer.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
+	sc, peer := loopbackPair(b)
 	go func() { _, _ = io.Copy(io.Discard, peer) }()
 	c := newTestHub(1<<20).NewClient(sc, ClientOptions{ID: "c1", UserID: "u"})
 	defer c.Gone(0)

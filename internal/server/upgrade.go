@@ -213,10 +213,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 	}
 	_, err := u.up.Upgrade(&u.hc)
 	id, ref, response := u.id, u.ref, u.hc.out
-	deflate := false
-	if u.up.Negotiate != nil {
-		_, deflate = u.ext.Accepted()
-	}
+	_, deflate := u.ext.Accepted() // zero, so false, when compression is off
 	if err != nil {
 		if ref != nil {
 			writeRefusal(c, ref)
