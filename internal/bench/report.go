@@ -162,7 +162,7 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 	if r.ServerPID != 0 {
 		row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), kib(r.ServerRSSEndKiB))
 		switch {
-		case r.RSSPerConnAfterConnectKiB != 0:
+		case r.Scenario == "idle" && r.RSSPerConnKiB != 0:
 			row("server RSS/conn", "%.2f KiB at the end of the hold (%.2f KiB right after connecting)", r.RSSPerConnKiB, r.RSSPerConnAfterConnectKiB)
 		case r.RSSPerConnKiB != 0:
 			row("server RSS/conn", "%.2f KiB", r.RSSPerConnKiB)
