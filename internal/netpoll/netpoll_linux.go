@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/herald-rt/herald/internal/stack"
 )
@@ -80,7 +81,28 @@ func (o *ctlOp) withEpoll(epfd uintptr) {
 
 // withFd runs inside the connection's Control, nested in withEpoll.
 func (o *ctlOp) withFd(fd uintptr) {
-	o.err = syscall.EpollCtl(int(o.epfd), o.op, int(fd), &o.ev)
+	o.err = epollCtl(o.epfd, o.op, fd, &o.ev)
+}
+
+// epollCtl and epollWait are the system calls without the runtime's
+// scheduler hand-off (syscall.Syscall's entersyscall/exitsyscall): neither
+// blocks (the wait is always called with a zero timeout), and a thread seen
+// in a system call keeps the runtime's sysmon waking every 20 µs to retake
+// its P, which under load cost more CPU than the calls themselves.
+func epollCtl(epfd uintptr, op int, fd uintptr, ev *syscall.EpollEvent) error {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, epfd, uintptr(op), fd, uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func epollWait(epfd uintptr, evs []syscall.EpollEvent) (int, error) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 func (d *Desc) dispatch() {
@@ -179,7 +201,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	var n int
 	var werr error
 	collect := func(epfd uintptr) bool {
-		n, werr = syscall.EpollWait(int(epfd), evs, 0)
+		n, werr = epollWait(epfd, evs)
 		return n > 0 || werr != nil
 	}
 	for {

@@ -3,12 +3,14 @@
 // numbers in docs/performance.md can be read against a floor measured on the
 // same machine:
 //
-//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2] [--reader epoll|goroutine]
+//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2] [--write raw|go] [--reader epoll|goroutine]
 //	floor connect [--conns 10000] [--concurrency 128]
 //
 // fanout: one process writes --size bytes to each of --conns loopback
 // sockets, one write system call per socket, with --writers goroutines,
-// every 200 ms; a second process (this binary again) reads them as the bench
+// every 200 ms — by default (--write raw) a bare write(2), as herald's writer
+// pool makes its writev, not net.Conn.Write (--write go), whose system call
+// goes through the runtime's scheduler hand-off; a second process (this binary again) reads them as the bench
 // generator does: by default (--reader epoll) with two epoll loops over raw
 // sockets, one read per readiness event; --reader goroutine uses one
 // goroutine per socket. It reports the time one round takes (the last socket
@@ -41,6 +43,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() {
@@ -52,7 +55,7 @@ func main() {
 
 type options struct {
 	conns, rounds, size, writers, concurrency int
-	addr, reader                              string
+	addr, reader, write                       string
 	interval                                  time.Duration
 }
 
@@ -69,6 +72,7 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&o.size, "size", 199, "fanout: bytes per write (199 = herald's frame for a 100-byte payload)")
 	fs.IntVar(&o.writers, "writers", 2, "fanout: writing goroutines (herald's writer pool has GOMAXPROCS)")
 	fs.IntVar(&o.concurrency, "concurrency", 128, "connect: concurrent dialers")
+	fs.StringVar(&o.write, "write", "raw", "fanout: how the first process writes: raw (write(2) without the runtime's system-call hand-off, as herald's writer pool) or go (net.Conn.Write)")
 	fs.StringVar(&o.reader, "reader", defaultReader, "fanout: how the second process reads: epoll (two epoll loops over raw sockets, the bench generator's default on Linux) or goroutine (one goroutine per socket)")
 	fs.StringVar(&o.addr, "addr", "", "(internal) the first process's address, for the second")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -79,6 +83,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if o.reader != "goroutine" && (o.reader != "epoll" || !epollSupported) {
 		return fmt.Errorf("--reader %q: want goroutine or (on Linux) epoll", o.reader)
+	}
+	if o.write != "raw" && o.write != "go" {
+		return fmt.Errorf("--write %q: want raw or go", o.write)
 	}
 	switch mode {
 	case "fanout", "connect":
@@ -159,6 +166,18 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		return "", err
 	}
 	time.Sleep(300 * time.Millisecond) // the readers are parked
+	// With --write raw each socket's RawConn, taken once; nil writes with
+	// net.Conn.Write.
+	rcs := make([]syscall.RawConn, len(conns))
+	if o.write == "raw" {
+		for i, c := range conns {
+			if sc, ok := c.(syscall.Conn); ok {
+				if rcs[i], err = sc.SyscallConn(); err != nil {
+					return "", err
+				}
+			}
+		}
+	}
 	msg := make([]byte, max(o.size, 8))[:o.size]
 	rounds := make([]time.Duration, 0, o.rounds)
 	c0 := cpu()
@@ -171,15 +190,17 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		var failed atomic.Int64
 		per := (len(conns) + o.writers - 1) / o.writers
 		for lo := 0; lo < len(conns); lo += per {
+			hi := min(lo+per, len(conns))
 			wg.Add(1)
-			go func(part []net.Conn) {
+			go func(part []net.Conn, rcs []syscall.RawConn) {
 				defer wg.Done()
-				for _, c := range part {
-					if _, err := c.Write(msg); err != nil {
+				w := newSockWriter(o.write == "raw", msg)
+				for i, c := range part {
+					if err := w.write(c, rcs[i]); err != nil {
 						failed.Add(1)
 					}
 				}
-			}(conns[lo:min(lo+per, len(conns))])
+			}(conns[lo:hi], rcs[lo:hi])
 		}
 		wg.Wait()
 		if n := failed.Load(); n > 0 {
@@ -196,12 +217,65 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		sum += d
 	}
 	deliveries := time.Duration(o.rounds * o.conns)
-	return fmt.Sprintf("fanout floor: %d sockets × %d rounds of %d bytes every %v, %d writers\n"+
+	return fmt.Sprintf("fanout floor: %d sockets × %d rounds of %d bytes every %v, %d writers (--write %s)\n"+
 		"round (last socket written)  mean %v  p50 %v  max %v\n"+
 		"writer CPU per delivery      %v\n",
-		o.conns, o.rounds, o.size, o.interval, o.writers,
+		o.conns, o.rounds, o.size, o.interval, o.writers, o.write,
 		(sum / time.Duration(len(rounds))).Round(100*time.Microsecond), rounds[len(rounds)/2].Round(100*time.Microsecond),
 		rounds[len(rounds)-1].Round(100*time.Microsecond), (used / deliveries).Round(10*time.Nanosecond)), nil
+}
+
+// sockWriter writes one message to a socket at a time; each writing
+// goroutine has its own.
+type sockWriter struct {
+	raw   bool
+	msg   []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) // w.writeFd, bound once
+}
+
+func newSockWriter(raw bool, msg []byte) *sockWriter {
+	w := &sockWriter{raw: raw, msg: msg}
+	w.fn = w.writeFd
+	return w
+}
+
+// write writes w.msg to c. The raw way is one write(2) on c's non-blocking
+// socket, called as syscall.RawSyscall: the runtime does not see the thread
+// in a system call, so its sysmon does not wake every 20 µs to retake the P.
+// What the socket cannot take at once (never, with a round's one small
+// message per socket) goes through c.Write.
+func (w *sockWriter) write(c net.Conn, rc syscall.RawConn) error {
+	if !w.raw || rc == nil {
+		_, err := c.Write(w.msg)
+		return err
+	}
+	w.n, w.errno = 0, 0
+	if err := rc.Control(w.fn); err != nil {
+		return err
+	}
+	switch {
+	case w.errno == syscall.EAGAIN:
+		w.n = 0
+	case w.errno != 0:
+		return w.errno
+	}
+	if w.n < len(w.msg) {
+		_, err := c.Write(w.msg[w.n:])
+		return err
+	}
+	return nil
+}
+
+func (w *sockWriter) writeFd(fd uintptr) {
+	for {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.msg[0])), uintptr(len(w.msg)))
+		if e != syscall.EINTR {
+			w.n, w.errno = int(m), e
+			return
+		}
+	}
 }
 
 // fanoutReader is the second process of fanout: it reads every socket until

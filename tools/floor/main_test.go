@@ -25,14 +25,22 @@ func TestFanoutReportsBothSides(t *testing.T) {
 	if epollSupported {
 		readers = append(readers, "epoll")
 	}
+	type tc struct{ reader, write string }
+	var cases []tc
 	for _, reader := range readers {
-		t.Run(reader, func(t *testing.T) {
+		for _, write := range []string{"raw", "go"} {
+			cases = append(cases, tc{reader, write})
+		}
+	}
+	for _, c := range cases {
+		reader := c.reader
+		t.Run(reader+"/"+c.write, func(t *testing.T) {
 			var out bytes.Buffer
-			if err := run([]string{"fanout", "--conns", "50", "--rounds", "2", "--interval", "50ms", "--size", "100", "--reader", reader}, &out); err != nil {
+			if err := run([]string{"fanout", "--conns", "50", "--rounds", "2", "--interval", "50ms", "--size", "100", "--reader", reader, "--write", c.write}, &out); err != nil {
 				t.Fatal(err)
 			}
 			// 100 messages: every write of every round was read, none twice.
-			for _, want := range []string{"50 sockets × 2 rounds of 100 bytes every 50ms", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages, --reader " + reader + ")", "delivery latency"} {
+			for _, want := range []string{"50 sockets × 2 rounds of 100 bytes every 50ms, 2 writers (--write " + c.write + ")", "round (last socket written)", "writer CPU per delivery", "reader CPU per delivery", "(100 messages, --reader " + reader + ")", "delivery latency"} {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("report lacks %q:\n%s", want, out.String())
 				}
@@ -54,7 +62,7 @@ func TestConnectReportsBothSides(t *testing.T) {
 }
 
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}, {"fanout", "--interval", "0s"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}, {"fanout", "--write", "sendmmsg"}, {"fanout", "--interval", "0s"}} {
 		if err := run(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
