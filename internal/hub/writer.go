@@ -12,6 +12,13 @@ import (
 // maxIovecs is the most buffers one writev takes (Linux IOV_MAX).
 const maxIovecs = 1024
 
+// yieldEvery is how many clients a writer-pool worker flushes between
+// yields to other goroutines. Its writes are raw system calls, during which
+// the runtime cannot hand the worker's P to anyone else, and under load the
+// pool is never empty: without yielding, a publish request or a client's
+// command would wait for the scheduler's 10 ms preemption.
+const yieldEvery = 32
+
 // writerPool is a small set of goroutines that flush clients' queues. A
 // client with something to send is pushed once (its writing flag guards
 // that); a worker takes the whole queue and writes it with one non-blocking
@@ -71,12 +78,17 @@ func (p *writerPool) run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			w := newWritev()
-			for {
+			for i := 1; ; i++ {
 				c := p.pop()
 				if c == nil {
 					return
 				}
 				c.flushOnce(w)
+				if i%yieldEvery == 0 {
+					// Writes are raw system calls, which keep the P: let
+					// waiting goroutines (API handlers, readers) run.
+					runtime.Gosched()
+				}
 			}
 		}()
 	}
