@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -249,6 +250,51 @@ func TestWriterPoolDeliversInOrder(t *testing.T) {
 		h.Publish("ch", NewFrame(fmt.Appendf(NewFrameBuffer(8), "%05d", i)), nil, "")
 	}
 	wg.Wait()
+}
+
+// TestWriterPoolYields: a worker flushing one client after another over real
+// sockets yields to other goroutines every yieldEvery flushes, since its raw
+// writes never hand its P to the runtime.
+func TestWriterPoolYields(t *testing.T) {
+	h := newTestHub(1 << 20)
+	var yields atomic.Int64
+	h.writers.yield = func() { yields.Add(1); runtime.Gosched() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	const socks, clients = 4, 40 * yieldEvery
+	var conns []*net.TCPConn
+	for range socks {
+		sc, peer := loopbackPair(t)
+		conns = append(conns, sc)
+		go func() { _, _ = io.Copy(io.Discard, peer) }()
+	}
+	var cs []*Client
+	for i := range clients {
+		c := h.NewClient(conns[i%socks], ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+		_ = h.Register(c)
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		c.Send(TextFrame([]byte("x")))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, c := range cs {
+		for c.pending() > 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("queued frames were not written")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Each flush is one pop; each of the (at least two) workers yields after
+	// every yieldEvery of its own.
+	workers := int64(max(2, runtime.GOMAXPROCS(0)))
+	if got, want := yields.Load(), clients/yieldEvery-workers; got < want {
+		t.Fatalf("workers yielded %d times over %d flushes, want at least %d", got, clients, want)
+	}
 }
 
 func BenchmarkDeflateFrame(b *testing.B) {

@@ -34,10 +34,11 @@ type writerPool struct {
 	head    int
 	running bool // workers are taking clients
 	stopped bool
+	yield   func() // runtime.Gosched; see yieldEvery
 }
 
 func newWriterPool() *writerPool {
-	p := &writerPool{}
+	p := &writerPool{yield: runtime.Gosched}
 	p.cond.L = &p.mu
 	return p
 }
@@ -87,7 +88,7 @@ func (p *writerPool) run(ctx context.Context) {
 				if i%yieldEvery == 0 {
 					// Writes are raw system calls, which keep the P: let
 					// waiting goroutines (API handlers, readers) run.
-					runtime.Gosched()
+					p.yield()
 				}
 			}
 		}()
