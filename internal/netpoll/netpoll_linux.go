@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -35,7 +36,8 @@ type Poller struct {
 	entries map[uint64]*Desc
 	closed  bool
 
-	ops sync.Pool // *ctlOp
+	ops   sync.Pool // *ctlOp
+	yield func()    // runtime.Gosched, after each batch of events
 }
 
 // Desc is one registered connection.
@@ -134,7 +136,7 @@ func New() (*Poller, error) {
 		_ = ep.Close()
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
-	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc)}
+	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc), yield: runtime.Gosched}
 	p.ops.New = newCtlOp
 	return p, nil
 }
@@ -231,6 +233,14 @@ func (p *Poller) Run(ctx context.Context) error {
 			}
 		}
 		p.mu.Unlock()
+		if n > 0 {
+			// Let this batch's handlers run before collecting the next. A
+			// ping round's pongs arrive in one burst: collecting batch
+			// after batch first left thousands of handler goroutines
+			// waiting at once (6.9k at 18k connections), each with its
+			// stack, and the runtime keeps what a peak allocated.
+			p.yield()
+		}
 	}
 }
 

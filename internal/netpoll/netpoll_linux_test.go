@@ -1,0 +1,66 @@
+package netpoll
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRunYieldsAfterEachBatch: a burst of readiness (a ping round's pongs)
+// is handed out batch by batch, the poller yielding after each batch it
+// dispatched, so that handlers run before more are started.
+func TestRunYieldsAfterEachBatch(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var yields, handled atomic.Int64
+	p.yield = func() { yields.Add(1); runtime.Gosched() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		p.Close()
+	}()
+
+	ln := listen(t)
+	const conns = 300
+	var wg sync.WaitGroup
+	var clients []net.Conn
+	for range conns {
+		client, server := connPair(t, ln)
+		clients = append(clients, client)
+		wg.Add(1)
+		if _, err := p.Add(server.(*net.TCPConn), func(d *Desc) {
+			handled.Add(1)
+			wg.Done()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clients {
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok := make(chan struct{})
+	go func() { wg.Wait(); close(ok) }()
+	select {
+	case <-ok:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d of %d handlers ran", handled.Load(), conns)
+	}
+	// At most 256 events per batch: at least two batches, each followed by
+	// a yield.
+	if got := yields.Load(); got < 2 {
+		t.Fatalf("the poller yielded %d times over %d events, want at least 2", got, conns)
+	}
+}
