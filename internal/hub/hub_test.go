@@ -264,7 +264,11 @@ func TestWriterPoolYields(t *testing.T) {
 	go func() { defer close(done); h.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	const socks, clients = 4, 40 * yieldEvery
+	// Each flush is one pop; each of the (at least two) workers yields after
+	// every yieldEvery of its own, so at least 8 yields over these.
+	workers := max(2, runtime.GOMAXPROCS(0))
+	const socks = 4
+	clients := (workers + 8) * yieldEvery
 	var conns []*net.TCPConn
 	for range socks {
 		sc, peer := loopbackPair(t)
@@ -289,10 +293,7 @@ func TestWriterPoolYields(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	// Each flush is one pop; each of the (at least two) workers yields after
-	// every yieldEvery of its own.
-	workers := int64(max(2, runtime.GOMAXPROCS(0)))
-	if got, want := yields.Load(), clients/yieldEvery-workers; got < want {
+	if got, want := yields.Load(), int64(clients/yieldEvery-workers); got < want {
 		t.Fatalf("workers yielded %d times over %d flushes, want at least %d", got, clients, want)
 	}
 }
