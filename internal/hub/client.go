@@ -410,6 +410,9 @@ func (c *Client) Gone(code int) {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Closing reports whether the client no longer accepts frames.
+// RawConn is the connection's RawConn, or nil when it has no descriptor.
+func (c *Client) RawConn() syscall.RawConn { return c.raw }
+
 func (c *Client) Closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

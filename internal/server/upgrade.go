@@ -130,6 +130,13 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 	pooled := headPool.Get().(*[]byte)
 	buf := (*pooled)[:0]
 	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	r := readerPool.Get().(*connReader)
+	var rd io.Reader = c
+	if rc := rawConn(c); rc != nil {
+		r.raw.rc = rc
+		rd = &r.raw
+	}
+	defer r.release()
 	for {
 		if len(buf) == cap(buf) {
 			if cap(buf) >= maxFastHead {
@@ -137,7 +144,7 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 			}
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := c.Read(buf[len(buf):cap(buf)])
+		n, err := rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err != nil {
 			if len(buf) == 0 {

@@ -25,7 +25,11 @@ import (
 const readBufferSize = 4096
 
 var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	readerPool = sync.Pool{New: func() any {
+		r := &connReader{br: bufio.NewReaderSize(nil, readBufferSize), raw: rawReader{}}
+		r.raw.fn = r.raw.read
+		return r
+	}}
 	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	// inflaterPool holds permessage-deflate decompressors (no context
 	// takeover, so any connection can use any of them).
@@ -78,11 +82,10 @@ func (s *session) gone() {
 // watch has stored d (when the client's first command was already there),
 // so it uses the d it is given.
 func (s *session) onReadable(d *netpoll.Desc) {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(s.nc)
+	r := readerPool.Get().(*connReader)
+	br := r.reset(s.nc, s.c.RawConn())
 	ok := s.drain(br)
-	br.Reset(nil)
-	readerPool.Put(br)
+	r.release()
 	if !ok {
 		return
 	}
