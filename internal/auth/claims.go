@@ -13,9 +13,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// errClaimType marks a claim of the wrong JSON type. golang-jwt reports a
-// claims decoding error as a malformed token; Verify looks for this error to
-// report it as ErrClaims instead, like a claim that fails validation.
+// errClaimType marks a claim of the wrong JSON type (or a number that does
+// not fit); Verify reports it as ErrClaims, like a claim that fails
+// validation.
 var errClaimType = errors.New("claim of the wrong type")
 
 // claims is the typed payload of a herald token. Its own decoder (a connect
@@ -36,9 +36,10 @@ type claims struct {
 	Iat      claimTime
 }
 
-// UnmarshalJSON decodes a claims object. encoding/json calls it only with a
-// complete, valid JSON value, which is what lets the scanning below stay
-// simple: every string is terminated and every bracket matched.
+// UnmarshalJSON decodes a claims object. It is called only with a complete,
+// valid JSON value (Verify checks with json.Valid first, as encoding/json
+// does before it calls an Unmarshaler), which is what lets the scanning
+// below stay simple: every string is terminated and every bracket matched.
 func (c *claims) UnmarshalJSON(b []byte) error {
 	i := skipSpace(b, 0)
 	if i == len(b) || b[i] != '{' {
@@ -84,17 +85,31 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 		}
 		i = end
 	}
-	for _, d := range [...]struct {
-		v []byte
-		u json.Unmarshaler
-	}{{sub, &c.Sub}, {role, &c.Role}, {org, &c.Org}, {channels, &c.Channels}, {exp, &c.Exp}, {nbf, &c.Nbf}, {iat, &c.Iat}} {
-		if d.v != nil {
-			if err := d.u.UnmarshalJSON(d.v); err != nil {
-				return err
-			}
-		}
+	// Concrete calls, not a loop over json.Unmarshalers: through an
+	// interface b would escape, and Verify decodes it in a stack buffer.
+	var err error
+	if sub != nil {
+		err = c.Sub.UnmarshalJSON(sub)
 	}
-	return nil
+	if err == nil && role != nil {
+		err = c.Role.UnmarshalJSON(role)
+	}
+	if err == nil && org != nil {
+		err = c.Org.UnmarshalJSON(org)
+	}
+	if err == nil && channels != nil {
+		err = c.Channels.UnmarshalJSON(channels)
+	}
+	if err == nil && exp != nil {
+		err = c.Exp.UnmarshalJSON(exp)
+	}
+	if err == nil && nbf != nil {
+		err = c.Nbf.UnmarshalJSON(nbf)
+	}
+	if err == nil && iat != nil {
+		err = c.Iat.UnmarshalJSON(iat)
+	}
+	return err
 }
 
 // errUnterminated reports input that ends inside the claims object.
@@ -189,7 +204,7 @@ func jsonString(b []byte) (string, error) {
 		return string(b[1 : len(b)-1]), nil
 	}
 	var v string
-	err := json.Unmarshal(b, &v)
+	err := json.Unmarshal(bytes.Clone(b), &v) // a copy: json.Unmarshal would move Verify's buffer to the heap
 	return v, err
 }
 

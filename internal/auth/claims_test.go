@@ -54,8 +54,8 @@ func TestClaimsLastValueCounts(t *testing.T) {
 
 // TestUnreadClaimsAreIgnored: a claim herald does not read is ignored (RFC 7519
 // §4), even a number beyond float64 that jwt.MapClaims would refuse; herald's
-// own time claims still must be numbers it can hold (beyond float64 the
-// token is malformed, as MapClaims says).
+// own time claims still must be numbers it can hold: beyond float64 the
+// claim is invalid (ErrClaims; the token itself is well-formed JSON).
 func TestUnreadClaimsAreIgnored(t *testing.T) {
 	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
 	exp := time.Now().Add(time.Hour).Unix()
@@ -63,8 +63,8 @@ func TestUnreadClaimsAreIgnored(t *testing.T) {
 	if err != nil || id.UserID != "u1" {
 		t.Fatalf("Verify = %+v, %v", id, err)
 	}
-	if _, err := v.Verify(hs256Raw(t, `{"alg":"HS256"}`, `{"sub":"u1","exp":1e400}`)); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("exp 1e400: %v, want ErrMalformed", err)
+	if _, err := v.Verify(hs256Raw(t, `{"alg":"HS256"}`, `{"sub":"u1","exp":1e400}`)); !errors.Is(err, ErrClaims) {
+		t.Fatalf("exp 1e400: %v, want ErrClaims", err)
 	}
 }
 

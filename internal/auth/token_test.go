@@ -615,26 +615,6 @@ func TestSentinelMessages(t *testing.T) {
 	}
 }
 
-func TestVerifyConcurrent(t *testing.T) {
-	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
-	tok, err := Mint(hmacSecret, Identity{UserID: "a", Channels: []string{"chat"}}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 200 {
-				if _, err := v.Verify(tok); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-}
-
 func BenchmarkVerifyHS256(b *testing.B) {
 	v, err := NewVerifier(VerifierOptions{HMACSecret: hmacSecret})
 	if err != nil {
@@ -649,5 +629,74 @@ func BenchmarkVerifyHS256(b *testing.B) {
 		if _, err := v.Verify(tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestVerifyRemembersOnlyAcceptedHeaders: Verify remembers the last header
+// segment it accepted, compared byte for byte. A header that differs — one
+// byte of a different alg, extra fields, the same JSON spelled otherwise —
+// is decoded and judged on its own, and a remembered header does not vouch
+// for the signature or claims of the token that carries it.
+func TestVerifyRemembersOnlyAcceptedHeaders(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	exp := time.Now().Add(time.Hour).Unix()
+	claimsJSON := fmt.Sprintf(`{"sub":"u1","exp":%d}`, exp)
+	good := hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, claimsJSON)
+	for i, c := range []struct {
+		token string
+		want  error
+	}{
+		{good, nil},
+		{good, nil}, // from the memo
+		{raw(`{"alg":"none","typ":"JWT"}`, claimsJSON, ""), ErrAlgorithm},
+		{raw(`{"alg":"HS384","typ":"JWT"}`, claimsJSON, "x"), ErrAlgorithm},
+		{raw(`{"alg":"HS256","typ":"JWT"}`, claimsJSON, "AAAA"), ErrBadSignature},
+		{strings.Replace(good, ".", "x.", 1), ErrMalformed}, // header segment no longer base64 of JSON
+		{hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, `{"sub":"u1","exp":1}`), ErrExpired},
+		{hs256Raw(t, `{ "alg" : "HS256" }`, claimsJSON), nil},
+		{hs256Raw(t, `{"alg":"HS256","alg":"RS256"}`, claimsJSON), ErrAlgorithm}, // the last alg counts
+		{good, nil},
+		{raw(`{"typ":"JWT"}`, claimsJSON, "x"), ErrMalformed},
+	} {
+		_, err := v.Verify(c.token)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("token %d: Verify = %v, want %v", i, err, c.want)
+		}
+	}
+}
+
+// TestVerifyConcurrent: tokens with different headers verified at once
+// (the memo changes under the readers; run with -race).
+func TestVerifyConcurrent(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	exp := time.Now().Add(time.Hour).Unix()
+	tokens := []string{
+		hs256Raw(t, `{"alg":"HS256"}`, fmt.Sprintf(`{"sub":"a","exp":%d}`, exp)),
+		hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, fmt.Sprintf(`{"sub":"b","exp":%d}`, exp)),
+		hs256Raw(t, `{"alg":"HS256","kid":"k2"}`, fmt.Sprintf(`{"sub":"c","exp":%d}`, exp)),
+	}
+	forged := raw(`{"alg":"HS256"}`, fmt.Sprintf(`{"sub":"a","exp":%d}`, exp), "AAAA")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 300 {
+				tok := tokens[(g+i)%len(tokens)]
+				id, err := v.Verify(tok)
+				if err != nil || id.UserID != string(rune('a'+(g+i)%len(tokens))) {
+					errs <- fmt.Errorf("Verify = %+v, %v", id, err)
+					return
+				}
+				if _, err := v.Verify(forged); !errors.Is(err, ErrBadSignature) {
+					errs <- fmt.Errorf("forged: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
