@@ -409,10 +409,10 @@ func (c *Client) Gone(code int) {
 // Done is closed when the connection has ended and the client left the hub.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Closing reports whether the client no longer accepts frames.
 // RawConn is the connection's RawConn, or nil when it has no descriptor.
 func (c *Client) RawConn() syscall.RawConn { return c.raw }
 
+// Closing reports whether the client no longer accepts frames.
 func (c *Client) Closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
