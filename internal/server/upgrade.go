@@ -128,37 +128,57 @@ func (s *Server) acceptLoop(fl *forkListener) error {
 // goes to net/http.
 func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 	pooled := headPool.Get().(*[]byte)
-	buf := (*pooled)[:0]
 	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	buf, end, err := s.readHead(c, (*pooled)[:0])
+	_ = c.SetReadDeadline(time.Time{})
+	switch {
+	case err != nil && len(buf) == 0:
+		_ = c.Close() // nothing sent: nothing to answer
+		return
+	case end < 0:
+		fl.hand(&replayConn{TCPConn: c, head: buf}) // net/http answers what there is
+		return
+	}
+	// The upgrade and the JWT check are a deep chain. Not before the head
+	// is here: a connection that sends nothing keeps a small stack.
+	stack.Grow()
+	s.upgradeRaw(c, buf[:end], buf[end:])
+	if len(buf) == end && cap(buf) == headSize {
+		*pooled = buf[:0]
+		headPool.Put(pooled)
+	}
+}
+
+// readHead reads from c into buf until it holds the head of a WebSocket
+// upgrade of the WebSocket path, and returns the bytes read and where the
+// head ends; end is -1 when the bytes are something else, the head is too
+// large, or reading failed (err).
+func (s *Server) readHead(c net.Conn, buf []byte) (_ []byte, end int, err error) {
 	r := readerPool.Get().(*connReader)
+	defer r.release()
 	var rd io.Reader = c
 	if rc := rawConn(c); rc != nil {
 		r.raw.rc = rc
 		rd = &r.raw
 	}
-	defer r.release()
 	for {
 		if len(buf) == cap(buf) {
 			if cap(buf) >= maxFastHead {
-				break
+				return buf, -1, nil
 			}
 			buf = append(buf, 0)[:len(buf)]
 		}
 		n, err := rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err != nil {
-			if len(buf) == 0 {
-				_ = c.Close() // nothing sent: nothing to answer
-				return
-			}
-			break // let net/http answer what there is
+			return buf, -1, err
 		}
 		line := bytes.IndexByte(buf, '\n')
 		if line < 0 {
 			continue
 		}
 		if !s.isWSRequestLine(buf[:line]) {
-			break
+			return buf, -1, nil
 		}
 		end := bytes.Index(buf, []byte("\r\n\r\n"))
 		if end < 0 {
@@ -166,21 +186,10 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 		}
 		end += 4
 		if !hasUpgradeWebSocket(buf[:end]) {
-			break
+			return buf, -1, nil
 		}
-		_ = c.SetReadDeadline(time.Time{})
-		// The upgrade and the JWT check are a deep chain. Not before the head
-		// is here: a connection that sends nothing keeps a small stack.
-		stack.Grow()
-		s.upgradeRaw(c, buf[:end], buf[end:])
-		if len(buf) == end && cap(buf) == headSize {
-			*pooled = buf[:0]
-			headPool.Put(pooled)
-		}
-		return
+		return buf, end, nil
 	}
-	_ = c.SetReadDeadline(time.Time{})
-	fl.hand(&replayConn{TCPConn: c, head: buf})
 }
 
 // isWSRequestLine reports whether line is "GET <ws-path>[?query] HTTP/…".
