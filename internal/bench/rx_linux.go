@@ -183,7 +183,7 @@ func (l *rxLoop) run() {
 	var n int
 	var werr error
 	collect := func(uintptr) bool {
-		n, werr = syscall.EpollWait(l.epfd, events, 0)
+		n, werr = rawEpollWait(l.epfd, events)
 		return n > 0 || werr != nil
 	}
 	for {
@@ -371,6 +371,16 @@ func writeFull(fd int, b []byte) (int, error) {
 		return written, err
 	}
 	return written, nil
+}
+
+// rawEpollWait collects ready events without waiting, as a raw system
+// call (see rawRead).
+func rawEpollWait(epfd int, events []syscall.EpollEvent) (int, error) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // rawRead and rawWrite are read(2) and write(2) without the scheduler
