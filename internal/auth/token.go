@@ -216,9 +216,10 @@ func (v *Verifier) accepts(alg string) bool {
 // present (JSON null counts as absent). Errors wrap one of the ErrXxx
 // sentinels of this package.
 //
-// Verify runs golang-jwt's steps in golang-jwt's order, with golang-jwt's
-// signing methods (for RS256 and ES256) and claims validator, but not its
-// Parser: a connect storm verifies one token per connection, and the Parser
+// Verify runs golang-jwt's steps in golang-jwt's order (except that claim
+// types are checked after the signature, as herald did before), with
+// golang-jwt's signing methods (for RS256 and ES256) and claims validator,
+// but not its Parser: a connect storm verifies one token per connection, and the Parser
 // decodes every token's header into a fresh map with encoding/json and keys
 // a new HMAC for every signature — 45 allocations and 6 µs a token, 10 % of
 // the server's CPU per connect. Here the last accepted header segment is
