@@ -127,7 +127,13 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 // bounded by greetTimeout; when it fails, the peer is gone and so is c. When
 // the hub is shutting down, c is greeted and then closed with 1001, and
 // Greet returns ErrShuttingDown.
-func (c *Client) Greet(prefix, frame []byte) error {
+//
+// setup, when not nil, runs once c is registered and before the write; what
+// it (or anyone) queues for c meanwhile goes out in the same write, after
+// frame. The server subscribes a connection to the channels named in its
+// upgrade request there, so that connected and the subscribed replies leave
+// together.
+func (c *Client) Greet(prefix, frame []byte, setup func()) error {
 	c.mu.Lock()
 	if c.registered || c.writing {
 		c.mu.Unlock()
@@ -136,11 +142,21 @@ func (c *Client) Greet(prefix, frame []byte) error {
 	c.writing = true
 	c.mu.Unlock()
 	regErr := c.hub.Register(c)
+	if setup != nil && regErr == nil {
+		setup()
+	}
 
 	// A new connection's socket buffer is empty: one non-blocking writev
 	// nearly always takes the whole greeting, with no deadline to set and
 	// clear. Only what it leaves is written in blocking mode.
 	batch := [][]byte{prefix, frame}
+	c.mu.Lock()
+	if len(c.queue) > 0 && c.state == stateOpen {
+		queued := c.takeLocked()
+		batch = append(batch, queued...)
+		c.recycleLocked(queued)
+	}
+	c.mu.Unlock()
 	w := c.hub.writevs.Get().(*writev)
 	n, done, err := c.tryWritev(w, batch)
 	c.hub.writevs.Put(w)
@@ -157,7 +173,7 @@ func (c *Client) Greet(prefix, frame []byte) error {
 		c.Gone(0)
 		return err
 	}
-	c.hub.metrics.MessagesOut.Inc()
+	c.hub.metrics.MessagesOut.Add(float64(len(batch) - 1))
 
 	c.mu.Lock()
 	c.handOffLocked()

@@ -369,7 +369,7 @@ func TestGreetRegistersFirst(t *testing.T) {
 	prefix := []byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")
 	connected := TextFrame([]byte(`{"type":"connected"}`))
 	errc := make(chan error, 1)
-	go func() { errc <- c.Greet(prefix, connected) }()
+	go func() { errc <- c.Greet(prefix, connected, nil) }()
 	<-gc.started
 	payload := []byte(`{"type":"message","data":1}`)
 	if n := h.SendToUser("u", NewFrame(append(NewFrameBuffer(len(payload)), payload...))); n != 1 {
@@ -387,8 +387,38 @@ func TestGreetRegistersFirst(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if err := c.Greet(prefix, connected); err == nil {
+	if err := c.Greet(prefix, connected, nil); err == nil {
 		t.Fatal("a second Greet succeeded")
+	}
+}
+
+// TestGreetSetup: Greet's setup runs once the client is registered and
+// before the greeting is written; what it queues (a subscription's reply)
+// and what reaches the client meanwhile go out right after the greeting.
+func TestGreetSetup(t *testing.T) {
+	h := newTestHub(1 << 20)
+	srv, peer := loopbackPair(t)
+	c := h.NewClient(srv, ClientOptions{ID: "c1", UserID: "u"})
+	prefix := []byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")
+	connected := TextFrame([]byte(`{"type":"connected"}`))
+	reply := TextFrame([]byte(`{"type":"subscribed","channel":"a"}`))
+	pushed := []byte(`{"type":"message","data":1}`)
+	ran := false
+	err := c.Greet(prefix, connected, func() {
+		ran = true
+		if n := h.SendToUser("u", NewFrame(append(NewFrameBuffer(len(pushed)), pushed...))); n != 1 {
+			t.Errorf("sent to %d clients during setup, want 1 (registered)", n)
+		}
+		c.Send(reply)
+	})
+	if err != nil || !ran {
+		t.Fatalf("Greet: %v (setup ran: %v)", err, ran)
+	}
+	want := slices.Concat(prefix, connected, TextFrame(pushed), reply)
+	got := make([]byte, len(want))
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("peer read %q, %v; want %q", got, err, want)
 	}
 }
 
@@ -429,7 +459,7 @@ func TestGreetLargerThanSocketBuffer(t *testing.T) {
 	payload := bytes.Repeat([]byte("p"), 4<<20)
 	connected := TextFrame(payload)
 	errc := make(chan error, 1)
-	go func() { errc <- c.Greet(prefix, connected) }()
+	go func() { errc <- c.Greet(prefix, connected, nil) }()
 	select {
 	case err := <-errc:
 		t.Fatalf("Greet returned (%v) before the peer read 4 MiB", err)

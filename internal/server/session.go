@@ -36,25 +36,9 @@ type session struct {
 
 // handle runs one client command.
 func (s *session) handle(data []byte) {
-	if s.c.Closing() {
+	if !s.admit() {
 		return
 	}
-	if s.limiter != nil && !s.limiter.Allow() {
-		s.strikes++
-		s.srv.metrics.RateLimited.Inc()
-		if s.strikes >= s.srv.cfg.RateLimitStrikes {
-			s.srv.log.Warn("rate limit exceeded repeatedly, closing", "client", s.c.ID, "user", s.id.UserID, "strikes", s.strikes)
-			s.c.Close(protocol.CloseRateLimited, "rate limited")
-			return
-		}
-		if s.strikes == 1 {
-			s.srv.log.Info("client rate limited", "client", s.c.ID, "user", s.id.UserID)
-		}
-		s.sendError(protocol.CodeRateLimited, "too many commands; slow down", "", nil)
-		return
-	}
-	s.strikes = 0
-
 	cmd, err := protocol.DecodeCommand(data)
 	if err == nil {
 		err = cmd.Validate()
@@ -63,17 +47,65 @@ func (s *session) handle(data []byte) {
 		s.fail(err, cmd.Channel, cmd.ID)
 		return
 	}
+	s.run(&cmd)
+}
+
+// subscribeAll subscribes the connection to channels, as if it had sent a
+// subscribe command (without id) for each: the channels named in its
+// upgrade request's subscribe parameter. Each counts against the rate
+// limit like a command.
+func (s *session) subscribeAll(channels []string) {
+	for _, ch := range channels {
+		if !s.admit() {
+			return
+		}
+		cmd := protocol.Command{Type: protocol.TypeSubscribe, Channel: ch}
+		if err := cmd.Validate(); err != nil {
+			s.fail(err, ch, nil)
+			continue
+		}
+		s.subscribe(&cmd)
+	}
+}
+
+// admit applies the rate limit to one command: it reports whether the
+// command may run, answers it with an error when not, and closes a client
+// that keeps going past the limit.
+func (s *session) admit() bool {
+	if s.c.Closing() {
+		return false
+	}
+	if s.limiter != nil && !s.limiter.Allow() {
+		s.strikes++
+		s.srv.metrics.RateLimited.Inc()
+		if s.strikes >= s.srv.cfg.RateLimitStrikes {
+			s.srv.log.Warn("rate limit exceeded repeatedly, closing", "client", s.c.ID, "user", s.id.UserID, "strikes", s.strikes)
+			s.c.Close(protocol.CloseRateLimited, "rate limited")
+			return false
+		}
+		if s.strikes == 1 {
+			s.srv.log.Info("client rate limited", "client", s.c.ID, "user", s.id.UserID)
+		}
+		s.sendError(protocol.CodeRateLimited, "too many commands; slow down", "", nil)
+		return false
+	}
+	s.strikes = 0
+	return true
+}
+
+// run runs a decoded and validated command.
+func (s *session) run(cmd *protocol.Command) {
 	switch cmd.Type {
 	case protocol.TypeSubscribe:
-		s.subscribe(&cmd)
+		s.subscribe(cmd)
 	case protocol.TypeUnsubscribe:
-		s.unsubscribe(&cmd)
+		s.unsubscribe(cmd)
 	case protocol.TypeMessage:
-		s.publish(&cmd)
+		s.publish(cmd)
 	case protocol.TypeHistory:
-		s.history(&cmd)
+		s.history(cmd)
 	case protocol.TypePresence:
-		s.presence(&cmd)
+		s.presence(cmd)
 	case protocol.TypePing:
 		s.c.Send(hub.Seal(protocol.AppendPong(hub.NewFrameBuffer(64), time.Now(), cmd.ID)))
 	case protocol.TypePong:

@@ -247,7 +247,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 	}
 	// The response is written before startSession returns (Greet); only
 	// then can its buffer go back with u.
-	s.startSession(c, id, deflate, response, pending)
+	s.startSession(c, id, deflate, response, pending, subscribeParam(u.rawQuery))
 	s.putUpgrade(u)
 }
 

@@ -64,7 +64,21 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if ext != nil {
 		_, deflate = ext.Accepted()
 	}
-	s.startSession(nc, id, deflate, hw.buf, pending)
+	s.startSession(nc, id, deflate, hw.buf, pending, subscribeParam(r.URL.RawQuery))
+}
+
+// subscribeParam returns the channels an upgrade request's query names in
+// its subscribe parameter: subscribe=a,b, or subscribe repeated, in order.
+func subscribeParam(rawQuery string) []string {
+	if !strings.Contains(rawQuery, "subscribe=") {
+		return nil
+	}
+	q, _ := url.ParseQuery(rawQuery)
+	var out []string
+	for _, v := range q["subscribe"] {
+		out = append(out, strings.Split(v, ",")...)
+	}
+	return out
 }
 
 // refusal is an upgrade request turned down before the upgrade.
@@ -107,7 +121,10 @@ var deflateParams = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoCo
 // client is registered, so nothing can be queued ahead of connected), and
 // the socket is watched for readiness — after the bytes that came behind the
 // handshake (pending), if any. No goroutine waits on an idle connection.
-func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader) {
+// subs are the channels named in the upgrade request's subscribe
+// parameter: the connection is subscribed to them before its greeting is
+// written, and their subscribed replies leave in the same write.
+func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader, subs []string) {
 	sess := &session{srv: s, id: id, nc: nc, deflate: deflate}
 	c := s.hub.NewClient(nc, hub.ClientOptions{
 		ID:        newClientID(),
@@ -129,7 +146,11 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, respo
 		Time:         time.Now(),
 		PingInterval: s.cfg.PingInterval,
 	}))
-	if err := c.Greet(response, connected); err != nil {
+	var setup func()
+	if len(subs) > 0 {
+		setup = func() { sess.subscribeAll(subs) }
+	}
+	if err := c.Greet(response, connected, setup); err != nil {
 		if !errors.Is(err, hub.ErrShuttingDown) { // else greeted and closed with 1001
 			s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr())
 		}

@@ -1,0 +1,109 @@
+package server_test
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/herald-rt/herald/internal/config"
+)
+
+// TestSubscribeInUpgradeRequest: channels named in the upgrade request's
+// subscribe parameter (comma-separated, or the parameter repeated) are
+// subscribed before the greeting is written: connected comes first, then a
+// subscribed reply (without id) per channel in order, and publications to
+// them arrive.
+func TestSubscribeInUpgradeRequest(t *testing.T) {
+	ts := start(t, nil)
+	q := "token=" + url.QueryEscape(token(t, "alice", "42")) + "&subscribe=chat,org:42&subscribe=" + url.QueryEscape("user:alice")
+	c := ts.dialURL(ts.wsURL(q), nil) // reads connected, which comes first
+	if c.Connected["userId"] != "alice" {
+		t.Fatalf("connected %v", c.Connected)
+	}
+	for _, ch := range []string{"chat", "org:42", "user:alice"} {
+		m := c.expect("subscribed")
+		if m["channel"] != ch {
+			t.Fatalf("subscribed %v, want channel %q", m, ch)
+		}
+		if _, ok := m["id"]; ok {
+			t.Fatalf("subscribed %v carries an id", m)
+		}
+		if _, ok := m["epoch"]; !ok {
+			t.Fatalf("subscribed %v without position", m)
+		}
+	}
+	for _, ch := range []string{"chat", "org:42"} {
+		if code, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"`+ch+`","data":{"n":1}}`); code != http.StatusOK {
+			t.Fatalf("publish to %s: %d %v", ch, code, body)
+		}
+		if m := c.expect("message"); m["channel"] != ch {
+			t.Fatalf("message %v, want channel %q", m, ch)
+		}
+	}
+	// Unsubscribing works as for a channel subscribed by command.
+	c.send(map[string]any{"type": "unsubscribe", "channel": "chat"})
+	c.expect("unsubscribed")
+}
+
+// TestSubscribeInUpgradeRequestRefusals: a channel the identity may not
+// subscribe to, or whose name is invalid, gets the error frame a subscribe
+// command would, with the channel named; the others are subscribed and the
+// connection stays.
+func TestSubscribeInUpgradeRequestRefusals(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.MaxSubscriptions = 2 })
+	q := "token=" + url.QueryEscape(token(t, "bob", "7")) + "&subscribe=org:8,chat,bad%20name,,org:7,news"
+	c := ts.dialURL(ts.wsURL(q), nil) // reads connected
+	if m := c.expectError("forbidden"); m["channel"] != "org:8" {
+		t.Fatalf("error %v, want channel org:8", m)
+	}
+	if m := c.expect("subscribed"); m["channel"] != "chat" {
+		t.Fatalf("subscribed %v", m)
+	}
+	if m := c.expectError("invalid_channel"); m["channel"] != "bad name" {
+		t.Fatalf("error %v, want channel %q", m, "bad name")
+	}
+	c.expectError("channel_required")
+	if m := c.expect("subscribed"); m["channel"] != "org:7" {
+		t.Fatalf("subscribed %v", m)
+	}
+	if m := c.expectError("too_many_subscriptions"); m["channel"] != "news" {
+		t.Fatalf("error %v, want channel news", m)
+	}
+	c.sync()
+}
+
+// TestSubscribeInUpgradeRequestRateLimited: each channel counts against the
+// rate limit like a subscribe command.
+func TestSubscribeInUpgradeRequestRateLimited(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst = 1, 2 })
+	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=a,b,c"
+	c := ts.dialURL(ts.wsURL(q), nil) // reads connected
+	c.expect("subscribed")
+	c.expect("subscribed")
+	c.expectError("rate_limited")
+}
+
+// TestSubscribeInUpgradeRequestNetHTTP: the same on net/http's upgrade path
+// (an upgrade on a keep-alive connection that carried another request).
+func TestSubscribeInUpgradeRequestNetHTTP(t *testing.T) {
+	ts := start(t, nil)
+	c, br := rawSend(t, ts, []byte("GET /healthz HTTP/1.1\r\nHost: "+ts.addr+"\r\n\r\n"))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	if _, err := c.Write([]byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "dave", ""))+"&subscribe=chat", ""))); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", resp, err)
+	}
+	if m := readJSON(t, br); m["type"] != "connected" {
+		t.Fatalf("got %v", m)
+	}
+	if m := readJSON(t, br); m["type"] != "subscribed" || m["channel"] != "chat" {
+		t.Fatalf("got %v", m)
+	}
+}
