@@ -62,6 +62,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Payload, "payload", cfg.Payload, "bytes of data per publication (sequence number, intended time, padding)")
 	fs.BoolVar(&cfg.Compressible, "compressible", false, "fill the payload with realistic JSON-like records (deflate to 1/4–1/3) instead of a run of 'x'")
 	fs.BoolVar(&cfg.Compress, "compress", false, "subscribers offer permessage-deflate (no context takeover) and inflate compressed deliveries")
+	fs.BoolVar(&cfg.SubscribeInURL, "subscribe-in-url", false, "subscribe through the upgrade request (/ws?subscribe=CHANNEL) instead of a subscribe command after connected: one round trip")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to publish")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "how long to wait for outstanding deliveries after publishing")
 	fs.StringVar(&cfg.PublishVia, "publish-via", cfg.PublishVia, "api (POST /api/publish) or ws (client message frames; the server's --rate-limit applies)")

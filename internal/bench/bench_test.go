@@ -226,20 +226,21 @@ func TestInterruptGivesPartialReport(t *testing.T) {
 func TestValidate(t *testing.T) {
 	base := testConfig("ws://127.0.0.1:1/ws", "fanout")
 	for name, mutate := range map[string]func(*Config){
-		"scenario":   func(c *Config) { c.Scenario = "nope" },
-		"secret":     func(c *Config) { c.JWTSecret = "" },
-		"api key":    func(c *Config) { c.APIKey = "" },
-		"conns":      func(c *Config) { c.Conns = 0 },
-		"rate":       func(c *Config) { c.Rate = 0 },
-		"via":        func(c *Config) { c.PublishVia = "smoke" },
-		"workers":    func(c *Config) { c.Workers = 100 },
-		"fd limit":   func(c *Config) { c.Conns = maxOpenFiles() + 10 },
-		"non-loop":   func(c *Config) { c.URL = "ws://172.16.0.1:8080/ws" },
-		"api-url":    func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
-		"tiny total": func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
-		"reader":     func(c *Config) { c.Reader = "kqueue" },
-		"spin < 0":   func(c *Config) { c.Spin = -time.Millisecond },
-		"spin big":   func(c *Config) { c.Spin = 20 * time.Millisecond },
+		"scenario":     func(c *Config) { c.Scenario = "nope" },
+		"secret":       func(c *Config) { c.JWTSecret = "" },
+		"api key":      func(c *Config) { c.APIKey = "" },
+		"conns":        func(c *Config) { c.Conns = 0 },
+		"rate":         func(c *Config) { c.Rate = 0 },
+		"via":          func(c *Config) { c.PublishVia = "smoke" },
+		"workers":      func(c *Config) { c.Workers = 100 },
+		"fd limit":     func(c *Config) { c.Conns = maxOpenFiles() + 10 },
+		"non-loop":     func(c *Config) { c.URL = "ws://172.16.0.1:8080/ws" },
+		"api-url":      func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
+		"tiny total":   func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
+		"reader":       func(c *Config) { c.Reader = "kqueue" },
+		"spin < 0":     func(c *Config) { c.Spin = -time.Millisecond },
+		"spin big":     func(c *Config) { c.Spin = 20 * time.Millisecond },
+		"url+recovery": func(c *Config) { c.Scenario = "recovery"; c.SubscribeInURL = true },
 	} {
 		c := base
 		mutate(&c)
@@ -342,6 +343,29 @@ func TestReaders(t *testing.T) {
 			cfg.Reader = reader
 			cfg.Rate = 50
 			checkDeliveries(t, run(t, cfg), 10)
+		})
+	}
+}
+
+// TestSubscribeInURL: connections subscribed through the upgrade request
+// (one channel in connect, two in channels) on both readers, and in two
+// worker processes (the flag travels in the fleet spec); every delivery
+// arrives.
+func TestSubscribeInURL(t *testing.T) {
+	for _, reader := range []string{"epoll", "goroutine"} {
+		t.Run(reader, func(t *testing.T) {
+			url := startServer(t, nil)
+			cfg := testConfig(url, "connect")
+			cfg.Reader, cfg.SubscribeInURL = reader, true
+			if r := run(t, cfg); r.Connected != 50 || len(r.ConnectErrors) > 0 || !r.SubscribeInURL {
+				t.Fatalf("%+v", r)
+			}
+			cfg = testConfig(url, "channels")
+			cfg.Reader, cfg.SubscribeInURL, cfg.Rate = reader, true, 50
+			checkDeliveries(t, run(t, cfg), 10)
+			cfg = testConfig(url, "fanout")
+			cfg.Reader, cfg.SubscribeInURL, cfg.Workers = reader, true, 2
+			checkDeliveries(t, run(t, cfg), 50)
 		})
 	}
 }

@@ -67,6 +67,11 @@ type Config struct {
 	// context takeover and inflate compressed deliveries; the report says
 	// whether the server accepted it.
 	Compress bool
+	// SubscribeInURL subscribes each connection through its upgrade
+	// request's subscribe parameter (one round trip: connected and the
+	// subscribed replies arrive together) instead of subscribe commands
+	// sent after connected.
+	SubscribeInURL bool
 	// Duration is how long to publish.
 	Duration time.Duration
 	// Grace is how long to wait for outstanding deliveries after publishing.
@@ -197,6 +202,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--reader must be epoll or goroutine, not %q", c.Reader)
 	case c.Reader == "epoll" && !epollSupported:
 		return errNoEpoll
+	case c.SubscribeInURL && c.Scenario == "recovery":
+		return errors.New("--subscribe-in-url does not apply to recovery (resubscribing with since needs the subscribe command)")
 	}
 	if c.publishes() {
 		if c.Rate <= 0 || c.Rate > maxPublishRate {

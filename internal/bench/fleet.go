@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -38,6 +39,9 @@ type fleetSpec struct {
 	GroupSize      int           `json:"group_size"`
 	ConnectTimeout time.Duration `json:"connect_timeout"`
 	Compress       bool          `json:"compress,omitempty"` // offer permessage-deflate
+	// SubscribeInURL: subscribe through the upgrade request's subscribe
+	// parameter instead of commands.
+	SubscribeInURL bool `json:"subscribe_in_url,omitempty"`
 	// Reader is the receive path: "epoll" (receive loops, Linux) or
 	// "goroutine" (one goroutine per connection; also when empty).
 	Reader string `json:"reader,omitempty"`
@@ -291,6 +295,20 @@ func (f *localFleet) localFor(idx int) net.IP {
 	return f.local[idx%len(f.local)]
 }
 
+// targetFor is the target connection with channels chans dials: with
+// SubscribeInURL the upgrade request names them (subscribe=a,b).
+func (f *localFleet) targetFor(chans []string) target {
+	t := f.target
+	if f.spec.SubscribeInURL {
+		sep := "?"
+		if strings.Contains(t.path, "?") {
+			sep = "&"
+		}
+		t.path += sep + "subscribe=" + url.QueryEscape(strings.Join(chans, ","))
+	}
+	return t
+}
+
 // connectOne dials connection First+i, waits for connected, subscribes and
 // waits for every subscribed ack, then starts its reader: on the epoll path
 // all of it happens in a receive loop (connectRaw); else dialWS and setup
@@ -302,7 +320,7 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 	}
 	idx := f.spec.First + i
 	start := time.Now()
-	c, err := dialWS(ctx, f.target, f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
+	c, err := dialWS(ctx, f.targetFor(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
 	if err != nil {
 		f.connectFailed(err)
 		return
@@ -382,8 +400,13 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 		}
 		cmds = append(cmds, appendSubscribe(make([]byte, 0, 96), ch, from))
 	}
-	if err := c.writeTexts(cmds...); err != nil {
-		return fmt.Errorf("subscribe: %w", err)
+	if f.spec.SubscribeInURL {
+		cmds = nil // the upgrade request named the channels
+	}
+	if len(cmds) > 0 {
+		if err := c.writeTexts(cmds...); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
 	}
 	acked := 0
 	for acked < len(chans) {

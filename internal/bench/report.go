@@ -12,13 +12,15 @@ import (
 // Report is the outcome of one run. Fields that do not apply to the scenario
 // (or could not be measured) are zero and omitted from JSON.
 type Report struct {
-	Scenario    string  `json:"scenario"`
-	Target      string  `json:"target"`
-	Workers     int     `json:"workers"`
-	Reader      string  `json:"reader"` // receive path: epoll or goroutine
-	Interrupted bool    `json:"interrupted,omitempty"`
-	StartedAt   string  `json:"started_at"`
-	WallSeconds float64 `json:"wall_seconds"`
+	Scenario string `json:"scenario"`
+	Target   string `json:"target"`
+	Workers  int    `json:"workers"`
+	Reader   string `json:"reader"` // receive path: epoll or goroutine
+	// SubscribeInURL: connections subscribed through the upgrade request.
+	SubscribeInURL bool    `json:"subscribe_in_url,omitempty"`
+	Interrupted    bool    `json:"interrupted,omitempty"`
+	StartedAt      string  `json:"started_at"`
+	WallSeconds    float64 `json:"wall_seconds"`
 
 	// Connections.
 	Conns          int            `json:"conns"`
@@ -112,7 +114,11 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 	}
 	fmt.Fprintln(tw, title)
 	row("target", "%s  (workers %d, reader %s, wall %.1fs)", r.Target, r.Workers, r.Reader, r.WallSeconds)
-	row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate)
+	how := ""
+	if r.SubscribeInURL {
+		how = " (subscribed in the upgrade request)"
+	}
+	row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s%s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate, how)
 	if len(r.ConnectErrors) > 0 {
 		row("connect errors", "%s", fmtMap(r.ConnectErrors))
 	}

@@ -25,13 +25,14 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	wallStart := time.Now()
 	genCPU0 := selfCPU()
 	r := &Report{
-		Scenario:  cfg.Scenario,
-		Target:    t.wsURL,
-		Workers:   cfg.Workers,
-		Reader:    cfg.reader(),
-		StartedAt: wallStart.UTC().Format(time.RFC3339),
-		Conns:     cfg.Conns,
-		ServerPID: cfg.ServerPID,
+		Scenario:       cfg.Scenario,
+		Target:         t.wsURL,
+		Workers:        cfg.Workers,
+		Reader:         cfg.reader(),
+		SubscribeInURL: cfg.SubscribeInURL,
+		StartedAt:      wallStart.UTC().Format(time.RFC3339),
+		Conns:          cfg.Conns,
+		ServerPID:      cfg.ServerPID,
 	}
 
 	if cfg.Scenario == "recovery" {
@@ -375,6 +376,7 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		GroupSize:      cfg.GroupSize,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Compress:       cfg.Compress,
+		SubscribeInURL: cfg.SubscribeInURL,
 		Reader:         cfg.reader(),
 	}
 	if cfg.Scenario == "recovery" {

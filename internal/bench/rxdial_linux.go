@@ -65,7 +65,7 @@ func (f *localFleet) connectRaw(ctx context.Context, i int) {
 		chans: f.spec.channelsOf(idx),
 		done:  make(chan error, 1),
 	}
-	st.req = appendUpgradeRequest(make([]byte, 0, 256+len(f.tokens[i])), f.target, key[:], f.tokens[i], f.spec.Compress)
+	st.req = appendUpgradeRequest(make([]byte, 0, 256+len(f.tokens[i])), f.targetFor(st.chans), key[:], f.tokens[i], f.spec.Compress)
 
 	fd, err := rawConnect(f.target.hostPort, f.localFor(idx))
 	if err != nil {
@@ -299,6 +299,9 @@ func (f *localFleet) setupText(bc *bconn, p []byte, out *rxOut) string {
 			return fmt.Sprintf("first frame is not connected: %.100q", p)
 		}
 		st.connected = true
+		if f.spec.SubscribeInURL {
+			return "" // the subscribed replies follow in the same write
+		}
 		out.wbuf = out.wbuf[:0]
 		var cmd []byte
 		for _, ch := range st.chans {

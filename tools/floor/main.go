@@ -4,7 +4,7 @@
 // same machine:
 //
 //	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2] [--write raw|go] [--reader epoll|goroutine]
-//	floor connect [--conns 10000] [--concurrency 128]
+//	floor connect [--conns 10000] [--concurrency 128] [--round-trips 2|1]
 //
 // fanout: one process writes --size bytes to each of --conns loopback
 // sockets, one write system call per socket, with --writers goroutines,
@@ -20,7 +20,9 @@
 // dialers (from source addresses 127.0.0.1–8 in turn on Linux, as herald
 // bench does) and, on each, exchanges what a herald connect exchanges (a
 // 300-byte request, a 279-byte answer, a 60-byte subscribe, a 100-byte
-// reply); the first process accepts and answers. It reports connections per second and
+// reply; with --round-trips 1, as when herald bench subscribes in the
+// upgrade request, a 320-byte request and a 379-byte answer); the first
+// process accepts and answers. It reports connections per second and
 // the CPU per connection of each side.
 //
 // Only 127.0.0.1 is used: the first process listens on 127.0.0.1:0 and tells
@@ -55,6 +57,7 @@ func main() {
 
 type options struct {
 	conns, rounds, size, writers, concurrency int
+	roundTrips                                int
 	addr, reader, write                       string
 	interval                                  time.Duration
 }
@@ -72,6 +75,7 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&o.size, "size", 199, "fanout: bytes per write (199 = herald's frame for a 100-byte payload)")
 	fs.IntVar(&o.writers, "writers", 2, "fanout: writing goroutines (herald's writer pool has GOMAXPROCS)")
 	fs.IntVar(&o.concurrency, "concurrency", 128, "connect: concurrent dialers")
+	fs.IntVar(&o.roundTrips, "round-trips", 2, "connect: 2 (request and answer, then subscribe and reply, as herald bench connect) or 1 (the subscription named in the request, as herald bench connect --subscribe-in-url)")
 	fs.StringVar(&o.write, "write", "raw", "fanout: how the first process writes: raw (write(2) without the runtime's system-call hand-off, as herald's writer pool) or go (net.Conn.Write)")
 	fs.StringVar(&o.reader, "reader", defaultReader, "fanout: how the second process reads: epoll (two epoll loops over raw sockets, the bench generator's default on Linux) or goroutine (one goroutine per socket)")
 	fs.StringVar(&o.addr, "addr", "", "(internal) the first process's address, for the second")
@@ -83,6 +87,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if o.reader != "goroutine" && (o.reader != "epoll" || !epollSupported) {
 		return fmt.Errorf("--reader %q: want goroutine or (on Linux) epoll", o.reader)
+	}
+	if o.roundTrips != 1 && o.roundTrips != 2 {
+		return fmt.Errorf("--round-trips %d: want 1 or 2", o.roundTrips)
 	}
 	if o.write != "raw" && o.write != "go" {
 		return fmt.Errorf("--write %q: want raw or go", o.write)
@@ -117,7 +124,8 @@ func parent(mode string, o options, out io.Writer) error {
 		return err
 	}
 	child := exec.Command(exe, mode+map[string]string{"fanout": "-reader", "connect": "-dialer"}[mode],
-		"--addr", ln.Addr().String(), "--conns", strconv.Itoa(o.conns), "--size", strconv.Itoa(o.size), "--concurrency", strconv.Itoa(o.concurrency), "--reader", o.reader)
+		"--addr", ln.Addr().String(), "--conns", strconv.Itoa(o.conns), "--size", strconv.Itoa(o.size), "--concurrency", strconv.Itoa(o.concurrency), "--reader", o.reader,
+		"--round-trips", strconv.Itoa(o.roundTrips))
 	child.Stderr = os.Stderr
 	childOut, err := child.StdoutPipe()
 	if err != nil {
@@ -369,17 +377,18 @@ func stamps(lats *[]time.Duration, pending *int, b []byte, size int) {
 	*pending = (*pending + len(b)) % size
 }
 
-// connectExchange is what a herald connect puts on the wire, in order: the
-// upgrade request, the 101 response with the connected frame, the
-// subscribe, the subscribed reply.
-var connectExchange = [4]int{300, 279, 60, 100}
+// connectExchange is what a herald connect puts on the wire, in order, by
+// round trips: the upgrade request, the 101 response with the connected
+// frame, the subscribe, the subscribed reply; or the request naming the
+// channel, and the 101 with connected and subscribed.
+var connectExchange = map[int][]int{2: {300, 279, 60, 100}, 1: {320, 379}}
 
-// exchange plays one side of connectExchange on c: the dialing side writes
-// the request and the subscribe and reads the answers, the accepting side
-// the other way round.
-func exchange(c net.Conn, dialing bool) error {
+// exchange plays one side of connectExchange[trips] on c: the dialing side
+// writes the request (and the subscribe) and reads the answers, the
+// accepting side the other way round.
+func exchange(c net.Conn, dialing bool, trips int) error {
 	buf := make([]byte, 512)
-	for i, n := range connectExchange {
+	for i, n := range connectExchange[trips] {
 		var err error
 		if (i%2 == 0) == dialing {
 			_, err = c.Write(buf[:n])
@@ -412,7 +421,7 @@ func connectAcceptor(ln net.Listener, o options) (string, error) {
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			if err := exchange(c, false); err != nil {
+			if err := exchange(c, false, o.roundTrips); err != nil {
 				failed.Add(1)
 				return
 			}
@@ -429,9 +438,9 @@ func connectAcceptor(ln net.Listener, o options) (string, error) {
 	if n := failed.Load(); n > 0 {
 		return "", fmt.Errorf("%d connections failed", n)
 	}
-	return fmt.Sprintf("connect floor: %d connections\n"+
+	return fmt.Sprintf("connect floor: %d connections, %d round trip(s) each\n"+
 		"accepting side               %.0f connections/s, CPU per connection %v\n",
-		o.conns, float64(o.conns)/d.Seconds(), (used / time.Duration(o.conns)).Round(100*time.Nanosecond)), nil
+		o.conns, o.roundTrips, float64(o.conns)/d.Seconds(), (used / time.Duration(o.conns)).Round(100*time.Nanosecond)), nil
 }
 
 // dialer is connection i's dialer: on Linux it rotates through source
@@ -464,7 +473,7 @@ func connectDialer(o options, out io.Writer) error {
 				}
 				c, err := dialer(int(i)).Dial("tcp", o.addr)
 				if err == nil {
-					err = exchange(c, true)
+					err = exchange(c, true, o.roundTrips)
 				}
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)

@@ -50,19 +50,21 @@ func TestFanoutReportsBothSides(t *testing.T) {
 }
 
 func TestConnectReportsBothSides(t *testing.T) {
-	var out bytes.Buffer
-	if err := run([]string{"connect", "--conns", "100", "--concurrency", "8"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"connect floor: 100 connections", "accepting side", "dialing side"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("report lacks %q:\n%s", want, out.String())
+	for _, trips := range []string{"2", "1"} {
+		var out bytes.Buffer
+		if err := run([]string{"connect", "--conns", "100", "--concurrency", "8", "--round-trips", trips}, &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"connect floor: 100 connections, " + trips + " round trip(s) each", "accepting side", "dialing side"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("report lacks %q:\n%s", want, out.String())
+			}
 		}
 	}
 }
 
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}, {"fanout", "--write", "sendmmsg"}, {"fanout", "--interval", "0s"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}, {"fanout", "--write", "sendmmsg"}, {"fanout", "--interval", "0s"}, {"connect", "--round-trips", "3"}} {
 		if err := run(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
