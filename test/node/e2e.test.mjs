@@ -150,6 +150,32 @@ test('server API publish and /call reach a Node client', async () => {
   c.ws.close();
 });
 
+test('subscribe in the upgrade request: connected, then subscribed per channel, then deliveries', async () => {
+  const c = await connect(`token=${mint('url', 'acme')}&subscribe=analytics,org:acme,org:other`);
+  assert.equal((await c.next()).type, 'connected');
+  for (const channel of ['analytics', 'org:acme']) {
+    const ack = await c.next();
+    assert.equal(ack.type, 'subscribed');
+    assert.equal(ack.channel, channel);
+    assert.equal(ack.id, undefined);
+  }
+  const refused = await c.next();
+  assert.equal(refused.type, 'error');
+  assert.equal(refused.code, 'forbidden');
+  assert.equal(refused.channel, 'org:other');
+  const r = await fetch(`http://${base}/api/publish`, {
+    method: 'POST',
+    headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel: 'org:acme', data: { n: 1 } }),
+  });
+  assert.equal(r.status, 200);
+  const m = await c.next();
+  assert.equal(m.type, 'message');
+  assert.equal(m.channel, 'org:acme');
+  assert.deepEqual(m.data, { n: 1 });
+  c.ws.close();
+});
+
 test('bad input: error frame keeps the socket, oversize closes with 1009', async () => {
   const c = await connect(`token=${mint('eve', '')}`);
   assert.equal((await c.next()).type, 'connected');
