@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/flate"
 
 	"github.com/herald-rt/herald/internal/metrics"
+	"github.com/herald-rt/herald/internal/testnet"
 )
 
 func TestSealHeaderSizes(t *testing.T) {
@@ -271,7 +272,7 @@ func TestWriterPoolYields(t *testing.T) {
 	clients := (workers + 8) * yieldEvery
 	var conns []*net.TCPConn
 	for range socks {
-		sc, peer := loopbackPair(t)
+		sc, peer := testnet.TCPPair(t)
 		conns = append(conns, sc)
 		go func() { _, _ = io.Copy(io.Discard, peer) }()
 	}
@@ -397,7 +398,7 @@ func TestGreetRegistersFirst(t *testing.T) {
 // and what reaches the client meanwhile go out right after the greeting.
 func TestGreetSetup(t *testing.T) {
 	h := newTestHub(1 << 20)
-	srv, peer := loopbackPair(t)
+	srv, peer := testnet.TCPPair(t)
 	c := h.NewClient(srv, ClientOptions{ID: "c1", UserID: "u"})
 	prefix := []byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")
 	connected := TextFrame([]byte(`{"type":"connected"}`))
@@ -422,34 +423,12 @@ func TestGreetSetup(t *testing.T) {
 	}
 }
 
-// loopbackPair returns both ends of a new loopback TCP connection: the
-// accepted (server) side and the dialing peer. Both close when the test ends.
-func loopbackPair(tb testing.TB) (server, peer *net.TCPConn) {
-	tb.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { peer.Close() })
-	server, err = ln.AcceptTCP()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { server.Close() })
-	return server, peer
-}
-
 // TestGreetLargerThanSocketBuffer: a greeting the socket cannot take in one
 // non-blocking writev is finished in blocking mode, whole and in order, over
 // a real loopback TCP connection whose peer starts reading late. (The peer's
 // receive buffer is left as it is: a tiny one stalls loopback TCP itself.)
 func TestGreetLargerThanSocketBuffer(t *testing.T) {
-	sc, peer := loopbackPair(t)
+	sc, peer := testnet.TCPPair(t)
 	_ = sc.SetWriteBuffer(4096)
 
 	h := newTestHub(1 << 20)
@@ -483,7 +462,7 @@ func TestGreetLargerThanSocketBuffer(t *testing.T) {
 // loopback socket whose peer drains it, as a writer-pool worker does per
 // client; it allocates nothing.
 func BenchmarkTryWritev(b *testing.B) {
-	sc, peer := loopbackPair(b)
+	sc, peer := testnet.TCPPair(b)
 	go func() { _, _ = io.Copy(io.Discard, peer) }()
 	c := newTestHub(1<<20).NewClient(sc, ClientOptions{ID: "c1", UserID: "u"})
 	defer c.Gone(0)

@@ -25,11 +25,7 @@ import (
 const readBufferSize = 4096
 
 var (
-	readerPool = sync.Pool{New: func() any {
-		r := &connReader{br: bufio.NewReaderSize(nil, readBufferSize), raw: rawReader{}}
-		r.raw.fn = r.raw.read
-		return r
-	}}
+	readerPool = sync.Pool{New: func() any { return &connReader{br: bufio.NewReaderSize(nil, readBufferSize)} }}
 	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	// inflaterPool holds permessage-deflate decompressors (no context
 	// takeover, so any connection can use any of them).

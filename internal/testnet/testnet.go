@@ -1,0 +1,31 @@
+// Package testnet holds what tests of several packages need from the
+// network: real loopback TCP connections (herald's raw reads and writes
+// need real sockets, not net.Pipe).
+package testnet
+
+import (
+	"net"
+	"testing"
+)
+
+// TCPPair returns both ends of a new loopback TCP connection: the accepted
+// (server) side and the dialing peer. Both close when the test ends.
+func TCPPair(tb testing.TB) (server, peer *net.TCPConn) {
+	tb.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { peer.Close() })
+	server, err = ln.AcceptTCP()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { server.Close() })
+	return server, peer
+}
