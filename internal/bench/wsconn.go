@@ -20,8 +20,6 @@ import (
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsflate"
-
-	"github.com/herald-rt/herald/internal/rawio"
 )
 
 // maxFrame bounds a frame the generator accepts from the server.
@@ -121,14 +119,7 @@ func dialLoopback(ctx context.Context, addr string, local net.IP, timeout time.D
 	if local != nil {
 		d.LocalAddr = &net.TCPAddr{IP: local}
 	}
-	c, err := d.DialContext(ctx, "tcp", hp)
-	if tc, ok := c.(*net.TCPConn); ok && err == nil {
-		// Raw reads and writes (internal/rawio): the generator shares the
-		// cores with the server, and its ordinary system calls woke its
-		// sysmon at every publication.
-		return rawio.NewConn(tc), nil
-	}
-	return c, err
+	return d.DialContext(ctx, "tcp", hp)
 }
 
 // wsConn is a client WebSocket connection with a lean reader: frames are read

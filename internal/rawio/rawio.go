@@ -1,15 +1,15 @@
-// Package rawio reads and writes sockets with read(2) and write(2) made as
-// raw system calls (syscall.RawSyscall), still waiting for readiness — and
-// honouring the deadlines — through the connection's syscall.RawConn, as
-// net.Conn does.
+// Package rawio reads sockets with read(2) made as a raw system call
+// (syscall.RawSyscall), still waiting for readiness — and honouring the read
+// deadline — through the connection's syscall.RawConn, as net.Conn does.
+// (The hub's writer pool writes the same way, with writev.)
 //
-// The sockets are non-blocking, so the calls never block. What the raw form
+// The socket is non-blocking, so the call never blocks. What the raw form
 // saves is the runtime's system-call bookkeeping, and above all the wake-up
 // of sysmon that an ordinary system call makes whenever the scheduler was
 // idle just before it: a woken sysmon checks every 20 µs for the next
 // millisecond or more, on cores the work it interrupts needs. A connect
-// storm or a 10-publications-a-second fan-out goes idle and busy again many
-// times a second; see docs/performance.md for what sysmon cost there.
+// storm goes idle and busy again many times a second; see
+// docs/performance.md for what sysmon cost there.
 package rawio
 
 import (
@@ -78,89 +78,4 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return r.n, nil
-}
-
-// Writer writes a connection; its zero value is ready for Reset. One
-// goroutine writes through a Writer at a time.
-type Writer struct {
-	rc    syscall.RawConn
-	p     []byte
-	n     int
-	errno syscall.Errno
-	fn    func(fd uintptr) bool // w.write, bound once
-}
-
-// Reset points w at rc (nil to let it go).
-func (w *Writer) Reset(rc syscall.RawConn) {
-	w.rc = rc
-	if w.fn == nil {
-		w.fn = w.write
-	}
-}
-
-func (w *Writer) write(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.p[0])), uintptr(len(w.p)))
-		if e == syscall.EINTR {
-			continue
-		}
-		w.n, w.errno = int(n), e
-		return e != syscall.EAGAIN
-	}
-}
-
-// Write writes all of p, waiting for the socket to take it, as
-// net.Conn.Write does (the write deadline applies).
-func (w *Writer) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		w.p, w.n, w.errno = p, 0, 0
-		err := w.rc.Write(w.fn)
-		w.p = nil
-		switch {
-		case err != nil:
-			return written, err
-		case w.errno != 0:
-			return written, w.errno
-		}
-		written += w.n
-		p = p[w.n:]
-	}
-	return written, nil
-}
-
-// Conn is a TCP connection whose Read and Write are raw system calls.
-// Everything else — deadlines, Close, CloseWrite, SyscallConn — is the
-// embedded *net.TCPConn's. Read and Write may be used at the same time
-// from two goroutines, as with any net.Conn.
-type Conn struct {
-	*net.TCPConn
-	r Reader
-	w Writer
-}
-
-// NewConn wraps c.
-func NewConn(c *net.TCPConn) *Conn {
-	rc := RawConn(c)
-	if rc == nil {
-		return &Conn{TCPConn: c}
-	}
-	cn := &Conn{TCPConn: c}
-	cn.r.Reset(rc)
-	cn.w.Reset(rc)
-	return cn
-}
-
-func (c *Conn) Read(p []byte) (int, error) {
-	if c.r.rc == nil {
-		return c.TCPConn.Read(p)
-	}
-	return c.r.Read(p)
-}
-
-func (c *Conn) Write(p []byte) (int, error) {
-	if c.w.rc == nil {
-		return c.TCPConn.Write(p)
-	}
-	return c.w.Write(p)
 }

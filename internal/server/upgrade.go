@@ -137,7 +137,7 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 		_ = c.Close() // nothing sent: nothing to answer
 		return
 	case end < 0:
-		fl.hand(&replayConn{Conn: rawio.NewConn(c), head: buf}) // net/http answers what there is
+		fl.hand(&replayConn{TCPConn: c, head: buf}) // net/http answers what there is
 		return
 	}
 	// The upgrade and the JWT check are a deep chain. Not before the head
@@ -363,15 +363,14 @@ func writeRefusal(c net.Conn, ref *refusal) {
 }
 
 // replayConn is a connection handed to net/http with the bytes the sniffer
-// already read put back in front. Embedding the connection keeps what
-// net/http and a later hijack look for (CloseWrite, SyscallConn). Its reads
-// and writes are raw system calls (internal/rawio): net/http's ordinary ones
-// woke the runtime's sysmon at every API publication that found the server
-// idle, and sysmon then took 7 % of the server's CPU at 10 publications/s to
-// 1,000 subscribers, checking every 20 µs through the fan-out it competed
-// with.
+// already read put back in front. Embedding *net.TCPConn keeps what net/http
+// and a later hijack look for (CloseWrite, SyscallConn). Its reads and
+// writes stay ordinary system calls: made raw (internal/rawio), they spared
+// sysmon's wake-ups at every API publication that found the server idle,
+// but under saturation the API's publishers fell up to 2.7 s behind (see
+// docs/performance.md).
 type replayConn struct {
-	*rawio.Conn
+	*net.TCPConn
 	head []byte
 }
 
@@ -381,5 +380,5 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.head = c.head[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	return c.TCPConn.Read(p)
 }
