@@ -53,8 +53,14 @@ func (s *session) handle(data []byte) {
 // subscribeAll subscribes the connection to channels, as if it had sent a
 // subscribe command (without id) for each: the channels named in its
 // upgrade request's subscribe parameter. Each counts against the rate
-// limit like a command.
+// limit like a command. Past --max-subscriptions names the rest are
+// answered with one error, not one each.
 func (s *session) subscribeAll(channels []string) {
+	if max := s.srv.cfg.MaxSubscriptions; max > 0 && len(channels) > max {
+		s.sendError(protocol.CodeTooManySubs, "the subscribe parameter names "+strconv.Itoa(len(channels))+
+			" channels; a connection may hold "+strconv.Itoa(max)+": the first ones were subscribed", "", nil)
+		channels = channels[:max]
+	}
 	for _, ch := range channels {
 		if !s.admit() {
 			return

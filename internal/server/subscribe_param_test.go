@@ -50,7 +50,7 @@ func TestSubscribeInUpgradeRequest(t *testing.T) {
 // command would, with the channel named; the others are subscribed and the
 // connection stays.
 func TestSubscribeInUpgradeRequestRefusals(t *testing.T) {
-	ts := start(t, func(c *config.Config) { c.MaxSubscriptions = 2 })
+	ts := start(t, nil)
 	q := "token=" + url.QueryEscape(token(t, "bob", "7")) + "&subscribe=org:8,chat,bad%20name,,org:7,news"
 	c := ts.dialURL(ts.wsURL(q), nil) // reads connected
 	if m := c.expectError("forbidden"); m["channel"] != "org:8" {
@@ -66,8 +66,8 @@ func TestSubscribeInUpgradeRequestRefusals(t *testing.T) {
 	if m := c.expect("subscribed"); m["channel"] != "org:7" {
 		t.Fatalf("subscribed %v", m)
 	}
-	if m := c.expectError("too_many_subscriptions"); m["channel"] != "news" {
-		t.Fatalf("error %v, want channel news", m)
+	if m := c.expect("subscribed"); m["channel"] != "news" {
+		t.Fatalf("subscribed %v", m)
 	}
 	c.sync()
 }
@@ -106,4 +106,19 @@ func TestSubscribeInUpgradeRequestNetHTTP(t *testing.T) {
 	if m := readJSON(t, br); m["type"] != "subscribed" || m["channel"] != "chat" {
 		t.Fatalf("got %v", m)
 	}
+}
+
+// TestSubscribeInUpgradeRequestTooMany: past --max-subscriptions names the
+// rest get one error, sent first, and the first ones are subscribed.
+func TestSubscribeInUpgradeRequestTooMany(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.MaxSubscriptions = 3 })
+	q := "token=" + url.QueryEscape(token(t, "erin", "")) + "&subscribe=a,b,c,d,e,f,g"
+	c := ts.dialURL(ts.wsURL(q), nil)
+	c.expectError("too_many_subscriptions")
+	for _, ch := range []string{"a", "b", "c"} {
+		if m := c.expect("subscribed"); m["channel"] != ch {
+			t.Fatalf("subscribed %v, want %q", m, ch)
+		}
+	}
+	c.sync() // and nothing else came before the pong
 }
