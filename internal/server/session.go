@@ -56,10 +56,10 @@ func (s *session) handle(data []byte) {
 // limit like a command. Past --max-subscriptions names the rest are
 // answered with one error, not one each.
 func (s *session) subscribeAll(channels []string) {
-	if max := s.srv.cfg.MaxSubscriptions; max > 0 && len(channels) > max {
+	if limit := s.srv.cfg.MaxSubscriptions; limit > 0 && len(channels) > limit {
 		s.sendError(protocol.CodeTooManySubs, "the subscribe parameter names "+strconv.Itoa(len(channels))+
-			" channels; a connection may hold "+strconv.Itoa(max)+": the first ones were subscribed", "", nil)
-		channels = channels[:max]
+			" channels; a connection may hold "+strconv.Itoa(limit)+": the first ones were subscribed", "", nil)
+		channels = channels[:limit]
 	}
 	for _, ch := range channels {
 		if !s.admit() {
