@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
 )
 
@@ -109,9 +110,7 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		onGone:      o.OnGone,
 		ConnectedAt: now,
 		done:        make(chan struct{}),
-	}
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
+		raw:         rawio.RawConn(nc),
 	}
 	c.lastRead.Store(now.UnixNano())
 	c.lastPing.Store(now.UnixNano())
