@@ -49,6 +49,10 @@ type Config struct {
 	Compression bool `yaml:"compression" toml:"compression"`
 	// CompressionThreshold is the smallest message compressed. Default 512.
 	CompressionThreshold int64 `yaml:"compression_threshold" toml:"compression_threshold"`
+	// IOUring lets the writer pool write many connections with one io_uring
+	// submission on Linux kernels that allow it (else, and when false, one
+	// writev per connection). Default true.
+	IOUring bool `yaml:"io_uring" toml:"io_uring"`
 	// IdempotencyWindow is how long a publish's idempotencyKey is remembered
 	// per channel. Default 5m; 0 disables idempotency keys.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window" toml:"idempotency_window"`
@@ -109,6 +113,7 @@ func Default() Config {
 		IdempotencyWindow:    5 * time.Minute,
 		Compression:          true,
 		CompressionThreshold: 512,
+		IOUring:              true,
 		ShutdownTimeout:      10 * time.Second,
 		LogFormat:            "text",
 		LogLevel:             "info",

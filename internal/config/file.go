@@ -108,6 +108,7 @@ type fileConfig struct {
 	RateLimitStrikes     int         `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
 	Compression          bool        `yaml:"compression" toml:"compression"`
 	CompressionThreshold byteSize    `yaml:"compression_threshold" toml:"compression_threshold"`
+	IOUring              bool        `yaml:"io_uring" toml:"io_uring"`
 	IdempotencyWindow    Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
 	ShutdownTimeout      Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
 	DebugAddr            string      `yaml:"debug_addr" toml:"debug_addr"`
@@ -136,6 +137,7 @@ func fileConfigFrom(c *Config) fileConfig {
 		IdempotencyWindow:    Duration(c.IdempotencyWindow),
 		Compression:          c.Compression,
 		CompressionThreshold: byteSize(c.CompressionThreshold),
+		IOUring:              c.IOUring,
 		ShutdownTimeout:      Duration(c.ShutdownTimeout),
 		DebugAddr:            c.DebugAddr,
 		LogFormat:            c.LogFormat,
@@ -164,6 +166,7 @@ func (fc *fileConfig) apply(c *Config) {
 		IdempotencyWindow:    time.Duration(fc.IdempotencyWindow),
 		Compression:          fc.Compression,
 		CompressionThreshold: int64(fc.CompressionThreshold),
+		IOUring:              fc.IOUring,
 		ShutdownTimeout:      time.Duration(fc.ShutdownTimeout),
 		DebugAddr:            fc.DebugAddr,
 		LogFormat:            fc.LogFormat,

@@ -150,7 +150,7 @@ log_level: debug
 				"--allowed-origins", "https://a.example, https://b.example", "--max-message-bytes", "64KB",
 				"--ping-interval", "5s", "--pong-timeout", "12s", "--client-queue-bytes", "2MiB",
 				"--max-subscriptions", "7", "--rate-limit", "2.5", "--rate-burst", "3",
-				"--rate-limit-strikes", "4", "--shutdown-timeout", "1m", "--log-format", "json",
+				"--rate-limit-strikes", "4", "--io-uring=false", "--shutdown-timeout", "1m", "--log-format", "json",
 				"--log-level", "error",
 			},
 			check: func(t *testing.T, c Config) {
@@ -175,7 +175,7 @@ log_level: debug
 				"HERALD_ALLOWED_ORIGINS": "*", "HERALD_MAX_MESSAGE_BYTES": "512KiB",
 				"HERALD_PING_INTERVAL": "5s", "HERALD_PONG_TIMEOUT": "12s", "HERALD_CLIENT_QUEUE_BYTES": "4096",
 				"HERALD_MAX_SUBSCRIPTIONS": "7", "HERALD_RATE_LIMIT": "2.5", "HERALD_RATE_BURST": "3",
-				"HERALD_RATE_LIMIT_STRIKES": "4", "HERALD_SHUTDOWN_TIMEOUT": "1m", "HERALD_LOG_FORMAT": "json",
+				"HERALD_RATE_LIMIT_STRIKES": "4", "HERALD_IO_URING": "false", "HERALD_SHUTDOWN_TIMEOUT": "1m", "HERALD_LOG_FORMAT": "json",
 				"HERALD_LOG_LEVEL": "error",
 			},
 			check: func(t *testing.T, c Config) {
@@ -470,7 +470,7 @@ func TestLoadHelp(t *testing.T) {
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "max-subscriptions", "rate-limit",
-		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "idempotency-window", "shutdown-timeout", "debug-addr", "log-format", "log-level",
+		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "shutdown-timeout", "debug-addr", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		t.Run(arg, func(t *testing.T) {
@@ -532,7 +532,7 @@ func TestFileConfigMirrorsConfig(t *testing.T) {
 		Addr: "a", WSPath: "/w", APIKeys: []string{"k"}, JWTSecret: "s", JWTPublicKeyFile: "f",
 		InsecureQueryAuth: true, AllowedOrigins: []string{"o"}, MaxMessageBytes: 1, PingInterval: 2,
 		PongTimeout: 3, ClientQueueBytes: 4, MaxSubscriptions: 5, RateLimit: 6, RateBurst: 7,
-		RateLimitStrikes: 8, ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
+		RateLimitStrikes: 8, IOUring: true, ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
 		Namespaces: []Namespace{{Prefix: "p"}},
 	}
 	fc := fileConfigFrom(&c)

@@ -42,6 +42,10 @@ type Options struct {
 	// OnRemove, when set, is called after a client left the hub, with the
 	// channels it was subscribed to. No hub lock is held while it runs.
 	OnRemove func(c *Client, channels []string)
+	// IOUring lets the writer pool write many clients with one io_uring
+	// submission where the kernel allows it; else (and when false) each
+	// client is one writev.
+	IOUring bool
 }
 
 // Hub is the registry of clients, users and channels. All methods are safe
@@ -111,7 +115,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 	}
 	h.pingData = controlFrame(opPing, nil)
 	h.deflaters = newDeflaterPool()
-	h.writers = newWriterPool()
+	h.writers = newWriterPool(log, o.IOUring)
 	h.writevs.New = func() any { return newWritev() }
 	return h
 }

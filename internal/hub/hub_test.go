@@ -255,9 +255,16 @@ func TestWriterPoolDeliversInOrder(t *testing.T) {
 
 // TestWriterPoolYields: a worker flushing one client after another over real
 // sockets yields to other goroutines every yieldEvery flushes, since its raw
-// writes never hand its P to the runtime.
+// writes never hand its P to the runtime; with io_uring, after the batch in
+// which the count reaches yieldEvery, so at least every yieldEvery +
+// batchClients - 1 flushes.
 func TestWriterPoolYields(t *testing.T) {
-	h := newTestHub(1 << 20)
+	t.Run("writev", func(t *testing.T) { testWriterPoolYields(t, newTestHub(1<<20), yieldEvery) })
+	t.Run("io_uring", func(t *testing.T) { testWriterPoolYields(t, newUringHub(t, 1<<20), yieldEvery+batchClients-1) })
+}
+
+// testWriterPoolYields expects a yield at least every per flushes.
+func testWriterPoolYields(t *testing.T, h *Hub, per int) {
 	var yields atomic.Int64
 	h.writers.yield = func() { yields.Add(1); runtime.Gosched() }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -265,11 +272,11 @@ func TestWriterPoolYields(t *testing.T) {
 	go func() { defer close(done); h.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	// Each flush is one pop; each of the (at least two) workers yields after
-	// every yieldEvery of its own, so at least 8 yields over these.
+	// Each of the (at least two) workers yields after every per of its
+	// own flushes, so at least 8 yields over these.
 	workers := max(2, runtime.GOMAXPROCS(0))
 	const socks = 4
-	clients := (workers + 8) * yieldEvery
+	clients := (workers + 8) * per
 	var conns []*net.TCPConn
 	for range socks {
 		sc, peer := testnet.TCPPair(t)
@@ -294,7 +301,7 @@ func TestWriterPoolYields(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	if got, want := yields.Load(), int64(clients/yieldEvery-workers); got < want {
+	if got, want := yields.Load(), int64(clients/per-workers); got < want {
 		t.Fatalf("workers yielded %d times over %d flushes, want at least %d", got, clients, want)
 	}
 }

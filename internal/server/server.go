@@ -96,6 +96,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		CompressMin:      compressMin(cfg),
 		OnRemove:         s.onRemove,
+		IOUring:          cfg.IOUring,
 	}, log, s.metrics)
 	s.membrk = memory.New(memory.Options{Deliver: s.deliver})
 	s.broker = s.membrk

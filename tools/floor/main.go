@@ -3,14 +3,16 @@
 // numbers in docs/performance.md can be read against a floor measured on the
 // same machine:
 //
-//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2] [--write raw|go] [--reader epoll|goroutine]
+//	floor fanout  [--conns 10000] [--rounds 20] [--size 199] [--writers 2] [--write raw|uring|go] [--batch 128] [--reader epoll|goroutine]
 //	floor connect [--conns 10000] [--concurrency 128] [--round-trips 2|1]
 //
 // fanout: one process writes --size bytes to each of --conns loopback
 // sockets, one write system call per socket, with --writers goroutines,
 // every 200 ms — by default (--write raw) a bare write(2), as herald's writer
-// pool makes its writev, not net.Conn.Write (--write go), whose system call
-// goes through the runtime's scheduler hand-off; a second process (this binary again) reads them as the bench
+// pool makes its writev without io_uring, not net.Conn.Write (--write go),
+// whose system call goes through the runtime's scheduler hand-off; --write
+// uring makes --batch sends per io_uring submission, as herald's writer pool
+// does where the kernel allows; a second process (this binary again) reads them as the bench
 // generator does: by default (--reader epoll) with two epoll loops over raw
 // sockets, one read per readiness event; --reader goroutine uses one
 // goroutine per socket. It reports the time one round takes (the last socket
@@ -46,6 +48,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/herald-rt/herald/internal/uring"
 )
 
 func main() {
@@ -57,7 +61,7 @@ func main() {
 
 type options struct {
 	conns, rounds, size, writers, concurrency int
-	roundTrips                                int
+	roundTrips, batch                         int
 	addr, reader, write                       string
 	interval                                  time.Duration
 }
@@ -76,7 +80,8 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&o.writers, "writers", 2, "fanout: writing goroutines (herald's writer pool has GOMAXPROCS)")
 	fs.IntVar(&o.concurrency, "concurrency", 128, "connect: concurrent dialers")
 	fs.IntVar(&o.roundTrips, "round-trips", 2, "connect: 2 (request and answer, then subscribe and reply, as herald bench connect) or 1 (the subscription named in the request, as herald bench connect --subscribe-in-url)")
-	fs.StringVar(&o.write, "write", "raw", "fanout: how the first process writes: raw (write(2) without the runtime's system-call hand-off, as herald's writer pool) or go (net.Conn.Write)")
+	fs.StringVar(&o.write, "write", "raw", "fanout: how the first process writes: raw (write(2) without the runtime's system-call hand-off, as herald's writer pool without io_uring), uring (--batch sends per io_uring submission, as herald's writer pool) or go (net.Conn.Write)")
+	fs.IntVar(&o.batch, "batch", 128, "fanout: with --write uring, sends per submission (herald's writer pool makes 128)")
 	fs.StringVar(&o.reader, "reader", defaultReader, "fanout: how the second process reads: epoll (two epoll loops over raw sockets, the bench generator's default on Linux) or goroutine (one goroutine per socket)")
 	fs.StringVar(&o.addr, "addr", "", "(internal) the first process's address, for the second")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -91,8 +96,11 @@ func run(args []string, out io.Writer) error {
 	if o.roundTrips != 1 && o.roundTrips != 2 {
 		return fmt.Errorf("--round-trips %d: want 1 or 2", o.roundTrips)
 	}
-	if o.write != "raw" && o.write != "go" {
-		return fmt.Errorf("--write %q: want raw or go", o.write)
+	if o.write != "raw" && o.write != "go" && o.write != "uring" {
+		return fmt.Errorf("--write %q: want raw, uring or go", o.write)
+	}
+	if o.batch < 1 || o.batch > 4096 {
+		return errors.New("--batch must be 1..4096")
 	}
 	switch mode {
 	case "fanout", "connect":
@@ -177,7 +185,7 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 	// With --write raw each socket's RawConn, taken once; nil writes with
 	// net.Conn.Write.
 	rcs := make([]syscall.RawConn, len(conns))
-	if o.write == "raw" {
+	if o.write != "go" {
 		for i, c := range conns {
 			if sc, ok := c.(syscall.Conn); ok {
 				if rcs[i], err = sc.SyscallConn(); err != nil {
@@ -187,6 +195,25 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		}
 	}
 	msg := make([]byte, max(o.size, 8))[:o.size]
+	// With --write uring each writer's ring, and every socket's descriptor
+	// (the sockets stay open for the whole run).
+	var rings []*uring.Ring
+	var fds []int
+	if o.write == "uring" {
+		for range o.writers {
+			r, err := uring.New(o.batch)
+			if err != nil {
+				return "", err
+			}
+			defer r.Close()
+			rings = append(rings, r)
+		}
+		for _, rc := range rcs {
+			if err := rc.Control(func(fd uintptr) { fds = append(fds, int(fd)) }); err != nil {
+				return "", err
+			}
+		}
+	}
 	rounds := make([]time.Duration, 0, o.rounds)
 	c0 := cpu()
 	for r := 0; r < o.rounds; r++ {
@@ -200,6 +227,15 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		for lo := 0; lo < len(conns); lo += per {
 			hi := min(lo+per, len(conns))
 			wg.Add(1)
+			if rings != nil {
+				go func(r *uring.Ring, fds []int) {
+					defer wg.Done()
+					if sendAll(r, fds, msg) != nil {
+						failed.Add(1)
+					}
+				}(rings[lo/per], fds[lo:hi])
+				continue
+			}
 			go func(part []net.Conn, rcs []syscall.RawConn) {
 				defer wg.Done()
 				w := newSockWriter(o.write == "raw", msg)
@@ -231,6 +267,29 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		o.conns, o.rounds, o.size, o.interval, o.writers, o.write,
 		(sum / time.Duration(len(rounds))).Round(100*time.Microsecond), rounds[len(rounds)/2].Round(100*time.Microsecond),
 		rounds[len(rounds)-1].Round(100*time.Microsecond), (used / deliveries).Round(10*time.Nanosecond)), nil
+}
+
+// sendAll writes msg to every socket in fds with sends of ring.Entries()
+// per submission. A socket that cannot take it all is an error here: a
+// round's one small message per socket always fits.
+func sendAll(ring *uring.Ring, fds []int, msg []byte) error {
+	res := make([]int32, ring.Entries())
+	for len(fds) > 0 {
+		part := fds[:min(len(fds), ring.Entries())]
+		fds = fds[len(part):]
+		for i, fd := range part {
+			ring.PrepSend(fd, msg, uint64(i))
+		}
+		if err := ring.Submit(res); err != nil {
+			return err
+		}
+		for _, r := range res[:len(part)] {
+			if int(r) != len(msg) {
+				return fmt.Errorf("send: result %d", r)
+			}
+		}
+	}
+	return nil
 }
 
 // sockWriter writes one message to a socket at a time; each writing

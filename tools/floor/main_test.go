@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/herald-rt/herald/internal/uring"
 )
 
 // TestMain lets the test binary act as the second process, which floor
@@ -25,10 +27,18 @@ func TestFanoutReportsBothSides(t *testing.T) {
 	if epollSupported {
 		readers = append(readers, "epoll")
 	}
+	writes := []string{"raw", "go"}
+	// io_uring where the kernel has it, and always where CI requires it.
+	if r, err := uring.New(1); err == nil || os.Getenv("HERALD_REQUIRE_IO_URING") != "" {
+		writes = append(writes, "uring")
+		if err == nil {
+			r.Close()
+		}
+	}
 	type tc struct{ reader, write string }
 	var cases []tc
 	for _, reader := range readers {
-		for _, write := range []string{"raw", "go"} {
+		for _, write := range writes {
 			cases = append(cases, tc{reader, write})
 		}
 	}
@@ -64,7 +74,7 @@ func TestConnectReportsBothSides(t *testing.T) {
 }
 
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}, {"fanout", "--write", "sendmmsg"}, {"fanout", "--interval", "0s"}, {"connect", "--round-trips", "3"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"fanout", "--conns", "0"}, {"connect", "--conns", "20000"}, {"fanout", "--reader", "poll"}, {"fanout", "--write", "sendmmsg"}, {"fanout", "--write", "uring", "--batch", "0"}, {"fanout", "--interval", "0s"}, {"connect", "--round-trips", "3"}} {
 		if err := run(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}

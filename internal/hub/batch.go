@@ -1,0 +1,205 @@
+package hub
+
+import (
+	"math"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/herald-rt/herald/internal/uring"
+)
+
+// maxBatchIovecs bounds the buffers a client's part of a batched write
+// takes; a client with more queued frames than that is written on its own
+// with writev, which loops over them.
+const maxBatchIovecs = 64
+
+// notDone marks a result the ring has not filled.
+const notDone = math.MinInt32
+
+// batchWriter is a writer-pool worker's state for writing up to
+// ring.Entries() clients with one io_uring submission: one send (one
+// frame) or sendmsg (several) per client, all non-blocking, all completed
+// before Submit returns. At a few publications per second to many
+// subscribers every delivery is one small write to another socket; made one
+// writev each, the system call's entry and exit and the descriptor lookup
+// are a third of the worker's CPU on this kind of VM.
+//
+// The clients' descriptors are held open for the whole submission: each
+// client's RawConn.Control calls the next one's (hold), the innermost
+// submits, and none can be closed, or its number given to a new connection,
+// while the kernel writes to it.
+type batchWriter struct {
+	ring    *uring.Ring
+	count   *atomic.Int64 // clients written with the ring
+	w       *writev       // for clients written on their own
+	clients []*Client
+	batches [][][]byte
+	fds     []int
+	errs    []error // Control's error: the client's descriptor is gone
+	res     []int32
+	msgs    []syscall.Msghdr
+	iovs    []syscall.Iovec
+	i       int // the client whose descriptor hold takes next
+	fn      func(fd uintptr)
+}
+
+func newBatchWriter(ring *uring.Ring, count *atomic.Int64) *batchWriter {
+	n := ring.Entries()
+	b := &batchWriter{
+		ring:    ring,
+		count:   count,
+		w:       newWritev(),
+		clients: make([]*Client, 0, n),
+		batches: make([][][]byte, 0, n),
+		fds:     make([]int, n),
+		errs:    make([]error, n),
+		res:     make([]int32, n),
+		msgs:    make([]syscall.Msghdr, n),
+		iovs:    make([]syscall.Iovec, 0, n*4),
+	}
+	b.fn = b.hold
+	return b
+}
+
+// flush writes clients' queues: each gives its queue up (or its close
+// frame, or nothing), those with frames are written together, and each then
+// carries on as flushOnce's would.
+func (b *batchWriter) flush(clients []*Client) {
+	for _, c := range clients {
+		batch, closing := c.next()
+		switch {
+		case batch == nil:
+			if closing != nil {
+				go c.finishClose(closing)
+			}
+		case c.raw == nil || len(batch) > maxBatchIovecs:
+			c.finishFlush(batch, b.w)
+		default:
+			b.clients = append(b.clients, c)
+			b.batches = append(b.batches, batch)
+		}
+	}
+	if len(b.clients) == 0 {
+		return
+	}
+	b.i = 0
+	b.descend()
+	b.count.Add(int64(len(b.clients)))
+	for k, c := range b.clients {
+		batch := b.batches[k]
+		var n int
+		var done bool
+		var err error
+		switch r := b.res[k]; {
+		case b.errs[k] != nil:
+			err = b.errs[k]
+		case r >= 0:
+			n = int(r)
+			done = n == batchLen(batch)
+		case r == -int32(syscall.EAGAIN):
+		default:
+			err = syscall.Errno(-r)
+		}
+		c.afterWrite(batch, n, done, err)
+		b.batches[k], b.clients[k], b.errs[k] = nil, nil, nil
+	}
+	b.clients, b.batches = b.clients[:0], b.batches[:0]
+	clear(b.iovs) // keep no frame alive after its write
+	b.iovs = b.iovs[:0]
+}
+
+// descend holds the next client's descriptor open and goes on from inside
+// its Control; past the last client it submits.
+func (b *batchWriter) descend() {
+	for b.i < len(b.clients) {
+		k := b.i
+		b.i++
+		if err := b.clients[k].raw.Control(b.fn); err != nil {
+			b.errs[k] = err
+			b.fds[k] = -1
+			continue
+		}
+		return // hold went on with the rest
+	}
+	b.submit()
+}
+
+func (b *batchWriter) hold(fd uintptr) {
+	b.fds[b.i-1] = int(fd)
+	b.descend()
+}
+
+// submit queues one request per client whose descriptor is held and writes
+// them all. Every descriptor is held while it runs.
+func (b *batchWriter) submit() {
+	// The msghdrs point into iovs: it must not grow while they are made.
+	need := 0
+	for _, batch := range b.batches {
+		need += len(batch)
+	}
+	if cap(b.iovs) < need {
+		b.iovs = make([]syscall.Iovec, 0, need)
+	}
+	for k, batch := range b.batches {
+		b.res[k] = notDone
+		if b.fds[k] < 0 {
+			continue
+		}
+		first, count := -1, 0
+		for j, f := range batch {
+			if len(f) > 0 {
+				if first < 0 {
+					first = j
+				}
+				count++
+			}
+		}
+		switch count {
+		case 0:
+			b.res[k] = 0 // nothing to write: done
+		case 1:
+			b.ring.PrepSend(b.fds[k], batch[first], uint64(k))
+		default:
+			start := len(b.iovs)
+			for _, f := range batch {
+				if len(f) > 0 {
+					b.iovs = append(b.iovs, syscall.Iovec{Base: &f[0], Len: uint64(len(f))})
+				}
+			}
+			m := &b.msgs[k]
+			*m = syscall.Msghdr{Iov: &b.iovs[start], Iovlen: uint64(count)}
+			b.ring.PrepSendmsg(b.fds[k], m, uint64(k))
+		}
+	}
+	if err := b.ring.Submit(b.res[:len(b.batches)]); err != nil {
+		// The kernel refused the submission (short of memory): write what
+		// it did not take one client at a time, the descriptors still held.
+		for k, batch := range b.batches {
+			if b.res[k] != notDone || b.fds[k] < 0 {
+				continue
+			}
+			b.w.batch, b.w.n, b.w.done, b.w.err = batch, 0, false, nil
+			b.w.run(uintptr(b.fds[k]))
+			switch {
+			case b.w.err != nil:
+				b.errs[k] = b.w.err
+			case b.w.n == 0 && !b.w.done:
+				b.res[k] = -int32(syscall.EAGAIN)
+			default:
+				b.res[k] = int32(min(b.w.n, math.MaxInt32))
+			}
+			b.w.batch, b.w.err = nil, nil
+			clear(b.w.iov[:b.w.used])
+			b.w.used = 0
+		}
+	}
+}
+
+// batchLen is the bytes in batch.
+func batchLen(batch [][]byte) int {
+	n := 0
+	for _, f := range batch {
+		n += len(f)
+	}
+	return n
+}

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package uring
+
+import (
+	"errors"
+	"syscall"
+)
+
+// ErrUnsupported is returned by New: io_uring is Linux's.
+var ErrUnsupported = errors.New("io_uring unavailable")
+
+// Ring is never made off Linux; its methods exist so callers compile.
+type Ring struct{}
+
+// New reports that there is no io_uring here.
+func New(int) (*Ring, error) { return nil, ErrUnsupported }
+
+func (*Ring) Close() error                             { return nil }
+func (*Ring) Entries() int                             { return 0 }
+func (*Ring) Prepared() int                            { return 0 }
+func (*Ring) PrepSend(int, []byte, uint64)             {}
+func (*Ring) PrepSendmsg(int, *syscall.Msghdr, uint64) {}
+func (*Ring) Submit([]int32) error                     { return ErrUnsupported }
