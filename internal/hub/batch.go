@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"math"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +42,7 @@ type batchWriter struct {
 	iovs    []syscall.Iovec
 	i       int // the client whose descriptor hold takes next
 	fn      func(fd uintptr)
+	broken  error // the ring failed: the worker goes on without it
 }
 
 func newBatchWriter(ring *uring.Ring, count *atomic.Int64) *batchWriter {
@@ -171,28 +173,51 @@ func (b *batchWriter) submit() {
 			b.ring.PrepSendmsg(b.fds[k], m, uint64(k))
 		}
 	}
-	if err := b.ring.Submit(b.res[:len(b.batches)]); err != nil {
-		// The kernel refused the submission (short of memory): write what
-		// it did not take one client at a time, the descriptors still held.
+	err := b.ring.Submit(b.res[:len(b.batches)])
+	switch {
+	case err == nil:
+	case errors.Is(err, uring.ErrNotSubmitted):
+		// The kernel refused part of the submission (short of memory):
+		// write what it did not take one client at a time, the descriptors
+		// still held.
 		for k, batch := range b.batches {
-			if b.res[k] != notDone || b.fds[k] < 0 {
-				continue
+			if b.res[k] == notDone && b.fds[k] >= 0 {
+				b.res[k] = b.writevOne(b.fds[k], batch)
 			}
-			b.w.batch, b.w.n, b.w.done, b.w.err = batch, 0, false, nil
-			b.w.run(uintptr(b.fds[k]))
-			switch {
-			case b.w.err != nil:
-				b.errs[k] = b.w.err
-			case b.w.n == 0 && !b.w.done:
-				b.res[k] = -int32(syscall.EAGAIN)
-			default:
-				b.res[k] = int32(min(b.w.n, math.MaxInt32))
+		}
+	default:
+		// The ring failed while requests were in the kernel's hands: end
+		// the clients whose results are unknown (their buffers may yet be
+		// read) and write with writev from now on.
+		b.broken = err
+		for k := range b.batches {
+			if b.res[k] == notDone && b.fds[k] >= 0 {
+				b.errs[k] = err
 			}
-			b.w.batch, b.w.err = nil, nil
-			clear(b.w.iov[:b.w.used])
-			b.w.used = 0
 		}
 	}
+}
+
+// writevOne writes batch to fd with writev and returns the result as the
+// ring would give it.
+func (b *batchWriter) writevOne(fd int, batch [][]byte) int32 {
+	w := b.w
+	w.batch, w.n, w.done, w.err = batch, 0, false, nil
+	w.run(uintptr(fd))
+	r := int32(min(w.n, math.MaxInt32))
+	switch {
+	case w.err != nil:
+		r = -int32(syscall.EIO)
+		if e, ok := w.err.(syscall.Errno); ok {
+			r = -int32(e)
+		}
+	case w.n == 0 && !w.done:
+		r = -int32(syscall.EAGAIN)
+	}
+	w.batch, w.err = nil, nil
+	clear(w.iov[:w.used])
+	w.used = 0
+	return r
 }
 
 // batchLen is the bytes in batch.

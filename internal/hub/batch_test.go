@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -275,4 +276,67 @@ func BenchmarkFlush(b *testing.B) {
 		bw := newBatchWriter(r, &h.writers.batched)
 		run(b, cs, func() { bw.flush(cs) })
 	})
+}
+
+// TestBatchWriterWritevOne: the fallback for requests the kernel refused
+// gives the ring's results: bytes written, -EAGAIN for a full socket, a
+// negated errno for a dead one.
+func TestBatchWriterWritevOne(t *testing.T) {
+	h := newTestHub(1 << 20)
+	bw := newBatchWriter(needRing(t, 4), &h.writers.batched)
+	fd := func(c *net.TCPConn) int {
+		var n int
+		rc, _ := c.SyscallConn()
+		_ = rc.Control(func(f uintptr) { n = int(f) })
+		return n
+	}
+	srv, peer := testnet.TCPPair(t)
+	frames := [][]byte{TextFrame([]byte("one")), nil, TextFrame([]byte("two"))}
+	if r := bw.writevOne(fd(srv), frames); int(r) != batchLen(frames) {
+		t.Fatalf("result %d, want %d", r, batchLen(frames))
+	}
+	readExactly(t, peer, append(append([]byte{}, frames[0]...), frames[2]...))
+
+	full, _ := testnet.TCPPair(t)
+	chunk := [][]byte{make([]byte, 1<<16)}
+	for i := 0; ; i++ {
+		r := bw.writevOne(fd(full), chunk)
+		if r == -int32(syscall.EAGAIN) {
+			break
+		}
+		if r <= 0 || i > 10000 {
+			t.Fatalf("filling: result %d after %d writes", r, i)
+		}
+	}
+
+	dead, deadPeer := testnet.TCPPair(t)
+	_ = deadPeer.SetLinger(0)
+	_ = deadPeer.Close()
+	time.Sleep(50 * time.Millisecond)
+	if r := bw.writevOne(fd(dead), frames); r != -int32(syscall.EPIPE) && r != -int32(syscall.ECONNRESET) {
+		t.Fatalf("dead socket: result %d", r)
+	}
+	if len(bw.w.iov) != 0 && bw.w.iov[0].Base != nil {
+		t.Fatal("the write state kept a frame")
+	}
+}
+
+// TestTryWritevEmptyBuffers: empty buffers in a batch take no iovec, and the
+// frames after them are written once. (The writev loop used to advance by
+// the iovecs it made, not the buffers it covered, and wrote the frame after
+// an empty buffer twice.)
+func TestTryWritevEmptyBuffers(t *testing.T) {
+	srv, peer := testnet.TCPPair(t)
+	c := newTestHub(1<<20).NewClient(srv, ClientOptions{ID: "c"})
+	a, b := TextFrame([]byte("a")), TextFrame([]byte("b"))
+	batch := [][]byte{nil, a, nil, nil, b, nil}
+	n, done, err := c.tryWritev(newWritev(), batch)
+	if err != nil || !done || n != len(a)+len(b) {
+		t.Fatalf("tryWritev = %d, %v, %v; want %d, true, nil", n, done, err, len(a)+len(b))
+	}
+	readExactly(t, peer, append(append([]byte{}, a...), b...))
+	_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if m, _ := peer.Read(make([]byte, 1)); m != 0 {
+		t.Fatal("more than the two frames arrived")
+	}
 }

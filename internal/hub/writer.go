@@ -121,7 +121,11 @@ func (p *writerPool) work(worker int) {
 		ring, err := uring.New(p.batch)
 		switch {
 		case err == nil:
-			defer ring.Close()
+			defer func() {
+				if bw != nil {
+					bw.ring.Close()
+				}
+			}()
 			bw, most = newBatchWriter(ring, &p.batched), ring.Entries()
 			if worker == 0 {
 				p.log.Info("writer pool: batched writes with io_uring", "clients_per_batch", most)
@@ -139,6 +143,11 @@ func (p *writerPool) work(worker int) {
 		}
 		if bw != nil {
 			bw.flush(clients)
+			if bw.broken != nil {
+				p.log.Error("writer pool: io_uring failed, one writev per client from now on", "worker", worker, "err", bw.broken)
+				bw.ring.Close()
+				bw, most = nil, 1
+			}
 		} else {
 			clients[0].flushOnce(w)
 		}
@@ -319,7 +328,8 @@ func (w *writev) run(fd uintptr) {
 	for i := 0; i < len(batch); {
 		v := w.iov[:0]
 		want := 0
-		for j := i; j < len(batch) && len(v) < maxIovecs; j++ {
+		j := i // the first buffer after this call's
+		for ; j < len(batch) && len(v) < maxIovecs; j++ {
 			if len(batch[j]) == 0 {
 				continue
 			}
@@ -350,10 +360,7 @@ func (w *writev) run(fd uintptr) {
 		if int(m) < want {
 			return
 		}
-		i += len(v)
-		for i < len(batch) && len(batch[i]) == 0 {
-			i++
-		}
+		i = j // not i += len(v): empty buffers took no iovec
 	}
 	w.done = true
 }

@@ -215,11 +215,18 @@ func (r *Ring) PrepSendmsg(fd int, msg *syscall.Msghdr, tag uint64) {
 	}
 }
 
+// ErrNotSubmitted (wrapped) is Submit's error when the kernel refused part
+// of the submission (short of memory): every request it took has its result,
+// the others were not made and are left unfilled, and the ring can be used
+// again. Any other error from Submit means the ring can no longer be
+// trusted: requests may still be in the kernel's hands, and the caller
+// should Close it and stop using the buffers it named.
+var ErrNotSubmitted = errors.New("io_uring refused the submission")
+
 // Submit hands the prepared requests to the kernel and waits for their
 // completions. res[tag] receives each request's result: bytes sent, or a
 // negated errno (-EAGAIN when the socket could not take any of it). Tags must
-// index res. When Submit returns an error, the results it did not fill are
-// left as they were.
+// index res. Results Submit did not fill are left as they were.
 //
 // The kernel completes these requests while submitting them, so the call
 // does not block and is made with RawSyscall: a thread in an ordinary system
@@ -240,12 +247,13 @@ func (r *Ring) Submit(res []int32) error {
 			continue
 		}
 		if e != 0 {
-			// The kernel took none of what remains (EBUSY, EAGAIN: it is
-			// short of memory or completions): wait for those in flight,
-			// then report; the caller falls back for the rest.
-			r.reap(res, submitted)
+			// The kernel took none of what remains (EAGAIN, EBUSY): take it
+			// back, and wait for what is in flight.
 			r.discard(n - submitted)
-			return fmt.Errorf("uring: io_uring_enter: %w", e)
+			if err := r.reap(res, submitted); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: io_uring_enter: %v", ErrNotSubmitted, e)
 		}
 		submitted += int(m)
 	}

@@ -10,6 +10,9 @@ import (
 // ErrUnsupported is returned by New: io_uring is Linux's.
 var ErrUnsupported = errors.New("io_uring unavailable")
 
+// ErrNotSubmitted is never returned off Linux.
+var ErrNotSubmitted = errors.New("io_uring refused the submission")
+
 // Ring is never made off Linux; its methods exist so callers compile.
 type Ring struct{}
 
