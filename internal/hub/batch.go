@@ -14,6 +14,12 @@ import (
 // with writev, which loops over them.
 const maxBatchIovecs = 64
 
+// frameBudget is how many frames a batched write gathers at most (give or
+// take one client's) before it is submitted and the worker yields: at one
+// frame per client the batch is bounded by its 128 clients; a saturated
+// worker, whose clients have dozens of frames each, writes a few at a time.
+const frameBudget = 256
+
 // notDone marks a result the ring has not filled.
 const notDone = math.MinInt32
 
@@ -65,9 +71,13 @@ func newBatchWriter(ring *uring.Ring, count *atomic.Int64) *batchWriter {
 
 // flush writes clients' queues: each gives its queue up (or its close
 // frame, or nothing), those with frames are written together, and each then
-// carries on as flushOnce's would.
-func (b *batchWriter) flush(clients []*Client) {
-	for _, c := range clients {
+// carries on as flushOnce's would. Under load clients have many frames
+// each; once frameBudget frames are gathered they are written and the
+// worker yields (yield) before it goes on with the rest, so that one
+// submission never keeps the worker's P for long.
+func (b *batchWriter) flush(clients []*Client, yield func()) {
+	frames := 0
+	for i, c := range clients {
 		batch, closing := c.next()
 		switch {
 		case batch == nil:
@@ -76,11 +86,24 @@ func (b *batchWriter) flush(clients []*Client) {
 			}
 		case c.raw == nil || len(batch) > maxBatchIovecs:
 			c.finishFlush(batch, b.w)
+			frames += len(batch)
 		default:
 			b.clients = append(b.clients, c)
 			b.batches = append(b.batches, batch)
+			frames += len(batch)
+		}
+		if frames >= frameBudget && i < len(clients)-1 {
+			b.write()
+			frames = 0
+			yield()
 		}
 	}
+	b.write()
+}
+
+// write writes the gathered clients with one submission and carries on
+// for each.
+func (b *batchWriter) write() {
 	if len(b.clients) == 0 {
 		return
 	}

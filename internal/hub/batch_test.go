@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ func TestBatchWriterWritesEachClientItsOwn(t *testing.T) {
 		queueDirect(c, frames...)
 		clients = append(clients, c)
 	}
-	bw.flush(clients)
+	bw.flush(clients, runtime.Gosched)
 	for _, s := range ss {
 		readExactly(t, s.peer, s.want)
 	}
@@ -140,7 +141,7 @@ func TestBatchWriterFullSocket(t *testing.T) {
 	queueDirect(slow, frames...)
 	hello := TextFrame([]byte("hello"))
 	queueDirect(fast, hello)
-	bw.flush([]*Client{slow, fast}) // returns: it never waits for a socket
+	bw.flush([]*Client{slow, fast}, runtime.Gosched) // returns: it never waits for a socket
 	slow.mu.Lock()
 	writing := slow.writing
 	slow.mu.Unlock()
@@ -166,7 +167,7 @@ func TestBatchWriterClosedConnection(t *testing.T) {
 	queueDirect(dead, TextFrame([]byte("lost")))
 	f := TextFrame([]byte("kept"))
 	queueDirect(ok, f)
-	bw.flush([]*Client{dead, ok})
+	bw.flush([]*Client{dead, ok}, runtime.Gosched)
 	readExactly(t, okPeer, f)
 	select {
 	case <-dead.Done():
@@ -190,7 +191,7 @@ func TestBatchWriterManyFrames(t *testing.T) {
 		want = append(want, f...)
 	}
 	queueDirect(c, frames...)
-	bw.flush([]*Client{c})
+	bw.flush([]*Client{c}, runtime.Gosched)
 	readExactly(t, peer, want)
 	if got := h.writers.batched.Load(); got != 0 {
 		t.Fatalf("%d clients went through the ring, want 0", got)
@@ -274,7 +275,7 @@ func BenchmarkFlush(b *testing.B) {
 		}
 		defer r.Close()
 		bw := newBatchWriter(r, &h.writers.batched)
-		run(b, cs, func() { bw.flush(cs) })
+		run(b, cs, func() { bw.flush(cs, runtime.Gosched) })
 	})
 }
 
@@ -338,5 +339,41 @@ func TestTryWritevEmptyBuffers(t *testing.T) {
 	_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if m, _ := peer.Read(make([]byte, 1)); m != 0 {
 		t.Fatal("more than the two frames arrived")
+	}
+}
+
+// TestBatchWriterFrameBudget: clients with many frames each are written a
+// few at a time, the worker yielding between submissions, and every frame
+// arrives once, in order.
+func TestBatchWriterFrameBudget(t *testing.T) {
+	h := newTestHub(64 << 20)
+	bw := newBatchWriter(needRing(t, 64), &h.writers.batched)
+	const clients, frames = 20, maxBatchIovecs // 1280 frames: at least 4 submissions
+	var cs []*Client
+	var peers []*net.TCPConn
+	var wants [][]byte
+	for i := range clients {
+		srv, peer := testnet.TCPPair(t)
+		c := h.NewClient(srv, ClientOptions{ID: fmt.Sprint(i)})
+		var want []byte
+		var fs [][]byte
+		for j := range frames {
+			f := TextFrame(fmt.Appendf(nil, "%d/%d", i, j))
+			fs = append(fs, f)
+			want = append(want, f...)
+		}
+		queueDirect(c, fs...)
+		cs, peers, wants = append(cs, c), append(peers, peer), append(wants, want)
+	}
+	yields := 0
+	bw.flush(cs, func() { yields++ })
+	if least := clients*frames/frameBudget - 1; yields < least {
+		t.Fatalf("%d yields over %d frames, want at least %d", yields, clients*frames, least)
+	}
+	for i, p := range peers {
+		readExactly(t, p, wants[i])
+	}
+	if got := h.writers.batched.Load(); got != clients {
+		t.Fatalf("%d clients went through the ring, want %d", got, clients)
 	}
 }

@@ -142,7 +142,7 @@ func (p *writerPool) work(worker int) {
 			return
 		}
 		if bw != nil {
-			bw.flush(clients)
+			bw.flush(clients, p.yield)
 			if bw.broken != nil {
 				p.log.Error("writer pool: io_uring failed, one writev per client from now on", "worker", worker, "err", bw.broken)
 				bw.ring.Close()
