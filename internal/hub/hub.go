@@ -115,7 +115,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 	}
 	h.pingData = controlFrame(opPing, nil)
 	h.deflaters = newDeflaterPool()
-	h.writers = newWriterPool(log, o.IOUring)
+	h.writers = newWriterPool(log, o.IOUring, m.UringWorkers)
 	h.writevs.New = func() any { return newWritev() }
 	return h
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/herald-rt/herald/internal/uring"
 )
 
@@ -39,21 +41,22 @@ const batchClients = 128
 // while more messages gather in their queues, so one system call carries
 // several messages.
 type writerPool struct {
-	log     *slog.Logger
-	uring   bool         // batch writes with io_uring where the kernel has it
-	batch   int          // clients per batched write
-	batched atomic.Int64 // clients written by io_uring submissions (for tests)
-	mu      sync.Mutex
-	cond    sync.Cond
-	q       []*Client
-	head    int
-	running bool // workers are taking clients
-	stopped bool
-	yield   func() // runtime.Gosched; see yieldEvery
+	log          *slog.Logger
+	uringWorkers prometheus.Gauge
+	uring        bool         // batch writes with io_uring where the kernel has it
+	batch        int          // clients per batched write
+	batched      atomic.Int64 // clients written by io_uring submissions (for tests)
+	mu           sync.Mutex
+	cond         sync.Cond
+	q            []*Client
+	head         int
+	running      bool // workers are taking clients
+	stopped      bool
+	yield        func() // runtime.Gosched; see yieldEvery
 }
 
-func newWriterPool(log *slog.Logger, useUring bool) *writerPool {
-	p := &writerPool{log: log, uring: useUring, batch: batchClients, yield: runtime.Gosched}
+func newWriterPool(log *slog.Logger, useUring bool, uringWorkers prometheus.Gauge) *writerPool {
+	p := &writerPool{log: log, uring: useUring, uringWorkers: uringWorkers, batch: batchClients, yield: runtime.Gosched}
 	p.cond.L = &p.mu
 	return p
 }
@@ -124,9 +127,11 @@ func (p *writerPool) work(worker int) {
 			defer func() {
 				if bw != nil {
 					bw.ring.Close()
+					p.uringWorkers.Dec()
 				}
 			}()
 			bw, most = newBatchWriter(ring, &p.batched), ring.Entries()
+			p.uringWorkers.Inc()
 			if worker == 0 {
 				p.log.Info("writer pool: batched writes with io_uring", "clients_per_batch", most)
 			}
@@ -146,6 +151,7 @@ func (p *writerPool) work(worker int) {
 			if bw.broken != nil {
 				p.log.Error("writer pool: io_uring failed, one writev per client from now on", "worker", worker, "err", bw.broken)
 				bw.ring.Close()
+				p.uringWorkers.Dec()
 				bw, most = nil, 1
 			}
 		} else {

@@ -29,6 +29,9 @@ type Metrics struct {
 	APIRequests   *prometheus.CounterVec
 	Recoveries    *prometheus.CounterVec
 	AcceptErrors  prometheus.Counter
+	// UringWorkers is how many writer-pool workers write with io_uring; the
+	// others (all, where io_uring is unavailable or off) write with writev.
+	UringWorkers prometheus.Gauge
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -60,10 +63,11 @@ func New() *Metrics {
 		Recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_recoveries_total", Help: "Subscribes with since, by whether the gap was fully recovered."},
 			[]string{"recovered"}),
 		AcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_accept_errors_total", Help: "Failed accepts on the listener (such as running out of file descriptors); each is retried after a pause."}),
+		UringWorkers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_writer_io_uring_workers", Help: "Writer-pool workers writing with io_uring (the rest write one writev per client)."}),
 	}
 	reg.MustRegister(m.Recoveries, m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
 		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
-		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors,
+		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors, m.UringWorkers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

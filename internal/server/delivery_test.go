@@ -3,6 +3,8 @@ package server_test
 import (
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,13 +15,22 @@ import (
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/uring"
 )
 
 // TestSlowConsumerClosed: a subscriber that stops reading is cut off once its
 // queue passes --client-queue-bytes, while a healthy subscriber gets every
 // message and the publisher never waits.
+// It runs with each of the writer pool's ways of writing: io_uring (the
+// default where the kernel has it) and one writev per client.
 func TestSlowConsumerClosed(t *testing.T) {
-	ts := start(t, func(c *config.Config) { c.ClientQueueBytes = 128 << 10 })
+	for _, ioUring := range []bool{true, false} {
+		t.Run(fmt.Sprintf("io_uring=%v", ioUring), func(t *testing.T) { testSlowConsumerClosed(t, ioUring) })
+	}
+}
+
+func testSlowConsumerClosed(t *testing.T, ioUring bool) {
+	ts := start(t, func(c *config.Config) { c.ClientQueueBytes = 128 << 10; c.IOUring = ioUring })
 	// The slow client stops reading after subscribing.
 	slow := ts.dial("slow", "")
 	slow.subscribe("feed")
@@ -170,8 +181,37 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
+// uringAvailable reports whether the kernel gives an io_uring here; where
+// HERALD_REQUIRE_IO_URING is set (CI) it must.
+func uringAvailable(t *testing.T) bool {
+	r, err := uring.New(1)
+	if err != nil {
+		if os.Getenv("HERALD_REQUIRE_IO_URING") != "" {
+			t.Fatalf("io_uring required: %v", err)
+		}
+		return false
+	}
+	r.Close()
+	return true
+}
+
+// TestManyConcurrentPublishers: every subscriber receives every message of
+// several concurrent publishers, with each of the writer pool's ways of
+// writing.
 func TestManyConcurrentPublishers(t *testing.T) {
-	ts := start(t, nil)
+	for _, ioUring := range []bool{true, false} {
+		t.Run(fmt.Sprintf("io_uring=%v", ioUring), func(t *testing.T) { testManyConcurrentPublishers(t, ioUring) })
+	}
+}
+
+func testManyConcurrentPublishers(t *testing.T, ioUring bool) {
+	ts := start(t, func(c *config.Config) { c.IOUring = ioUring })
+	// Each worker reports how it writes once it has started.
+	want := "herald_writer_io_uring_workers 0"
+	if ioUring && uringAvailable(t) {
+		want = fmt.Sprintf("herald_writer_io_uring_workers %d", max(2, runtime.GOMAXPROCS(0)))
+	}
+	eventually(t, 5*time.Second, want, func() bool { return containsLine(ts.metricsText(), want) })
 	const subs, pubs, each = 5, 4, 50
 	var readers []*wsClient
 	for i := 0; i < subs; i++ {
