@@ -246,6 +246,9 @@ func (r *Ring) Submit(res []int32) error {
 		if e == syscall.EINTR {
 			continue
 		}
+		if e == 0 && m == 0 {
+			e = syscall.EAGAIN // took nothing and said nothing: do not spin
+		}
 		if e != 0 {
 			// The kernel took none of what remains (EAGAIN, EBUSY): take it
 			// back, and wait for what is in flight.
