@@ -49,6 +49,7 @@ type batchWriter struct {
 	i       int // the client whose descriptor hold takes next
 	fn      func(fd uintptr)
 	broken  error // the ring failed: the worker goes on without it
+	tally   tally // what the batch wrote, for the metrics
 }
 
 func newBatchWriter(ring *uring.Ring, count *atomic.Int64) *batchWriter {
@@ -110,6 +111,7 @@ func (b *batchWriter) write() {
 	b.i = 0
 	b.descend()
 	b.count.Add(int64(len(b.clients)))
+	h := b.clients[0].hub
 	for k, c := range b.clients {
 		batch := b.batches[k]
 		var n int
@@ -125,9 +127,10 @@ func (b *batchWriter) write() {
 		default:
 			err = syscall.Errno(-r)
 		}
-		c.afterWrite(batch, n, done, err)
+		c.afterWrite(batch, n, done, err, &b.tally)
 		b.batches[k], b.clients[k], b.errs[k] = nil, nil, nil
 	}
+	b.tally.report(h)
 	b.clients, b.batches = b.clients[:0], b.batches[:0]
 	clear(b.iovs) // keep no frame alive after its write
 	b.iovs = b.iovs[:0]

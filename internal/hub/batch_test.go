@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/testnet"
 	"github.com/herald-rt/herald/internal/uring"
@@ -33,6 +36,15 @@ func needRing(t *testing.T, entries int) *uring.Ring {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
 
 func newUringHub(t *testing.T, queue int) *Hub {
@@ -83,6 +95,7 @@ func TestBatchWriterWritesEachClientItsOwn(t *testing.T) {
 		ss[i] = &sock{srv: srv, peer: peer}
 	}
 	var clients []*Client
+	var wantMessages, wantBytes int
 	for i := range 50 {
 		s := ss[i%socks]
 		c := h.NewClient(s.srv, ClientOptions{ID: fmt.Sprint(i)})
@@ -96,9 +109,15 @@ func TestBatchWriterWritesEachClientItsOwn(t *testing.T) {
 			frames = append(frames, nil) // an empty buffer in the queue is skipped
 		}
 		queueDirect(c, frames...)
+		wantMessages += len(frames)
+		wantBytes += batchLen(frames)
 		clients = append(clients, c)
 	}
 	bw.flush(clients, runtime.Gosched)
+	// The batch reports to the metrics once, with every client's part.
+	if m, b := counterValue(t, h.metrics.MessagesOut), counterValue(t, h.metrics.BytesOut); int(m) != wantMessages || int(b) != wantBytes {
+		t.Fatalf("metrics: %v messages and %v bytes out, want %d and %d", m, b, wantMessages, wantBytes)
+	}
 	for _, s := range ss {
 		readExactly(t, s.peer, s.want)
 	}

@@ -199,15 +199,33 @@ func (c *Client) flushOnce(w *writev) {
 // calls and carries on from there.
 func (c *Client) finishFlush(batch [][]byte, w *writev) {
 	n, done, err := c.tryWritev(w, batch)
-	c.afterWrite(batch, n, done, err)
+	var t tally
+	c.afterWrite(batch, n, done, err, &t)
+	t.report(c.hub)
+}
+
+// tally adds up what writes put out, for the metrics: a batch of clients
+// reports once, not per client (two atomic adds on counters that every
+// worker shares, per delivery).
+type tally struct{ bytes, messages int }
+
+func (t *tally) report(h *Hub) {
+	if t.bytes > 0 {
+		h.metrics.BytesOut.Add(float64(t.bytes))
+	}
+	if t.messages > 0 {
+		h.metrics.MessagesOut.Add(float64(t.messages))
+	}
+	*t = tally{}
 }
 
 // afterWrite carries on after a non-blocking write of batch put n bytes
 // out: done when all of it went, err when the socket failed. A socket that
 // filled up is finished in blocking mode on a goroutine of its own; else the
-// writer role goes back to the pool or is released.
-func (c *Client) afterWrite(batch [][]byte, n int, done bool, err error) {
-	c.hub.metrics.BytesOut.Add(float64(n))
+// writer role goes back to the pool or is released. What was written is
+// added to t.
+func (c *Client) afterWrite(batch [][]byte, n int, done bool, err error, t *tally) {
+	t.bytes += n
 	if err != nil {
 		c.failWrite(batch)
 		return
@@ -216,7 +234,7 @@ func (c *Client) afterWrite(batch [][]byte, n int, done bool, err error) {
 		go c.writeRest(batch, n)
 		return
 	}
-	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
+	t.messages += len(batch)
 	c.mu.Lock()
 	c.recycleLocked(batch)
 	c.handOffLocked()
