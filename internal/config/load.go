@@ -235,7 +235,7 @@ func settings() []setting {
 			func(c *Config) *bool { return &c.Compression }),
 		bytesSetting("compression-threshold", "smallest message sent compressed",
 			func(c *Config) *int64 { return &c.CompressionThreshold }),
-		boolSetting("io-uring", "on Linux, write a publication to many connections with one io_uring submission (falls back to one writev each where io_uring is unavailable)",
+		boolSetting("io-uring", "on Linux 5.19+, write a publication to many connections with one io_uring submission (falls back to one writev each where io_uring is unavailable)",
 			func(c *Config) *bool { return &c.IOUring }),
 		durationSetting("idempotency-window", "how long a publish idempotencyKey is remembered per channel; 0 disables",
 			func(c *Config) *time.Duration { return &c.IdempotencyWindow }),

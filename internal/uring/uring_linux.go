@@ -107,7 +107,11 @@ type Ring struct {
 
 // New sets up a ring for up to entries requests per Submit (rounded up to
 // a power of two by the kernel). It returns ErrUnsupported (wrapped) when
-// the kernel will not give one.
+// the kernel will not give one — among others on kernels before 5.19, which
+// do not know IORING_SETUP_SUBMIT_ALL and IORING_SETUP_COOP_TASKRUN: this
+// package is meant for, and tested on, kernels that complete a
+// MSG_DONTWAIT send while submitting it, and older ones are better served by
+// writev than by finding out.
 func New(entries int) (*Ring, error) {
 	if entries < 1 || entries > 4096 {
 		return nil, fmt.Errorf("uring: %d entries: want 1..4096", entries)
@@ -115,11 +119,6 @@ func New(entries int) (*Ring, error) {
 	var p params
 	p.flags = setupSubmitAll | setupCoopTaskrun
 	fd, _, e := syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
-	if e == syscall.EINVAL {
-		// Kernels before 5.19 know neither flag.
-		p = params{}
-		fd, _, e = syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
-	}
 	if e != 0 {
 		return nil, fmt.Errorf("%w: io_uring_setup: %v", ErrUnsupported, e)
 	}
@@ -133,7 +132,7 @@ func New(entries int) (*Ring, error) {
 
 func (r *Ring) mmap(p *params) error {
 	if p.features&featSingleMmap == 0 || p.features&featNoDrop == 0 {
-		// Before 5.5: two ring mappings and completions that can be dropped.
+		// Not on a kernel that took the flags above; checked all the same.
 		return fmt.Errorf("%w: kernel too old (features %#x)", ErrUnsupported, p.features)
 	}
 	size := max(int(p.sq.array)+int(p.sqEntries)*4, int(p.cq.cqes)+int(p.cqEntries)*int(unsafe.Sizeof(cqe{})))
