@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/herald-rt/herald/internal/testnet"
 )
@@ -213,5 +214,23 @@ func TestPrepareBeyondEntriesPanics(t *testing.T) {
 	}()
 	for range r.Entries() + 1 {
 		r.PrepSend(0, []byte("x"), 0)
+	}
+}
+
+// TestLayout: the structs the kernel reads and writes have its sizes.
+func TestLayout(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"io_uring_sqe", unsafe.Sizeof(sqe{}), 64},
+		{"io_uring_cqe", unsafe.Sizeof(cqe{}), 16},
+		{"io_uring_params", unsafe.Sizeof(params{}), 120},
+		{"io_sqring_offsets", unsafe.Sizeof(sqRingOffsets{}), 40},
+		{"io_cqring_offsets", unsafe.Sizeof(cqRingOffsets{}), 40},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
+		}
 	}
 }
