@@ -182,8 +182,8 @@ func fanoutWriter(ln net.Listener, o options) (string, error) {
 		return "", err
 	}
 	time.Sleep(300 * time.Millisecond) // the readers are parked
-	// With --write raw each socket's RawConn, taken once; nil writes with
-	// net.Conn.Write.
+	// With --write raw or uring each socket's RawConn, taken once; nil
+	// writes with net.Conn.Write.
 	rcs := make([]syscall.RawConn, len(conns))
 	if o.write != "go" {
 		for i, c := range conns {
