@@ -138,6 +138,8 @@ func (p *writerPool) work(worker int) {
 		case worker == 0:
 			p.log.Warn("writer pool: io_uring unavailable, one writev per client", "err", err)
 		}
+	} else if worker == 0 {
+		p.log.Info("writer pool: one writev per client (io_uring off)")
 	}
 	clients := make([]*Client, 0, most)
 	since := 0 // clients flushed since the last yield
