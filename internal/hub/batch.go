@@ -54,12 +54,14 @@ type batchWriter struct {
 	tally   tally // what the batch wrote, for the metrics
 }
 
-func newBatchWriter(ring *uring.Ring, count *atomic.Int64) *batchWriter {
+// newBatchWriter makes a batch writer for ring; w (the worker's) writes
+// the clients written on their own.
+func newBatchWriter(ring *uring.Ring, w *writev, count *atomic.Int64) *batchWriter {
 	n := ring.Entries()
 	b := &batchWriter{
 		ring:    ring,
 		count:   count,
-		w:       newWritev(),
+		w:       w,
 		clients: make([]*Client, 0, n),
 		batches: make([][][]byte, 0, n),
 		fds:     make([]int, n),
@@ -229,23 +231,19 @@ func (b *batchWriter) submit() {
 // writevOne writes batch to fd with writev and returns the result as the
 // ring would give it.
 func (b *batchWriter) writevOne(fd int, batch [][]byte) int32 {
-	w := b.w
-	w.batch, w.n, w.done, w.err = batch, 0, false, nil
-	w.run(uintptr(fd))
-	r := int32(min(w.n, math.MaxInt32))
+	b.w.start(batch)
+	b.w.run(uintptr(fd))
+	n, done, err := b.w.finish()
 	switch {
-	case w.err != nil:
-		r = -int32(syscall.EIO)
-		if e, ok := w.err.(syscall.Errno); ok {
-			r = -int32(e)
+	case err != nil:
+		if e, ok := err.(syscall.Errno); ok {
+			return -int32(e)
 		}
-	case w.n == 0 && !w.done:
-		r = -int32(syscall.EAGAIN)
+		return -int32(syscall.EIO)
+	case n == 0 && !done:
+		return -int32(syscall.EAGAIN)
 	}
-	w.batch, w.err = nil, nil
-	clear(w.iov[:w.used])
-	w.used = 0
-	return r
+	return int32(min(n, math.MaxInt32))
 }
 
 // batchLen is the bytes in batch.

@@ -83,7 +83,7 @@ func readExactly(t *testing.T, c net.Conn, want []byte) {
 // role is given back.
 func TestBatchWriterWritesEachClientItsOwn(t *testing.T) {
 	h := newTestHub(1 << 20)
-	bw := newBatchWriter(needRing(t, 64), &h.writers.batched)
+	bw := newBatchWriter(needRing(t, 64), newWritev(), &h.writers.batched)
 	const socks = 20
 	type sock struct {
 		srv, peer *net.TCPConn
@@ -143,7 +143,7 @@ func TestBatchWriterWritesEachClientItsOwn(t *testing.T) {
 // once.
 func TestBatchWriterFullSocket(t *testing.T) {
 	h := newTestHub(64 << 20)
-	bw := newBatchWriter(needRing(t, 8), &h.writers.batched)
+	bw := newBatchWriter(needRing(t, 8), newWritev(), &h.writers.batched)
 	slowSrv, slowPeer := testnet.TCPPair(t)
 	_ = slowSrv.SetWriteBuffer(64 << 10)
 	_ = slowPeer.SetReadBuffer(64 << 10)
@@ -177,7 +177,7 @@ func TestBatchWriterFullSocket(t *testing.T) {
 // others are written.
 func TestBatchWriterClosedConnection(t *testing.T) {
 	h := newTestHub(1 << 20)
-	bw := newBatchWriter(needRing(t, 8), &h.writers.batched)
+	bw := newBatchWriter(needRing(t, 8), newWritev(), &h.writers.batched)
 	deadSrv, _ := testnet.TCPPair(t)
 	okSrv, okPeer := testnet.TCPPair(t)
 	dead := h.NewClient(deadSrv, ClientOptions{ID: "dead"})
@@ -199,7 +199,7 @@ func TestBatchWriterClosedConnection(t *testing.T) {
 // batched write takes is written with writev instead, in order.
 func TestBatchWriterManyFrames(t *testing.T) {
 	h := newTestHub(64 << 20)
-	bw := newBatchWriter(needRing(t, 8), &h.writers.batched)
+	bw := newBatchWriter(needRing(t, 8), newWritev(), &h.writers.batched)
 	srv, peer := testnet.TCPPair(t)
 	c := h.NewClient(srv, ClientOptions{ID: "many"})
 	var want []byte
@@ -293,7 +293,7 @@ func BenchmarkFlush(b *testing.B) {
 			b.Skip(err)
 		}
 		defer r.Close()
-		bw := newBatchWriter(r, &h.writers.batched)
+		bw := newBatchWriter(r, newWritev(), &h.writers.batched)
 		run(b, cs, func() { bw.flush(cs, runtime.Gosched) })
 	})
 }
@@ -303,13 +303,8 @@ func BenchmarkFlush(b *testing.B) {
 // negated errno for a dead one.
 func TestBatchWriterWritevOne(t *testing.T) {
 	h := newTestHub(1 << 20)
-	bw := newBatchWriter(needRing(t, 4), &h.writers.batched)
-	fd := func(c *net.TCPConn) int {
-		var n int
-		rc, _ := c.SyscallConn()
-		_ = rc.Control(func(f uintptr) { n = int(f) })
-		return n
-	}
+	bw := newBatchWriter(needRing(t, 4), newWritev(), &h.writers.batched)
+	fd := func(c *net.TCPConn) int { return testnet.FD(t, c) }
 	srv, peer := testnet.TCPPair(t)
 	frames := [][]byte{TextFrame([]byte("one")), nil, TextFrame([]byte("two"))}
 	if r := bw.writevOne(fd(srv), frames); int(r) != batchLen(frames) {
@@ -366,7 +361,7 @@ func TestTryWritevEmptyBuffers(t *testing.T) {
 // arrives once, in order.
 func TestBatchWriterFrameBudget(t *testing.T) {
 	h := newTestHub(64 << 20)
-	bw := newBatchWriter(needRing(t, 64), &h.writers.batched)
+	bw := newBatchWriter(needRing(t, 64), newWritev(), &h.writers.batched)
 	const clients, frames = 20, maxBatchIovecs // 1280 frames: at least 4 submissions
 	var cs []*Client
 	var peers []*net.TCPConn

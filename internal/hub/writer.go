@@ -44,7 +44,6 @@ type writerPool struct {
 	log          *slog.Logger
 	uringWorkers prometheus.Gauge
 	uring        bool         // batch writes with io_uring where the kernel has it
-	batch        int          // clients per batched write
 	batched      atomic.Int64 // clients written by io_uring submissions (for tests)
 	mu           sync.Mutex
 	cond         sync.Cond
@@ -56,7 +55,7 @@ type writerPool struct {
 }
 
 func newWriterPool(log *slog.Logger, useUring bool, uringWorkers prometheus.Gauge) *writerPool {
-	p := &writerPool{log: log, uring: useUring, uringWorkers: uringWorkers, batch: batchClients, yield: runtime.Gosched}
+	p := &writerPool{log: log, uring: useUring, uringWorkers: uringWorkers, yield: runtime.Gosched}
 	p.cond.L = &p.mu
 	return p
 }
@@ -113,7 +112,7 @@ func (p *writerPool) run(ctx context.Context) {
 	}
 }
 
-// work is one worker: it takes up to p.batch clients at a time and writes
+// work is one worker: it takes up to batchClients clients at a time and writes
 // them with one io_uring submission, or (without io_uring) takes one at a
 // time and writes it with writev.
 func (p *writerPool) work(worker int) {
@@ -121,7 +120,7 @@ func (p *writerPool) work(worker int) {
 	var bw *batchWriter
 	most := 1
 	if p.uring {
-		ring, err := uring.New(p.batch)
+		ring, err := uring.New(batchClients)
 		switch {
 		case err == nil:
 			defer func() {
@@ -130,7 +129,7 @@ func (p *writerPool) work(worker int) {
 					p.uringWorkers.Dec()
 				}
 			}()
-			bw, most = newBatchWriter(ring, &p.batched), ring.Entries()
+			bw, most = newBatchWriter(ring, w, &p.batched), ring.Entries()
 			p.uringWorkers.Inc()
 			if worker == 0 {
 				p.log.Info("writer pool: batched writes with io_uring", "clients_per_batch", most)
@@ -336,15 +335,26 @@ func (c *Client) tryWritev(w *writev, batch [][]byte) (n int, done bool, err err
 	if c.raw == nil {
 		return 0, false, nil
 	}
-	w.batch, w.n, w.done, w.err = batch, 0, false, nil
+	w.start(batch)
 	rerr := c.raw.Control(w.fn)
+	n, done, err = w.finish()
+	if rerr != nil {
+		return n, false, rerr
+	}
+	return n, done, err
+}
+
+// start readies w to write batch.
+func (w *writev) start(batch [][]byte) {
+	w.batch, w.n, w.done, w.err = batch, 0, false, nil
+}
+
+// finish returns what the write since start did and lets go of the batch.
+func (w *writev) finish() (n int, done bool, err error) {
 	n, done, err = w.n, w.done, w.err
 	w.batch, w.err = nil, nil
 	clear(w.iov[:w.used]) // keep no frame alive after its write
 	w.used = 0
-	if rerr != nil {
-		return n, false, rerr
-	}
 	return n, done, err
 }
 
