@@ -29,3 +29,18 @@ func TCPPair(tb testing.TB) (server, peer *net.TCPConn) {
 	tb.Cleanup(func() { server.Close() })
 	return server, peer
 }
+
+// FD is c's descriptor number, for tests that hand it to system calls
+// themselves; c must stay open while they use it.
+func FD(tb testing.TB, c *net.TCPConn) int {
+	tb.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var fd int
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		tb.Fatal(err)
+	}
+	return fd
+}

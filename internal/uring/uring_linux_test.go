@@ -32,19 +32,6 @@ func newRing(t *testing.T, entries int) *Ring {
 	return r
 }
 
-func fdOf(t *testing.T, c *net.TCPConn) int {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fd int
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		t.Fatal(err)
-	}
-	return fd
-}
-
 func readN(t *testing.T, c net.Conn, n int) []byte {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -71,7 +58,7 @@ func TestSubmitManySockets(t *testing.T) {
 		a := bytes.Repeat([]byte{byte('a' + i%26)}, 10+i)
 		if i%2 == 0 {
 			want[i] = a
-			r.PrepSend(fdOf(t, srv), a, uint64(i))
+			r.PrepSend(testnet.FD(t, srv), a, uint64(i))
 			continue
 		}
 		b := []byte("-second-part")
@@ -81,7 +68,7 @@ func TestSubmitManySockets(t *testing.T) {
 		iovs[i][1].SetLen(len(b))
 		msgs[i].Iov = &iovs[i][0]
 		msgs[i].Iovlen = 2
-		r.PrepSendmsg(fdOf(t, srv), &msgs[i], uint64(i))
+		r.PrepSendmsg(testnet.FD(t, srv), &msgs[i], uint64(i))
 	}
 	if r.Prepared() != n {
 		t.Fatalf("Prepared = %d, want %d", r.Prepared(), n)
@@ -104,7 +91,7 @@ func TestSubmitManySockets(t *testing.T) {
 	// The ring is reusable, many times over its size.
 	for round := range 5 * r.Entries() / n {
 		for i := range n {
-			r.PrepSend(fdOf(t, peers[i]), want[i][:1], uint64(i))
+			r.PrepSend(testnet.FD(t, peers[i]), want[i][:1], uint64(i))
 		}
 		if err := r.Submit(res); err != nil {
 			t.Fatalf("round %d: %v", round, err)
@@ -133,7 +120,7 @@ func TestSubmitFullSocket(t *testing.T) {
 		if i > 10000 {
 			t.Fatal("the socket never filled")
 		}
-		r.PrepSend(fdOf(t, full), chunk, 0)
+		r.PrepSend(testnet.FD(t, full), chunk, 0)
 		if err := r.Submit(res); err != nil {
 			t.Fatal(err)
 		}
@@ -146,8 +133,8 @@ func TestSubmitFullSocket(t *testing.T) {
 		sent += int(res[0])
 	}
 	start := time.Now()
-	r.PrepSend(fdOf(t, full), chunk, 0)
-	r.PrepSend(fdOf(t, ok), []byte("hello"), 1)
+	r.PrepSend(testnet.FD(t, full), chunk, 0)
+	r.PrepSend(testnet.FD(t, ok), []byte("hello"), 1)
 	if err := r.Submit(res); err != nil {
 		t.Fatal(err)
 	}
@@ -176,9 +163,9 @@ func TestSubmitErrors(t *testing.T) {
 	deadPeer.Close()
 	time.Sleep(50 * time.Millisecond) // the RST arrives
 	res := make([]int32, 3)
-	r.PrepSend(fdOf(t, dead), []byte("x"), 0)
+	r.PrepSend(testnet.FD(t, dead), []byte("x"), 0)
 	r.PrepSend(1<<30, []byte("x"), 1)
-	r.PrepSend(fdOf(t, good), []byte("ok"), 2)
+	r.PrepSend(testnet.FD(t, good), []byte("ok"), 2)
 	if err := r.Submit(res); err != nil {
 		t.Fatal(err)
 	}
