@@ -39,7 +39,7 @@ const notDone = math.MinInt32
 // while the kernel writes to it.
 type batchWriter struct {
 	ring    *uring.Ring
-	count   *atomic.Int64 // clients written with the ring
+	count   *atomic.Int64 // clients written by the ring
 	w       *writev       // for clients written on their own
 	clients []*Client
 	batches [][][]byte
@@ -112,9 +112,17 @@ func (b *batchWriter) write() {
 	if len(b.clients) == 0 {
 		return
 	}
+	if b.broken != nil {
+		// An earlier submission of this flush found the ring unusable.
+		for k, c := range b.clients {
+			c.finishFlush(b.batches[k], b.w)
+			b.batches[k], b.clients[k] = nil, nil
+		}
+		b.clients, b.batches = b.clients[:0], b.batches[:0]
+		return
+	}
 	b.i = 0
 	b.descend()
-	b.count.Add(int64(len(b.clients)))
 	h := b.clients[0].hub
 	for k, c := range b.clients {
 		batch := b.batches[k]
@@ -198,22 +206,29 @@ func (b *batchWriter) submit() {
 					b.iovs = append(b.iovs, syscall.Iovec{Base: &f[0], Len: uint64(len(f))})
 				}
 			}
-			m := &b.msgs[k]
-			*m = syscall.Msghdr{Iov: &b.iovs[start], Iovlen: uint64(count)}
-			b.ring.PrepSendmsg(b.fds[k], m, uint64(k))
+			b.ring.PrepSendmsg(b.fds[k], &b.msgs[k], b.iovs[start:], uint64(k))
 		}
 	}
+	prepared := b.ring.Prepared()
 	err := b.ring.Submit(b.res[:len(b.batches)])
 	switch {
 	case err == nil:
+		b.count.Add(int64(prepared))
 	case errors.Is(err, uring.ErrNotSubmitted):
-		// The kernel refused part of the submission (short of memory):
-		// write what it did not take one client at a time, the descriptors
-		// still held.
+		// The kernel did not take part of the submission: write what it
+		// did not take one client at a time, the descriptors still held.
+		// Short of memory, it may take the next; else (io_uring_enter
+		// refused, say by a seccomp profile that let the ring be made) the
+		// worker goes on with writev, and no client is in doubt.
 		for k, batch := range b.batches {
 			if b.res[k] == notDone && b.fds[k] >= 0 {
 				b.res[k] = b.writevOne(b.fds[k], batch)
+				prepared--
 			}
+		}
+		b.count.Add(int64(prepared))
+		if !uring.Retryable(err) {
+			b.broken = err
 		}
 	default:
 		// The ring failed while requests were in the kernel's hands: end

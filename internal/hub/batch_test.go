@@ -38,13 +38,17 @@ func needRing(t *testing.T, entries int) *uring.Ring {
 	return r
 }
 
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
+// metricValue is a counter's or a gauge's value.
+func metricValue(t *testing.T, c prometheus.Metric) float64 {
 	t.Helper()
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
 		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
+	if m.Counter != nil {
+		return m.GetCounter().GetValue()
+	}
+	return m.GetGauge().GetValue()
 }
 
 func newUringHub(t *testing.T, queue int) *Hub {
@@ -115,7 +119,7 @@ func TestBatchWriterWritesEachClientItsOwn(t *testing.T) {
 	}
 	bw.flush(clients, runtime.Gosched)
 	// The batch reports to the metrics once, with every client's part.
-	if m, b := counterValue(t, h.metrics.MessagesOut), counterValue(t, h.metrics.BytesOut); int(m) != wantMessages || int(b) != wantBytes {
+	if m, b := metricValue(t, h.metrics.MessagesOut), metricValue(t, h.metrics.BytesOut); int(m) != wantMessages || int(b) != wantBytes {
 		t.Fatalf("metrics: %v messages and %v bytes out, want %d and %d", m, b, wantMessages, wantBytes)
 	}
 	for _, s := range ss {
@@ -225,30 +229,45 @@ func TestPublishWithIOUring(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); h.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	const subs, msgs = 100, 20
-	var peers []*net.TCPConn
-	for i := range subs {
-		srv, peer := testnet.TCPPair(t)
-		c := h.NewClient(srv, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
-		if err := h.Register(c); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := h.Subscribe(c, "ch", nil); err != nil {
-			t.Fatal(err)
-		}
-		peers = append(peers, peer)
-	}
-	var want []byte
-	for i := range msgs {
-		want = append(want, TextFrame(fmt.Appendf(nil, "%05d", i))...)
-		h.Publish("ch", NewFrame(fmt.Appendf(NewFrameBuffer(8), "%05d", i)), nil, "")
-	}
+	peers, _ := subscribePeers(t, h, "ch", 100)
+	want := publishNumbered(h, "ch", 20)
 	for _, p := range peers {
 		readExactly(t, p, want)
 	}
 	if h.writers.batched.Load() == 0 {
 		t.Fatal("no client was written through io_uring")
 	}
+}
+
+// subscribePeers registers n clients on loopback connections and
+// subscribes them to channel; it returns their peers and the clients.
+func subscribePeers(t *testing.T, h *Hub, channel string, n int) ([]*net.TCPConn, []*Client) {
+	t.Helper()
+	var peers []*net.TCPConn
+	var clients []*Client
+	for i := range n {
+		srv, peer := testnet.TCPPair(t)
+		c := h.NewClient(srv, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+		if err := h.Register(c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Subscribe(c, channel, nil); err != nil {
+			t.Fatal(err)
+		}
+		peers, clients = append(peers, peer), append(clients, c)
+	}
+	return peers, clients
+}
+
+// publishNumbered publishes msgs messages "00000", "00001", … to channel
+// and returns the frames each subscriber should read.
+func publishNumbered(h *Hub, channel string, msgs int) []byte {
+	var want []byte
+	for i := range msgs {
+		want = append(want, TextFrame(fmt.Appendf(nil, "%05d", i))...)
+		h.Publish(channel, NewFrame(fmt.Appendf(NewFrameBuffer(8), "%05d", i)), nil, "")
+	}
+	return want
 }
 
 // BenchmarkFlush writes one 100-byte frame to each of 128 clients, each on

@@ -28,6 +28,7 @@ const (
 	sysSetup = 425
 	sysEnter = 426
 
+	opNop     = 0
 	opSendmsg = 9
 	opSend    = 26
 
@@ -127,8 +128,31 @@ func New(entries int) (*Ring, error) {
 		_ = r.Close()
 		return nil, err
 	}
+	if err := r.probe(); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
 	return r, nil
 }
+
+// probe submits one no-op and checks that it completes. A seccomp profile
+// can allow io_uring_setup and refuse io_uring_enter; found out here, the
+// writer pool uses writev from the start instead of failing its first
+// batch.
+func (r *Ring) probe() error {
+	*r.next() = sqe{opcode: opNop}
+	res := []int32{notFilled}
+	if err := r.Submit(res); err != nil {
+		return err
+	}
+	if res[0] != 0 {
+		return fmt.Errorf("io_uring no-op: result %d", res[0])
+	}
+	return nil
+}
+
+// notFilled marks the probe's result before the kernel fills it.
+const notFilled = -1 << 31
 
 func (r *Ring) mmap(p *params) error {
 	if p.features&featSingleMmap == 0 || p.features&featNoDrop == 0 {
@@ -203,10 +227,12 @@ func (r *Ring) PrepSend(fd int, buf []byte, tag uint64) {
 	}
 }
 
-// PrepSendmsg queues a sendmsg of msg (its iovecs, no address or control
-// data) to socket fd, tagged tag. msg, its iovecs and their buffers must stay
-// alive and unchanged until Submit returns.
-func (r *Ring) PrepSendmsg(fd int, msg *syscall.Msghdr, tag uint64) {
+// PrepSendmsg queues a sendmsg of iov (not empty) to socket fd, tagged
+// tag, with msg as its header: msg is overwritten to name iov (no address or
+// control data). msg, iov and their buffers must stay alive and unchanged
+// until Submit returns.
+func (r *Ring) PrepSendmsg(fd int, msg *syscall.Msghdr, iov []syscall.Iovec, tag uint64) {
+	*msg = syscall.Msghdr{Iov: &iov[0], Iovlen: uint64(len(iov))}
 	*r.next() = sqe{
 		opcode: opSendmsg, fd: int32(fd),
 		addr: uint64(uintptr(unsafe.Pointer(msg))), len: 1,
@@ -214,13 +240,22 @@ func (r *Ring) PrepSendmsg(fd int, msg *syscall.Msghdr, tag uint64) {
 	}
 }
 
-// ErrNotSubmitted (wrapped) is Submit's error when the kernel refused part
-// of the submission (short of memory): every request it took has its result,
-// the others were not made and are left unfilled, and the ring can be used
-// again. Any other error from Submit means the ring can no longer be
-// trusted: requests may still be in the kernel's hands, and the caller
-// should Close it and stop using the buffers it named.
+// ErrNotSubmitted (wrapped, with the errno) is Submit's error when the
+// kernel did not take part of the submission: every request it took has its
+// result, the others were not made and are left unfilled. When Retryable
+// says so (the kernel was short of memory) the ring can be used again; any
+// other errno (a seccomp profile refusing io_uring_enter, say) means it will
+// not take the next submission either, though nothing is in the kernel's
+// hands. Any error from Submit that is not ErrNotSubmitted means the ring can
+// no longer be trusted: requests may still be in the kernel's hands, and the
+// caller should Close it and stop using the buffers it named.
 var ErrNotSubmitted = errors.New("io_uring refused the submission")
+
+// Retryable reports whether err, from Submit, left the ring usable: the
+// kernel refused the submission for want of memory for the moment.
+func Retryable(err error) bool {
+	return errors.Is(err, ErrNotSubmitted) && (errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EBUSY))
+}
 
 // Submit hands the prepared requests to the kernel and waits for their
 // completions. res[tag] receives each request's result: bytes sent, or a
@@ -255,7 +290,7 @@ func (r *Ring) Submit(res []int32) error {
 			if err := r.reap(res, submitted); err != nil {
 				return err
 			}
-			return fmt.Errorf("%w: io_uring_enter: %v", ErrNotSubmitted, e)
+			return fmt.Errorf("%w: io_uring_enter: %w", ErrNotSubmitted, e)
 		}
 		submitted += int(m)
 	}

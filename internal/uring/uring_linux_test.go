@@ -5,6 +5,7 @@ package uring
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/herald-rt/herald/internal/seccomptest"
 	"github.com/herald-rt/herald/internal/testnet"
 )
 
@@ -66,9 +68,7 @@ func TestSubmitManySockets(t *testing.T) {
 		iovs[i] = [2]syscall.Iovec{{Base: &a[0]}, {Base: &b[0]}}
 		iovs[i][0].SetLen(len(a))
 		iovs[i][1].SetLen(len(b))
-		msgs[i].Iov = &iovs[i][0]
-		msgs[i].Iovlen = 2
-		r.PrepSendmsg(testnet.FD(t, srv), &msgs[i], uint64(i))
+		r.PrepSendmsg(testnet.FD(t, srv), &msgs[i], iovs[i][:], uint64(i))
 	}
 	if r.Prepared() != n {
 		t.Fatalf("Prepared = %d, want %d", r.Prepared(), n)
@@ -218,6 +218,56 @@ func TestLayout(t *testing.T) {
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
+		}
+	}
+}
+
+// TestEnterDenied: where a seccomp profile lets a ring be made but refuses
+// io_uring_enter, New says io_uring is unsupported (its no-op probe
+// fails), and a ring made before the refusal answers Submit with
+// ErrNotSubmitted, the errno, not Retryable, and its requests unmade.
+func TestEnterDenied(t *testing.T) {
+	if !seccomptest.Child(t) {
+		seccomptest.Run(t)
+		return
+	}
+	r := newRing(t, 4)
+	srv, peer := testnet.TCPPair(t)
+	seccomptest.Deny(t, sysEnter)
+	if r2, err := New(4); !errors.Is(err, ErrUnsupported) {
+		if r2 != nil {
+			r2.Close()
+		}
+		t.Fatalf("New with io_uring_enter refused: %v, want ErrUnsupported", err)
+	}
+	res := []int32{7}
+	r.PrepSend(testnet.FD(t, srv), []byte("x"), 0)
+	err := r.Submit(res)
+	if !errors.Is(err, ErrNotSubmitted) || !errors.Is(err, syscall.EPERM) || Retryable(err) {
+		t.Fatalf("Submit: %v, want ErrNotSubmitted with EPERM, not retryable", err)
+	}
+	if res[0] != 7 || r.Prepared() != 0 {
+		t.Fatalf("result %d, %d prepared: want the request unmade and gone", res[0], r.Prepared())
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, _ := peer.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("the refused send was made")
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w: io_uring_enter: %w", ErrNotSubmitted, syscall.EAGAIN), true},
+		{fmt.Errorf("%w: io_uring_enter: %w", ErrNotSubmitted, syscall.EBUSY), true},
+		{fmt.Errorf("%w: io_uring_enter: %w", ErrNotSubmitted, syscall.EPERM), false},
+		{syscall.EAGAIN, false},
+		{nil, false},
+	} {
+		if got := Retryable(c.err); got != c.want {
+			t.Errorf("Retryable(%v) = %v", c.err, got)
 		}
 	}
 }
