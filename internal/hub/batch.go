@@ -89,7 +89,9 @@ func (b *batchWriter) flush(clients []*Client, yield func()) {
 			if closing != nil {
 				go c.finishClose(closing)
 			}
-		case c.raw == nil || len(batch) > maxBatchIovecs:
+		case c.raw == nil || len(batch) > maxBatchIovecs || b.broken != nil:
+			// No descriptor, more frames than a request takes, or the
+			// ring failed earlier in this flush: writev.
 			c.finishFlush(batch, b.w)
 			frames += len(batch)
 		default:
@@ -110,15 +112,6 @@ func (b *batchWriter) flush(clients []*Client, yield func()) {
 // for each.
 func (b *batchWriter) write() {
 	if len(b.clients) == 0 {
-		return
-	}
-	if b.broken != nil {
-		// An earlier submission of this flush found the ring unusable.
-		for k, c := range b.clients {
-			c.finishFlush(b.batches[k], b.w)
-			b.batches[k], b.clients[k] = nil, nil
-		}
-		b.clients, b.batches = b.clients[:0], b.batches[:0]
 		return
 	}
 	b.i = 0

@@ -98,3 +98,34 @@ func TestWriterPoolEnterDeniedLater(t *testing.T) {
 	}
 	publishThroughDeniedEnter(t, false, "io_uring failed, one writev per client from now on")
 }
+
+// TestBatchWriterEnterDeniedMidFlush: a flush long enough for several
+// submissions whose first one finds io_uring_enter refused writes that
+// one's clients and all the rest with writev: every peer reads its frames,
+// the ring wrote none, and the writer reports the ring broken.
+func TestBatchWriterEnterDeniedMidFlush(t *testing.T) {
+	if !seccomptest.Child(t) {
+		seccomptest.Run(t)
+		return
+	}
+	h := newTestHub(64 << 20)
+	bw := newBatchWriter(needRing(t, 64), newWritev(), &h.writers.batched)
+	seccomptest.Deny(t, unix.SYS_IO_URING_ENTER)
+	const clients, frames = 20, maxBatchIovecs // at least 4 submissions' worth
+	cs, peers, wants := queuedClients(t, h, clients, frames)
+	bw.flush(cs, func() {})
+	for i, p := range peers {
+		readExactly(t, p, wants[i])
+	}
+	if bw.broken == nil {
+		t.Fatal("the refused submission did not mark the ring broken")
+	}
+	if got := h.writers.batched.Load(); got != 0 {
+		t.Fatalf("%d clients counted as written by the ring", got)
+	}
+	for _, c := range cs {
+		if c.Closing() {
+			t.Fatalf("client %s was closed", c.ID)
+		}
+	}
+}

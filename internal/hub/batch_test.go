@@ -382,10 +382,26 @@ func TestBatchWriterFrameBudget(t *testing.T) {
 	h := newTestHub(64 << 20)
 	bw := newBatchWriter(needRing(t, 64), newWritev(), &h.writers.batched)
 	const clients, frames = 20, maxBatchIovecs // 1280 frames: at least 4 submissions
-	var cs []*Client
-	var peers []*net.TCPConn
-	var wants [][]byte
-	for i := range clients {
+	cs, peers, wants := queuedClients(t, h, clients, frames)
+	yields := 0
+	bw.flush(cs, func() { yields++ })
+	if least := clients*frames/frameBudget - 1; yields < least {
+		t.Fatalf("%d yields over %d frames, want at least %d", yields, clients*frames, least)
+	}
+	for i, p := range peers {
+		readExactly(t, p, wants[i])
+	}
+	if got := h.writers.batched.Load(); got != clients {
+		t.Fatalf("%d clients went through the ring, want %d", got, clients)
+	}
+}
+
+// queuedClients makes n clients on loopback connections, each holding the
+// writer role with frames frames queued; it returns them, their peers and
+// what each peer should read.
+func queuedClients(t *testing.T, h *Hub, n, frames int) (cs []*Client, peers []*net.TCPConn, wants [][]byte) {
+	t.Helper()
+	for i := range n {
 		srv, peer := testnet.TCPPair(t)
 		c := h.NewClient(srv, ClientOptions{ID: fmt.Sprint(i)})
 		var want []byte
@@ -398,15 +414,5 @@ func TestBatchWriterFrameBudget(t *testing.T) {
 		queueDirect(c, fs...)
 		cs, peers, wants = append(cs, c), append(peers, peer), append(wants, want)
 	}
-	yields := 0
-	bw.flush(cs, func() { yields++ })
-	if least := clients*frames/frameBudget - 1; yields < least {
-		t.Fatalf("%d yields over %d frames, want at least %d", yields, clients*frames, least)
-	}
-	for i, p := range peers {
-		readExactly(t, p, wants[i])
-	}
-	if got := h.writers.batched.Load(); got != clients {
-		t.Fatalf("%d clients went through the ring, want %d", got, clients)
-	}
+	return cs, peers, wants
 }

@@ -119,14 +119,18 @@ func (p *writerPool) work(worker int) {
 	w := newWritev()
 	var bw *batchWriter
 	most := 1
+	dropRing := func() {
+		bw.ring.Close()
+		p.uringWorkers.Dec()
+		bw, most = nil, 1
+	}
 	if p.uring {
 		ring, err := uring.New(batchClients)
 		switch {
 		case err == nil:
 			defer func() {
 				if bw != nil {
-					bw.ring.Close()
-					p.uringWorkers.Dec()
+					dropRing()
 				}
 			}()
 			bw, most = newBatchWriter(ring, w, &p.batched), ring.Entries()
@@ -151,9 +155,7 @@ func (p *writerPool) work(worker int) {
 			bw.flush(clients, p.yield)
 			if bw.broken != nil {
 				p.log.Error("writer pool: io_uring failed, one writev per client from now on", "worker", worker, "err", bw.broken)
-				bw.ring.Close()
-				p.uringWorkers.Dec()
-				bw, most = nil, 1
+				dropRing()
 			}
 		} else {
 			clients[0].flushOnce(w)
