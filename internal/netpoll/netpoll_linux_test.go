@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/internal/testnet"
 )
 
 // TestRunYieldsAfterEachBatch: a burst of readiness (a ping round's pongs)
@@ -31,15 +33,14 @@ func TestRunYieldsAfterEachBatch(t *testing.T) {
 		p.Close()
 	}()
 
-	ln := listen(t)
 	const conns = 300
 	var wg sync.WaitGroup
-	var clients []net.Conn
+	var clients []*net.TCPConn
 	for range conns {
-		client, server := connPair(t, ln)
+		server, client := testnet.TCPPair(t)
 		clients = append(clients, client)
 		wg.Add(1)
-		if _, err := p.Add(server.(*net.TCPConn), func(d *Desc) {
+		if _, err := p.Add(server, func(d *Desc) {
 			handled.Add(1)
 			wg.Done()
 		}); err != nil {

@@ -3,11 +3,12 @@ package netpoll
 import (
 	"context"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/internal/testnet"
 )
 
 // running starts a poller; it is stopped when the test ends, and Run must
@@ -31,39 +32,13 @@ func running(t testing.TB) *Poller {
 	return p
 }
 
-// connPair returns both ends of a new loopback TCP connection to ln.
-func connPair(t testing.TB, ln net.Listener) (client, server net.Conn) {
-	t.Helper()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close() })
-	return client, server
-}
-
-func listen(t testing.TB) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
 func TestReadinessOneShotAndResume(t *testing.T) {
 	p := running(t)
-	client, server := connPair(t, listen(t))
+	server, client := testnet.TCPPair(t)
 
 	got := make(chan string, 10)
 	var calls atomic.Int32
-	_, err := p.Add(server.(*net.TCPConn), func(d *Desc) {
+	_, err := p.Add(server, func(d *Desc) {
 		calls.Add(1)
 		buf := make([]byte, 16)
 		n, err := server.Read(buf)
@@ -115,16 +90,15 @@ func TestReadinessOneShotAndResume(t *testing.T) {
 // stalled.
 func TestNoLostReadiness(t *testing.T) {
 	p := running(t)
-	ln := listen(t)
 	const conns, rounds = 64, 300
 	var wg sync.WaitGroup
 	for range conns {
-		client, server := connPair(t, ln)
+		server, client := testnet.TCPPair(t)
 		if _, err := client.Write([]byte{1}); err != nil {
 			t.Fatal(err)
 		}
 		seen := make(chan struct{}, 1)
-		_, err := p.Add(server.(*net.TCPConn), func(d *Desc) {
+		_, err := p.Add(server, func(d *Desc) {
 			buf := make([]byte, 64)
 			if _, err := server.Read(buf); err != nil {
 				d.Remove()
@@ -194,8 +168,8 @@ func TestAddAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Close()
-	client, _ := connPair(t, listen(t))
-	if _, err := p.Add(client.(*net.TCPConn), func(*Desc) {}); err != ErrClosed {
+	_, client := testnet.TCPPair(t)
+	if _, err := p.Add(client, func(*Desc) {}); err != ErrClosed {
 		t.Fatalf("Add after Close: %v", err)
 	}
 }
@@ -204,8 +178,8 @@ func TestAddAfterClose(t *testing.T) {
 // every command it reads, is one epoll_ctl and allocates nothing.
 func BenchmarkResume(b *testing.B) {
 	p := running(b)
-	_, server := connPair(b, listen(b))
-	d, err := p.Add(server.(*net.TCPConn), func(*Desc) {})
+	server, _ := testnet.TCPPair(b)
+	d, err := p.Add(server, func(*Desc) {})
 	if err != nil {
 		b.Fatal(err)
 	}
