@@ -1,15 +1,18 @@
-// Package rawio reads sockets with read(2) made as a raw system call
-// (syscall.RawSyscall), still waiting for readiness — and honouring the read
-// deadline — through the connection's syscall.RawConn, as net.Conn does.
-// (The hub's writer pool writes the same way, with writev.)
+// Package rawio reads and writes sockets with read(2) and write(2) made as
+// raw system calls (syscall.RawSyscall), still waiting for readiness — and
+// honouring the deadlines — through the connection's syscall.RawConn, as
+// net.Conn does. (The hub's writer pool writes the same way, with writev and
+// io_uring.) The sessions and the sniffer read with a Reader; the
+// connections handed to net/http (the server API) are Conns.
 //
-// The socket is non-blocking, so the call never blocks. What the raw form
+// The sockets are non-blocking, so the calls never block. What the raw form
 // saves is the runtime's system-call bookkeeping, and above all the wake-up
 // of sysmon that an ordinary system call makes whenever the scheduler was
 // idle just before it: a woken sysmon checks every 20 µs for the next
 // millisecond or more, on cores the work it interrupts needs. A connect
-// storm goes idle and busy again many times a second; see
-// docs/performance.md for what sysmon cost there.
+// storm, or an API publication every 100 ms to 1,000 subscribers, goes idle
+// and busy again many times a second; see docs/performance.md for what
+// sysmon cost there.
 package rawio
 
 import (
@@ -29,35 +32,43 @@ func RawConn(c net.Conn) syscall.RawConn {
 	return nil
 }
 
-// Reader reads a connection; its zero value is ready for Reset. It
-// allocates nothing per read. One goroutine reads through a Reader at a
-// time.
-type Reader struct {
+// call is one raw read(2) or write(2) on a connection, made inside its
+// RawConn's Read or Write (which wait in Go's poller while it answers
+// EAGAIN), with its callback bound once so that a call allocates nothing.
+type call struct {
 	rc    syscall.RawConn
+	nr    uintptr // SYS_READ or SYS_WRITE
 	p     []byte
 	n     int
 	errno syscall.Errno
-	fn    func(fd uintptr) bool // r.read, bound once
+	fn    func(fd uintptr) bool // c.run, bound once
 }
 
-// Reset points r at rc (nil to let it go).
-func (r *Reader) Reset(rc syscall.RawConn) {
-	r.rc = rc
-	if r.fn == nil {
-		r.fn = r.read
+func (c *call) reset(rc syscall.RawConn, nr uintptr) {
+	c.rc, c.nr = rc, nr
+	if c.fn == nil {
+		c.fn = c.run
 	}
 }
 
-func (r *Reader) read(fd uintptr) bool {
+func (c *call) run(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
+		n, _, e := syscall.RawSyscall(c.nr, fd, uintptr(unsafe.Pointer(&c.p[0])), uintptr(len(c.p)))
 		if e == syscall.EINTR {
 			continue
 		}
-		r.n, r.errno = int(n), e
+		c.n, c.errno = int(n), e
 		return e != syscall.EAGAIN
 	}
 }
+
+// Reader reads a connection; its zero value is ready for Reset. It
+// allocates nothing per read. One goroutine reads through a Reader at a
+// time.
+type Reader struct{ c call }
+
+// Reset points r at rc (nil to let it go).
+func (r *Reader) Reset(rc syscall.RawConn) { r.c.reset(rc, syscall.SYS_READ) }
 
 // Read reads what the socket holds, waiting until it holds something. Like
 // net.Conn.Read it returns io.EOF at the end of the stream, and an error
@@ -66,16 +77,81 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r.p, r.n, r.errno = p, 0, 0
-	err := r.rc.Read(r.fn)
-	r.p = nil
+	c := &r.c
+	c.p, c.n, c.errno = p, 0, 0
+	err := c.rc.Read(c.fn)
+	c.p = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case r.errno != 0:
-		return 0, r.errno
-	case r.n == 0:
+	case c.errno != 0:
+		return 0, c.errno
+	case c.n == 0:
 		return 0, io.EOF
 	}
-	return r.n, nil
+	return c.n, nil
+}
+
+// Writer writes a connection; its zero value is ready for Reset. One
+// goroutine writes through a Writer at a time.
+type Writer struct{ c call }
+
+// Reset points w at rc (nil to let it go).
+func (w *Writer) Reset(rc syscall.RawConn) { w.c.reset(rc, syscall.SYS_WRITE) }
+
+// Write writes all of p, waiting for the socket to take it, as
+// net.Conn.Write does (the write deadline applies).
+func (w *Writer) Write(p []byte) (int, error) {
+	c := &w.c
+	written := 0
+	for len(p) > 0 {
+		c.p, c.n, c.errno = p, 0, 0
+		err := c.rc.Write(c.fn)
+		c.p = nil
+		switch {
+		case err != nil:
+			return written, err
+		case c.errno != 0:
+			return written, c.errno
+		}
+		written += c.n
+		p = p[c.n:]
+	}
+	return written, nil
+}
+
+// Conn is a TCP connection whose Read and Write are raw system calls.
+// Everything else — deadlines, Close, CloseWrite, SyscallConn — is the
+// embedded *net.TCPConn's. Read and Write may be used at the same time
+// from two goroutines, as with any net.Conn.
+type Conn struct {
+	*net.TCPConn
+	r Reader
+	w Writer
+}
+
+// NewConn wraps c.
+func NewConn(c *net.TCPConn) *Conn {
+	rc := RawConn(c)
+	if rc == nil {
+		return &Conn{TCPConn: c}
+	}
+	cn := &Conn{TCPConn: c}
+	cn.r.Reset(rc)
+	cn.w.Reset(rc)
+	return cn
+}
+
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.r.c.rc == nil {
+		return c.TCPConn.Read(p)
+	}
+	return c.r.Read(p)
+}
+
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.w.c.rc == nil {
+		return c.TCPConn.Write(p)
+	}
+	return c.w.Write(p)
 }

@@ -1,9 +1,11 @@
 package rawio
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,5 +58,68 @@ func TestReader(t *testing.T) {
 	_ = s2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := r.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("read after a reset: %v, want ECONNRESET", err)
+	}
+}
+
+// TestWriter: Write writes all of a buffer far larger than the socket's,
+// waiting for the peer to drain it, and stops at the write deadline when
+// the peer does not.
+func TestWriter(t *testing.T) {
+	s, c := testnet.TCPPair(t)
+	var w Writer
+	w.Reset(RawConn(s))
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(c, int64(len(big))))
+		got <- b
+	}()
+	if n, err := w.Write(big); n != len(big) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d", n, err, len(big))
+	}
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("the peer read %d bytes, not what was written", len(b))
+	}
+
+	// Nobody reads now: the write fills both buffers (a few MiB on
+	// loopback) and hits the deadline.
+	huge := make([]byte, 64<<20)
+	_ = s.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	n, err := w.Write(huge)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == len(huge) {
+		t.Fatalf("Write to a peer that does not read = %d, %v; want part of it and os.ErrDeadlineExceeded", n, err)
+	}
+	if n, err := w.Write(nil); n != 0 || err != nil {
+		t.Fatalf("empty write = %d, %v", n, err)
+	}
+}
+
+// TestConn: a Conn reads and writes at the same time from two goroutines,
+// and keeps the TCP connection's other methods.
+func TestConn(t *testing.T) {
+	s, c := testnet.TCPPair(t)
+	conn := NewConn(s)
+	var wg sync.WaitGroup
+	wg.Go(func() { // echo from the peer
+		_, _ = io.Copy(c, c)
+	})
+	msg := bytes.Repeat([]byte("x"), 1<<20)
+	var read []byte
+	var rerr error
+	wg.Go(func() {
+		read, rerr = io.ReadAll(io.LimitReader(conn, int64(len(msg))))
+	})
+	if n, err := conn.Write(msg); n != len(msg) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if rerr != nil || !bytes.Equal(read, msg) {
+		t.Fatalf("read back %d bytes, %v", len(read), rerr)
+	}
+	if conn.RemoteAddr().String() != c.LocalAddr().String() {
+		t.Fatalf("RemoteAddr %v", conn.RemoteAddr())
 	}
 }
