@@ -120,3 +120,36 @@ func (p *writerPool) tryPopAll() []*Client {
 	p.q, p.head = p.q[:0], 0
 	return q
 }
+
+// TestChannelShrinks: when a crowd leaves, the member slice and the index
+// are rebuilt to fit what stays, in the same order; a small channel is left
+// alone.
+func TestChannelShrinks(t *testing.T) {
+	h := newTestHub(1 << 20)
+	cs := make([]*Client, 1000)
+	for i := range cs {
+		cs[i] = h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: "u"})
+		if _, err := h.Subscribe(cs[i], "ch", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch := h.channels[h.shard("ch")].channels["ch"]
+	peak := cap(ch.members)
+	// The last 990 leave, newest first: the first ten stay in place.
+	for i := len(cs) - 1; i >= 10; i-- {
+		h.Unsubscribe(cs[i], "ch")
+	}
+	checkMembers(t, ch, cs[:10])
+	if c := cap(ch.members); c > max(shrinkFrom, 4*10) {
+		t.Fatalf("capacity %d for 10 members after a peak of %d", c, peak)
+	}
+	// Below shrinkFrom nothing is copied: the slice stays the same array.
+	before := &ch.members[:1][0]
+	for i := 9; i >= 1; i-- {
+		h.Unsubscribe(cs[i], "ch")
+	}
+	checkMembers(t, ch, cs[:1])
+	if cap(ch.members) >= shrinkFrom || &ch.members[:1][0] != before {
+		t.Fatalf("a channel under %d was copied (capacity %d)", shrinkFrom, cap(ch.members))
+	}
+}

@@ -116,7 +116,28 @@ func (ch *channel) remove(c *Client) bool {
 	ch.members[last] = member{}
 	ch.members = ch.members[:last]
 	delete(ch.index, c)
+	ch.shrink()
 	return true
+}
+
+// shrinkFrom is the capacity from which a channel gives memory back.
+const shrinkFrom = 64
+
+// shrink gives back what a crowd that has left held: once a quarter or
+// less of the member slice's capacity is in use, the slice is copied to one
+// that fits and the index rebuilt (a Go map never shrinks by itself). Each
+// shrink follows at least three removals per member it copies, so a removal
+// still costs O(1) amortized; the order is kept.
+func (ch *channel) shrink() {
+	n := len(ch.members)
+	if cap(ch.members) < shrinkFrom || n > cap(ch.members)/4 {
+		return
+	}
+	ch.members = slices.Clone(ch.members)
+	ch.index = make(map[*Client]int, n)
+	for i, m := range ch.members {
+		ch.index[m.c] = i
+	}
 }
 
 // subscription is one client's membership of a channel.
