@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"syscall"
@@ -66,5 +67,21 @@ func TestReplayConn(t *testing.T) {
 	}
 	if b, err := io.ReadAll(c); err != nil || string(b) != "HTTP/1.1 200 OK\r\n" {
 		t.Fatalf("the peer read %q, %v", b, err)
+	}
+}
+
+// TestReplayConnCopy: io.Copy from a handed-over connection starts with the
+// sniffed head (it must not go around Read through the TCP connection's
+// WriteTo).
+func TestReplayConnCopy(t *testing.T) {
+	s, c := testnet.TCPPair(t)
+	rc := &replayConn{Conn: rawio.NewConn(s), head: []byte("head ")}
+	if _, err := c.Write([]byte("and body")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	var got bytes.Buffer
+	if _, err := io.Copy(&got, rc); err != nil || got.String() != "head and body" {
+		t.Fatalf("copied %q, %v", got.String(), err)
 	}
 }

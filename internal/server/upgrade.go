@@ -383,3 +383,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	}
 	return c.Conn.Read(p)
 }
+
+// WriteTo copies through Read: the embedded connection's WriteTo (which
+// io.Copy prefers) would skip the head.
+func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{c})
+}
