@@ -259,15 +259,23 @@ func (s *summary) addRound(label string, secs []section) []string {
 	return missing
 }
 
-func format(v float64) string {
-	switch a := math.Abs(v); {
-	case a >= 1000 || v == math.Trunc(v):
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 100:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 2, 64)
+// format prints a series' values with one precision, chosen by the largest
+// and by whether all are whole numbers.
+func format(values []float64, v float64) string {
+	whole := true
+	for _, x := range values {
+		whole = whole && x == math.Trunc(x)
 	}
+	prec := 2
+	switch hi := slices.Max(values); {
+	case whole || hi >= 1000:
+		prec = 0
+	case hi >= 100:
+		prec = 1
+	case hi < 1:
+		prec = 3
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
 }
 
 func (s *summary) write(w io.Writer, rounds int) {
@@ -275,7 +283,7 @@ func (s *summary) write(w io.Writer, rounds int) {
 	for _, key := range s.order {
 		se := s.series[key]
 		lo, hi := slices.Min(se.values), slices.Max(se.values)
-		line := fmt.Sprintf("%-36s n=%-3d %s–%s %s", key, len(se.values), format(lo), format(hi), se.unit)
+		line := fmt.Sprintf("%-36s n=%-3d %s–%s %s", key, len(se.values), format(se.values, lo), format(se.values, hi), se.unit)
 		if se.target != nil {
 			met := 0
 			for _, v := range se.values {
