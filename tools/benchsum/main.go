@@ -53,6 +53,8 @@ type extractor struct {
 	re     *regexp.Regexp
 	group  int
 	scale  func(value, unit string) (float64, bool) // nil: a plain number
+	// optional: a report may leave the line out
+	optional bool
 }
 
 // latency converts "12.3ms", "1.2s" or "800µs" to milliseconds.
@@ -87,10 +89,15 @@ var (
 		{suffix: "p99", unit: "ms", re: reLatency, group: 3, scale: latency},
 		{suffix: "server µs/delivery", unit: "µs", re: regexp.MustCompile(`(?m)^server CPU/delivery\s+([\d.]+) µs`), group: 1},
 		{suffix: "generator µs/delivery", unit: "µs", re: regexp.MustCompile(`(?m)^generator CPU.*, ([\d.]+) µs/delivery\)`), group: 1},
-		{suffix: "deliveries/s", unit: "/s", re: regexp.MustCompile(`(?m)^deliveries\s+\d+ of \d+ expected\s+\((\d+)/s\)`), group: 1},
-		{suffix: "lanes behind", unit: "ms", re: regexp.MustCompile(`(?m)^publisher lag\s+fell up to ([\d.]+)(µs|ms|s) behind`), group: 1, scale: latency},
 		{suffix: "lost+dup", unit: "", re: regexp.MustCompile(`(?m)^lost/dup/reord\s+(\d+ / \d+)`), group: 1},
 	}
+	// saturatedNumbers adds what only saturation makes a result: the rate
+	// reached, and how far the publishing lanes fell behind (reported only
+	// when they did).
+	saturatedNumbers = append(slices.Clip(fanoutNumbers),
+		extractor{suffix: "deliveries/s", unit: "/s", re: regexp.MustCompile(`(?m)^deliveries\s+\d+ of \d+ expected\s+\((\d+)/s\)`), group: 1},
+		extractor{suffix: "lanes behind", unit: "ms", re: regexp.MustCompile(`(?m)^publisher lag\s+fell up to ([\d.]+)(µs|ms|s) behind`), group: 1, scale: latency, optional: true},
+	)
 	connectNumbers = []extractor{
 		{suffix: "connects/s", unit: "/s", re: regexp.MustCompile(`(?m)^connections\s+\d+/\d+ connected in [\d.]+s = (\d+) connects`), group: 1},
 		{suffix: "server µs/connect", unit: "µs", re: regexp.MustCompile(`(?m)^server CPU/connect\s+([\d.]+) µs`), group: 1},
@@ -132,7 +139,9 @@ func numbersFor(name string) []extractor {
 	switch {
 	case strings.HasPrefix(name, "idle"):
 		return idleNumbers
-	case strings.HasPrefix(name, "fanout"), name == "saturated":
+	case name == "saturated":
+		return saturatedNumbers
+	case strings.HasPrefix(name, "fanout"):
 		return fanoutNumbers
 	case strings.HasPrefix(name, "connect"):
 		return connectNumbers
@@ -211,7 +220,7 @@ func (s *summary) addRound(label string, secs []section) []string {
 			key := sec.name + " " + ex.suffix
 			m := ex.re.FindStringSubmatch(sec.text)
 			if m == nil {
-				if ex.suffix != "lanes behind" && !(ex.suffix == "deliveries/s" && sec.name != "saturated") {
+				if !ex.optional {
 					missing = append(missing, label+": "+key)
 				}
 				continue
@@ -233,9 +242,6 @@ func (s *summary) addRound(label string, secs []section) []string {
 			if !ok {
 				missing = append(missing, label+": "+key)
 				continue
-			}
-			if ex.suffix == "deliveries/s" && sec.name != "saturated" {
-				continue // the rate asked for; only saturation's is a result
 			}
 			s.add(key, ex.unit, v)
 			if ex.suffix == "p99" {
