@@ -30,18 +30,31 @@ func ids(cs []*Client) []string {
 	return out
 }
 
+// subscribed registers n clients ("0", "1", …) and subscribes them to "ch"
+// in that order, client i with the event filter events(i) (all events when
+// events is nil).
+func subscribed(t *testing.T, h *Hub, n int, events func(i int) []string) []*Client {
+	t.Helper()
+	cs := make([]*Client, n)
+	for i := range cs {
+		cs[i] = h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: "u"})
+		var ev []string
+		if events != nil {
+			ev = events(i)
+		}
+		if _, err := h.Subscribe(cs[i], "ch", ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cs
+}
+
 // TestChannelMembers: members keep subscription order; one leaving is
 // replaced by the last; a resubscribe changes the filter in place; the
 // channel goes when its last member does.
 func TestChannelMembers(t *testing.T) {
 	h := newTestHub(1 << 20)
-	cs := make([]*Client, 5)
-	for i := range cs {
-		cs[i] = h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: "u"})
-		if _, err := h.Subscribe(cs[i], "ch", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cs := subscribed(t, h, 5, nil)
 	ch := func() *channel { return h.channels[h.shard("ch")].channels["ch"] }
 	checkMembers(t, ch(), cs)
 	if already, err := h.Subscribe(cs[2], "ch", []string{"e"}); err != nil || !already {
@@ -74,18 +87,12 @@ func TestPublishQueuesInRotatedOrder(t *testing.T) {
 	h := newTestHub(1 << 20)
 	p := h.writers
 	p.running = true // no workers: what Publish queues stays on the FIFO
-	const n = 8
-	cs := make([]*Client, n)
-	for i := range cs {
-		cs[i] = h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: "u"})
-		var events []string
+	cs := subscribed(t, h, 8, func(i int) []string {
 		if i == 5 {
-			events = []string{"other"}
+			return []string{"other"}
 		}
-		if _, err := h.Subscribe(cs[i], "ch", events); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return nil
+	})
 	want := slices.Clone(cs)
 	want = slices.Delete(want, 5, 6) // filtered out
 	want = slices.Delete(want, 3, 4) // excluded
@@ -126,13 +133,7 @@ func (p *writerPool) tryPopAll() []*Client {
 // alone.
 func TestChannelShrinks(t *testing.T) {
 	h := newTestHub(1 << 20)
-	cs := make([]*Client, 1000)
-	for i := range cs {
-		cs[i] = h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: "u"})
-		if _, err := h.Subscribe(cs[i], "ch", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cs := subscribed(t, h, 1000, nil)
 	ch := h.channels[h.shard("ch")].channels["ch"]
 	peak := cap(ch.members)
 	// The last 990 leave, newest first: the first ten stay in place.
