@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,12 +59,42 @@ func testConfig(url, scenario string) Config {
 func run(t *testing.T, cfg Config) *Report {
 	t.Helper()
 	var out strings.Builder
-	r, err := Run(t.Context(), cfg, &out, io.Discard)
+	r, err := Run(t.Context(), cfg, &out, stderrOnFailure(t))
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	t.Logf("report:\n%s", out.String())
 	return r
+}
+
+// stderrOnFailure is a stderr for Run — its progress lines and what worker
+// processes print, a crash included — logged only if t fails.
+func stderrOnFailure(t *testing.T) io.Writer {
+	w := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stderr:\n%s", w.String())
+		}
+	})
+	return w
+}
+
+// lockedBuffer is a strings.Builder several goroutines may write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 // checkDeliveries asserts the report of a publishing run is sane.
@@ -211,7 +242,7 @@ func TestInterruptGivesPartialReport(t *testing.T) {
 	time.AfterFunc(700*time.Millisecond, cancel)
 	start := time.Now()
 	var out strings.Builder
-	r, err := Run(ctx, cfg, &out, io.Discard)
+	r, err := Run(ctx, cfg, &out, stderrOnFailure(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +342,7 @@ func TestCompressRefused(t *testing.T) {
 	cfg.Compressible = true
 	cfg.Payload = 2000
 	var out strings.Builder
-	r, err := Run(t.Context(), cfg, &out, io.Discard)
+	r, err := Run(t.Context(), cfg, &out, stderrOnFailure(t))
 	if err != nil {
 		t.Fatal(err)
 	}

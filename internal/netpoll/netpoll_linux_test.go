@@ -1,3 +1,5 @@
+//go:build linux && !herald_portable
+
 package netpoll
 
 import (
@@ -11,6 +13,10 @@ import (
 
 	"github.com/herald-rt/herald/internal/testnet"
 )
+
+// readinessDriven: this poller runs a handler only when its connection is
+// readable.
+const readinessDriven = true
 
 // TestRunYieldsAfterEachBatch: a burst of readiness (a ping round's pongs)
 // is handed out batch by batch, the poller yielding after each batch it

@@ -66,10 +66,15 @@ func TestReadinessOneShotAndResume(t *testing.T) {
 			t.Fatalf("no readiness for %q", msg)
 		}
 	}
-	// Idle: the handler does not run without data.
+	// Idle: the handler does not run without data. (The portable poller
+	// runs it again at once, and it waits in its read.)
 	time.Sleep(50 * time.Millisecond)
-	if n := calls.Load(); n != 3 {
-		t.Fatalf("handler ran %d times, want 3", n)
+	want := int32(3)
+	if !readinessDriven {
+		want = 4
+	}
+	if n := calls.Load(); n != want {
+		t.Fatalf("handler ran %d times, want %d", n, want)
 	}
 	// EOF is a readiness too.
 	client.Close()

@@ -13,31 +13,23 @@
 // storm, or an API publication every 100 ms to 1,000 subscribers, goes idle
 // and busy again many times a second; see docs/performance.md for what
 // sysmon cost there.
+//
+// Off Unix, RawConn is nil for every connection, and the callers read and
+// write through the net.Conn itself.
 package rawio
 
 import (
 	"io"
 	"net"
 	"syscall"
-	"unsafe"
 )
-
-// RawConn is c's RawConn, or nil when c has no descriptor.
-func RawConn(c net.Conn) syscall.RawConn {
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			return rc
-		}
-	}
-	return nil
-}
 
 // call is one raw read(2) or write(2) on a connection, made inside its
 // RawConn's Read or Write (which wait in Go's poller while it answers
 // EAGAIN), with its callback bound once so that a call allocates nothing.
 type call struct {
 	rc    syscall.RawConn
-	nr    uintptr // SYS_READ or SYS_WRITE
+	nr    uintptr // sysRead or sysWrite
 	p     []byte
 	n     int
 	errno syscall.Errno
@@ -51,24 +43,13 @@ func (c *call) reset(rc syscall.RawConn, nr uintptr) {
 	}
 }
 
-func (c *call) run(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(c.nr, fd, uintptr(unsafe.Pointer(&c.p[0])), uintptr(len(c.p)))
-		if e == syscall.EINTR {
-			continue
-		}
-		c.n, c.errno = int(n), e
-		return e != syscall.EAGAIN
-	}
-}
-
 // Reader reads a connection; its zero value is ready for Reset. It
 // allocates nothing per read. One goroutine reads through a Reader at a
 // time.
 type Reader struct{ c call }
 
 // Reset points r at rc (nil to let it go).
-func (r *Reader) Reset(rc syscall.RawConn) { r.c.reset(rc, syscall.SYS_READ) }
+func (r *Reader) Reset(rc syscall.RawConn) { r.c.reset(rc, sysRead) }
 
 // Read reads what the socket holds, waiting until it holds something. Like
 // net.Conn.Read it returns io.EOF at the end of the stream, and an error
@@ -97,7 +78,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 type Writer struct{ c call }
 
 // Reset points w at rc (nil to let it go).
-func (w *Writer) Reset(rc syscall.RawConn) { w.c.reset(rc, syscall.SYS_WRITE) }
+func (w *Writer) Reset(rc syscall.RawConn) { w.c.reset(rc, sysWrite) }
 
 // Write writes all of p, waiting for the socket to take it, as
 // net.Conn.Write does (the write deadline applies).

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !herald_portable
 
 // Package uring submits many socket writes in one system call with Linux's
 // io_uring. herald's writer pool uses it to write one publication to many

@@ -1,11 +1,8 @@
-//go:build !linux
+//go:build !linux || herald_portable
 
 package uring
 
-import (
-	"errors"
-	"syscall"
-)
+import "errors"
 
 // ErrUnsupported is returned by New: io_uring is Linux's.
 var ErrUnsupported = errors.New("io_uring unavailable")
@@ -19,12 +16,11 @@ type Ring struct{}
 // New reports that there is no io_uring here.
 func New(int) (*Ring, error) { return nil, ErrUnsupported }
 
-func (*Ring) Close() error                                              { return nil }
-func (*Ring) Entries() int                                              { return 0 }
-func (*Ring) Prepared() int                                             { return 0 }
-func (*Ring) PrepSend(int, []byte, uint64)                              {}
-func (*Ring) PrepSendmsg(int, *syscall.Msghdr, []syscall.Iovec, uint64) {}
-func (*Ring) Submit([]int32) error                                      { return ErrUnsupported }
+func (*Ring) Close() error                 { return nil }
+func (*Ring) Entries() int                 { return 0 }
+func (*Ring) Prepared() int                { return 0 }
+func (*Ring) PrepSend(int, []byte, uint64) {}
+func (*Ring) Submit([]int32) error         { return ErrUnsupported }
 
 // Retryable is false: there is nothing to retry off Linux.
 func Retryable(error) bool { return false }

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command floor measures what this machine's kernel and Go runtime need for
 // herald's two hardest benchmark targets with no herald in the way, so the
 // numbers in docs/performance.md can be read against a floor measured on the

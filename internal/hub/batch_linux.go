@@ -1,3 +1,5 @@
+//go:build linux && !herald_portable
+
 package hub
 
 import (

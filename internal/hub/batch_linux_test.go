@@ -1,3 +1,5 @@
+//go:build linux && !herald_portable
+
 package hub
 
 import (
@@ -55,6 +57,13 @@ func newUringHub(t *testing.T, queue int) *Hub {
 	needRing(t, 1)
 	return New(Options{QueueBytes: queue, PingInterval: time.Minute, PongTimeout: 2 * time.Minute, IOUring: true},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+}
+
+// TestWriterPoolYieldsIOURing: with io_uring a worker yields after the batch
+// in which its count of flushes reaches yieldEvery, so at least every
+// yieldEvery + batchClients - 1 flushes.
+func TestWriterPoolYieldsIOURing(t *testing.T) {
+	testWriterPoolYields(t, newUringHub(t, 1<<20), yieldEvery+batchClients-1)
 }
 
 // queueDirect puts frames in c's queue and gives the caller c's writer role,
