@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 }
 
 // errNoEpoll refuses --reader epoll where there is no epoll.
-var errNoEpoll = errors.New("--reader epoll needs Linux; use --reader goroutine")
+var errNoEpoll = errors.New("--reader epoll is built for Linux only (not for 386); use --reader goroutine")
 
 // reader is the receive path the fleets use: recovery reconnects inside the
 // reader, so it always uses goroutine.

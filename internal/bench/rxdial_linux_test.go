@@ -1,3 +1,5 @@
+//go:build linux && !386
+
 package bench
 
 import (
@@ -6,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,5 +211,58 @@ func TestRawDialCancel(t *testing.T) {
 	}
 	if res.ConnectErrors["canceled"] != 4 && res.ConnectErrors["timeout"] != 4 {
 		t.Fatalf("errors %v", res.ConnectErrors)
+	}
+}
+
+// TestRawConnect: the epoll reader's raw connect reaches an IPv4 target
+// from the source address it is given, and an IPv6 one (when the machine
+// has ::1), with the port in network byte order.
+func TestRawConnect(t *testing.T) {
+	for _, c := range []struct{ listen, local, wantFrom string }{
+		{"127.0.0.1:0", "127.0.0.5", "127.0.0.5"},
+		{"127.0.0.1:0", "", "127.0.0.1"},
+		{"[::1]:0", "", "::1"},
+	} {
+		ln, err := net.Listen("tcp", c.listen)
+		if err != nil {
+			if c.wantFrom == "::1" {
+				t.Logf("no IPv6 loopback here (%v); that case is not run", err)
+				continue
+			}
+			t.Fatal(err)
+		}
+		fd, err := rawConnect(ln.Addr().String(), net.ParseIP(c.local))
+		if err != nil {
+			ln.Close()
+			t.Fatalf("rawConnect(%s): %v", ln.Addr(), err)
+		}
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		conn, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			syscall.Close(fd)
+			t.Fatalf("accept from rawConnect(%s): %v", c.listen, err)
+		}
+		if got := conn.RemoteAddr().(*net.TCPAddr).IP.String(); got != c.wantFrom {
+			t.Errorf("%s: connection from %s, want %s", c.listen, got, c.wantFrom)
+		}
+		// The connection works both ways once established.
+		if _, err := conn.Write([]byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n, err := rawRead(fd, buf)
+			if n == 2 && string(buf) == "ok" {
+				break
+			}
+			if (err != syscall.EAGAIN && err != nil) || time.Now().After(deadline) {
+				t.Fatalf("%s: read %d %q %v", c.listen, n, buf[:n], err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		conn.Close()
+		syscall.Close(fd)
 	}
 }

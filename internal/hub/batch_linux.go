@@ -198,7 +198,9 @@ func (b *batchWriter) submit() {
 			start := len(b.iovs)
 			for _, f := range batch {
 				if len(f) > 0 {
-					b.iovs = append(b.iovs, syscall.Iovec{Base: &f[0], Len: uint64(len(f))})
+					iov := syscall.Iovec{Base: &f[0]}
+					iov.SetLen(len(f))
+					b.iovs = append(b.iovs, iov)
 				}
 			}
 			b.ring.PrepSendmsg(b.fds[k], &b.msgs[k], b.iovs[start:], uint64(k))

@@ -23,7 +23,9 @@ func (w *writev) run(fd uintptr) {
 			if len(batch[j]) == 0 {
 				continue
 			}
-			v = append(v, syscall.Iovec{Base: &batch[j][0], Len: uint64(len(batch[j]))})
+			iov := syscall.Iovec{Base: &batch[j][0]}
+			iov.SetLen(len(batch[j]))
+			v = append(v, iov)
 			want += len(batch[j])
 		}
 		w.iov, w.used = v, max(w.used, len(v))

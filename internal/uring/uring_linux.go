@@ -232,7 +232,8 @@ func (r *Ring) PrepSend(fd int, buf []byte, tag uint64) {
 // control data). msg, iov and their buffers must stay alive and unchanged
 // until Submit returns.
 func (r *Ring) PrepSendmsg(fd int, msg *syscall.Msghdr, iov []syscall.Iovec, tag uint64) {
-	*msg = syscall.Msghdr{Iov: &iov[0], Iovlen: uint64(len(iov))}
+	*msg = syscall.Msghdr{Iov: &iov[0]}
+	setLen(&msg.Iovlen, len(iov))
 	*r.next() = sqe{
 		opcode: opSendmsg, fd: int32(fd),
 		addr: uint64(uintptr(unsafe.Pointer(msg))), len: 1,
@@ -326,3 +327,7 @@ func (r *Ring) reap(res []int32, want int) error {
 		}
 	}
 }
+
+// setLen sets a length field whose width is the architecture's (Msghdr's
+// Iovlen is 64 bits wide on 64-bit Linux, 32 on 32-bit).
+func setLen[T ~uint32 | ~uint64](field *T, n int) { *field = T(n) }
