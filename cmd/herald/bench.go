@@ -76,7 +76,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to spread the connections over (on Linux, connections to an IPv4 target rotate through source addresses 127.0.0.1–8 either way)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "bound on one connection's dial, upgrade and subscribe")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", cfg.ReadBuffer, "read buffer per connection, bytes")
-	fs.StringVar(&cfg.Reader, "reader", cfg.Reader, "receive path: epoll (Linux only: raw sockets, set up and read by a few epoll loops, one read per delivery) or goroutine (net.Dial and one goroutine per connection); recovery always uses goroutine")
+	fs.StringVar(&cfg.Reader, "reader", cfg.Reader, "receive path: epoll (Linux only, not 386: raw sockets, set up and read by a few epoll loops, one read per delivery) or goroutine (net.Dial and one goroutine per connection); recovery always uses goroutine")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of the minted tokens")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress lines on stderr")
