@@ -97,7 +97,7 @@ func (w *lockedBuffer) String() string {
 	return w.b.String()
 }
 
-// readers are the receive paths built here: both on Linux (but 386),
+// readers are the receive paths built here: both on Linux (except 386),
 // the goroutine reader elsewhere.
 func readers() []string {
 	if epollSupported {
