@@ -5,8 +5,9 @@ package bench
 import "context"
 
 // The epoll receive path is Linux-only, and not built for 386 (which has no
-// SYS_SOCKET: its socket calls go through socketcall); elsewhere only --reader goroutine
-// is valid (Config.Validate and newLocalFleet refuse epoll).
+// SYS_SOCKET: its socket calls go through socketcall); elsewhere only
+// --reader goroutine is valid (Config.Validate and newLocalFleet refuse
+// epoll).
 
 const (
 	defaultReader  = "goroutine"
