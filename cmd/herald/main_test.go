@@ -6,30 +6,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/testnet"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestUsageAndConfigErrors(t *testing.T) {
 	cases := []struct {
@@ -91,7 +73,7 @@ func TestServeSubPub(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan int, 1)
-	var serveErr syncBuffer
+	var serveErr testnet.Buffer
 	go func() {
 		served <- run(ctx, []string{"serve", "--addr", addr, "--jwt-secret", secret, "--log-level", "warn"}, &bytes.Buffer{}, &serveErr)
 	}()
@@ -116,7 +98,7 @@ func TestServeSubPub(t *testing.T) {
 	}
 	url := "ws://" + addr + "/ws"
 	subCtx, stopSub := context.WithCancel(context.Background())
-	var subOut syncBuffer
+	var subOut testnet.Buffer
 	subDone := make(chan int, 1)
 	go func() {
 		subDone <- run(subCtx, []string{"sub", "--url", url, "--token", tok("reader"), "org:7"}, &subOut, &bytes.Buffer{})

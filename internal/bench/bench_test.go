@@ -7,12 +7,12 @@ import (
 	"math"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/server/servertest"
+	"github.com/herald-rt/herald/internal/testnet"
 )
 
 const (
@@ -70,31 +70,13 @@ func run(t *testing.T, cfg Config) *Report {
 // stderrOnFailure is a stderr for Run — its progress lines and what worker
 // processes print, a crash included — logged only if t fails.
 func stderrOnFailure(t *testing.T) io.Writer {
-	w := &lockedBuffer{}
+	w := &testnet.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stderr:\n%s", w.String())
 		}
 	})
 	return w
-}
-
-// lockedBuffer is a strings.Builder several goroutines may write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 // readers are the receive paths built here: both on Linux (except 386),

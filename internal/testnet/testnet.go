@@ -1,10 +1,13 @@
-// Package testnet holds what tests of several packages need from the
-// network: real loopback TCP connections (herald's raw reads and writes
-// need real sockets, not net.Pipe).
+// Package testnet holds what tests of several packages need around real
+// servers and the network: real loopback TCP connections (herald's raw
+// reads and writes need real sockets, not net.Pipe), and a buffer for
+// output written from several goroutines.
 package testnet
 
 import (
+	"bytes"
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -43,4 +46,23 @@ func FD(tb testing.TB, c *net.TCPConn) int {
 		tb.Fatal(err)
 	}
 	return fd
+}
+
+// Buffer is a bytes.Buffer that goroutines may write and read at the same
+// time: a server's or a worker process's output, read by the test.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *Buffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *Buffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
