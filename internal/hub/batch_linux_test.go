@@ -4,7 +4,6 @@ package hub
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -234,10 +233,7 @@ func TestBatchWriterManyFrames(t *testing.T) {
 // publication to every subscriber in order, through the ring.
 func TestPublishWithIOUring(t *testing.T) {
 	h := newUringHub(t, 1<<20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runHub(t, h)
 	peers, _ := subscribePeers(t, h, "ch", 100)
 	want := publishNumbered(h, "ch", 20)
 	for _, p := range peers {

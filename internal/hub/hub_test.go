@@ -178,10 +178,7 @@ func benchmarkFanout(b *testing.B, sizes []int, pool bool) {
 		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
 			h := newTestHub(1 << 20)
 			if pool {
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { defer close(done); h.Run(ctx) }()
-				defer func() { cancel(); <-done }()
+				runHub(b, h)
 			}
 			for i := range n {
 				c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
@@ -215,10 +212,7 @@ func BenchmarkSubscribeUnsubscribe(b *testing.B) {
 // checks that many publications reach many clients complete and in order.
 func TestWriterPoolDeliversInOrder(t *testing.T) {
 	h := newTestHub(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runHub(t, h)
 	const clients, msgs = 50, 200
 	var pairs []net.Conn
 	for i := range clients {
@@ -265,10 +259,7 @@ func TestWriterPoolYields(t *testing.T) {
 func testWriterPoolYields(t *testing.T, h *Hub, per int) {
 	var yields atomic.Int64
 	h.writers.yield = func() { yields.Add(1); runtime.Gosched() }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runHub(t, h)
 
 	// Each of the (at least two) workers yields after every per of its
 	// own flushes, so at least 8 yields over these.
@@ -479,6 +470,29 @@ func BenchmarkTryWritev(b *testing.B) {
 			b.Fatal(err)
 		} else if !done {
 			time.Sleep(time.Millisecond) // let the peer drain
+		}
+	}
+}
+
+// runHub runs h until the test ends, and returns once its writer pool takes
+// clients. Until then Send hands each client a goroutine of its own, so a
+// test of the pool that sent at once could find no work done by the pool
+// (as TestWriterPoolYields once did, under load).
+func runHub(t testing.TB, h *Hub) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		h.writers.mu.Lock()
+		running := h.writers.running
+		h.writers.mu.Unlock()
+		if running {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hub's writer pool did not start")
 		}
 	}
 }
