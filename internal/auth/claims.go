@@ -8,9 +8,10 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-rt/herald/internal/jsonscan"
 )
 
 // errClaimType marks a claim of the wrong JSON type (or a number that does
@@ -41,7 +42,7 @@ type claims struct {
 // does before it calls an Unmarshaler), which is what lets the scanning
 // below stay simple: every string is terminated and every bracket matched.
 func (c *claims) UnmarshalJSON(b []byte) error {
-	i := skipSpace(b, 0)
+	i := jsonscan.SkipSpace(b, 0)
 	if i == len(b) || b[i] != '{' {
 		return fmt.Errorf("%w: the claims are not a JSON object", errClaimType)
 	}
@@ -49,8 +50,8 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	// an earlier duplicate of the wrong type does not count.
 	var sub, role, org, channels, exp, nbf, iat []byte
 	for i++; ; {
-		if i = skipSpace(b, i); i < len(b) && b[i] == ',' {
-			i = skipSpace(b, i+1)
+		if i = jsonscan.SkipSpace(b, i); i < len(b) && b[i] == ',' {
+			i = jsonscan.SkipSpace(b, i+1)
 		}
 		if i >= len(b) {
 			return errUnterminated // not from encoding/json, which validates first
@@ -58,15 +59,15 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 		if b[i] == '}' {
 			break
 		}
-		end := stringEnd(b, i)
+		end := jsonscan.StringEnd(b, i)
 		name, err := jsonString(b[i:end])
 		if err != nil {
 			return err
 		}
-		if i = skipSpace(b, skipSpace(b, end)+1); i >= len(b) { // past the colon
+		if i = jsonscan.SkipSpace(b, jsonscan.SkipSpace(b, end)+1); i >= len(b) { // past the colon
 			return errUnterminated
 		}
-		end = valueEnd(b, i)
+		end = jsonscan.ValueEnd(b, i)
 		switch v := b[i:end]; name {
 		case "sub":
 			sub = v
@@ -115,58 +116,6 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 // errUnterminated reports input that ends inside the claims object.
 var errUnterminated = fmt.Errorf("%w: the claims object is cut short", errClaimType)
 
-// skipSpace returns the index of the first byte at or after i that is not
-// JSON white space.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// stringEnd returns the index just past the JSON string that starts at i.
-func stringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// valueEnd returns the index just past the JSON value that starts at i.
-func valueEnd(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = stringEnd(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
-	}
-	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
-		i++
-	}
-	return i
-}
-
 var _ jwt.Claims = (*claims)(nil)
 
 func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.date(), nil }
@@ -200,8 +149,8 @@ func (s *claimString) UnmarshalJSON(b []byte) error {
 // directly when it has no escapes and is valid UTF-8, else with
 // encoding/json (which turns invalid UTF-8 into U+FFFD).
 func jsonString(b []byte) (string, error) {
-	if len(b) >= 2 && bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b) {
-		return string(b[1 : len(b)-1]), nil
+	if v, ok := jsonscan.Plain(b); ok {
+		return string(v), nil
 	}
 	var v string
 	err := json.Unmarshal(bytes.Clone(b), &v) // a copy: json.Unmarshal would move Verify's buffer to the heap
@@ -220,9 +169,9 @@ func (s *claimStrings) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("%w: want an array of strings", errClaimType)
 	}
 	var out []string
-	for i := skipSpace(b, 1); ; {
+	for i := jsonscan.SkipSpace(b, 1); ; {
 		if i < len(b) && b[i] == ',' {
-			i = skipSpace(b, i+1)
+			i = jsonscan.SkipSpace(b, i+1)
 		}
 		if i < len(b) && b[i] == ']' {
 			break
@@ -230,13 +179,13 @@ func (s *claimStrings) UnmarshalJSON(b []byte) error {
 		if i >= len(b) || b[i] != '"' {
 			return fmt.Errorf("%w: want an array of strings", errClaimType)
 		}
-		end := stringEnd(b, i)
+		end := jsonscan.StringEnd(b, i)
 		str, err := jsonString(b[i:end])
 		if err != nil {
 			return err
 		}
 		out = append(out, str)
-		i = skipSpace(b, end)
+		i = jsonscan.SkipSpace(b, end)
 	}
 	*s = out // nil for []: no channels
 	return nil

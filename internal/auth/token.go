@@ -23,6 +23,8 @@ import (
 	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-rt/herald/internal/jsonscan"
 )
 
 // Identity is who a connection is, as established by a verified token (or, in
@@ -249,7 +251,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if !json.Valid(payload) {
 		return Identity{}, fmt.Errorf("%w: the claims are not JSON", ErrMalformed)
 	}
-	if i := skipSpace(payload, 0); payload[i] != '{' {
+	if i := jsonscan.SkipSpace(payload, 0); payload[i] != '{' {
 		return Identity{}, fmt.Errorf("%w: the claims are not a JSON object", ErrMalformed)
 	}
 	if !v.accepts(alg) {

@@ -123,12 +123,15 @@ func DecodeCommand(b []byte) (Command, error) {
 	if len(t) == 0 || t[0] != '{' {
 		return cmd, NewError(CodeBadJSON, "frame must be a JSON object")
 	}
-	if err := json.Unmarshal(t, &cmd); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return Command{}, NewError(CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
+	if !json.Valid(t) {
+		return cmd, NewError(CodeBadJSON, "invalid JSON")
+	}
+	if !cmd.decodeExact(t) {
+		var general Command // its own variable: only this path moves it to the heap
+		if err := decodeGeneral(t, &general); err != nil {
+			return Command{}, err
 		}
-		return Command{}, NewError(CodeBadJSON, "invalid JSON")
+		cmd = general
 	}
 	if len(cmd.ID) > 0 {
 		if !validID(cmd.ID) {
@@ -139,6 +142,18 @@ func DecodeCommand(b []byte) (Command, error) {
 		cmd.Data = nil
 	}
 	return cmd, nil
+}
+
+// decodeGeneral decodes what decodeExact leaves: any valid JSON object.
+func decodeGeneral(t []byte, cmd *Command) error {
+	if err := json.Unmarshal(t, cmd); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return NewError(CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
+		}
+		return NewError(CodeBadJSON, "invalid JSON")
+	}
+	return nil
 }
 
 func validID(id json.RawMessage) bool {

@@ -1,7 +1,10 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -98,13 +101,89 @@ func TestValidChannel(t *testing.T) {
 	}
 }
 
-// FuzzDecodeCommand: decoding never panics, and whatever decodes re-encodes
-// into valid JSON frames.
+// exactCases are frames at the edge of what decodeExact takes, with whether
+// it takes them; FuzzDecodeCommand starts from them too.
+var exactCases = map[string]bool{
+	`{}`:                               true,
+	` { "type" : "ping" , "id" : 1 } `: true,
+	`{"type":"p\u0069ng"}`:             false, // an escape
+	`{"channel":"caf\u00e9"}`:          false,
+	`{"channel":"café"}`:               true,
+	"{\"channel\":\"\xff\"}":           false, // invalid UTF-8: encoding/json makes it U+FFFD
+	`{"Type":"ping"}`:                  false, // encoding/json matches names case-insensitively
+	`{"type":"ping","extra":1}`:        false,
+	`{"type":"a","type":"b"}`:          false,
+	`{"type":null,"channel":null}`:     true,
+	`{"type":1}`:                       false,
+	`{"data":null,"id":null}`:          true,
+	`{"data":{"a":[1,"}",{"b":"]"}]},"timestamp":"x"}`: true,
+	`{"limit":-0}`:                 true,
+	`{"limit":-12}`:                true,
+	`{"limit":999999999}`:          true,
+	`{"limit":1000000000}`:         false, // may not fit a 32-bit int
+	`{"limit":1.5}`:                false,
+	`{"limit":1e2}`:                false,
+	`{"limit":"2"}`:                false,
+	`{"limit":null}`:               true,
+	`{"events":null,"since":null}`: true,
+	`{"events":["a"]}`:             false,
+	`{"since":{"time":"x"}}`:       false,
+}
+
+// TestDecodeExact: the frames clients send take the exact path, its edges
+// are where they should be, and what it decodes is what encoding/json
+// gives.
+func TestDecodeExact(t *testing.T) {
+	cases := maps.Clone(exactCases)
+	for _, s := range seedFrames {
+		if !strings.Contains(s, `"since"`) && !strings.Contains(s, `"events"`) {
+			cases[s] = true
+		}
+	}
+	for s, want := range cases {
+		b := bytes.TrimLeft([]byte(s), " ")
+		if !json.Valid(b) {
+			t.Fatalf("%s: not valid JSON", s)
+		}
+		var got Command
+		if got.decodeExact(b) != want {
+			t.Errorf("%s: decodeExact took it: %v, want %v", s, !want, want)
+			continue
+		}
+		if want {
+			checkExact(t, b, got)
+		}
+	}
+}
+
+// checkExact fails t unless got is what encoding/json decodes from b.
+func checkExact(t *testing.T, b []byte, got Command) {
+	t.Helper()
+	var want Command
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatalf("%s: decodeExact took it, encoding/json refuses it: %v", b, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: decodeExact gives %+v, encoding/json %+v", b, got, want)
+	}
+}
+
+// FuzzDecodeCommand: decoding never panics, whatever decodes re-encodes
+// into valid JSON frames, and the exact path agrees with encoding/json.
 func FuzzDecodeCommand(f *testing.F) {
 	for _, s := range seedFrames {
 		f.Add([]byte(s))
 	}
+	for s := range exactCases {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if o := bytes.TrimLeft(b, " \t\r\n"); len(o) > 0 && o[0] == '{' && json.Valid(o) {
+			var exact Command
+			if exact.decodeExact(o) {
+				checkExact(t, o, exact)
+			}
+		}
 		cmd, err := DecodeCommand(b)
 		if err == nil {
 			err = cmd.Validate()
