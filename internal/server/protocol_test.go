@@ -223,6 +223,29 @@ func TestIDEchoShapes(t *testing.T) {
 	}
 }
 
+// TestCommandsOffTheExactPath: frames the command decoder leaves to
+// encoding/json — other casing, escapes, unknown members — still work end
+// to end, as they did before it had a path of its own.
+func TestCommandsOffTheExactPath(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	b := ts.dial("bob", "")
+	a.sendRaw([]byte(`{"Type":"subscribe","CHANNEL":"chat","id":1}`))
+	if m := a.expect("subscribed"); m["channel"] != "chat" || m["id"] != float64(1) {
+		t.Fatalf("subscribed = %v", m)
+	}
+	b.sendRaw([]byte(`{"type":"subscribe","channel":"c\u0068at","client":"v2","id":2}`))
+	if m := b.expect("subscribed"); m["channel"] != "chat" || m["id"] != float64(2) {
+		t.Fatalf("subscribed = %v", m)
+	}
+	b.sendRaw([]byte(`{"type":"message","channel":"chat","data":{"text":"caf\u00e9"},"Event":"note"}`))
+	if m := a.expect("message"); m["event"] != "note" || m["data"].(map[string]any)["text"] != "café" {
+		t.Fatalf("delivery = %v", m)
+	}
+	b.sendRaw([]byte(`{"type":"message","channel":"chat","limit":1.5}`))
+	b.expectError("bad_request")
+}
+
 func TestAppPingWithoutSubscription(t *testing.T) {
 	ts := start(t, nil)
 	a := ts.dial("alice", "")
