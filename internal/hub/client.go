@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -319,7 +318,7 @@ func (c *Client) beginCloseLocked(code int, reason string, drop bool) {
 // It may be called while the caller holds a hub shard read lock, so it must
 // not take shard locks itself: unregistering happens on another goroutine.
 func (c *Client) afterBeginClose(slow bool) {
-	c.hub.metrics.Disconnects.WithLabelValues(strconv.Itoa(c.closeCode)).Inc()
+	c.hub.metrics.Disconnects.WithLabelValues(protocol.CloseLabel(c.closeCode)).Inc()
 	if slow {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(slowCloseGrace))
 	}
@@ -407,7 +406,7 @@ func (c *Client) Gone(code int) {
 	if wasOpen {
 		label := "abnormal"
 		if code != 0 {
-			label = strconv.Itoa(code)
+			label = protocol.CloseLabel(code)
 		}
 		c.hub.metrics.Disconnects.WithLabelValues(label).Inc()
 	}

@@ -1,6 +1,9 @@
 package protocol
 
-import "errors"
+import (
+	"errors"
+	"strconv"
+)
 
 // Code is a stable, documented error code carried in error frames and in
 // HTTP API error bodies. Codes never change meaning once published; see
@@ -60,3 +63,23 @@ const (
 	CloseSlowConsumer   = 4008 // send queue exceeded --client-queue-bytes
 	CloseRateLimited    = 4029 // sustained command flood
 )
+
+// CloseLabel is code as herald_disconnects_total's label: RFC 6455's codes
+// and herald's own by number; any other code in 3000–4999, which a client
+// chose for its own reasons (herald echoes it in its reply, as RFC 6455
+// §5.5.1 suggests), as "application", so that clients cannot grow the
+// metric by a series per code; anything else (which herald refuses in a
+// close frame) as "invalid".
+func CloseLabel(code int) string {
+	switch code {
+	case CloseDisconnected, CloseUnauthorized, CloseNoPong, CloseForbidden, CloseSlowConsumer, CloseRateLimited:
+		return strconv.Itoa(code)
+	}
+	switch {
+	case code >= 1000 && code <= 1015:
+		return strconv.Itoa(code)
+	case code >= 3000 && code <= 4999:
+		return "application"
+	}
+	return "invalid"
+}

@@ -223,3 +223,15 @@ func BenchmarkDecodeCommand(b *testing.B) {
 		}
 	}
 }
+
+func TestCloseLabel(t *testing.T) {
+	for code, want := range map[int]string{
+		1000: "1000", 1009: "1009", 1015: "1015", CloseNoPong: "4002", CloseRateLimited: "4029",
+		3000: "application", 4999: "application", 4004: "application",
+		0: "invalid", 999: "invalid", 1016: "invalid", 2999: "invalid", 5000: "invalid", 65535: "invalid",
+	} {
+		if got := CloseLabel(code); got != want {
+			t.Errorf("CloseLabel(%d) = %q, want %q", code, got, want)
+		}
+	}
+}

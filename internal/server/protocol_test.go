@@ -198,6 +198,39 @@ func TestOversizeFrameCloses1009(t *testing.T) {
 	}
 }
 
+// TestClientCloseCodes: herald echoes a client's close code, refuses one
+// outside RFC 6455's ranges with 1002, and counts a client's own
+// application codes under one label, so that clients cannot grow the
+// metric by a series per code.
+func TestClientCloseCodes(t *testing.T) {
+	ts := start(t, nil)
+	for _, c := range []struct {
+		sent, want int
+	}{{1000, 1000}, {3456, 3456}, {4321, 4321}, {4002, 4002}, {5000, 1002}, {65441, 1002}, {1015, 1002}} {
+		a := ts.dial("alice", "")
+		if err := a.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.sent, ""), time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if code := a.expectClose(5 * time.Second); code != c.want {
+			t.Fatalf("close %d answered with %d, want %d", c.sent, code, c.want)
+		}
+	}
+	eventually(t, 5*time.Second, "clients removed", func() bool { return ts.srv.Hub().NumClients() == 0 })
+	text := ts.metricsText()
+	for line, want := range map[string]bool{
+		`herald_disconnects_total{code="1000"} 1`:        true,
+		`herald_disconnects_total{code="application"} 2`: true, // 3456 and 4321
+		`herald_disconnects_total{code="4002"} 1`:        true, // herald's own code keeps its number
+		`herald_disconnects_total{code="1002"} 3`:        true,
+		`herald_disconnects_total{code="3456"}`:          false,
+		`herald_disconnects_total{code="65441"}`:         false,
+	} {
+		if containsLine(text, line) != want {
+			t.Errorf("metrics have %s: %v, want %v", line, !want, want)
+		}
+	}
+}
+
 func TestInvalidUTF8Closes1007(t *testing.T) {
 	ts := start(t, nil)
 	a := ts.dial("alice", "")

@@ -271,6 +271,9 @@ func (s *session) control(hdr ws.Header, p []byte) error {
 			if err := ws.CheckCloseFrameData(code, reason); err != nil {
 				return err
 			}
+			if code >= 5000 { // no range of RFC 6455's; gobwas lets it through
+				return ws.ErrProtocolStatusCodeUnknown
+			}
 		} else if len(p) == 1 {
 			return ws.ErrProtocolControlPayloadOverflow
 		}
