@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -103,6 +104,52 @@ func TestCompressionOff(t *testing.T) {
 	defer conn.Close()
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Fatalf("compression negotiated while off: %q", ext)
+	}
+}
+
+// TestMalformedDeflateOfferDeclined: a permessage-deflate offer with an
+// unknown parameter or a bad value is declined (RFC 7692 §5), on both
+// upgrade paths, and the connection is upgraded without compression — or
+// with a later, well-formed offer. It used to fail the handshake with a 500.
+func TestMalformedDeflateOfferDeclined(t *testing.T) {
+	ts := start(t, nil)
+	for _, c := range []struct {
+		offer  string
+		accept bool
+	}{
+		{"permessage-deflate; clientmax_window_bits", false},
+		{"permessage-deflate; server_max_window_bits=99", false},
+		{"permessage-deflate; client_no_context_takeover; client_no_context_takeover", false},
+		{"permessage-deflate; foo=1, permessage-deflate; client_max_window_bits", true},
+	} {
+		for _, path := range []string{"fast", "net/http"} {
+			c0, br := rawSend(t, ts, nil)
+			if path == "net/http" { // a first request sends the upgrade to net/http's path
+				fmt.Fprintf(c0, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", ts.addr)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+			}
+			user := "u" + strconv.Itoa(len(c.offer))
+			fmt.Fprint(c0, upgradeRequest(ts, "token="+url.QueryEscape(token(t, user, "")), "Sec-WebSocket-Extensions: "+c.offer+"\r\n"))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				body, _ := io.ReadAll(resp.Body)
+				t.Fatalf("%s path, offer %q: HTTP %d %s", path, c.offer, resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("Sec-WebSocket-Extensions") != ""; got != c.accept {
+				t.Fatalf("%s path, offer %q: extension %q, want accepted %v", path, c.offer, resp.Header.Get("Sec-WebSocket-Extensions"), c.accept)
+			}
+			if m := readJSON(t, br); m["type"] != "connected" || m["userId"] != user {
+				t.Fatalf("%s path, offer %q: got %v", path, c.offer, m)
+			}
+			c0.Close()
+		}
 	}
 }
 

@@ -264,7 +264,7 @@ type rawUpgrade struct {
 	ref                                   *refusal
 	up                                    ws.Upgrader
 	ext                                   wsflate.Extension
-	negotiate                             func(httphead.Option) (httphead.Option, error) // u.ext.Negotiate, bound once
+	negotiate                             func(httphead.Option) (httphead.Option, error) // negotiateDeflate for u.ext, bound once
 	hc                                    handshakeConn
 }
 
@@ -276,8 +276,22 @@ func (s *Server) newRawUpgrade() any {
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
-	u.negotiate = u.ext.Negotiate
+	u.negotiate = func(opt httphead.Option) (httphead.Option, error) { return negotiateDeflate(&u.ext, opt) }
 	return u
+}
+
+// negotiateDeflate is wsflate's negotiation of a permessage-deflate offer,
+// except that an offer it cannot parse (an unknown parameter, a bad value, a
+// parameter twice) is declined, as RFC 7692 §5 says a server must: the
+// connection is upgraded without compression, or with a later offer the
+// client listed. wsflate returns an error instead, which fails the
+// handshake with a 500 that quotes the offer back.
+func negotiateDeflate(ext *wsflate.Extension, opt httphead.Option) (httphead.Option, error) {
+	accept, err := ext.Negotiate(opt)
+	if err != nil {
+		return httphead.Option{}, nil
+	}
+	return accept, nil
 }
 
 // putUpgrade clears u and returns it to the pool.

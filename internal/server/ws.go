@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsflate"
 	"golang.org/x/time/rate"
@@ -44,7 +45,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	var ext *wsflate.Extension
 	if s.cfg.Compression {
 		ext = &wsflate.Extension{Parameters: deflateParams}
-		up.Negotiate = ext.Negotiate
+		up.Negotiate = func(opt httphead.Option) (httphead.Option, error) { return negotiateDeflate(ext, opt) }
 	}
 	hw := &holdResponse{ResponseWriter: w}
 	nc, rw, _, err := up.Upgrade(r, hw)
