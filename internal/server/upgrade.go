@@ -18,6 +18,7 @@ import (
 	"github.com/gobwas/ws/wsflate"
 
 	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
 )
@@ -236,7 +237,11 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 			writeRefusal(c, ref)
 		} else {
 			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr())
-			response.flushTo(c) // the upgrader's own error response
+			if len(response) > 0 {
+				response.flushTo(c) // the upgrader's own error response
+			} else { // gobwas answers nothing to a request line or header it cannot parse
+				writeRefusal(c, &refusal{status: http.StatusBadRequest, code: string(protocol.CodeBadRequest), msg: "malformed HTTP request"})
+			}
 		}
 		_ = c.Close()
 		s.putUpgrade(u)

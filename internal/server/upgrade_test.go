@@ -94,6 +94,33 @@ func TestRefusedUpgradeAnswer(t *testing.T) {
 	}
 }
 
+// TestMalformedUpgradeRequest: an upgrade of the WebSocket path whose
+// request line the upgrader cannot parse gets a 400 with the API's JSON
+// error, not a silent close.
+func TestMalformedUpgradeRequest(t *testing.T) {
+	ts := start(t, nil)
+	req := upgradeRequest(ts, "token="+url.QueryEscape(token(t, "m", "")), "")
+	line, rest, _ := strings.Cut(req, "\r\n")
+	for _, bad := range []string{
+		strings.Replace(line, "HTTP/1.1", "HTTP/1. 1", 1),
+		strings.Replace(line, "HTTP/1.1", "TTTP/1.1", 1),
+		line + " ",
+	} {
+		_, br := rawSend(t, ts, []byte(bad+"\r\n"+rest))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", bad, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"error":"bad_request"`) {
+			t.Fatalf("%q: got %d %s", bad, resp.StatusCode, body)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("%q: connection not closed after the 400: %v", bad, err)
+		}
+	}
+}
+
 // TestUpgradeAfterOtherRequests: an upgrade on a keep-alive connection that
 // first carried an ordinary request is served by net/http's path, and a
 // plain GET of the WebSocket path gets a 400.
