@@ -111,10 +111,19 @@ func decodeBody(r *http.Request, limit int64, v any) error {
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field == "":
+			return badRequest(protocol.CodeBadRequest, "body must be a JSON object")
+		case errors.As(err, &te):
 			return badRequest(protocol.CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
+		case errors.As(err, &se):
+			// encoding/json's own words ("invalid character 'x' after object
+			// key", "exceeded max depth") with its position (counting from 1): they quote at most
+			// one character of the body.
+			return badRequest(protocol.CodeBadJSON, "body is not valid JSON: "+se.Error()+" (at byte "+strconv.FormatInt(se.Offset, 10)+")")
 		}
-		return badRequest(protocol.CodeBadJSON, "body must be a JSON object")
+		return badRequest(protocol.CodeBadJSON, "body is not valid JSON")
 	}
 	return nil
 }

@@ -174,24 +174,28 @@ func TestAPIErrors(t *testing.T) {
 		method, path, body string
 		status             int
 		code               string
+		message            string // when set, what the message must say
 	}{
-		{"POST", "/api/publish", `{"channel":`, 400, "bad_json"},
-		{"POST", "/api/publish", `[]`, 400, "bad_request"},
-		{"POST", "/api/publish", `{"channel":5}`, 400, "bad_request"},
-		{"POST", "/api/publish", `{"data":1}`, 400, "channel_required"},
-		{"POST", "/api/publish", `{"channel":"a b","data":1}`, 400, "invalid_channel"},
-		{"POST", "/api/publish", `{"channel":"c","data":"` + strings.Repeat("x", 100000) + `"}`, 413, "too_large"},
-		{"POST", "/api/broadcast", `{"channels":[],"data":1}`, 400, "channel_required"},
-		{"POST", "/api/send", `{"channel":"c","data":1}`, 400, "bad_request"},
-		{"POST", "/api/disconnect", `{}`, 400, "bad_request"},
-		{"POST", "/api/batch", `{"commands":[]}`, 400, "bad_request"},
-		{"GET", "/api/publish", ``, 404, "not_found"},
-		{"GET", "/api/nothing", ``, 404, "not_found"},
+		{"POST", "/api/publish", `{"channel":`, 400, "bad_json", "body is not valid JSON: unexpected end of JSON input"},
+		{"POST", "/api/publish", `{"channel":"c","data":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`, 400, "bad_json", "exceeded max depth"},
+		{"POST", "/api/publish", `{"channel" "c"}`, 400, "bad_json", "invalid character '\"' after object key (at byte 12)"},
+		{"POST", "/api/publish", `[]`, 400, "bad_request", "body must be a JSON object"},
+		{"POST", "/api/publish", `{"channel":5}`, 400, "bad_request", ""},
+		{"POST", "/api/publish", `{"data":1}`, 400, "channel_required", ""},
+		{"POST", "/api/publish", `{"channel":"a b","data":1}`, 400, "invalid_channel", ""},
+		{"POST", "/api/publish", `{"channel":"c","data":"` + strings.Repeat("x", 100000) + `"}`, 413, "too_large", ""},
+		{"POST", "/api/broadcast", `{"channels":[],"data":1}`, 400, "channel_required", ""},
+		{"POST", "/api/send", `{"channel":"c","data":1}`, 400, "bad_request", ""},
+		{"POST", "/api/disconnect", `{}`, 400, "bad_request", ""},
+		{"POST", "/api/batch", `{"commands":[]}`, 400, "bad_request", ""},
+		{"GET", "/api/publish", ``, 404, "not_found", ""},
+		{"GET", "/api/nothing", ``, 404, "not_found", ""},
 	}
 	for _, tc := range cases {
 		status, body := ts.api(tc.method, tc.path, testAPIKey, tc.body)
-		if status != tc.status || body["error"] != tc.code || body["message"] == "" {
-			t.Errorf("%s %s %.40q: %d %v, want %d %s", tc.method, tc.path, tc.body, status, body, tc.status, tc.code)
+		msg, _ := body["message"].(string)
+		if status != tc.status || body["error"] != tc.code || msg == "" || !strings.Contains(msg, tc.message) {
+			t.Errorf("%s %s %.40q: %d %v, want %d %s %q", tc.method, tc.path, tc.body, status, body, tc.status, tc.code, tc.message)
 		}
 	}
 }
