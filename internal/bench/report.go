@@ -69,6 +69,7 @@ type Report struct {
 
 	// Server (with --server-pid).
 	ServerPID          int     `json:"server_pid,omitempty"`
+	ServerExited       bool    `json:"server_exited,omitempty"` // /proc/PID could not be read at the end
 	ServerRSSBeforeKiB int64   `json:"server_rss_before_kib,omitempty"`
 	ServerRSSAfterKiB  int64   `json:"server_rss_after_kib,omitempty"`
 	ServerRSSEndKiB    int64   `json:"server_rss_end_kib,omitempty"`
@@ -166,14 +167,20 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 		row("error frames", "%s", fmtMap(r.ErrorFrames))
 	}
 	if r.ServerPID != 0 {
-		row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), kib(r.ServerRSSEndKiB))
+		end := kib(r.ServerRSSEndKiB)
+		if r.ServerExited {
+			end = "none (EXITED)"
+		}
+		row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), end)
 		switch {
 		case r.Scenario == "idle" && r.RSSPerConnKiB != 0:
 			row("server RSS/conn", "%.2f KiB at the end of the hold (%.2f KiB right after connecting)", r.RSSPerConnKiB, r.RSSPerConnAfterConnectKiB)
 		case r.RSSPerConnKiB != 0:
 			row("server RSS/conn", "%.2f KiB", r.RSSPerConnKiB)
 		}
-		row("server CPU", "%.2fs (%.0f%% of one core)", r.ServerCPUSeconds, r.ServerCPUPercent)
+		if !r.ServerExited || r.ServerCPUSeconds != 0 {
+			row("server CPU", "%.2fs (%.0f%% of one core)", r.ServerCPUSeconds, r.ServerCPUPercent)
+		}
 		if r.ServerCPUPerDelivU != 0 {
 			row("server CPU/delivery", "%.3f µs", r.ServerCPUPerDelivU)
 		}

@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	// Connect phase.
 	connStart := time.Now()
 	if cfg.ServerPID != 0 {
-		before, _ = sampleProc(cfg.ServerPID)
+		before = sampleOrZero(cfg.ServerPID)
 	}
 	connGen0 := generatorCPU(fleets)
 	var wg sync.WaitGroup
@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	connGen := generatorCPU(fleets) - connGen0
 	var afterConnect procSample
 	if cfg.ServerPID != 0 {
-		afterConnect, _ = sampleProc(cfg.ServerPID)
+		afterConnect = sampleOrZero(cfg.ServerPID)
 		r.ServerRSSAfterKiB = afterConnect.rssKiB
 	}
 	connected := 0
@@ -208,7 +208,11 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	finished = true
 	var endSample procSample
 	if cfg.ServerPID != 0 {
-		endSample, _ = sampleProc(cfg.ServerPID)
+		var err error
+		if endSample, err = sampleProc(cfg.ServerPID); err != nil {
+			r.ServerExited = true
+			r.Notes = append(r.Notes, fmt.Sprintf("the server (pid %d) exited during the run: its CPU and memory are left out, and what failed after it is its doing", cfg.ServerPID))
+		}
 		r.ServerRSSEndKiB = endSample.rssKiB
 		if cfg.Scenario == "idle" && winEnd.rssKiB != 0 {
 			r.ServerRSSEndKiB = winEnd.rssKiB
@@ -341,7 +345,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		r.GeneratorCPUPerDelU = (winGen1 - winGen0).Seconds() * 1e6 / float64(m.Delivered)
 	}
 	r.WallSeconds = time.Since(wallStart).Seconds()
-	return r, r.Write(stdout, cfg.JSON)
+	if err := r.Write(stdout, cfg.JSON); err != nil {
+		return r, err
+	}
+	if r.ServerExited {
+		return r, fmt.Errorf("the server (pid %d) exited during the run", cfg.ServerPID)
+	}
+	return r, nil
 }
 
 // sourceIPs are the source addresses connections rotate through: on Linux,
@@ -501,11 +511,18 @@ func generatorCPU(fleets []fleet) time.Duration {
 	return d
 }
 
+// sampleOrZero samples pid, or returns the zero sample (no time) when
+// there is no pid or it cannot be read (the server exited): every figure
+// that needs two samples is then left out rather than computed against
+// zeros.
 func sampleOrZero(pid int) procSample {
 	if pid == 0 {
 		return procSample{}
 	}
-	s, _ := sampleProc(pid)
+	s, err := sampleProc(pid)
+	if err != nil {
+		return procSample{}
+	}
 	return s
 }
 
