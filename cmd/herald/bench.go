@@ -32,8 +32,8 @@ Scenarios:
 Latency is receive time minus the publication's intended send time on a fixed schedule
 (no coordinated omission). Progress goes to stderr once a second; the report to stdout.
 Ctrl-C stops and prints a partial report. Loss, drops and errors are reported, not failed
-on; the exit status is 1 when the server named by --server-pid exits during the run (the
-report is printed first), 2 for bad flags.
+on; the exit status is 1 when not one connection could be made or the server named by
+--server-pid exits during the run (the report is printed first), 2 for bad flags.
 
 Example:
   ulimit -n 20000

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -188,7 +189,11 @@ func TestBadTokenReportsConnectErrors(t *testing.T) {
 	cfg := testConfig(url, "connect")
 	cfg.JWTSecret = "not-the-server-secret"
 	cfg.Conns = 5
-	r := run(t, cfg)
+	var out strings.Builder
+	r, err := Run(t.Context(), cfg, &out, stderrOnFailure(t))
+	if !errors.Is(err, errNoConnection) || !strings.Contains(out.String(), "http 401: 5") {
+		t.Fatalf("Run: %v, want errNoConnection after the report:\n%s", err, out.String())
+	}
 	if r.Connected != 0 || r.ConnectErrors["http 401"] != 5 {
 		t.Fatalf("connected %d errors %v", r.Connected, r.ConnectErrors)
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -348,11 +349,18 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	if err := r.Write(stdout, cfg.JSON); err != nil {
 		return r, err
 	}
-	if r.ServerExited {
+	switch {
+	case r.ServerExited:
 		return r, fmt.Errorf("the server (pid %d) exited during the run", cfg.ServerPID)
+	case r.Connected == 0 && r.Conns > 0 && !r.Interrupted:
+		return r, errNoConnection
 	}
 	return r, nil
 }
+
+// errNoConnection ends a run in which not one connection was made: nothing
+// was measured (the report's connect errors say why).
+var errNoConnection = errors.New("no connection could be made; see the connect errors")
 
 // sourceIPs are the source addresses connections rotate through: on Linux,
 // for an IPv4 target, 127.0.0.1–127.0.0.8 (all of 127.0.0.0/8 is local
