@@ -89,6 +89,13 @@ func TestServeSubPub(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The startup warnings follow "herald listening", which may come after
+	// the first /healthz answer.
+	for warned := time.Now().Add(5 * time.Second); !strings.Contains(serveErr.String(), "jwt-secret is shorter than the 32 bytes HS256 needs (RFC 7518): anyone with one token can guess it offline and forge tokens for any user\" bytes=19"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(warned) {
+			t.Fatalf("no warning about the 19-byte secret in:\n%s", serveErr.String())
+		}
+	}
 	tok := func(user string) string {
 		var out bytes.Buffer
 		if run(context.Background(), []string{"token", "--user", user, "--org", "7", "--jwt-secret", secret}, &out, &bytes.Buffer{}) != 0 {

@@ -207,7 +207,7 @@ func settings() []setting {
 			repeat: true,
 			show:   func(c *Config) string { return showList(c.APIKeys) },
 		},
-		stringSetting("jwt-secret", "SECRET", "HS256 secret for client tokens",
+		stringSetting("jwt-secret", "SECRET", "HS256 secret for client tokens: at least 32 random bytes (shorter ones are accepted with a warning)",
 			func(c *Config) *string { return &c.JWTSecret }),
 		stringSetting("jwt-public-key", "FILE", "PEM file with an RSA or ECDSA public key for RS256/ES256 client tokens",
 			func(c *Config) *string { return &c.JWTPublicKeyFile }),

@@ -13,6 +13,13 @@ import (
 // MinAPIKeyLen is the shortest API key accepted.
 const MinAPIKeyLen = 16
 
+// MinJWTSecretLen is the shortest HS256 secret RFC 7518 §3.2 allows (the
+// hash's 256 bits). A shorter one is accepted — tests and local benchmarks
+// use one-letter secrets — and the server warns at startup: anyone holding
+// a single token can guess a short secret offline, then forge tokens for
+// any user of any tenant.
+const MinJWTSecretLen = 32
+
 // Validate checks a Config and returns a one-line, human-readable error naming
 // the bad setting (by its flag name). It checks that the JWT public key file
 // is readable but does not parse it.

@@ -173,6 +173,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if len(s.apiKeys) == 0 {
 		s.log.Warn("no API key configured: the server API answers 403")
 	}
+	if n := len(s.cfg.JWTSecret); n > 0 && n < config.MinJWTSecretLen {
+		s.log.Warn("jwt-secret is shorter than the 32 bytes HS256 needs (RFC 7518): anyone with one token can guess it offline and forge tokens for any user", "bytes", n)
+	}
 
 	select {
 	case err := <-errc:
