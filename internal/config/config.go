@@ -35,6 +35,9 @@ type Config struct {
 	// ClientQueueBytes bounds the per-connection send queue; past it the client
 	// is closed as a slow consumer. Default 1 MiB.
 	ClientQueueBytes int64 `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
+	// HistoryMaxBytes bounds the history all channels keep together (data,
+	// event and publisher, plus 128 bytes per publication). Default 512 MiB.
+	HistoryMaxBytes int64 `yaml:"history_max_bytes" toml:"history_max_bytes"`
 	// MaxSubscriptions bounds channels per connection. Default 1000.
 	MaxSubscriptions int `yaml:"max_subscriptions" toml:"max_subscriptions"`
 	// RateLimit is client commands per second per connection. Default 100; 0 disables.
@@ -106,6 +109,7 @@ func Default() Config {
 		PingInterval:         30 * time.Second,
 		PongTimeout:          60 * time.Second,
 		ClientQueueBytes:     1 << 20,
+		HistoryMaxBytes:      512 << 20,
 		MaxSubscriptions:     1000,
 		RateLimit:            100,
 		RateBurst:            200,

@@ -102,6 +102,7 @@ type fileConfig struct {
 	PingInterval         Duration    `yaml:"ping_interval" toml:"ping_interval"`
 	PongTimeout          Duration    `yaml:"pong_timeout" toml:"pong_timeout"`
 	ClientQueueBytes     byteSize    `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
+	HistoryMaxBytes      byteSize    `yaml:"history_max_bytes" toml:"history_max_bytes"`
 	MaxSubscriptions     int         `yaml:"max_subscriptions" toml:"max_subscriptions"`
 	RateLimit            float64     `yaml:"rate_limit" toml:"rate_limit"`
 	RateBurst            int         `yaml:"rate_burst" toml:"rate_burst"`
@@ -130,6 +131,7 @@ func fileConfigFrom(c *Config) fileConfig {
 		PingInterval:         Duration(c.PingInterval),
 		PongTimeout:          Duration(c.PongTimeout),
 		ClientQueueBytes:     byteSize(c.ClientQueueBytes),
+		HistoryMaxBytes:      byteSize(c.HistoryMaxBytes),
 		MaxSubscriptions:     c.MaxSubscriptions,
 		RateLimit:            c.RateLimit,
 		RateBurst:            c.RateBurst,
@@ -159,6 +161,7 @@ func (fc *fileConfig) apply(c *Config) {
 		PingInterval:         time.Duration(fc.PingInterval),
 		PongTimeout:          time.Duration(fc.PongTimeout),
 		ClientQueueBytes:     int64(fc.ClientQueueBytes),
+		HistoryMaxBytes:      int64(fc.HistoryMaxBytes),
 		MaxSubscriptions:     fc.MaxSubscriptions,
 		RateLimit:            fc.RateLimit,
 		RateBurst:            fc.RateBurst,

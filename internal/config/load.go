@@ -223,6 +223,8 @@ func settings() []setting {
 			func(c *Config) *time.Duration { return &c.PongTimeout }),
 		bytesSetting("client-queue-bytes", "per-connection send queue; a client past it is closed as a slow consumer",
 			func(c *Config) *int64 { return &c.ClientQueueBytes }),
+		bytesSetting("history-max-bytes", "history kept by all channels together; past it a channel drops its oldest, and recovery reports the gap",
+			func(c *Config) *int64 { return &c.HistoryMaxBytes }),
 		intSetting("max-subscriptions", "most channels one connection may subscribe to",
 			func(c *Config) *int { return &c.MaxSubscriptions }),
 		floatSetting("rate-limit", "RATE", "client commands per second per connection; 0 disables rate limiting",

@@ -148,7 +148,7 @@ log_level: debug
 				"--addr", "127.0.0.1:9", "--ws-path", "/socket", "--api-key", "0123456789abcdef",
 				"--jwt-secret", "s", "--jwt-public-key", "/k.pem", "--insecure-query-auth",
 				"--allowed-origins", "https://a.example, https://b.example", "--max-message-bytes", "64KB",
-				"--ping-interval", "5s", "--pong-timeout", "12s", "--client-queue-bytes", "2MiB",
+				"--ping-interval", "5s", "--pong-timeout", "12s", "--client-queue-bytes", "2MiB", "--history-max-bytes", "1GiB",
 				"--max-subscriptions", "7", "--rate-limit", "2.5", "--rate-burst", "3",
 				"--rate-limit-strikes", "4", "--io-uring=false", "--shutdown-timeout", "1m", "--log-format", "json",
 				"--log-level", "error",
@@ -159,7 +159,7 @@ log_level: debug
 					JWTSecret: "s", JWTPublicKeyFile: "/k.pem", InsecureQueryAuth: true,
 					AllowedOrigins:  []string{"https://a.example", "https://b.example"},
 					MaxMessageBytes: 64 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
-					ClientQueueBytes: 2 << 20, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
+					ClientQueueBytes: 2 << 20, HistoryMaxBytes: 1 << 30, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
 					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
 				}
 				if !reflect.DeepEqual(c, want) {
@@ -173,7 +173,7 @@ log_level: debug
 				"HERALD_ADDR": "127.0.0.1:9", "HERALD_WS_PATH": "/socket", "HERALD_API_KEYS": "0123456789abcdef",
 				"HERALD_JWT_SECRET": "s", "HERALD_JWT_PUBLIC_KEY": "/k.pem", "HERALD_INSECURE_QUERY_AUTH": "true",
 				"HERALD_ALLOWED_ORIGINS": "*", "HERALD_MAX_MESSAGE_BYTES": "512KiB",
-				"HERALD_PING_INTERVAL": "5s", "HERALD_PONG_TIMEOUT": "12s", "HERALD_CLIENT_QUEUE_BYTES": "4096",
+				"HERALD_PING_INTERVAL": "5s", "HERALD_PONG_TIMEOUT": "12s", "HERALD_CLIENT_QUEUE_BYTES": "4096", "HERALD_HISTORY_MAX_BYTES": "64MiB",
 				"HERALD_MAX_SUBSCRIPTIONS": "7", "HERALD_RATE_LIMIT": "2.5", "HERALD_RATE_BURST": "3",
 				"HERALD_RATE_LIMIT_STRIKES": "4", "HERALD_IO_URING": "false", "HERALD_SHUTDOWN_TIMEOUT": "1m", "HERALD_LOG_FORMAT": "json",
 				"HERALD_LOG_LEVEL": "error",
@@ -184,7 +184,7 @@ log_level: debug
 					JWTSecret: "s", JWTPublicKeyFile: "/k.pem", InsecureQueryAuth: true,
 					AllowedOrigins:  []string{"*"},
 					MaxMessageBytes: 512 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
-					ClientQueueBytes: 4096, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
+					ClientQueueBytes: 4096, HistoryMaxBytes: 64 << 20, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
 					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
 				}
 				if !reflect.DeepEqual(c, want) {
@@ -291,6 +291,7 @@ func TestLoadFile(t *testing.T) {
 	want.AllowedOrigins = []string{"https://app.example"}
 	want.MaxMessageBytes = 512 << 10
 	want.ClientQueueBytes = 4096
+	want.HistoryMaxBytes = 2 << 30
 	want.PingInterval = 15 * time.Second
 	want.PongTimeout = time.Minute + 30*time.Second
 	want.ShutdownTimeout = 500 * time.Millisecond
@@ -315,6 +316,7 @@ allowed_origins:
   - https://app.example
 max_message_bytes: 512KiB
 client_queue_bytes: 4096
+history_max_bytes: 2GiB
 ping_interval: 15s
 pong_timeout: 1m30s
 shutdown_timeout: 500ms
@@ -333,6 +335,7 @@ insecure_query_auth: true
 allowed_origins: [https://app.example]
 max_message_bytes: "512 KiB"
 client_queue_bytes: "4096"
+history_max_bytes: "2 GiB"
 ping_interval: 15s
 pong_timeout: 90s
 shutdown_timeout: 0.5s
@@ -349,6 +352,7 @@ insecure_query_auth = true
 allowed_origins = ["https://app.example"]
 max_message_bytes = "512KiB"
 client_queue_bytes = 4096
+history_max_bytes = "2GiB"
 ping_interval = "15s"
 pong_timeout = "1m30s"
 shutdown_timeout = "500ms"
@@ -469,7 +473,7 @@ func TestLoadHelp(t *testing.T) {
 	allFlags := []string{
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
-		"pong-timeout", "client-queue-bytes", "max-subscriptions", "rate-limit",
+		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-subscriptions", "rate-limit",
 		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "shutdown-timeout", "debug-addr", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
@@ -531,7 +535,7 @@ func TestFileConfigMirrorsConfig(t *testing.T) {
 	c := Config{
 		Addr: "a", WSPath: "/w", APIKeys: []string{"k"}, JWTSecret: "s", JWTPublicKeyFile: "f",
 		InsecureQueryAuth: true, AllowedOrigins: []string{"o"}, MaxMessageBytes: 1, PingInterval: 2,
-		PongTimeout: 3, ClientQueueBytes: 4, MaxSubscriptions: 5, RateLimit: 6, RateBurst: 7,
+		PongTimeout: 3, ClientQueueBytes: 4, HistoryMaxBytes: 10, MaxSubscriptions: 5, RateLimit: 6, RateBurst: 7,
 		RateLimitStrikes: 8, IOUring: true, ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
 		Namespaces: []Namespace{{Prefix: "p"}},
 	}
@@ -625,6 +629,7 @@ func TestValidate(t *testing.T) {
 		{"zero max message", func(c *Config) { c.MaxMessageBytes = 0 }, "invalid max-message-bytes 0"},
 		{"negative max message", func(c *Config) { c.MaxMessageBytes = -1 }, "invalid max-message-bytes"},
 		{"zero client queue", func(c *Config) { c.ClientQueueBytes = 0 }, "invalid client-queue-bytes 0"},
+		{"zero history budget", func(c *Config) { c.HistoryMaxBytes = 0 }, "invalid history-max-bytes 0"},
 		{"zero ping interval", func(c *Config) { c.PingInterval = 0 }, "invalid ping-interval 0s"},
 		{"pong equal to ping", func(c *Config) { c.PongTimeout = c.PingInterval }, "invalid pong-timeout 30s: must be greater than ping-interval (30s)"},
 		{"pong below ping", func(c *Config) { c.PongTimeout = time.Second }, "invalid pong-timeout"},

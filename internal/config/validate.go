@@ -36,6 +36,9 @@ func (c *Config) Validate() error {
 	if c.ClientQueueBytes <= 0 {
 		return fmt.Errorf("invalid client-queue-bytes %d: must be greater than 0", c.ClientQueueBytes)
 	}
+	if c.HistoryMaxBytes <= 0 {
+		return fmt.Errorf("invalid history-max-bytes %d: must be greater than 0", c.HistoryMaxBytes)
+	}
 	if c.PingInterval <= 0 {
 		return fmt.Errorf("invalid ping-interval %s: must be greater than 0", c.PingInterval)
 	}

@@ -32,6 +32,9 @@ type Metrics struct {
 	// UringWorkers is how many writer-pool workers write with io_uring; the
 	// others (all, where io_uring is unavailable or off) write with writev.
 	UringWorkers prometheus.Gauge
+	// HistoryDropped counts publications dropped from history, or not kept,
+	// to stay within --history-max-bytes.
+	HistoryDropped prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -62,12 +65,13 @@ func New() *Metrics {
 			[]string{"endpoint", "status"}),
 		Recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_recoveries_total", Help: "Subscribes with since, by whether the gap was fully recovered."},
 			[]string{"recovered"}),
-		AcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_accept_errors_total", Help: "Failed accepts on the listener (such as running out of file descriptors); each is retried after a pause."}),
-		UringWorkers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_writer_io_uring_workers", Help: "Writer-pool workers writing with io_uring (the rest write one writev per client)."}),
+		AcceptErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_accept_errors_total", Help: "Failed accepts on the listener (such as running out of file descriptors); each is retried after a pause."}),
+		UringWorkers:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_writer_io_uring_workers", Help: "Writer-pool workers writing with io_uring (the rest write one writev per client)."}),
+		HistoryDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_history_dropped_total", Help: "Publications dropped from history, or not kept, to stay within --history-max-bytes."}),
 	}
 	reg.MustRegister(m.Recoveries, m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
 		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
-		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors, m.UringWorkers,
+		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors, m.UringWorkers, m.HistoryDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,4 +77,33 @@ func acceptErrors(s *Server) float64 {
 	var m dto.Metric
 	_ = s.metrics.AcceptErrors.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// TestHistoryDropsAreLoggedSparingly: publications dropped for the history
+// budget are all counted, and logged at most once per interval with how
+// many were dropped since the last line — a flood is one line, not one per
+// publication.
+func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
+	cfg := config.Default()
+	cfg.JWTSecret = "0123456789abcdef0123456789abcdef"
+	var logs bytes.Buffer
+	s, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.dropWarn.Interval = time.Hour
+	for range 5 {
+		s.historyDropped(3)
+	}
+	var m dto.Metric
+	_ = s.metrics.HistoryDropped.Write(&m)
+	if got := m.GetCounter().GetValue(); got != 15 {
+		t.Fatalf("herald_history_dropped_total %v, want 15", got)
+	}
+	if n := strings.Count(logs.String(), "history budget reached"); n != 1 || !strings.Contains(logs.String(), "dropped=3") {
+		t.Fatalf("%d warnings, want 1 saying dropped=3:\n%s", n, logs.String())
+	}
+	if s.dropped.Load() != 12 {
+		t.Fatalf("%d drops waiting for the next warning, want 12", s.dropped.Load())
+	}
 }

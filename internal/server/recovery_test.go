@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,6 +167,65 @@ func TestGapOlderThanHistory(t *testing.T) {
 	a.expect("message")
 	a.expect("message")
 	a.sync()
+}
+
+// TestHistoryBudget: with --history-max-bytes reached, a channel keeps only
+// what fits, recovery past the rest says recovered:false and replays what
+// is kept, deliveries are unaffected, and /metrics shows the bytes held and
+// the publications dropped.
+func TestHistoryBudget(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.HistoryMaxBytes = 5000 // four 1,000-byte publications and their overhead
+		c.Namespaces = []config.Namespace{{Prefix: "feed", HistorySize: 100}}
+	})
+	a := ts.dial("alice", "")
+	a.subscribe("feed")
+	data := `"` + strings.Repeat("x", 998) + `"`
+	var epoch string
+	for i := 1; i <= 10; i++ {
+		_, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"feed","data":`+data+`}`)
+		epoch = body["epoch"].(string)
+		if m := a.expect("message"); num(m["offset"]) != uint64(i) {
+			t.Fatalf("delivery %d: %v", i, m)
+		}
+	}
+	b := ts.dial("bob", "")
+	ack := b.subscribeSince("feed", map[string]any{"offset": 0, "epoch": epoch}, nil)
+	if ack["recovered"] != false || num(ack["offset"]) != 10 {
+		t.Fatalf("ack %v", ack)
+	}
+	first := num(b.expect("message")["offset"])
+	if first < 7 || first > 9 {
+		t.Fatalf("the replay starts at offset %d, want the newest few that fit in 5000 bytes", first)
+	}
+	for want := first + 1; want <= 10; want++ {
+		if m := b.expect("message"); num(m["offset"]) != want {
+			t.Fatalf("got %v, want offset %d", m, want)
+		}
+	}
+	b.sync()
+	text := ts.metricsText()
+	held := metricLine(t, text, "herald_history_bytes")
+	dropped := metricLine(t, text, "herald_history_dropped_total")
+	if held <= 0 || held > 5000 || dropped != float64(10-(11-first)) {
+		t.Fatalf("herald_history_bytes %v (want 1..5000), herald_history_dropped_total %v (want %d)", held, dropped, 10-(11-first))
+	}
+}
+
+// metricLine returns the value of the unlabelled metric name in text.
+func metricLine(t *testing.T, text, name string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }
 
 func TestHistoryTTLExpiry(t *testing.T) {

@@ -15,7 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
@@ -59,16 +61,21 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 	upgrades sync.Pool // *rawUpgrade
+	// dropWarn spaces the warnings about the history budget: a flood can
+	// drop many publications a second, and one line every 10 s says it.
+	dropWarn rate.Sometimes
+	dropped  atomic.Int64 // publications dropped for the budget since the last warning
 }
 
 // New builds a server from a validated configuration.
 func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		metrics: metrics.New(),
-		policy:  auth.NewPolicy(cfg.Namespaces),
-		started: time.Now(),
+		cfg:      cfg,
+		log:      log,
+		metrics:  metrics.New(),
+		policy:   auth.NewPolicy(cfg.Namespaces),
+		started:  time.Now(),
+		dropWarn: rate.Sometimes{Interval: 10 * time.Second},
 	}
 	s.upgrades.New = s.newRawUpgrade
 	for _, k := range cfg.APIKeys {
@@ -98,8 +105,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		OnRemove:         s.onRemove,
 		IOUring:          cfg.IOUring,
 	}, log, s.metrics)
-	s.membrk = memory.New(memory.Options{Deliver: s.deliver})
+	s.membrk = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
 	s.broker = s.membrk
+	s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_history_bytes",
+		Help: "Bytes of history all channels keep, as counted against --history-max-bytes.",
+	}, func() float64 { return float64(s.membrk.HistoryBytes()) }))
 	p, err := netpoll.New()
 	if err != nil {
 		return nil, err
@@ -218,6 +229,18 @@ func (s *Server) maxReplayBytes() int { return max(minReplayBytes, int(s.cfg.Cli
 
 // deliver is the broker's DeliverFunc: encode the publication once and fan
 // it out to this node's subscribers.
+// historyDropped is the broker's OnDrop: n publications were dropped from
+// history, or not kept, to stay within --history-max-bytes. It runs under a
+// channel's lock, so it only counts; the warning is spaced by dropWarn.
+func (s *Server) historyDropped(n int) {
+	s.metrics.HistoryDropped.Add(float64(n))
+	s.dropped.Add(int64(n))
+	s.dropWarn.Do(func() {
+		s.log.Warn("history budget reached: channels drop their oldest publications, and recovery past them reports a gap",
+			"history_max_bytes", s.cfg.HistoryMaxBytes, "dropped", s.dropped.Swap(0))
+	})
+}
+
 func (s *Server) deliver(channel string, p *broker.Publication) int {
 	m := message(channel, p)
 	frame := messageFrame(&m)

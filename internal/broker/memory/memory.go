@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-rt/herald/internal/broker"
@@ -23,10 +24,23 @@ const maxIdempotencyKeys = 10000
 
 // Broker is the in-memory broker. The zero value is not usable; call New.
 type Broker struct {
-	seed    maphash.Seed
-	shards  [numShards]shard
-	deliver broker.DeliverFunc
-	now     func() time.Time
+	seed     maphash.Seed
+	shards   [numShards]shard
+	deliver  broker.DeliverFunc
+	now      func() time.Time
+	maxBytes int64        // history budget of all channels together; 0: none
+	used     atomic.Int64 // bytes of history held (pubBytes of each)
+	onDrop   func(n int)
+}
+
+// pubOverhead is what a kept publication costs besides its data, event and
+// publisher: its slot in a ring (a broker.Publication) and the slice and
+// string headers' backing allocations, rounded up.
+const pubOverhead = 128
+
+// pubBytes is what keeping p in history counts against the budget.
+func pubBytes(p *broker.Publication) int64 {
+	return int64(len(p.Data) + len(p.Event) + len(p.From) + pubOverhead)
 }
 
 type shard struct {
@@ -62,11 +76,23 @@ type Options struct {
 	Deliver broker.DeliverFunc
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MaxBytes bounds the history of all channels together, in bytes of
+	// data, event and publisher plus a fixed overhead per publication; 0
+	// means no bound. A publication that does not fit first evicts its own
+	// channel's oldest; when its channel has nothing left to give, it is
+	// delivered but not kept. Either way the channel's history has a gap,
+	// which recovery past it reports (recovered: false), as for a
+	// publication evicted by size or TTL. Channels never evict each other:
+	// that would take two channels' locks.
+	MaxBytes int64
+	// OnDrop, when set, is told of publications dropped from history (or
+	// not kept) to stay within MaxBytes. It runs under a channel's lock.
+	OnDrop func(n int)
 }
 
 // New creates a broker.
 func New(o Options) *Broker {
-	b := &Broker{seed: maphash.MakeSeed(), deliver: o.Deliver, now: o.Now}
+	b := &Broker{seed: maphash.MakeSeed(), deliver: o.Deliver, now: o.Now, maxBytes: o.MaxBytes, onDrop: o.OnDrop}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -118,11 +144,11 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	s.offset++
 	p.Offset = s.offset
 	p.Time = now
-	s.trim(now)
+	s.trim(b, now)
 	if o.History.Size > 0 {
 		h := p
 		h.Origin = ""
-		s.push(h, o.History.Size)
+		b.keep(s, h, o.History.Size)
 	}
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
 		s.remember(o.IdempotencyKey, idemEntry{offset: p.Offset, expires: now.Add(o.IdempotencyWindow)}, now)
@@ -134,37 +160,80 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	return broker.PublishResult{Position: broker.Position{Offset: s.offset, Epoch: s.epoch}, Delivered: n}, nil
 }
 
-// push appends to the ring, which grows by doubling up to size and then
-// evicts the oldest. s.mu must be held.
-func (s *stream) push(p broker.Publication, size int) {
+// keep stores p in s's history of at most size publications, within the
+// broker's byte budget (see Options.MaxBytes). s.mu must be held.
+func (b *Broker) keep(s *stream, p broker.Publication, size int) {
 	if len(s.hist) > size {
-		s.relayout(size)
+		s.relayout(b, size)
 	}
-	if s.count == len(s.hist) {
-		if len(s.hist) < size {
-			s.relayout(min(max(2*len(s.hist), 8), size))
-		} else {
-			s.lostTime = s.hist[s.head].Time
-			s.hist[s.head] = p
-			s.head = (s.head + 1) % len(s.hist)
+	if s.count == len(s.hist) && len(s.hist) == size {
+		s.dropOldest(b) // the ring is full: the oldest makes room
+	}
+	need := pubBytes(&p)
+	dropped := 0
+	for !b.reserve(need) {
+		if s.count == 0 {
+			s.lostTime = p.Time // not kept: recovery past it sees the gap
+			dropped++
+			b.dropped(dropped)
 			return
 		}
+		s.dropOldest(b)
+		dropped++
+	}
+	b.dropped(dropped)
+	if s.count == len(s.hist) {
+		s.relayout(b, min(max(2*len(s.hist), 8), size))
 	}
 	s.hist[(s.head+s.count)%len(s.hist)] = p
 	s.count++
 }
 
+// reserve counts n more bytes of history, unless that would pass the
+// budget.
+func (b *Broker) reserve(n int64) bool {
+	for {
+		u := b.used.Load()
+		if b.maxBytes > 0 && u+n > b.maxBytes {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+// dropped reports n publications dropped for the budget.
+func (b *Broker) dropped(n int) {
+	if n > 0 && b.onDrop != nil {
+		b.onDrop(n)
+	}
+}
+
+// HistoryBytes is how many bytes of history all channels hold, as counted
+// against Options.MaxBytes.
+func (b *Broker) HistoryBytes() int64 { return b.used.Load() }
+
+// dropOldest evicts s's oldest kept publication. s.mu must be held and
+// s.count > 0.
+func (s *stream) dropOldest(b *Broker) {
+	old := &s.hist[s.head]
+	s.lostTime = old.Time
+	b.used.Add(-pubBytes(old))
+	*old = broker.Publication{}
+	s.head = (s.head + 1) % len(s.hist)
+	s.count--
+}
+
 // relayout copies the retained publications, oldest first, into a ring of n
 // slots, dropping the oldest if they do not fit. s.mu must be held.
-func (s *stream) relayout(n int) {
-	items := s.ordered()
-	if len(items) > n {
-		s.lostTime = items[len(items)-n-1].Time
-		items = items[len(items)-n:]
+func (s *stream) relayout(b *Broker, n int) {
+	for s.count > n {
+		s.dropOldest(b)
 	}
 	h := make([]broker.Publication, n)
-	copy(h, items)
-	s.hist, s.head, s.count = h, 0, len(items)
+	copy(h, s.ordered())
+	s.hist, s.head = h, 0
 }
 
 // ordered returns the retained publications, oldest first. s.mu must be held.
@@ -177,16 +246,13 @@ func (s *stream) ordered() []broker.Publication {
 }
 
 // trim drops publications older than the TTL. s.mu must be held.
-func (s *stream) trim(now time.Time) {
+func (s *stream) trim(b *Broker, now time.Time) {
 	if s.opts.TTL <= 0 {
 		return
 	}
 	cut := now.Add(-s.opts.TTL)
 	for s.count > 0 && !s.hist[s.head].Time.After(cut) {
-		s.lostTime = s.hist[s.head].Time
-		s.hist[s.head] = broker.Publication{}
-		s.head = (s.head + 1) % len(s.hist)
-		s.count--
+		s.dropOldest(b)
 	}
 }
 
@@ -212,8 +278,8 @@ func (s *stream) remember(key string, e idemEntry, now time.Time) {
 }
 
 // recover computes what a subscriber asking for since gets. s.mu must be held.
-func (s *stream) recover(since broker.Since, now time.Time) broker.Recovery {
-	s.trim(now)
+func (s *stream) recover(b *Broker, since broker.Since, now time.Time) broker.Recovery {
+	s.trim(b, now)
 	pos := broker.Position{Offset: s.offset, Epoch: s.epoch}
 	items := s.ordered()
 	if !since.Time.IsZero() {
@@ -262,10 +328,10 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 	}
 	since := o.Since
 	if since == nil {
-		s.trim(now)
+		s.trim(b, now)
 		return join(broker.Recovery{Position: broker.Position{Offset: s.offset, Epoch: s.epoch}})
 	}
-	return join(s.recover(*since, now))
+	return join(s.recover(b, *since, now))
 }
 
 // History returns retained publications and the current position.
@@ -276,12 +342,12 @@ func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Public
 	s.touched = now
 	var items []broker.Publication
 	if q.Since != nil {
-		items = s.recover(*q.Since, now).Publications
+		items = s.recover(b, *q.Since, now).Publications
 		if q.Limit > 0 && len(items) > q.Limit {
 			items = items[:q.Limit]
 		}
 	} else {
-		s.trim(now)
+		s.trim(b, now)
 		items = s.ordered()
 		if q.Limit > 0 && len(items) > q.Limit {
 			items = items[len(items)-q.Limit:]
@@ -314,7 +380,7 @@ func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 		sh.mu.Lock()
 		for name, s := range sh.streams {
 			s.mu.Lock()
-			s.trim(now)
+			s.trim(b, now)
 			for k, e := range s.keys {
 				if !now.Before(e.expires) {
 					delete(s.keys, k)

@@ -1,6 +1,8 @@
 package memory
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -63,4 +65,108 @@ func TestHistoryChannelKeepsEpochBeforeFirstPublication(t *testing.T) {
 	if !got.Recovered || len(got.Publications) != 1 {
 		t.Fatalf("recovery before any event: %+v", got)
 	}
+}
+
+// recover subscribes to channel with since (offset in epoch) and returns
+// what the join saw.
+func recoverFrom(t *testing.T, b *Broker, channel string, offset uint64, epoch string) broker.Recovery {
+	t.Helper()
+	var got broker.Recovery
+	since := broker.Since{Offset: offset, Epoch: epoch}
+	if err := b.Subscribe(channel, broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestHistoryBudget: history of all channels together stays within
+// MaxBytes. A channel over it evicts its own oldest; a channel with nothing
+// to evict delivers without keeping; recovery past a dropped publication
+// reports the gap; expired history gives the budget back.
+func TestHistoryBudget(t *testing.T) {
+	now := time.Now()
+	data := make([]byte, 1000-pubOverhead) // pubBytes 1000 each
+	delivered, dropped := 0, 0
+	b := New(Options{
+		Now:      func() time.Time { return now },
+		Deliver:  func(string, *broker.Publication) int { delivered++; return 1 },
+		MaxBytes: 3500,
+		OnDrop:   func(n int) { dropped += n },
+	})
+	hist := broker.PublishOptions{History: broker.HistoryOptions{Size: 100, TTL: time.Minute}}
+	var last broker.PublishResult
+	for range 5 {
+		last, _ = b.Publish("a", broker.Publication{Data: data}, hist)
+	}
+	if b.HistoryBytes() != 3000 || dropped != 2 || delivered != 5 {
+		t.Fatalf("after 5 to a: %d bytes, %d dropped, %d delivered; want 3000, 2, 5", b.HistoryBytes(), dropped, delivered)
+	}
+	// 1 and 2 were evicted: from 1, offset 2 is missing; from 2, all is there.
+	if r := recoverFrom(t, b, "a", 1, last.Epoch); r.Recovered || len(r.Publications) != 3 || r.Publications[0].Offset != 3 {
+		t.Fatalf("recovery past an evicted publication: recovered %v, %d publications", r.Recovered, len(r.Publications))
+	}
+	if r := recoverFrom(t, b, "a", 2, last.Epoch); !r.Recovered || len(r.Publications) != 3 {
+		t.Fatalf("recovery within what is kept: recovered %v, %d publications", r.Recovered, len(r.Publications))
+	}
+	// b has nothing of its own to evict: delivered, not kept, and the gap shows.
+	pb, _ := b.Publish("b", broker.Publication{Data: data}, hist)
+	if b.HistoryBytes() != 3000 || dropped != 3 || delivered != 6 {
+		t.Fatalf("after b: %d bytes, %d dropped, %d delivered; want 3000, 3, 6", b.HistoryBytes(), dropped, delivered)
+	}
+	if r := recoverFrom(t, b, "b", 0, pb.Epoch); r.Recovered || len(r.Publications) != 0 {
+		t.Fatalf("recovery of b past its unkept publication: recovered %v, %d publications", r.Recovered, len(r.Publications))
+	}
+	// a's history expires: the budget is free for b.
+	now = now.Add(2 * time.Minute)
+	b.Sweep(time.Hour, nil)
+	if b.HistoryBytes() != 0 {
+		t.Fatalf("%d bytes after expiry, want 0", b.HistoryBytes())
+	}
+	pb, _ = b.Publish("b", broker.Publication{Data: data}, hist)
+	if r := recoverFrom(t, b, "b", pb.Offset-1, pb.Epoch); !r.Recovered || len(r.Publications) != 1 || b.HistoryBytes() != 1000 {
+		t.Fatalf("b after the budget came back: recovered %v, %d publications, %d bytes", r.Recovered, len(r.Publications), b.HistoryBytes())
+	}
+}
+
+// TestHistoryBudgetAccounting: through random publishes (sizes, history
+// sizes that shrink and grow), TTL expiry and sweeps over several channels,
+// the counted bytes always equal what the channels hold, and never pass the
+// budget.
+func TestHistoryBudgetAccounting(t *testing.T) {
+	now := time.Now()
+	const budget = 50_000
+	b := New(Options{Now: func() time.Time { return now }, MaxBytes: budget})
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 20_000 {
+		ch := fmt.Sprint("c", rng.IntN(7))
+		o := broker.PublishOptions{History: broker.HistoryOptions{Size: 1 + rng.IntN(40), TTL: time.Duration(1+rng.IntN(50)) * time.Millisecond}}
+		_, _ = b.Publish(ch, broker.Publication{Data: make([]byte, rng.IntN(3000)), Event: "e", From: "u"}, o)
+		now = now.Add(time.Duration(rng.IntN(500)) * time.Microsecond)
+		if i%500 == 0 {
+			b.Sweep(time.Millisecond, nil)
+		}
+		if i%97 == 0 {
+			if held := heldBytes(b); held != b.HistoryBytes() || held > budget {
+				t.Fatalf("step %d: channels hold %d bytes, counted %d, budget %d", i, held, b.HistoryBytes(), budget)
+			}
+		}
+	}
+}
+
+// heldBytes recounts what every stream holds.
+func heldBytes(b *Broker) int64 {
+	var n int64
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.streams {
+			s.mu.Lock()
+			for _, p := range s.ordered() {
+				n += pubBytes(&p)
+			}
+			s.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	return n
 }
