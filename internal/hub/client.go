@@ -224,6 +224,14 @@ func (c *Client) appendAndUnlock(frame []byte) {
 	}
 }
 
+// QueuedBurst is how many bytes of earlier SendBursts are still queued (not
+// yet taken by a writer).
+func (c *Client) QueuedBurst() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.burst
+}
+
 // SendFrame queues the variant of f (compressed or not) that suits c; see Send.
 func (c *Client) SendFrame(f *Frame) bool { return c.Send(f.bytesFor(c)) }
 

@@ -212,6 +212,50 @@ func TestHistoryBudget(t *testing.T) {
 	}
 }
 
+// TestRepeatedReplaysAreBounded: a client that subscribes with since again
+// and again without reading gets at most one more replay's worth queued
+// behind the one being written; later replays are cut to what fits and say
+// recovered:false. Each used to queue a full replay, 16 MiB apiece.
+func TestRepeatedReplaysAreBounded(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.Namespaces = []config.Namespace{{Prefix: "feed", HistorySize: 100}}
+	})
+	data := `"` + strings.Repeat("x", 1<<20-100) + `"`
+	var epoch string
+	for range 20 { // 20 MiB of history: more than one replay may carry
+		status, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"feed","data":`+data+`}`)
+		if status != 200 {
+			t.Fatalf("publish: %d %v", status, body)
+		}
+		epoch = body["epoch"].(string)
+	}
+	a := ts.dial("alice", "")
+	const rounds = 6
+	for range rounds { // sent without reading a thing
+		a.send(map[string]any{"type": "subscribe", "channel": "feed", "since": map[string]any{"offset": 0, "epoch": epoch}})
+		a.send(map[string]any{"type": "unsubscribe", "channel": "feed"})
+	}
+	acks, replayed := 0, 0
+	for acks < rounds {
+		_ = a.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, b, err := a.conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d acks and %d replayed bytes: %v", acks, replayed, err)
+		}
+		switch {
+		case strings.HasPrefix(string(b), `{"type":"subscribed"`):
+			acks++
+		case strings.HasPrefix(string(b), `{"type":"message"`):
+			replayed += len(b)
+		}
+	}
+	// One replay in the writer's hands and one queued behind it: 32 MiB,
+	// not six times 16.
+	if limit := 2 * 16 << 20; replayed > limit {
+		t.Fatalf("%d rounds replayed %d bytes, want at most %d", rounds, replayed, limit)
+	}
+}
+
 // metricLine returns the value of the unlabelled metric name in text.
 func metricLine(t *testing.T, text, name string) float64 {
 	t.Helper()

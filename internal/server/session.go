@@ -171,8 +171,12 @@ func (s *session) subscribe(cmd *protocol.Command) {
 			return err
 		}
 		// The replay is bounded by history; it may exceed the live queue bound
-		// (it is sent as one burst) but not maxReplayBytes: past that the
-		// oldest part is left out and the client told recovered:false.
+		// (it is sent as one burst) but not maxReplayBytes, counting earlier
+		// replays still queued (a client that subscribes with since again
+		// and again without reading would otherwise queue one more burst
+		// each time): past that the oldest part is left out and the client
+		// told recovered:false.
+		budget := s.srv.maxReplayBytes() - s.c.QueuedBurst()
 		frames := make([]*hub.Frame, 1, 1+len(r.Publications))
 		total := 0
 		for i := len(r.Publications) - 1; i >= 0; i-- {
@@ -182,7 +186,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 			}
 			m := message(cmd.Channel, p)
 			f := messageFrame(&m)
-			if total+len(f.Plain()) > s.srv.maxReplayBytes() {
+			if total+len(f.Plain()) > budget {
 				r.Recovered = false
 				break
 			}
