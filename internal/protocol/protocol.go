@@ -254,8 +254,9 @@ func AppendPublished(b []byte, channel string, pos Position, duplicate bool, id 
 }
 
 // AppendHistory appends {"type":"history","channel","offset","epoch",
-// "publications":[{"data","timestamp","from"?,"offset","event"?},…],"id"?}.
-func AppendHistory(b []byte, channel string, pos Position, pubs []Message, id json.RawMessage) []byte {
+// "publications":[{"data","timestamp","from"?,"offset","event"?},…],
+// "truncated":true?,"id"?}.
+func AppendHistory(b []byte, channel string, pos Position, pubs []Message, truncated bool, id json.RawMessage) []byte {
 	b = append(b, `{"type":"history","channel":`...)
 	b = AppendString(b, channel)
 	b = appendPosition(b, pos)
@@ -267,6 +268,9 @@ func AppendHistory(b []byte, channel string, pos Position, pubs []Message, id js
 		b = AppendPublication(b, &pubs[i])
 	}
 	b = append(b, ']')
+	if truncated {
+		b = append(b, `,"truncated":true`...)
+	}
 	b = appendID(b, id)
 	return append(b, '}')
 }

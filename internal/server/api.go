@@ -436,6 +436,9 @@ type HistoryData struct {
 	Offset       uint64            `json:"offset"`
 	Epoch        string            `json:"epoch"`
 	Publications []json.RawMessage `json:"publications"`
+	// Truncated: publications were left out to keep the answer within 16
+	// MiB (see maxReplayBytes); with since, ask again from the last offset.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // apiHistory serves GET /api/history?channel=&since=&epoch=&limit=. since is
@@ -479,7 +482,8 @@ func (s *Server) apiHistory(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := HistoryData{OK: true, Channel: ch, Offset: pos.Offset, Epoch: pos.Epoch, Publications: make([]json.RawMessage, len(pubs))}
+	pubs, truncated := fitHistory(pubs, s.maxReplayBytes(), hq.Since == nil)
+	out := HistoryData{OK: true, Channel: ch, Offset: pos.Offset, Epoch: pos.Epoch, Publications: make([]json.RawMessage, len(pubs)), Truncated: truncated}
 	for i := range pubs {
 		m := message(ch, &pubs[i])
 		out.Publications[i] = protocol.AppendPublication(nil, &m)

@@ -212,23 +212,79 @@ func TestHistoryBudget(t *testing.T) {
 	}
 }
 
-// TestRepeatedReplaysAreBounded: a client that subscribes with since again
-// and again without reading gets at most one more replay's worth queued
-// behind the one being written; later replays are cut to what fits and say
-// recovered:false. Each used to queue a full replay, 16 MiB apiece.
-func TestRepeatedReplaysAreBounded(t *testing.T) {
+// startWithBigHistory starts a server whose channel "feed" holds 20
+// publications of 1 MiB (offsets 1–20): more than one replay or history
+// reply may carry. It returns the channel's epoch.
+func startWithBigHistory(t *testing.T) (*testServer, string) {
+	t.Helper()
 	ts := start(t, func(c *config.Config) {
 		c.Namespaces = []config.Namespace{{Prefix: "feed", HistorySize: 100}}
 	})
 	data := `"` + strings.Repeat("x", 1<<20-100) + `"`
 	var epoch string
-	for range 20 { // 20 MiB of history: more than one replay may carry
+	for range 20 {
 		status, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"feed","data":`+data+`}`)
 		if status != 200 {
 			t.Fatalf("publish: %d %v", status, body)
 		}
 		epoch = body["epoch"].(string)
 	}
+	return ts, epoch
+}
+
+// TestHistoryReplyIsBounded: a history reply is at most 16 MiB, over
+// WebSocket and the API alike: the newest publications without since, the
+// oldest after it with since, and "truncated" when some were left out. The
+// WebSocket client stays connected; the reply used to be the whole 20 MiB,
+// which the 1 MiB queue bound answered by closing the client (4008).
+func TestHistoryReplyIsBounded(t *testing.T) {
+	ts, epoch := startWithBigHistory(t)
+	a := ts.dial("alice", "")
+	offsets := func(m map[string]any) (first, last uint64, n int) {
+		pubs, _ := m["publications"].([]any)
+		if len(pubs) == 0 {
+			t.Fatalf("no publications in %v", m["type"])
+		}
+		return num(pubs[0].(map[string]any)["offset"]), num(pubs[len(pubs)-1].(map[string]any)["offset"]), len(pubs)
+	}
+	for _, c := range []struct {
+		since           map[string]any
+		apiQuery        string
+		wantFirst, last func(first, last uint64) bool
+	}{
+		{nil, "", nil, func(_, last uint64) bool { return last == 20 }},
+		{map[string]any{"offset": 0, "epoch": epoch}, "&since=0", func(first, _ uint64) bool { return first == 1 }, nil},
+	} {
+		cmd := map[string]any{"type": "history", "channel": "feed", "id": 1}
+		if c.since != nil {
+			cmd["since"] = c.since
+		}
+		a.send(cmd)
+		m := a.expect("history")
+		first, last, n := offsets(m)
+		if m["truncated"] != true || n > 16 || n < 10 || (c.wantFirst != nil && !c.wantFirst(first, last)) || (c.last != nil && !c.last(first, last)) {
+			t.Fatalf("since %v: %d publications %d..%d, truncated %v", c.since, n, first, last, m["truncated"])
+		}
+		status, body := ts.api("GET", "/api/history?channel=feed"+c.apiQuery, testAPIKey, "")
+		first, last, n = offsets(body)
+		if status != 200 || body["truncated"] != true || n > 16 || n < 10 || (c.wantFirst != nil && !c.wantFirst(first, last)) || (c.last != nil && !c.last(first, last)) {
+			t.Fatalf("GET /api/history%s: %d, %d publications %d..%d, truncated %v", c.apiQuery, status, n, first, last, body["truncated"])
+		}
+	}
+	a.sync() // still connected
+	// A reply that fits says nothing of truncation.
+	a.send(map[string]any{"type": "history", "channel": "feed", "limit": 2})
+	if m := a.expect("history"); m["truncated"] != nil {
+		t.Fatalf("a reply of 2 publications: truncated %v", m["truncated"])
+	}
+}
+
+// TestRepeatedReplaysAreBounded: a client that subscribes with since again
+// and again without reading gets at most one more replay's worth queued
+// behind the one being written; later replays are cut to what fits and say
+// recovered:false. Each used to queue a full replay, 16 MiB apiece.
+func TestRepeatedReplaysAreBounded(t *testing.T) {
+	ts, epoch := startWithBigHistory(t)
 	a := ts.dial("alice", "")
 	const rounds = 6
 	for range rounds { // sent without reading a thing

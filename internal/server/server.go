@@ -224,11 +224,40 @@ func compressMin(cfg config.Config) int {
 // minReplayBytes is the least a recovering subscriber may be replayed at once.
 const minReplayBytes = 16 << 20
 
-// maxReplayBytes bounds one subscribe's replay burst.
-func (s *Server) maxReplayBytes() int { return max(minReplayBytes, int(s.cfg.ClientQueueBytes)) }
+// maxReplayBytes bounds one subscribe's replay burst and one history reply:
+// 16 MiB, or the client queue, or one largest message with room to spare,
+// whichever is largest.
+func (s *Server) maxReplayBytes() int {
+	return max(minReplayBytes, int(s.cfg.ClientQueueBytes), int(s.cfg.MaxMessageBytes)+64<<10)
+}
 
-// deliver is the broker's DeliverFunc: encode the publication once and fan
-// it out to this node's subscribers.
+// historyEntryBytes is about what p takes in a history reply.
+func historyEntryBytes(p *broker.Publication) int {
+	return 96 + len(p.Data) + len(p.From) + len(p.Event)
+}
+
+// fitHistory returns the publications of pubs (oldest first) whose entries
+// fit in budget bytes — the newest ones when newest is set (a query without
+// since), else the oldest (a query with since, which continues from the
+// last one) — and whether any were left out.
+func fitHistory(pubs []broker.Publication, budget int, newest bool) ([]broker.Publication, bool) {
+	total := 0
+	if newest {
+		for i := len(pubs) - 1; i >= 0; i-- {
+			if total += historyEntryBytes(&pubs[i]); total > budget {
+				return pubs[i+1:], true
+			}
+		}
+		return pubs, false
+	}
+	for i := range pubs {
+		if total += historyEntryBytes(&pubs[i]); total > budget {
+			return pubs[:i], true
+		}
+	}
+	return pubs, false
+}
+
 // historyDropped is the broker's OnDrop: n publications were dropped from
 // history, or not kept, to stay within --history-max-bytes. It runs under a
 // channel's lock, so it only counts; the warning is spaced by dropWarn.
@@ -241,6 +270,8 @@ func (s *Server) historyDropped(n int) {
 	})
 }
 
+// deliver is the broker's DeliverFunc: encode the publication once and fan
+// it out to this node's subscribers.
 func (s *Server) deliver(channel string, p *broker.Publication) int {
 	m := message(channel, p)
 	frame := messageFrame(&m)

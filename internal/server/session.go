@@ -272,14 +272,19 @@ func (s *session) history(cmd *protocol.Command) {
 		s.fail(err, cmd.Channel, cmd.ID)
 		return
 	}
+	// One reply is bounded like a replay, and sent as a burst like one: a
+	// channel of large messages gets a part of them and "truncated", not a
+	// reply the size of its history (which the queue bound would have
+	// answered by closing the client, 4008).
+	pubs, truncated := fitHistory(pubs, s.srv.maxReplayBytes()-s.c.QueuedBurst(), cmd.Since == nil)
 	msgs := make([]protocol.Message, len(pubs))
-	size := 128 + len(cmd.Channel)
+	size := 128 + len(cmd.Channel) + len(cmd.ID)
 	for i := range pubs {
 		msgs[i] = message(cmd.Channel, &pubs[i])
-		size += 96 + len(pubs[i].Data) + len(pubs[i].From) + len(pubs[i].Event)
+		size += historyEntryBytes(&pubs[i])
 	}
-	s.c.SendFrame(hub.NewFrame(protocol.AppendHistory(hub.NewFrameBuffer(size), cmd.Channel,
-		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, cmd.ID)))
+	s.c.SendBurst([]*hub.Frame{hub.NewFrame(protocol.AppendHistory(hub.NewFrameBuffer(size), cmd.Channel,
+		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, truncated, cmd.ID))})
 }
 
 // presence lists the connections on a channel.
