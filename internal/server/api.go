@@ -403,7 +403,10 @@ type PresenceData struct {
 	NumClients int                `json:"numClients"`
 	NumUsers   int                `json:"numUsers"`
 	Clients    []hub.PresenceInfo `json:"clients"`
-	ID         json.RawMessage    `json:"id,omitempty"`
+	// Truncated: the list was cut to fit one reply (numClients and numUsers
+	// still count everyone).
+	Truncated bool            `json:"truncated,omitempty"`
+	ID        json.RawMessage `json:"id,omitempty"`
 }
 
 // presence returns who is on channel on this node.

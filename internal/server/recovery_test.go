@@ -414,6 +414,28 @@ func TestHistoryCommandAndAPI(t *testing.T) {
 	}
 }
 
+// TestPresenceLargerThanTheQueue: a presence list larger than
+// --client-queue-bytes reaches the asker whole, as a burst; it used to close
+// the asker as a slow consumer (4008).
+func TestPresenceLargerThanTheQueue(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		yes := true
+		c.ClientQueueBytes = 2048
+		c.Namespaces = []config.Namespace{{Prefix: "room", Presence: &yes}}
+	})
+	const n = 40 // about 90 bytes each: 3.6 KB of list
+	for i := range n {
+		ts.dial(fmt.Sprintf("member-%02d", i), "").subscribe("room:big")
+	}
+	a := ts.dial("asker", "")
+	a.send(map[string]any{"type": "presence", "channel": "room:big"})
+	p := a.expect("presence")
+	if clients, _ := p["clients"].([]any); len(clients) != n || p["numClients"] != float64(n) || p["truncated"] != nil {
+		t.Fatalf("presence: %d clients listed, numClients %v, truncated %v", len(clients), p["numClients"], p["truncated"])
+	}
+	a.sync()
+}
+
 func TestPresenceAndJoinLeave(t *testing.T) {
 	ts := start(t, func(c *config.Config) {
 		yes := true

@@ -236,6 +236,20 @@ func historyEntryBytes(p *broker.Publication) int {
 	return 96 + len(p.Data) + len(p.From) + len(p.Event)
 }
 
+// fitPresence returns the first entries of clients that fit in budget bytes
+// of a presence reply, and whether any were left out.
+func fitPresence(clients []hub.PresenceInfo, budget int) ([]hub.PresenceInfo, bool) {
+	total := 0
+	for i := range clients {
+		// At worst every byte of the ids escaped, plus the time and the
+		// JSON around them.
+		if total += 2*(len(clients[i].ClientID)+len(clients[i].UserID)) + 80; total > budget {
+			return clients[:i], true
+		}
+	}
+	return clients, false
+}
+
 // fitHistory returns the publications of pubs (oldest first) whose entries
 // fit in budget bytes — the newest ones when newest is set (a query without
 // since), else the oldest (a query with since, which continues from the

@@ -294,12 +294,16 @@ func (s *session) presence(cmd *protocol.Command) {
 	}
 	p := s.srv.presence(cmd.Channel)
 	p.Type, p.ID = protocol.TypePresence, cmd.ID
+	// A big room's list passes the queue bound (about 10,000 clients fill
+	// 1 MiB), which would close the asker as a slow consumer: it goes out
+	// as a burst, like a history reply, and within the same bound.
+	p.Clients, p.Truncated = fitPresence(p.Clients, s.srv.maxReplayBytes()-s.c.QueuedBurst())
 	b, err := json.Marshal(p)
 	if err != nil {
 		s.fail(err, cmd.Channel, cmd.ID)
 		return
 	}
-	s.c.Send(hub.TextFrame(b))
+	s.c.SendBurst([]*hub.Frame{hub.NewFrame(append(hub.NewFrameBuffer(len(b)), b...))})
 }
 
 func (s *session) ack(typ string, cmd *protocol.Command) {
