@@ -119,8 +119,8 @@ func decodeBody(r *http.Request, limit int64, v any) error {
 			return badRequest(protocol.CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
 		case errors.As(err, &se):
 			// encoding/json's own words ("invalid character 'x' after object
-			// key", "exceeded max depth") with its position (counting from 1): they quote at most
-			// one character of the body.
+			// key", "exceeded max depth") and the position, counting from 1;
+			// they quote at most one character of the body.
 			return badRequest(protocol.CodeBadJSON, "body is not valid JSON: "+se.Error()+" (at byte "+strconv.FormatInt(se.Offset, 10)+")")
 		}
 		return badRequest(protocol.CodeBadJSON, "body is not valid JSON")
