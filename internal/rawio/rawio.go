@@ -113,13 +113,11 @@ type Conn struct {
 
 // NewConn wraps c.
 func NewConn(c *net.TCPConn) *Conn {
-	rc := RawConn(c)
-	if rc == nil {
-		return &Conn{TCPConn: c}
-	}
 	cn := &Conn{TCPConn: c}
-	cn.r.Reset(rc)
-	cn.w.Reset(rc)
+	if rc := RawConn(c); rc != nil {
+		cn.r.Reset(rc)
+		cn.w.Reset(rc)
+	}
 	return cn
 }
 

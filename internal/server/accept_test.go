@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-rt/herald/internal/config"
@@ -73,9 +74,12 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	}
 }
 
-func acceptErrors(s *Server) float64 {
+func acceptErrors(s *Server) float64 { return counterValue(s.metrics.AcceptErrors) }
+
+// counterValue reads a Prometheus counter.
+func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
-	_ = s.metrics.AcceptErrors.Write(&m)
+	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
 }
 
@@ -95,9 +99,7 @@ func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
 	for range 5 {
 		s.historyDropped(3)
 	}
-	var m dto.Metric
-	_ = s.metrics.HistoryDropped.Write(&m)
-	if got := m.GetCounter().GetValue(); got != 15 {
+	if got := counterValue(s.metrics.HistoryDropped); got != 15 {
 		t.Fatalf("herald_history_dropped_total %v, want 15", got)
 	}
 	if n := strings.Count(logs.String(), "history budget reached"); n != 1 || !strings.Contains(logs.String(), "dropped=3") {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,16 +14,9 @@ import (
 	"github.com/herald-rt/herald/internal/config"
 )
 
-var bytesOutRe = regexp.MustCompile(`(?m)^herald_bytes_out_total ([0-9.e+]+)$`)
-
 func (ts *testServer) bytesOut() float64 {
 	ts.t.Helper()
-	m := bytesOutRe.FindStringSubmatch(ts.metricsText())
-	if m == nil {
-		ts.t.Fatal("no herald_bytes_out_total")
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
+	return metricLine(ts.t, ts.metricsText(), "herald_bytes_out_total")
 }
 
 func (ts *testServer) dialCompressed(user string) *wsClient {

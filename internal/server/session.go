@@ -176,7 +176,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 		// and again without reading would otherwise queue one more burst
 		// each time): past that the oldest part is left out and the client
 		// told recovered:false.
-		budget := s.srv.maxReplayBytes() - s.c.QueuedBurst()
+		budget := s.burstBudget()
 		frames := make([]*hub.Frame, 1, 1+len(r.Publications))
 		total := 0
 		for i := len(r.Publications) - 1; i >= 0; i-- {
@@ -276,7 +276,7 @@ func (s *session) history(cmd *protocol.Command) {
 	// channel of large messages gets a part of them and "truncated", not a
 	// reply the size of its history (which the queue bound would have
 	// answered by closing the client, 4008).
-	pubs, truncated := fitHistory(pubs, s.srv.maxReplayBytes()-s.c.QueuedBurst(), cmd.Since == nil)
+	pubs, truncated := fitHistory(pubs, s.burstBudget(), cmd.Since == nil)
 	msgs := make([]protocol.Message, len(pubs))
 	size := 128 + len(cmd.Channel) + len(cmd.ID)
 	for i := range pubs {
@@ -297,7 +297,7 @@ func (s *session) presence(cmd *protocol.Command) {
 	// A big room's list passes the queue bound (about 10,000 clients fill
 	// 1 MiB), which would close the asker as a slow consumer: it goes out
 	// as a burst, like a history reply, and within the same bound.
-	p.Clients, p.Truncated = fitPresence(p.Clients, s.srv.maxReplayBytes()-s.c.QueuedBurst())
+	p.Clients, p.Truncated = fitPresence(p.Clients, s.burstBudget())
 	b, err := json.Marshal(p)
 	if err != nil {
 		s.fail(err, cmd.Channel, cmd.ID)
@@ -305,6 +305,12 @@ func (s *session) presence(cmd *protocol.Command) {
 	}
 	s.c.SendBurst([]*hub.Frame{hub.NewFrame(append(hub.NewFrameBuffer(len(b)), b...))})
 }
+
+// burstBudget is how many bytes one more burst to this client may carry: a
+// replay, a history reply or a presence list may pass the queue bound, but
+// all of them still queued together stay within maxReplayBytes. It may be
+// negative.
+func (s *session) burstBudget() int { return s.srv.maxReplayBytes() - s.c.QueuedBurst() }
 
 func (s *session) ack(typ string, cmd *protocol.Command) {
 	s.c.Send(hub.Seal(protocol.AppendAck(hub.NewFrameBuffer(48+len(cmd.Channel)+len(cmd.ID)), typ, cmd.Channel, cmd.ID)))
