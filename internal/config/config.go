@@ -40,6 +40,13 @@ type Config struct {
 	HistoryMaxBytes int64 `yaml:"history_max_bytes" toml:"history_max_bytes"`
 	// MaxSubscriptions bounds channels per connection. Default 1000.
 	MaxSubscriptions int `yaml:"max_subscriptions" toml:"max_subscriptions"`
+	// MaxConnections bounds the WebSocket connections open at once; past it
+	// an upgrade is refused with 503. 0 (the default) derives it from the
+	// process's descriptor limit (see the server), leaving room for the API.
+	MaxConnections int `yaml:"max_connections" toml:"max_connections"`
+	// MaxUserConnections bounds the connections of one user open at once;
+	// past it an upgrade is refused with 429. 0 (the default) means no bound.
+	MaxUserConnections int `yaml:"max_user_connections" toml:"max_user_connections"`
 	// RateLimit is client commands per second per connection. Default 100; 0 disables.
 	RateLimit float64 `yaml:"rate_limit" toml:"rate_limit"`
 	// RateBurst is the limiter's burst. Default 200.

@@ -104,6 +104,8 @@ type fileConfig struct {
 	ClientQueueBytes     byteSize    `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
 	HistoryMaxBytes      byteSize    `yaml:"history_max_bytes" toml:"history_max_bytes"`
 	MaxSubscriptions     int         `yaml:"max_subscriptions" toml:"max_subscriptions"`
+	MaxConnections       int         `yaml:"max_connections" toml:"max_connections"`
+	MaxUserConnections   int         `yaml:"max_user_connections" toml:"max_user_connections"`
 	RateLimit            float64     `yaml:"rate_limit" toml:"rate_limit"`
 	RateBurst            int         `yaml:"rate_burst" toml:"rate_burst"`
 	RateLimitStrikes     int         `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
@@ -133,6 +135,8 @@ func fileConfigFrom(c *Config) fileConfig {
 		ClientQueueBytes:     byteSize(c.ClientQueueBytes),
 		HistoryMaxBytes:      byteSize(c.HistoryMaxBytes),
 		MaxSubscriptions:     c.MaxSubscriptions,
+		MaxConnections:       c.MaxConnections,
+		MaxUserConnections:   c.MaxUserConnections,
 		RateLimit:            c.RateLimit,
 		RateBurst:            c.RateBurst,
 		RateLimitStrikes:     c.RateLimitStrikes,
@@ -163,6 +167,8 @@ func (fc *fileConfig) apply(c *Config) {
 		ClientQueueBytes:     int64(fc.ClientQueueBytes),
 		HistoryMaxBytes:      int64(fc.HistoryMaxBytes),
 		MaxSubscriptions:     fc.MaxSubscriptions,
+		MaxConnections:       fc.MaxConnections,
+		MaxUserConnections:   fc.MaxUserConnections,
 		RateLimit:            fc.RateLimit,
 		RateBurst:            fc.RateBurst,
 		RateLimitStrikes:     fc.RateLimitStrikes,

@@ -149,7 +149,8 @@ log_level: debug
 				"--jwt-secret", "s", "--jwt-public-key", "/k.pem", "--insecure-query-auth",
 				"--allowed-origins", "https://a.example, https://b.example", "--max-message-bytes", "64KB",
 				"--ping-interval", "5s", "--pong-timeout", "12s", "--client-queue-bytes", "2MiB", "--history-max-bytes", "1GiB",
-				"--max-subscriptions", "7", "--rate-limit", "2.5", "--rate-burst", "3",
+				"--max-subscriptions", "7", "--max-connections", "900", "--max-user-connections", "9",
+				"--rate-limit", "2.5", "--rate-burst", "3",
 				"--rate-limit-strikes", "4", "--io-uring=false", "--shutdown-timeout", "1m", "--log-format", "json",
 				"--log-level", "error",
 			},
@@ -159,7 +160,7 @@ log_level: debug
 					JWTSecret: "s", JWTPublicKeyFile: "/k.pem", InsecureQueryAuth: true,
 					AllowedOrigins:  []string{"https://a.example", "https://b.example"},
 					MaxMessageBytes: 64 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
-					ClientQueueBytes: 2 << 20, HistoryMaxBytes: 1 << 30, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
+					ClientQueueBytes: 2 << 20, HistoryMaxBytes: 1 << 30, MaxSubscriptions: 7, MaxConnections: 900, MaxUserConnections: 9, RateLimit: 2.5, RateBurst: 3,
 					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
 				}
 				if !reflect.DeepEqual(c, want) {
@@ -174,7 +175,8 @@ log_level: debug
 				"HERALD_JWT_SECRET": "s", "HERALD_JWT_PUBLIC_KEY": "/k.pem", "HERALD_INSECURE_QUERY_AUTH": "true",
 				"HERALD_ALLOWED_ORIGINS": "*", "HERALD_MAX_MESSAGE_BYTES": "512KiB",
 				"HERALD_PING_INTERVAL": "5s", "HERALD_PONG_TIMEOUT": "12s", "HERALD_CLIENT_QUEUE_BYTES": "4096", "HERALD_HISTORY_MAX_BYTES": "64MiB",
-				"HERALD_MAX_SUBSCRIPTIONS": "7", "HERALD_RATE_LIMIT": "2.5", "HERALD_RATE_BURST": "3",
+				"HERALD_MAX_SUBSCRIPTIONS": "7", "HERALD_MAX_CONNECTIONS": "900", "HERALD_MAX_USER_CONNECTIONS": "9",
+				"HERALD_RATE_LIMIT": "2.5", "HERALD_RATE_BURST": "3",
 				"HERALD_RATE_LIMIT_STRIKES": "4", "HERALD_IO_URING": "false", "HERALD_SHUTDOWN_TIMEOUT": "1m", "HERALD_LOG_FORMAT": "json",
 				"HERALD_LOG_LEVEL": "error",
 			},
@@ -184,7 +186,7 @@ log_level: debug
 					JWTSecret: "s", JWTPublicKeyFile: "/k.pem", InsecureQueryAuth: true,
 					AllowedOrigins:  []string{"*"},
 					MaxMessageBytes: 512 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
-					ClientQueueBytes: 4096, HistoryMaxBytes: 64 << 20, MaxSubscriptions: 7, RateLimit: 2.5, RateBurst: 3,
+					ClientQueueBytes: 4096, HistoryMaxBytes: 64 << 20, MaxSubscriptions: 7, MaxConnections: 900, MaxUserConnections: 9, RateLimit: 2.5, RateBurst: 3,
 					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
 				}
 				if !reflect.DeepEqual(c, want) {
@@ -296,6 +298,8 @@ func TestLoadFile(t *testing.T) {
 	want.PongTimeout = time.Minute + 30*time.Second
 	want.ShutdownTimeout = 500 * time.Millisecond
 	want.RateLimit = 0
+	want.MaxConnections = 5000
+	want.MaxUserConnections = 20
 	want.Namespaces = []Namespace{
 		{Prefix: "chat", Publish: boolPtr(false), Echo: true},
 		{Prefix: "feed"},
@@ -321,6 +325,8 @@ ping_interval: 15s
 pong_timeout: 1m30s
 shutdown_timeout: 500ms
 rate_limit: 0
+max_connections: 5000
+max_user_connections: 20
 namespaces:
   - {prefix: chat, publish: false, echo: true}
   - prefix: feed
@@ -340,6 +346,8 @@ ping_interval: 15s
 pong_timeout: 90s
 shutdown_timeout: 0.5s
 rate_limit: 0.0
+max_connections: 5000
+max_user_connections: 20
 namespaces: [{prefix: chat, publish: false, echo: true}, {prefix: feed}, {prefix: ""}]
 `},
 		{"toml", "herald.toml", `
@@ -357,6 +365,8 @@ ping_interval = "15s"
 pong_timeout = "1m30s"
 shutdown_timeout = "500ms"
 rate_limit = 0
+max_connections = 5000
+max_user_connections = 20
 
 [[namespaces]]
 prefix = "chat"
@@ -473,7 +483,7 @@ func TestLoadHelp(t *testing.T) {
 	allFlags := []string{
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
-		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-subscriptions", "rate-limit",
+		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
 		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "shutdown-timeout", "debug-addr", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
@@ -535,7 +545,7 @@ func TestFileConfigMirrorsConfig(t *testing.T) {
 	c := Config{
 		Addr: "a", WSPath: "/w", APIKeys: []string{"k"}, JWTSecret: "s", JWTPublicKeyFile: "f",
 		InsecureQueryAuth: true, AllowedOrigins: []string{"o"}, MaxMessageBytes: 1, PingInterval: 2,
-		PongTimeout: 3, ClientQueueBytes: 4, HistoryMaxBytes: 10, MaxSubscriptions: 5, RateLimit: 6, RateBurst: 7,
+		PongTimeout: 3, ClientQueueBytes: 4, HistoryMaxBytes: 10, MaxSubscriptions: 5, MaxConnections: 11, MaxUserConnections: 12, RateLimit: 6, RateBurst: 7,
 		RateLimitStrikes: 8, IOUring: true, ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
 		Namespaces: []Namespace{{Prefix: "p"}},
 	}
@@ -640,6 +650,8 @@ func TestValidate(t *testing.T) {
 		{"zero burst", func(c *Config) { c.RateBurst = 0 }, "invalid rate-burst 0"},
 		{"zero strikes", func(c *Config) { c.RateLimitStrikes = 0 }, "invalid rate-limit-strikes 0"},
 		{"zero max subscriptions", func(c *Config) { c.MaxSubscriptions = 0 }, "invalid max-subscriptions 0"},
+		{"negative max connections", func(c *Config) { c.MaxConnections = -1 }, "invalid max-connections -1"},
+		{"negative max user connections", func(c *Config) { c.MaxUserConnections = -2 }, "invalid max-user-connections -2"},
 		{"no auth", func(c *Config) { c.JWTSecret = "" },
 			"no authentication configured: set --jwt-secret, --jwt-public-key or --insecure-query-auth"},
 		{"missing public key", func(c *Config) { c.JWTPublicKeyFile = filepath.Join(dir, "missing.pem") }, "invalid jwt-public-key"},

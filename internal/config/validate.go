@@ -74,6 +74,12 @@ func (c *Config) Validate() error {
 	if c.MaxSubscriptions < 1 {
 		return fmt.Errorf("invalid max-subscriptions %d: must be at least 1", c.MaxSubscriptions)
 	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("invalid max-connections %d: must be >= 0 (0 derives it from the descriptor limit)", c.MaxConnections)
+	}
+	if c.MaxUserConnections < 0 {
+		return fmt.Errorf("invalid max-user-connections %d: must be >= 0 (0: no limit)", c.MaxUserConnections)
+	}
 	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.InsecureQueryAuth {
 		return errors.New("no authentication configured: set --jwt-secret, --jwt-public-key or --insecure-query-auth")
 	}

@@ -124,7 +124,10 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 // registered, and nothing goes out ahead of the handshake. The write is
 // bounded by greetTimeout; when it fails, the peer is gone and so is c. When
 // the hub is shutting down, c is greeted and then closed with 1001, and
-// Greet returns ErrShuttingDown.
+// Greet returns ErrShuttingDown. When a connection limit refuses c, Greet
+// writes nothing and returns ErrServerFull or ErrUserFull: the handshake
+// response was never sent, so the caller answers with an HTTP refusal and
+// then ends c with Gone.
 //
 // setup, when not nil, runs once c is registered and before the write; what
 // it (or anyone) queues for c meanwhile goes out in the same write, after
@@ -140,6 +143,13 @@ func (c *Client) Greet(prefix, frame []byte, setup func()) error {
 	c.writing = true
 	c.mu.Unlock()
 	regErr := c.hub.Register(c)
+	if errors.Is(regErr, ErrServerFull) || errors.Is(regErr, ErrUserFull) {
+		c.mu.Lock()
+		c.writing = false
+		c.state = stateClosed // never open: its end is not a disconnect
+		c.mu.Unlock()
+		return regErr
+	}
 	if setup != nil && regErr == nil {
 		setup()
 	}

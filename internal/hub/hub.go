@@ -27,6 +27,14 @@ const numShards = 64
 // ErrShuttingDown is returned by Register once Shutdown has begun.
 var ErrShuttingDown = errors.New("hub: shutting down")
 
+// ErrServerFull is returned by Register when the hub holds
+// Options.MaxConnections clients.
+var ErrServerFull = errors.New("hub: connection limit reached")
+
+// ErrUserFull is returned by Register when the client's user already has
+// Options.MaxUserConnections clients.
+var ErrUserFull = errors.New("hub: connection limit of the user reached")
+
 // Options configure a Hub.
 type Options struct {
 	// QueueBytes bounds each client's send queue. Required (> 0).
@@ -37,6 +45,11 @@ type Options struct {
 	PongTimeout time.Duration
 	// MaxSubscriptions bounds channels per client; 0 means no bound.
 	MaxSubscriptions int
+	// MaxConnections bounds the clients registered at once; 0 means no bound.
+	MaxConnections int
+	// MaxUserConnections bounds the clients of one user registered at once;
+	// 0 means no bound.
+	MaxUserConnections int
 	// CompressMin is the smallest payload sent compressed to clients that
 	// negotiated permessage-deflate; 0 never compresses.
 	CompressMin int
@@ -187,20 +200,30 @@ func (h *Hub) Register(c *Client) error {
 	if h.closing.Load() {
 		return ErrShuttingDown
 	}
+	// The place is taken before the user's, and given back if the user has
+	// none left: concurrent registrations never pass either bound.
+	if !h.reserve() {
+		return ErrServerFull
+	}
+	us := &h.users[h.shard(c.UserID)]
+	us.mu.Lock()
+	list := us.users[c.UserID]
+	if limit := h.opts.MaxUserConnections; limit > 0 && len(list) >= limit {
+		us.mu.Unlock()
+		h.numClients.Add(-1)
+		return ErrUserFull
+	}
+	us.users[c.UserID] = append(list, c)
+	us.mu.Unlock()
+
 	cs := &h.clients[h.shard(c.ID)]
 	cs.mu.Lock()
 	cs.clients[c.ID] = c
 	cs.mu.Unlock()
 
-	us := &h.users[h.shard(c.UserID)]
-	us.mu.Lock()
-	us.users[c.UserID] = append(us.users[c.UserID], c)
-	us.mu.Unlock()
-
 	c.mu.Lock()
 	c.registered = true
 	c.mu.Unlock()
-	h.numClients.Add(1)
 	h.metrics.Connections.Inc()
 	h.metrics.ConnectsTotal.Inc()
 	// A shutdown that started meanwhile may have missed this client.
@@ -208,6 +231,24 @@ func (h *Hub) Register(c *Client) error {
 		c.Close(protocol.CloseGoingAway, "server shutting down")
 	}
 	return nil
+}
+
+// reserve counts one more client, unless that would pass MaxConnections.
+func (h *Hub) reserve() bool {
+	limit := int64(h.opts.MaxConnections)
+	if limit <= 0 {
+		h.numClients.Add(1)
+		return true
+	}
+	for {
+		n := h.numClients.Load()
+		if n >= limit {
+			return false
+		}
+		if h.numClients.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // remove takes a client out of every index. subs is its subscription set.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -494,5 +495,113 @@ func runHub(t testing.TB, h *Hub) {
 		if time.Now().After(deadline) {
 			t.Fatal("the hub's writer pool did not start")
 		}
+	}
+}
+
+// TestConnectionLimits: Register refuses past MaxConnections and past
+// MaxUserConnections, a refused client leaves no trace, and a client that
+// leaves frees its place for the next.
+func TestConnectionLimits(t *testing.T) {
+	h := New(Options{QueueBytes: 1 << 20, PingInterval: time.Minute, PongTimeout: 2 * time.Minute, MaxConnections: 3, MaxUserConnections: 2},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	newClient := func(id, user string) *Client { return h.NewClient(&countConn{}, ClientOptions{ID: id, UserID: user}) }
+	a1, a2 := newClient("a1", "alice"), newClient("a2", "alice")
+	for _, c := range []*Client{a1, a2} {
+		if err := h.Register(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Register(newClient("a3", "alice")); !errors.Is(err, ErrUserFull) {
+		t.Fatalf("alice's third connection: %v, want ErrUserFull", err)
+	}
+	if err := h.Register(newClient("b1", "bob")); err != nil {
+		t.Fatalf("bob's first connection: %v", err)
+	}
+	if err := h.Register(newClient("c1", "carol")); !errors.Is(err, ErrServerFull) {
+		t.Fatalf("a fourth connection: %v, want ErrServerFull", err)
+	}
+	if st := h.Stats(false); st.Clients != 3 || st.Users != 2 || h.NumClients() != 3 {
+		t.Fatalf("after refusals: %+v, NumClients %d", st, h.NumClients())
+	}
+	if h.Client("a3") != nil || h.Client("c1") != nil {
+		t.Fatal("a refused client is registered")
+	}
+	a1.Gone(1000)
+	if err := h.Register(newClient("c2", "carol")); err != nil {
+		t.Fatalf("after one left: %v", err)
+	}
+	if err := h.Register(newClient("a4", "alice")); !errors.Is(err, ErrServerFull) {
+		t.Fatalf("full again: %v, want ErrServerFull", err)
+	}
+}
+
+// TestConnectionLimitsConcurrent: many registrations at once never pass
+// either bound.
+func TestConnectionLimitsConcurrent(t *testing.T) {
+	const maxConns, perUser, users, tries = 50, 4, 30, 400
+	h := New(Options{QueueBytes: 1 << 20, PingInterval: time.Minute, PongTimeout: 2 * time.Minute, MaxConnections: maxConns, MaxUserConnections: perUser},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	var wg sync.WaitGroup
+	var admitted atomic.Int64
+	perUserAdmitted := make([]atomic.Int64, users)
+	for i := range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u := i % users
+			c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", u)})
+			if h.Register(c) == nil {
+				admitted.Add(1)
+				perUserAdmitted[u].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := admitted.Load(); n != maxConns || h.NumClients() != maxConns {
+		t.Fatalf("admitted %d (NumClients %d), want %d", n, h.NumClients(), maxConns)
+	}
+	for u := range perUserAdmitted {
+		if n := perUserAdmitted[u].Load(); n > perUser {
+			t.Fatalf("user %d admitted %d times, limit %d", u, n, perUser)
+		}
+	}
+}
+
+// TestGreetRefusedWritesNothing: a client a limit refuses is not greeted:
+// Greet writes nothing and returns the limit's error, and ending it counts
+// no disconnect.
+func TestGreetRefusedWritesNothing(t *testing.T) {
+	m := metrics.New()
+	h := New(Options{QueueBytes: 1 << 20, PingInterval: time.Minute, PongTimeout: 2 * time.Minute, MaxUserConnections: 1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	runHub(t, h)
+	first := h.NewClient(&countConn{}, ClientOptions{ID: "c1", UserID: "u"})
+	if err := first.Greet([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n"), TextFrame([]byte(`{}`)), nil); err != nil {
+		t.Fatal(err)
+	}
+	cc := &countConn{}
+	second := h.NewClient(cc, ClientOptions{ID: "c2", UserID: "u"})
+	ran := false
+	err := second.Greet([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n"), TextFrame([]byte(`{}`)), func() { ran = true })
+	if !errors.Is(err, ErrUserFull) || ran || cc.writes.Load() != 0 {
+		t.Fatalf("Greet: %v, setup ran %v, %d writes; want ErrUserFull, no setup, nothing written", err, ran, cc.writes.Load())
+	}
+	second.Gone(0)
+	select {
+	case <-second.Done():
+	case <-time.After(time.Second):
+		t.Fatal("refused client not done after Gone")
+	}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "herald_disconnects_total" {
+			t.Fatalf("a refused client counted as a disconnect: %v", mf)
+		}
+	}
+	if h.NumClients() != 1 {
+		t.Fatalf("NumClients %d, want 1", h.NumClients())
 	}
 }

@@ -35,6 +35,10 @@ type Metrics struct {
 	// HistoryDropped counts publications dropped from history, or not kept,
 	// to stay within --history-max-bytes.
 	HistoryDropped prometheus.Counter
+	// ConnectionsRefused counts upgrades refused by a connection limit, by
+	// reason: server_full (--max-connections), user_limit
+	// (--max-user-connections).
+	ConnectionsRefused *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -68,10 +72,16 @@ func New() *Metrics {
 		AcceptErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_accept_errors_total", Help: "Failed accepts on the listener (such as running out of file descriptors); each is retried after a pause."}),
 		UringWorkers:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_writer_io_uring_workers", Help: "Writer-pool workers writing with io_uring (the rest write one writev per client)."}),
 		HistoryDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_history_dropped_total", Help: "Publications dropped from history, or not kept, to stay within --history-max-bytes."}),
+		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_connections_refused_total", Help: "WebSocket upgrades refused by a connection limit, by reason (server_full: --max-connections; user_limit: --max-user-connections)."},
+			[]string{"reason"}),
 	}
+	// Both series exist from the start, so an alert on their rate needs no
+	// first refusal.
+	m.ConnectionsRefused.WithLabelValues("server_full")
+	m.ConnectionsRefused.WithLabelValues("user_limit")
 	reg.MustRegister(m.Recoveries, m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
 		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
-		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors, m.UringWorkers, m.HistoryDropped,
+		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors, m.UringWorkers, m.HistoryDropped, m.ConnectionsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -65,6 +65,30 @@ type Server struct {
 	// drop many publications a second, and one line every 10 s says it.
 	dropWarn rate.Sometimes
 	dropped  atomic.Int64 // publications dropped for the budget since the last warning
+	// maxConns is the connection limit in force: --max-connections, or the
+	// one derived from the descriptor limit; 0 means none.
+	maxConns int
+	// fullWarn and userWarn space the log lines about upgrades refused by a
+	// connection limit, which a flood would otherwise turn into a flood of
+	// lines; fullRefused and userRefused count the refusals since the last.
+	fullWarn, userWarn       rate.Sometimes
+	fullRefused, userRefused atomic.Int64
+}
+
+// autoMaxConnections is the connection limit --max-connections 0 derives
+// from the descriptor limit: all of it but a sixteenth (at least 64), which
+// stays for the listener, the poller, API requests, metrics scrapes and
+// files. With the limit this full, upgrades get a 503 while /healthz, the
+// API and /metrics keep working, instead of accept failing for everyone. 0
+// (no limit) when the descriptor limit is unknown or practically unlimited.
+func autoMaxConnections(fdLimit uint64) int {
+	switch {
+	case fdLimit == 0 || fdLimit > 1<<30:
+		return 0
+	case fdLimit < 128:
+		return int(fdLimit / 2)
+	}
+	return int(fdLimit - max(fdLimit/16, 64))
 }
 
 // New builds a server from a validated configuration.
@@ -76,6 +100,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		policy:   auth.NewPolicy(cfg.Namespaces),
 		started:  time.Now(),
 		dropWarn: rate.Sometimes{Interval: 10 * time.Second},
+		fullWarn: rate.Sometimes{Interval: 10 * time.Second},
+		userWarn: rate.Sometimes{Interval: 10 * time.Second},
+		maxConns: cfg.MaxConnections,
+	}
+	if s.maxConns == 0 {
+		s.maxConns = autoMaxConnections(descriptorLimit())
 	}
 	s.upgrades.New = s.newRawUpgrade
 	for _, k := range cfg.APIKeys {
@@ -97,13 +127,15 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		s.verifier = v
 	}
 	s.hub = hub.New(hub.Options{
-		QueueBytes:       int(cfg.ClientQueueBytes),
-		PingInterval:     cfg.PingInterval,
-		PongTimeout:      cfg.PongTimeout,
-		MaxSubscriptions: cfg.MaxSubscriptions,
-		CompressMin:      compressMin(cfg),
-		OnRemove:         s.onRemove,
-		IOUring:          cfg.IOUring,
+		QueueBytes:         int(cfg.ClientQueueBytes),
+		PingInterval:       cfg.PingInterval,
+		PongTimeout:        cfg.PongTimeout,
+		MaxSubscriptions:   cfg.MaxSubscriptions,
+		MaxConnections:     s.maxConns,
+		MaxUserConnections: cfg.MaxUserConnections,
+		CompressMin:        compressMin(cfg),
+		OnRemove:           s.onRemove,
+		IOUring:            cfg.IOUring,
 	}, log, s.metrics)
 	s.membrk = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
 	s.broker = s.membrk
@@ -177,7 +209,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		defer dbg.Close()
 	}
-	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath)
+	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath, "max_connections", s.maxConns)
 	if s.cfg.InsecureQueryAuth {
 		s.log.Warn("insecure query auth is ON: clients choose their identity with ?userId=; never use in production")
 	}

@@ -111,6 +111,32 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	return id, nil
 }
 
+// limitRefusal is the answer to a connection a limit refused in Greet, or
+// nil when err is no such refusal. It counts the refusal and logs it: the
+// first of a burst at once, then one line per 10 s with the number refused
+// meanwhile.
+func (s *Server) limitRefusal(err error, user string, remote net.Addr) *refusal {
+	switch {
+	case errors.Is(err, hub.ErrServerFull):
+		s.metrics.ConnectionsRefused.WithLabelValues("server_full").Inc()
+		n := s.fullRefused.Add(1)
+		s.fullWarn.Do(func() {
+			s.fullRefused.Add(-n)
+			s.log.Warn("upgrade refused: the server holds --max-connections connections", "max_connections", s.maxConns, "refused", n, "remote", remote)
+		})
+		return &refusal{http.StatusServiceUnavailable, "server_full", "server is at its connection limit; try again later"}
+	case errors.Is(err, hub.ErrUserFull):
+		s.metrics.ConnectionsRefused.WithLabelValues("user_limit").Inc()
+		n := s.userRefused.Add(1)
+		s.userWarn.Do(func() {
+			s.userRefused.Add(-n)
+			s.log.Info("upgrade refused: the user holds --max-user-connections connections", "user", user, "max_user_connections", s.cfg.MaxUserConnections, "refused", n, "remote", remote)
+		})
+		return &refusal{http.StatusTooManyRequests, "user_connection_limit", "too many connections for this user"}
+	}
+	return nil
+}
+
 // deflateParams is the permessage-deflate negotiation offered when
 // compression is on. No context takeover either way: nothing to keep per
 // connection, and each publication can be compressed once for every
@@ -152,6 +178,11 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, respo
 		setup = func() { sess.subscribeAll(subs) }
 	}
 	if err := c.Greet(response, connected, setup); err != nil {
+		if ref := s.limitRefusal(err, id.UserID, nc.RemoteAddr()); ref != nil {
+			writeRefusal(nc, ref) // the 101 was held, not sent: an HTTP answer still fits
+			c.Gone(0)
+			return
+		}
 		if !errors.Is(err, hub.ErrShuttingDown) { // else greeted and closed with 1001
 			s.log.Debug("upgrade failed: writing the handshake response", "err", err, "remote", nc.RemoteAddr())
 		}
