@@ -157,7 +157,8 @@ func jsonString(b []byte) (string, error) {
 	return v, err
 }
 
-// claimStrings is an array-of-strings claim; null leaves it nil.
+// claimStrings is an array-of-strings claim; null leaves it nil, and []
+// makes it empty but not nil.
 type claimStrings []string
 
 func (s *claimStrings) UnmarshalJSON(b []byte) error {
@@ -187,7 +188,10 @@ func (s *claimStrings) UnmarshalJSON(b []byte) error {
 		out = append(out, str)
 		i = jsonscan.SkipSpace(b, end)
 	}
-	*s = out // nil for []: no channels
+	if out == nil {
+		out = []string{} // present but empty: no channel is allowed, unlike null
+	}
+	*s = out
 	return nil
 }
 

@@ -93,6 +93,7 @@ func referenceClaims(b []byte) (claims, bool) {
 	switch x := m["channels"].(type) {
 	case nil:
 	case []any:
+		c.Channels = make(claimStrings, 0, len(x))
 		for _, e := range x {
 			s, ok := e.(string)
 			if !ok {

@@ -172,8 +172,10 @@ func hasSegmentPrefix(channel, prefix string) bool {
 //   - the reserved prefixes org, user and system are only valid in lowercase:
 //     "ORG:42", "User:x" or "SYSTEM" are forbidden to everybody, so no
 //     look-alike of a tenant or system channel can exist;
-//   - when id.Channels is non-empty, channel must match one entry: equal to
-//     it, or starting with the part before a trailing '*';
+//   - when id.Channels is not nil, channel must match one entry: equal to
+//     it, or starting with the part before a trailing '*'. An empty, non-nil
+//     list (a token's "channels":[]) allows nothing: an issuer that lists
+//     no channel means none, and must not grant every one;
 //   - publishing needs the channel's namespace to allow it ([Policy.Namespace]).
 //
 // History and presence also need the namespace to allow them. Forbidden
@@ -207,7 +209,7 @@ func (p *Policy) Authorize(id Identity, op Op, channel string) error {
 			return forbidden("system channels are published by the server only")
 		}
 	}
-	if len(id.Channels) > 0 && !allowListed(id.Channels, channel) {
+	if id.Channels != nil && !allowListed(id.Channels, channel) {
 		return forbidden("channel not allowed by the token's channel list")
 	}
 	switch op {

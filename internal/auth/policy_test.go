@@ -182,7 +182,8 @@ func TestAuthorizeAllowList(t *testing.T) {
 		want    protocol.Code
 	}{
 		{"nil list is unrestricted", id(), OpSubscribe, "anything", allowed},
-		{"empty list is unrestricted", Identity{UserID: "a", Channels: []string{}}, OpSubscribe, "anything", allowed},
+		{"empty list allows nothing", Identity{UserID: "a", Channels: []string{}}, OpSubscribe, "anything", forbid},
+		{"empty list allows not even the user's own", Identity{UserID: "a", Channels: []string{}}, OpSubscribe, "user:a", forbid},
 		{"exact match", id("chat"), OpSubscribe, "chat", allowed},
 		{"exact is not prefix", id("chat"), OpSubscribe, "chat:room", forbid},
 		{"exact is not longer", id("chat:room"), OpSubscribe, "chat", forbid},

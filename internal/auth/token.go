@@ -37,8 +37,9 @@ type Identity struct {
 	// OrgID is the optional "org" claim.
 	OrgID string
 	// Channels is the optional "channels" allow-list: exact channel names, or
-	// prefix patterns ending in "*" (e.g. "docs:*"). Empty means no
-	// restriction beyond the built-in rules; see [Policy.Authorize].
+	// prefix patterns ending in "*" (e.g. "docs:*"). nil (no claim, or null)
+	// means no restriction beyond the built-in rules; a non-nil empty list
+	// (the claim [] ) allows no channel at all; see [Policy.Authorize].
 	Channels []string
 	// ExpiresAt is the "exp" claim; zero when there is no expiry (insecure
 	// mode only — verified tokens always expire).
@@ -385,7 +386,8 @@ func Mint(secret []byte, id Identity, ttl time.Duration) (string, error) {
 
 // MintWith returns a token for id signed by method with key (e.g. an
 // *rsa.PrivateKey for RS256, an *ecdsa.PrivateKey for ES256). It sets sub,
-// iat, exp = now+ttl, and role, org and channels when non-empty;
+// iat, exp = now+ttl, role and org when non-empty, and channels when not
+// nil (an empty list mints an empty allow-list);
 // id.ExpiresAt is ignored. ttl must be positive; NumericDate has second
 // precision, so ttl should be at least a second.
 func MintWith(method jwt.SigningMethod, key any, id Identity, ttl time.Duration) (string, error) {
@@ -410,7 +412,7 @@ func MintWith(method jwt.SigningMethod, key any, id Identity, ttl time.Duration)
 	if id.OrgID != "" {
 		claims["org"] = id.OrgID
 	}
-	if len(id.Channels) > 0 {
+	if id.Channels != nil {
 		claims["channels"] = id.Channels
 	}
 	s, err := jwt.NewWithClaims(method, claims).SignedString(key)

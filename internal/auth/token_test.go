@@ -235,7 +235,7 @@ func TestVerifyMinimalClaims(t *testing.T) {
 	for name, claims := range map[string]string{
 		"sub and exp only":        fmt.Sprintf(`{"sub":"u1","exp":%d}`, exp),
 		"nulls are absent":        fmt.Sprintf(`{"sub":"u1","exp":%d,"role":null,"org":null,"channels":null}`, exp),
-		"empty strings and array": fmt.Sprintf(`{"sub":"u1","exp":%d,"role":"","org":"","channels":[]}`, exp),
+		"empty strings":           fmt.Sprintf(`{"sub":"u1","exp":%d,"role":"","org":""}`, exp),
 		"unknown claims ignored":  fmt.Sprintf(`{"sub":"u1","exp":%d,"aud":"x","iss":"y","extra":{"a":1}}`, exp),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -698,5 +698,26 @@ func TestVerifyConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestVerifyEmptyChannelsClaim: "channels":[] is an allow-list with nothing
+// on it, not an absent claim; Mint writes an empty list back as [].
+func TestVerifyEmptyChannelsClaim(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	exp := time.Now().Add(time.Hour).Unix()
+	id, err := v.Verify(hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, fmt.Sprintf(`{"sub":"u1","exp":%d,"channels":[]}`, exp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Channels == nil || len(id.Channels) != 0 {
+		t.Fatalf("channels [] gave %#v, want an empty non-nil list", id.Channels)
+	}
+	tok, err := Mint(hmacSecret, Identity{UserID: "u1", Channels: []string{}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err = v.Verify(tok); err != nil || id.Channels == nil || len(id.Channels) != 0 {
+		t.Fatalf("minted empty list verified as %#v, %v", id.Channels, err)
 	}
 }

@@ -219,6 +219,16 @@ func TestTokenChannelAllowList(t *testing.T) {
 	a.subscribe("docs:42")
 	a.send(map[string]any{"type": "subscribe", "channel": "notifications"})
 	a.expectError("forbidden")
+
+	// "channels":[] lists no channel: it allows none, not all.
+	none, _ := auth.Mint([]byte(testSecret), auth.Identity{UserID: "kiosk", Channels: []string{}}, time.Hour)
+	k := ts.dialURL(ts.wsURL("token="+none), nil)
+	for _, ch := range []string{"chat", "user:kiosk"} {
+		k.send(map[string]any{"type": "subscribe", "channel": ch})
+		k.expectError("forbidden")
+	}
+	k.send(map[string]any{"type": "message", "channel": "chat", "data": 1})
+	k.expectError("forbidden")
 }
 
 // TestClaimNamesAreCaseSensitive: an issuer's own "ORG" or "Role" claim is
