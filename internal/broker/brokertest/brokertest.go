@@ -166,6 +166,36 @@ func Run(t *testing.T, f Factory) {
 		}
 	})
 
+	t.Run("RecoveryByTimeWithoutHistory", func(t *testing.T) {
+		// A channel that keeps no history loses every publication to
+		// recovery: by time, a publication after since is a gap.
+		b := f(t, nil)
+		before := time.Now()
+		time.Sleep(2 * time.Millisecond)
+		_ = b.Subscribe("nh", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+		time.Sleep(2 * time.Millisecond)
+		mid := time.Now()
+		time.Sleep(2 * time.Millisecond)
+		_, _ = b.Publish("nh", broker.Publication{Data: data(1)}, broker.PublishOptions{})
+		time.Sleep(2 * time.Millisecond)
+		after := time.Now()
+		var got broker.Recovery
+		_ = b.Subscribe("nh", broker.SubscribeOptions{Since: &broker.Since{Time: mid}}, func(r broker.Recovery) error { got = r; return nil })
+		if got.Recovered || len(got.Publications) != 0 {
+			t.Fatalf("since before an unkept publication: %+v", got)
+		}
+		_ = b.Subscribe("nh", broker.SubscribeOptions{Since: &broker.Since{Time: after}}, func(r broker.Recovery) error { got = r; return nil })
+		if !got.Recovered {
+			t.Fatalf("since after the last publication: %+v", got)
+		}
+		// A channel first seen after since cannot vouch for what came
+		// before it (a restart, or a channel forgotten while idle).
+		_ = b.Subscribe("fresh", broker.SubscribeOptions{Since: &broker.Since{Time: before}}, func(r broker.Recovery) error { got = r; return nil })
+		if got.Recovered {
+			t.Fatalf("since before the channel existed: %+v", got)
+		}
+	})
+
 	t.Run("HistoryTTL", func(t *testing.T) {
 		b := f(t, nil)
 		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100, TTL: 100 * time.Millisecond}}

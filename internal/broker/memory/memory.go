@@ -57,7 +57,8 @@ type stream struct {
 	hist     []broker.Publication // ring: oldest at head
 	head     int
 	count    int
-	lostTime time.Time // time of the newest publication dropped from history
+	lostTime time.Time // time of the newest publication dropped from history, or never kept
+	born     time.Time // when this stream was made: what came before is unknown to it
 	keys     map[string]idemEntry
 	keyOrder []string
 	touched  time.Time
@@ -115,7 +116,8 @@ func (b *Broker) lock(channel string) *stream {
 		sh.mu.Lock()
 		s := sh.streams[channel]
 		if s == nil {
-			s = &stream{epoch: newEpoch(), touched: b.now()}
+			now := b.now()
+			s = &stream{epoch: newEpoch(), touched: now, born: now}
 			sh.streams[channel] = s
 		}
 		sh.mu.Unlock()
@@ -149,6 +151,8 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 		h := p
 		h.Origin = ""
 		b.keep(s, h, o.History.Size)
+	} else {
+		s.lostTime = now // not kept: recovery by time past it sees the gap
 	}
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
 		s.remember(o.IdempotencyKey, idemEntry{offset: p.Offset, expires: now.Add(o.IdempotencyWindow)}, now)
@@ -289,9 +293,12 @@ func (s *stream) recover(b *Broker, since broker.Since, now time.Time) broker.Re
 				out = append(out, p)
 			}
 		}
-		// Nothing after since.Time was lost if the newest dropped publication
-		// is not after it.
-		return broker.Recovery{Publications: out, Position: pos, Recovered: !s.lostTime.After(since.Time)}
+		// Nothing after since.Time was lost if the newest publication dropped
+		// (or never kept) is not after it, and the stream already existed
+		// then: a stream made since (after a restart, or after Sweep forgot
+		// an idle channel) cannot tell what came before it — as a stored
+		// epoch no longer matches, the offset form's test.
+		return broker.Recovery{Publications: out, Position: pos, Recovered: !s.lostTime.After(since.Time) && !since.Time.Before(s.born)}
 	}
 	if since.Epoch != s.epoch || since.Offset > s.offset {
 		return broker.Recovery{Position: pos}
