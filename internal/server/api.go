@@ -44,10 +44,12 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.Handle("GET /api/channels", s.api("channels", s.apiChannels))
 	mux.Handle("GET /api/history", s.api("history", s.apiHistory))
 	mux.Handle("GET /api/presence", s.api("presence", s.apiPresence))
-	mux.Handle("/api/", s.api("unknown", func(r *http.Request) (any, error) {
+	unknown := s.api("unknown", func(r *http.Request) (any, error) {
 		return nil, &apiError{status: http.StatusNotFound, code: string(protocol.CodeNotFound), msg: "no such endpoint or method: " + r.Method + " " + r.URL.Path}
-	}))
+	})
+	mux.Handle("/api/", unknown)
 	mux.HandleFunc("POST /call", s.handleCall)
+	mux.Handle("/call", unknown) // other methods: the API's JSON 404, not net/http's plain-text 405
 }
 
 // authorizeAPI checks the API key from X-API-Key or "Authorization: apikey KEY".
@@ -109,23 +111,30 @@ func decodeBody(r *http.Request, limit int64, v any) error {
 		}
 		return badRequest(protocol.CodeBadRequest, "cannot read body")
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		var te *json.UnmarshalTypeError
-		var se *json.SyntaxError
-		switch {
-		case errors.As(err, &te) && te.Field == "":
-			return badRequest(protocol.CodeBadRequest, "body must be a JSON object")
-		case errors.As(err, &te):
-			return badRequest(protocol.CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
-		case errors.As(err, &se):
-			// encoding/json's own words ("invalid character 'x' after object
-			// key", "exceeded max depth") and the position, counting from 1;
-			// they quote at most one character of the body.
-			return badRequest(protocol.CodeBadJSON, "body is not valid JSON: "+se.Error()+" (at byte "+strconv.FormatInt(se.Offset, 10)+")")
-		}
-		return badRequest(protocol.CodeBadJSON, "body is not valid JSON")
+	return decodeJSON(body, v, "body")
+}
+
+// decodeJSON decodes data (what: "body", or "params" of a /call) into v, with
+// an error that names the field or the position, never a Go type.
+func decodeJSON(data []byte, v any, what string) error {
+	err := json.Unmarshal(data, v)
+	if err == nil {
+		return nil
 	}
-	return nil
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te) && te.Field == "":
+		return badRequest(protocol.CodeBadRequest, what+" must be a JSON object")
+	case errors.As(err, &te):
+		return badRequest(protocol.CodeBadRequest, "field "+strconv.Quote(te.Field)+" has the wrong type")
+	case errors.As(err, &se):
+		// encoding/json's own words ("invalid character 'x' after object
+		// key", "exceeded max depth") and the position, counting from 1;
+		// they quote at most one character of the body.
+		return badRequest(protocol.CodeBadJSON, what+" is not valid JSON: "+se.Error()+" (at byte "+strconv.FormatInt(se.Offset, 10)+")")
+	}
+	return badRequest(protocol.CodeBadJSON, what+" is not valid JSON")
 }
 
 func (s *Server) bodyLimit() int64 { return s.cfg.MaxMessageBytes + 64<<10 }
@@ -526,8 +535,8 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusBadRequest, `"params" is required`)
 			return false
 		}
-		if err := json.Unmarshal(req.Params, v); err != nil {
-			fail(http.StatusBadRequest, "params: "+err.Error())
+		if err := decodeJSON(req.Params, v, "params"); err != nil {
+			fail(http.StatusBadRequest, "params: "+err.(*apiError).msg)
 			return false
 		}
 		return true
@@ -545,7 +554,11 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 		}
 		var res publishResponse
 		res, err = s.publish(p)
-		data = map[string]any{"channel": p.Channel, "delivered": res.Delivered, "offset": res.Offset, "epoch": res.Epoch}
+		d := map[string]any{"channel": p.Channel, "delivered": res.Delivered, "offset": res.Offset, "epoch": res.Epoch}
+		if res.Duplicate { // an idempotencyKey seen before: nothing was published
+			d["duplicate"] = true
+		}
+		data = d
 	case "websocket.send":
 		var p sendRequest
 		if !params(&p) {

@@ -190,6 +190,8 @@ func TestAPIErrors(t *testing.T) {
 		{"POST", "/api/batch", `{"commands":[]}`, 400, "bad_request", ""},
 		{"GET", "/api/publish", ``, 404, "not_found", ""},
 		{"GET", "/api/nothing", ``, 404, "not_found", ""},
+		{"GET", "/call", ``, 404, "not_found", "GET /call"},
+		{"DELETE", "/call", ``, 404, "not_found", ""},
 	}
 	for _, tc := range cases {
 		status, body := ts.api(tc.method, tc.path, testAPIKey, tc.body)
@@ -235,20 +237,34 @@ func TestCallCompat(t *testing.T) {
 		t.Fatalf("a got %v", m)
 	}
 
+	// A broadcast with an idempotencyKey seen before says it was a duplicate.
+	bc := `{"key":"websocket.broadcast","params":{"channel":"notifications","data":1,"idempotencyKey":"k1"}}`
+	if status, body = ts.api("POST", "/call", testAPIKey, bc); status != 200 || body["data"].(map[string]any)["duplicate"] != nil {
+		t.Fatalf("first keyed broadcast: %d %v", status, body)
+	}
+	b.expect("message")
+	if status, body = ts.api("POST", "/call", testAPIKey, bc); status != 200 || body["data"].(map[string]any)["duplicate"] != true {
+		t.Fatalf("repeated keyed broadcast: %d %v, want duplicate:true", status, body)
+	}
+
 	for _, tc := range []struct {
 		key, body string
 		status    int
+		error     string // when set, what the error must say
 	}{
-		{testAPIKey, `{"key":"websocket.nope"}`, 400},
-		{testAPIKey, `{"key":"websocket.broadcast"}`, 400},
-		{testAPIKey, `{"key":"websocket.broadcast","params":{"channel":"bad channel"}}`, 400},
-		{testAPIKey, `not json`, 400},
-		{"", `{"key":"websocket.stats"}`, 401},
-		{"zantara-internal-dev-key-2025", `{"key":"websocket.stats"}`, 401},
+		{testAPIKey, `{"key":"websocket.nope"}`, 400, `unknown handler: "websocket.nope"`},
+		{testAPIKey, `{"key":"websocket.broadcast"}`, 400, `"params" is required`},
+		{testAPIKey, `{"key":"websocket.broadcast","params":{"channel":"bad channel"}}`, 400, "invalid channel name"},
+		{testAPIKey, `{"key":"websocket.broadcast","params":"x"}`, 400, "params: params must be a JSON object"},
+		{testAPIKey, `{"key":"websocket.send","params":{"userId":5}}`, 400, `params: field "userId" has the wrong type`},
+		{testAPIKey, `not json`, 400, ""},
+		{"", `{"key":"websocket.stats"}`, 401, ""},
+		{"zantara-internal-dev-key-2025", `{"key":"websocket.stats"}`, 401, ""},
 	} {
 		status, body := ts.api("POST", "/call", tc.key, tc.body)
-		if status != tc.status || body["ok"] != false || body["error"] == "" {
-			t.Errorf("%s: %d %v, want %d", tc.body, status, body, tc.status)
+		msg, _ := body["error"].(string)
+		if status != tc.status || body["ok"] != false || msg == "" || msg != tc.error && tc.error != "" && !strings.Contains(msg, tc.error) || strings.Contains(msg, "server.") {
+			t.Errorf("%s: %d %v, want %d %q", tc.body, status, body, tc.status, tc.error)
 		}
 	}
 }
