@@ -129,13 +129,19 @@ func DecodeCommand(b []byte) (Command, error) {
 	if !cmd.decodeExact(t) {
 		var general Command // its own variable: only this path moves it to the heap
 		if err := decodeGeneral(t, &general); err != nil {
-			return Command{}, err
+			// A member of the wrong type leaves the others decoded, so the
+			// error frame can still carry the channel and id it is about.
+			known := Command{Type: general.Type, Channel: general.Channel}
+			if len(general.ID) > 0 && validID(general.ID) {
+				known.ID = general.ID
+			}
+			return known, err
 		}
 		cmd = general
 	}
 	if len(cmd.ID) > 0 {
 		if !validID(cmd.ID) {
-			return Command{ID: nil}, NewError(CodeBadRequest, "id must be a string or a number of at most 128 bytes")
+			return Command{Type: cmd.Type, Channel: cmd.Channel}, NewError(CodeBadRequest, "id must be a string or a number of at most 128 bytes")
 		}
 	}
 	if string(cmd.Data) == "null" {

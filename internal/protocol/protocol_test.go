@@ -54,6 +54,19 @@ func TestDecodeCommand(t *testing.T) {
 			t.Errorf("%q: got %v, want %s", raw, err, code)
 		}
 	}
+	// A member of the wrong type: the command's channel and a valid id are
+	// still returned, for the error frame.
+	for raw, want := range map[string]Command{
+		`{"type":"subscribe","channel":"chat","id":"s1","events":"message"}`: {Type: "subscribe", Channel: "chat", ID: json.RawMessage(`"s1"`)},
+		`{"type":"history","channel":"c","id":7,"limit":"10"}`:               {Type: "history", Channel: "c", ID: json.RawMessage(`7`)},
+		`{"type":"ping","id":true}`:                                          {Type: "ping"},
+		`{"type":"subscribe","channel":5,"id":"x"}`:                          {Type: "subscribe", ID: json.RawMessage(`"x"`)},
+	} {
+		cmd, err := DecodeCommand([]byte(raw))
+		if CodeOf(err) != CodeBadRequest || cmd.Type != want.Type || cmd.Channel != want.Channel || string(cmd.ID) != string(want.ID) || cmd.Data != nil {
+			t.Errorf("%q: got %+v, %v; want %+v and bad_request", raw, cmd, err, want)
+		}
+	}
 }
 
 func TestAppendStringIsValidJSON(t *testing.T) {

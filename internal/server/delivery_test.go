@@ -100,6 +100,26 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestRateLimitCountsBinaryFrames: binary frames, which herald answers with
+// an error, count against the rate limit like commands: a flood of them is
+// limited and then closed with 4029, not answered one by one.
+func TestRateLimitCountsBinaryFrames(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst, c.RateLimitStrikes = 1, 2, 3 })
+	a := ts.dial("alice", "")
+	for range 20 {
+		if err := a.conn.WriteMessage(websocket.BinaryMessage, []byte{1}); err != nil {
+			break
+		}
+	}
+	a.expectError("binary_not_supported")
+	a.expectError("binary_not_supported")
+	a.expectError("rate_limited")
+	a.expectError("rate_limited")
+	if code := a.expectClose(5 * time.Second); code != protocol.CloseRateLimited {
+		t.Fatalf("close code %d, want %d", code, protocol.CloseRateLimited)
+	}
+}
+
 // startPinging starts a server that pings every ping and closes a
 // connection silent for pong.
 func startPinging(t *testing.T, ping, pong time.Duration) *testServer {

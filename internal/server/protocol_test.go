@@ -139,6 +139,31 @@ func TestSubscribeIsIdempotent(t *testing.T) {
 	a.sync() // exactly one delivery
 }
 
+// TestErrorFramesCarryKnownIDAndChannel: a command with one member of the
+// wrong type is answered with an error that still names its channel and
+// echoes its id, and unsubscribe's invalid_channel error names the channel
+// as subscribe's does.
+func TestErrorFramesCarryKnownIDAndChannel(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "")
+	for _, raw := range []string{
+		`{"type":"subscribe","channel":"chat","id":"s1","events":"message"}`,
+		`{"type":"history","channel":"chat","id":"s1","limit":"10"}`,
+		`{"type":"subscribe","channel":"chat","id":"s1","since":{"offset":-1,"epoch":"e"}}`,
+	} {
+		a.sendRaw([]byte(raw))
+		if m := a.expectError("bad_request"); m["id"] != "s1" || m["channel"] != "chat" {
+			t.Errorf("%s: error %v lacks the id or channel it carried", raw, m)
+		}
+	}
+	for _, typ := range []string{"subscribe", "unsubscribe"} {
+		a.sendRaw([]byte(`{"type":"` + typ + `","channel":"a/b","id":"s2"}`))
+		if m := a.expectError("invalid_channel"); m["id"] != "s2" || m["channel"] != "a/b" {
+			t.Errorf("%s: error %v lacks the id or channel it carried", typ, m)
+		}
+	}
+}
+
 func TestErrorFramesKeepConnectionOpen(t *testing.T) {
 	ts := start(t, nil)
 	a := ts.dial("alice", "7")

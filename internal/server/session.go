@@ -224,7 +224,7 @@ func (s *session) unsubscribe(cmd *protocol.Command) {
 		return
 	}
 	if !protocol.ValidChannel(cmd.Channel) {
-		s.sendError(protocol.CodeInvalidChannel, "invalid channel name", "", cmd.ID)
+		s.sendError(protocol.CodeInvalidChannel, "invalid channel name", cmd.Channel, cmd.ID)
 		return
 	}
 	// Unsubscribing from a channel one is not in is acknowledged: the outcome

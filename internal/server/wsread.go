@@ -292,6 +292,9 @@ func (s *session) message(op ws.OpCode, data []byte) {
 	s.srv.metrics.MessagesIn.Inc()
 	s.srv.metrics.BytesIn.Add(float64(len(data)))
 	if op != ws.OpText {
+		if !s.admit() { // a binary frame counts against the rate limit like a command
+			return
+		}
 		s.sendError(protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames", "", nil)
 		return
 	}
