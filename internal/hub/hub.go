@@ -434,7 +434,7 @@ func (h *Hub) HasSubscribers(name string) bool {
 type PresenceInfo struct {
 	ClientID    string    `json:"clientId"`
 	UserID      string    `json:"userId"`
-	ConnectedAt time.Time `json:"connectedAt"`
+	ConnectedAt protocol.Time `json:"connectedAt"`
 }
 
 // Presence lists the connections subscribed to channel, sorted by client id.
@@ -446,7 +446,7 @@ func (h *Hub) Presence(name string) []PresenceInfo {
 		out = make([]PresenceInfo, 0, len(ch.members))
 		for _, m := range ch.members {
 			c := m.c
-			out = append(out, PresenceInfo{ClientID: c.ID, UserID: c.UserID, ConnectedAt: c.ConnectedAt})
+			out = append(out, PresenceInfo{ClientID: c.ID, UserID: c.UserID, ConnectedAt: protocol.Time(c.ConnectedAt)})
 		}
 	}
 	s.mu.RUnlock()

@@ -182,6 +182,13 @@ func AppendTime(b []byte, t time.Time) []byte {
 	return append(b, '"')
 }
 
+// Time is a time that encodes as herald writes every timestamp: RFC 3339 in
+// UTC with milliseconds ("2026-11-22T08:00:00.000Z"), as AppendTime does.
+type Time time.Time
+
+// MarshalJSON implements json.Marshaler.
+func (t Time) MarshalJSON() ([]byte, error) { return AppendTime(nil, time.Time(t)), nil }
+
 // Message is a publication as delivered to subscribers.
 type Message struct {
 	Channel string

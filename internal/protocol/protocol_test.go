@@ -248,3 +248,11 @@ func TestCloseLabel(t *testing.T) {
 		}
 	}
 }
+
+func TestTimeJSON(t *testing.T) {
+	at := time.Date(2026, 11, 22, 17, 0, 0, 123456789, time.FixedZone("JST", 9*3600))
+	b, err := json.Marshal(struct{ At Time }{Time(at)})
+	if err != nil || string(b) != `{"At":"2026-11-22T08:00:00.123Z"}` {
+		t.Fatalf("got %s, %v", b, err)
+	}
+}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -648,4 +649,26 @@ func TestRecoverEdgeCases(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPresenceTimestamps: connectedAt in a presence list, from the command
+// and from the API, is written like every herald timestamp: RFC 3339 in UTC
+// with milliseconds.
+func TestPresenceTimestamps(t *testing.T) {
+	ts := start(t, nil)
+	a := ts.dial("alice", "42")
+	a.subscribe("org:42")
+	want := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
+	if at, _ := a.Connected["timestamp"].(string); !want.MatchString(at) {
+		t.Fatalf("connected timestamp %q", at)
+	}
+	a.send(map[string]any{"type": "presence", "channel": "org:42"})
+	p := a.expect("presence")
+	if at := p["clients"].([]any)[0].(map[string]any)["connectedAt"].(string); !want.MatchString(at) {
+		t.Errorf("presence command: connectedAt %q, want like 2026-11-22T08:00:00.000Z", at)
+	}
+	_, body := ts.api("GET", "/api/presence?channel=org:42", testAPIKey, "")
+	if at := body["clients"].([]any)[0].(map[string]any)["connectedAt"].(string); !want.MatchString(at) {
+		t.Errorf("/api/presence: connectedAt %q, want like 2026-11-22T08:00:00.000Z", at)
+	}
 }
