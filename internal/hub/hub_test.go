@@ -605,3 +605,39 @@ func TestGreetRefusedWritesNothing(t *testing.T) {
 		t.Fatalf("NumClients %d, want 1", h.NumClients())
 	}
 }
+
+// failConn is a connection whose writes fail, as a socket reset by the peer.
+type failConn struct{ countConn }
+
+func (c *failConn) Write([]byte) (int, error) { return 0, errors.New("connection reset by peer") }
+
+// TestFailedWriteCountsDisconnect: a connection ended because a write to it
+// failed is counted once in herald_disconnects_total, as abnormal.
+func TestFailedWriteCountsDisconnect(t *testing.T) {
+	h := newTestHub(1 << 20)
+	c := h.NewClient(&failConn{}, ClientOptions{ID: "c", UserID: "u"})
+	if err := h.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Send(TextFrame([]byte(`{"type":"pong"}`)))
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client not gone after a failed write")
+	}
+	mfs, err := h.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "herald_disconnects_total" {
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if len(got) != 1 || got["abnormal"] != 1 {
+		t.Fatalf("herald_disconnects_total %v after one connection ended by a failed write, want abnormal 1", got)
+	}
+}

@@ -291,11 +291,15 @@ func (c *Client) recycleLocked(batch [][]byte) {
 func (c *Client) failWrite(batch [][]byte) {
 	clear(batch)
 	c.mu.Lock()
+	wasOpen := c.state == stateOpen // else the close that began counted it
 	c.state = stateClosed
 	c.queue = nil
 	c.closeFrame = nil
 	c.writing = false
 	c.mu.Unlock()
+	if wasOpen {
+		c.hub.metrics.Disconnects.WithLabelValues("abnormal").Inc()
+	}
 	c.abort()
 }
 
