@@ -422,6 +422,28 @@ func (h *Hub) Announce(name string, frame *Frame, exclude *Client) {
 	}
 }
 
+// AnnounceJoin queues frame (c's join notice) to every other subscriber of
+// channel, if c still is one. Checked under the channel's lock, this orders
+// the join before c's leave: a client removed meanwhile has left the channel
+// before its leave is announced, and then its join is not sent at all.
+func (h *Hub) AnnounceJoin(name string, frame *Frame, c *Client) {
+	s := &h.channels[h.shard(name)]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ch := s.channels[name]
+	if ch == nil {
+		return
+	}
+	if _, ok := ch.index[c]; !ok {
+		return
+	}
+	for _, m := range ch.members {
+		if m.c != c {
+			m.c.SendFrame(frame)
+		}
+	}
+}
+
 // HasSubscribers reports whether channel has local subscribers.
 func (h *Hub) HasSubscribers(name string) bool {
 	s := &h.channels[h.shard(name)]

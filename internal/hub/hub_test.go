@@ -641,3 +641,41 @@ func TestFailedWriteCountsDisconnect(t *testing.T) {
 		t.Fatalf("herald_disconnects_total %v after one connection ended by a failed write, want abnormal 1", got)
 	}
 }
+
+// TestAnnounceJoinOnlyWhileSubscribed: a join notice goes to the other
+// subscribers only while its client is still subscribed, so a client removed
+// between subscribing and announcing (whose leave may be out already) sends
+// no join after its leave.
+func TestAnnounceJoinOnlyWhileSubscribed(t *testing.T) {
+	h := newTestHub(1 << 20)
+	runHub(t, h)
+	watcher, memberConn := &countConn{}, &countConn{}
+	clients := map[string]*Client{}
+	for id, nc := range map[string]net.Conn{"watcher": watcher, "gone": &countConn{}, "member": memberConn} {
+		c := h.NewClient(nc, ClientOptions{ID: id, UserID: id})
+		if err := h.Register(c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Subscribe(c, "room", nil); err != nil {
+			t.Fatal(err)
+		}
+		clients[id] = c
+	}
+	clients["gone"].Gone(0)
+	<-clients["gone"].Done()
+	ghost := []byte(`{"type":"join","clientId":"gone"}`)
+	h.AnnounceJoin("room", NewFrame(append(NewFrameBuffer(len(ghost)), ghost...)), clients["gone"])
+	join := []byte(`{"type":"join","clientId":"member"}`)
+	h.AnnounceJoin("room", NewFrame(append(NewFrameBuffer(len(join)), join...)), clients["member"])
+	want := int64(len(TextFrame(join)))
+	deadline := time.Now().Add(5 * time.Second)
+	for watcher.bytes.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := watcher.bytes.Load(); got != want {
+		t.Fatalf("watcher got %d bytes, want %d: the member's join alone", got, want)
+	}
+	if n := memberConn.bytes.Load(); n != 0 {
+		t.Fatalf("the member was sent %d bytes of its own join", n)
+	}
+}
