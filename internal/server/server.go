@@ -73,6 +73,9 @@ type Server struct {
 	// lines; fullRefused and userRefused count the refusals since the last.
 	fullWarn, userWarn       rate.Sometimes
 	fullRefused, userRefused atomic.Int64
+	// httpRead and httpWrite bound one HTTP request's reading and its
+	// answer's writing (httpReadTimeout, httpWriteTimeout; shorter in tests).
+	httpRead, httpWrite time.Duration
 }
 
 // autoMaxConnections is the connection limit --max-connections 0 derives
@@ -94,15 +97,17 @@ func autoMaxConnections(fdLimit uint64) int {
 // New builds a server from a validated configuration.
 func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		metrics:  metrics.New(),
-		policy:   auth.NewPolicy(cfg.Namespaces),
-		started:  time.Now(),
-		dropWarn: rate.Sometimes{Interval: 10 * time.Second},
-		fullWarn: rate.Sometimes{Interval: 10 * time.Second},
-		userWarn: rate.Sometimes{Interval: 10 * time.Second},
-		maxConns: cfg.MaxConnections,
+		cfg:       cfg,
+		log:       log,
+		metrics:   metrics.New(),
+		policy:    auth.NewPolicy(cfg.Namespaces),
+		started:   time.Now(),
+		dropWarn:  rate.Sometimes{Interval: 10 * time.Second},
+		fullWarn:  rate.Sometimes{Interval: 10 * time.Second},
+		userWarn:  rate.Sometimes{Interval: 10 * time.Second},
+		maxConns:  cfg.MaxConnections,
+		httpRead:  httpReadTimeout,
+		httpWrite: httpWriteTimeout,
 	}
 	if s.maxConns == 0 {
 		s.maxConns = autoMaxConnections(descriptorLimit())
@@ -188,8 +193,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// A request (head and body) and its answer are bounded in time, so a
+		// client that sends a body slowly or never reads the answer cannot
+		// hold a descriptor and a goroutine without end, nor hold up a
+		// shutdown. An upgrade clears both deadlines after the hijack.
+		ReadTimeout:  s.httpRead,
+		WriteTimeout: s.httpWrite,
+		IdleTimeout:  120 * time.Second,
+		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	// herald's accept loop upgrades WebSocket requests itself (upgrade.go)
 	// and hands every other connection to net/http through fl.
@@ -229,9 +240,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.draining.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := hs.Shutdown(sctx)
+	// The WebSocket clients first, while net/http still answers: their 1001
+	// does not wait behind a slow HTTP request, and meanwhile /healthz says
+	// draining and upgrades are refused. Then the listener closes and the
+	// requests in flight get what is left of the budget.
 	if herr := s.hub.Shutdown(sctx); herr != nil {
 		s.log.Warn("clients did not close in time; dropped", "err", herr)
+	}
+	err := hs.Shutdown(sctx)
+	if err != nil {
+		s.log.Warn("HTTP requests did not finish in time; cut", "err", err)
+		_ = hs.Close()
 	}
 	stopHub()
 	<-hubDone
@@ -244,6 +263,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("shutdown complete")
 	return nil
 }
+
+// Bounds on one HTTP request of the server API (see Serve): reading it
+// (head and body: the largest body with the default --max-message-bytes,
+// 1 MiB, arrives in time at 36 KB/s), and writing its answer.
+const (
+	httpReadTimeout  = 30 * time.Second
+	httpWriteTimeout = 60 * time.Second
+)
 
 // compressMin is the hub's compression threshold (0: never compress).
 func compressMin(cfg config.Config) int {

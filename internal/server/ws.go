@@ -57,6 +57,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// net/http's request deadlines (ReadTimeout, WriteTimeout) stay on a
+	// hijacked connection: a WebSocket lives without them.
+	_ = nc.SetDeadline(time.Time{})
 	var pending *bufio.Reader
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		pending = rw.Reader // frames the client sent right behind the handshake
