@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,17 +151,52 @@ func TestFragmentedMessageAndInterleavedPing(t *testing.T) {
 // error.
 func TestProtocolViolationCloses1002(t *testing.T) {
 	ts := start(t, nil)
-	c, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "bad", "")), nil)
-	readJSON(t, br)
-	var b bytes.Buffer
-	_ = ws.WriteFrame(&b, ws.NewTextFrame([]byte(`{"type":"ping"}`))) // not masked
-	_, _ = c.Write(b.Bytes())
-	f, err := ws.ReadFrame(br)
-	if err != nil || f.Header.OpCode != ws.OpClose {
-		t.Fatalf("want close frame, got %+v %v", f.Header, err)
+	frame := func(f ws.Frame, rsv byte) []byte {
+		f.Header.Rsv = rsv
+		var b bytes.Buffer
+		_ = ws.WriteFrame(&b, f)
+		return b.Bytes()
 	}
-	if code, _ := ws.ParseCloseFrameData(f.Payload); code != ws.StatusProtocolError {
-		t.Fatalf("close code %d, want 1002", code)
+	masked := func(f ws.Frame) ws.Frame { return ws.MaskFrame(f) }
+	ping := []byte(`{"type":"ping"}`)
+	first := masked(ws.NewFrame(ws.OpText, false, ping[:5]))
+	rest := masked(ws.NewFrame(ws.OpContinuation, true, ping[5:]))
+	for _, tc := range []struct {
+		name    string
+		deflate bool
+		send    []byte
+		reason  string // when set, the close reason
+	}{
+		{"unmasked", false, frame(ws.NewTextFrame(ping), 0), ""},
+		{"64-bit length with its top bit set", false, []byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, "invalid frame length"},
+		{"RSV2 with deflate", true, frame(masked(ws.NewTextFrame(ping)), ws.Rsv(false, true, false)), ""},
+		{"RSV3 with deflate", true, frame(masked(ws.NewTextFrame(ping)), ws.Rsv(false, false, true)), ""},
+		{"RSV2 on a continuation with deflate", true, append(frame(first, 0), frame(rest, ws.Rsv(false, true, false))...), ""},
+		{"RSV2 on a ping inside a message with deflate", true,
+			slices.Concat(frame(first, 0), frame(masked(ws.NewPingFrame(nil)), ws.Rsv(false, true, false)), frame(rest, 0)), ""},
+		{"bad deflate data", true, frame(masked(ws.NewTextFrame([]byte{0xff, 0xff, 0xff, 0xff})), ws.Rsv(true, false, false)), "invalid permessage-deflate data"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ext := ""
+			if tc.deflate {
+				ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+			}
+			c, br := rawSend(t, ts, []byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "bad", "")), ext)))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || (resp.Header.Get("Sec-WebSocket-Extensions") != "") != tc.deflate {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			readJSON(t, br)
+			_, _ = c.Write(tc.send)
+			f, err := ws.ReadFrame(br)
+			if err != nil || f.Header.OpCode != ws.OpClose {
+				t.Fatalf("want close frame, got %+v %v", f.Header, err)
+			}
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			if code != ws.StatusProtocolError || tc.reason != "" && reason != tc.reason {
+				t.Fatalf("close %d %q, want 1002 %q", code, reason, tc.reason)
+			}
+		})
 	}
 }
 

@@ -136,7 +136,7 @@ type frameReader struct {
 	s        *session
 	rd       wsutil.Reader
 	msgState wsflate.MessageState
-	exts     [1]wsutil.RecvExtension // &msgState
+	exts     [1]wsutil.RecvExtension // deflateRecv{&msgState}
 	hdr      [ws.MaxHeaderSize - 2]byte
 	ctl      [ws.MaxControlFramePayloadSize]byte
 	onCtl    func(ws.Header, io.Reader) error // intermediate control frames
@@ -144,10 +144,29 @@ type frameReader struct {
 
 var frameReaders = sync.Pool{New: func() any {
 	fr := &frameReader{}
-	fr.exts[0] = &fr.msgState
+	fr.exts[0] = deflateRecv{&fr.msgState}
 	fr.onCtl = fr.intermediate
 	return fr
 }}
+
+// deflateRecv is permessage-deflate's receive extension, with RFC 6455
+// §5.2's rule kept: RSV1 is the extension's, RSV2 and RSV3 stay undefined,
+// and a frame that sets them fails the connection. gobwas's header check
+// lets every RSV bit through once an extension is negotiated, and wsflate
+// clears only RSV1. It sees every frame: the first, the continuations and
+// the control frames between them.
+type deflateRecv struct{ *wsflate.MessageState }
+
+func (d deflateRecv) UnsetBits(h ws.Header) (ws.Header, error) {
+	h, err := d.MessageState.UnsetBits(h)
+	if err == nil && h.Rsv != 0 {
+		err = ws.ErrProtocolNonZeroRsv
+	}
+	return h, err
+}
+
+// errBadDeflate fails a connection whose compressed message does not inflate.
+var errBadDeflate = ws.ProtocolError("invalid permessage-deflate data")
 
 // readMessage reads one message (any fragments, and control frames between
 // them) and handles it, or one control frame sent between messages. It
@@ -251,7 +270,7 @@ func (s *session) inflate(buf *bytes.Buffer) error {
 		return wsutil.ErrMessageTooLarge
 	}
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return ws.ErrProtocolNonZeroRsv
+		return errBadDeflate
 	}
 	return nil
 }
@@ -320,6 +339,13 @@ func (s *session) readFailed(err error) {
 	case errors.As(err, &pe):
 		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, string(pe))
+		return
+	case errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
+		// gobwas reports these two header errors as plain errors, not as
+		// protocol errors: a 64-bit length with its top bit set, a short
+		// length written in a longer form.
+		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
+		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
 		return
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.srv.log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.id.UserID, "timeout", s.srv.cfg.PongTimeout)
