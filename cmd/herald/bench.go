@@ -52,11 +52,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := bench.Defaults()
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.URL, "url", envOr("HERALD_URL", "ws://127.0.0.1:8080/ws"), "server WebSocket URL, loopback only (env HERALD_URL)")
 	fs.StringVar(&cfg.APIURL, "api-url", "", "server API base URL (default: http:// on the --url host and port)")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", os.Getenv("HERALD_JWT_SECRET"), "the server's HS256 secret; tokens for users bench-0… are minted locally (env HERALD_JWT_SECRET)")
-	fs.StringVar(&cfg.APIKey, "api-key", firstKey(os.Getenv("HERALD_API_KEYS")), "server API key for POST /api/publish (env HERALD_API_KEYS, first key)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "the server's HS256 secret; tokens for users bench-0… are minted locally (env HERALD_JWT_SECRET)")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "server API key for POST /api/publish (env HERALD_API_KEYS, first key)")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "subscriber connections")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "concurrent dialers (split between workers)")
 	fs.DurationVar(&cfg.Hold, "hold", cfg.Hold, "idle: how long to hold the connections")
@@ -83,29 +82,28 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress lines on stderr")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's own CPU profile (parent process) to this file")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
-	}
 	// The scenario may come before or after the flags.
 	rest := args
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		cfg.Scenario, rest = rest[0], rest[1:]
-		if err := fs.Parse(rest); err != nil {
-			return usageErrorOrHelp(err)
+		if err := parseFlags(fs, rest, stdout, benchUsage); err != nil {
+			return err
 		}
 	} else {
-		if err := fs.Parse(rest); err != nil {
-			return usageErrorOrHelp(err)
+		if err := parseFlags(fs, rest, stdout, benchUsage); err != nil {
+			return err
 		}
 		if fs.NArg() == 0 {
-			fs.Usage()
-			return usageError{errors.New("bench: a SCENARIO is required (idle, fanout, channels, connect, recovery)")}
+			return usageError{errors.New("bench: a SCENARIO is required (idle, fanout, channels, connect, recovery; see herald bench --help)")}
 		}
 		cfg.Scenario = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return usageErrorOrHelp(err)
+		if err := parseFlags(fs, fs.Args()[1:], stdout, benchUsage); err != nil {
+			return err
 		}
+	}
+	fromEnv(&cfg.JWTSecret, "HERALD_JWT_SECRET")
+	if cfg.APIKey == "" {
+		cfg.APIKey = firstKey(os.Getenv("HERALD_API_KEYS"))
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))}

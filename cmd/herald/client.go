@@ -18,11 +18,34 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 )
 
-func usageErrorOrHelp(err error) error {
+// parseFlags parses args with fs, which prints nothing itself. Help (-h,
+// --help) prints usage and the flags to stdout and returns flag.ErrHelp
+// (exit status 0); a bad flag or value is one line, returned as a usage
+// error (exit status 2). Flags whose default would be a secret from the
+// environment are declared with an empty default and filled in after
+// parsing (fromEnv), so that no usage text ever shows one.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage string) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
 		return err
 	}
-	return usageError{err}
+	if err != nil {
+		return usageError{fmt.Errorf("%s: %w (see %s --help)", strings.TrimPrefix(fs.Name(), "herald "), err, fs.Name())}
+	}
+	return nil
+}
+
+// fromEnv sets *v from the environment variable key when the flag left it
+// empty.
+func fromEnv(v *string, key string) {
+	if *v == "" {
+		*v = os.Getenv(key)
+	}
 }
 
 func envOr(key, def string) string {
@@ -35,19 +58,18 @@ func envOr(key, def string) string {
 // token mints an HS256 JWT with the configured secret.
 func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	user := fs.String("user", "", "user id (the token's sub claim); required")
 	org := fs.String("org", "", "organisation id (org claim): grants org:{org} channels")
 	role := fs.String("role", "", "role claim")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime; the token's exp is now+ttl")
 	channels := fs.String("channels", "", "comma-separated allow-list of channels or prefix patterns like docs:*")
-	secret := fs.String("jwt-secret", os.Getenv("HERALD_JWT_SECRET"), "HS256 secret (env HERALD_JWT_SECRET)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: herald token --user ID [--org ORG] [--role ROLE] [--ttl 1h] [--channels a,b:*]\n\nMints an HS256 JWT signed with the server's --jwt-secret, for development and tests.\n\n")
-		fs.PrintDefaults()
+	secret := fs.String("jwt-secret", "", "HS256 secret (env HERALD_JWT_SECRET)")
+	if err := parseFlags(fs, args, stdout, "Usage: herald token --user ID [--org ORG] [--role ROLE] [--ttl 1h] [--channels a,b:*]\n\nMints an HS256 JWT signed with the server's --jwt-secret, for development and tests.\n\n"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageErrorOrHelp(err)
+	fromEnv(secret, "HERALD_JWT_SECRET")
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("token: unexpected argument %q", fs.Arg(0))}
 	}
 	if *user == "" {
 		return usageError{errors.New("token: --user is required")}
@@ -78,13 +100,14 @@ type clientFlags struct {
 func addClientFlags(fs *flag.FlagSet) clientFlags {
 	return clientFlags{
 		url:   fs.String("url", envOr("HERALD_URL", "ws://localhost:8080/ws"), "server WebSocket URL (env HERALD_URL)"),
-		token: fs.String("token", os.Getenv("HERALD_TOKEN"), "JWT to authenticate with (env HERALD_TOKEN)"),
+		token: fs.String("token", "", "JWT to authenticate with (env HERALD_TOKEN)"),
 		user:  fs.String("user", "", "with a server in --insecure-query-auth mode: connect as this userId instead of a token"),
 		org:   fs.String("org", "", "with --user: the org to claim"),
 	}
 }
 
 func (f clientFlags) dial(ctx context.Context) (*websocket.Conn, error) {
+	fromEnv(f.token, "HERALD_TOKEN")
 	u, err := url.Parse(*f.url)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("bad --url: %w", err)}
@@ -124,14 +147,9 @@ type frame struct {
 // sub prints every frame received after subscribing, one JSON per line.
 func sub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald sub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: herald sub [flags] CHANNEL\n\nSubscribes to CHANNEL and prints every frame the server sends, one JSON object per line, until interrupted.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageErrorOrHelp(err)
+	if err := parseFlags(fs, args, stdout, "Usage: herald sub [flags] CHANNEL\n\nSubscribes to CHANNEL and prints every frame the server sends, one JSON object per line, until interrupted.\n\n"); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{errors.New("sub: exactly one CHANNEL is required")}
@@ -173,17 +191,12 @@ func sub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // pub publishes one JSON value and waits for the server's acknowledgement.
 func pub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald pub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: herald pub [flags] CHANNEL JSON\n\nPublishes JSON (any JSON value) to CHANNEL as a client \"message\" and waits for the acknowledgement.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageErrorOrHelp(err)
+	if err := parseFlags(fs, args, stdout, "Usage: herald pub [flags] CHANNEL JSON\n\nPublishes JSON (any JSON value) to CHANNEL as a client \"message\" and waits for the acknowledgement.\n\n"); err != nil {
+		return err
 	}
 	if fs.NArg() != 2 {
-		return usageError{errors.New("pub: CHANNEL and JSON are required")}
+		return usageError{fmt.Errorf("pub: want CHANNEL and JSON, got %d arguments (quote the JSON as one argument)", fs.NArg())}
 	}
 	data := json.RawMessage(fs.Arg(1))
 	if !json.Valid(data) {

@@ -41,6 +41,63 @@ func TestUsageAndConfigErrors(t *testing.T) {
 	}
 }
 
+// TestClientFlagErrors: the client commands answer a bad flag or value with
+// one line and exit status 2, help goes to stdout with status 0, and no
+// usage text shows a secret taken from the environment.
+func TestClientFlagErrors(t *testing.T) {
+	const secret, tok, keys = "env-secret-env-secret-env-secret", "env.token.value", "env-api-key-0123456789"
+	t.Setenv("HERALD_JWT_SECRET", secret)
+	t.Setenv("HERALD_TOKEN", tok)
+	t.Setenv("HERALD_API_KEYS", keys)
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"token", "--bogus"}, 2, "token: flag provided but not defined: -bogus (see herald token --help)"},
+		{[]string{"token", "--user", "a", "--ttl", "xyz"}, 2, `invalid value "xyz" for flag -ttl`},
+		{[]string{"token", "--user", "a", "extra"}, 2, `token: unexpected argument "extra"`},
+		{[]string{"sub", "--bogus"}, 2, "sub: flag provided but not defined: -bogus"},
+		{[]string{"pub", "--bogus", "c", "1"}, 2, "pub: flag provided but not defined: -bogus"},
+		{[]string{"pub", "chat", "{", "}"}, 2, "pub: want CHANNEL and JSON, got 3 arguments"},
+		{[]string{"bench", "idle", "--bogus"}, 2, "bench: flag provided but not defined: -bogus"},
+		{[]string{"bench", "--bogus"}, 2, "bench: flag provided but not defined: -bogus"},
+		{[]string{"token", "--help"}, 0, "Mints an HS256 JWT"},
+		{[]string{"sub", "--help"}, 0, "-token"},
+		{[]string{"bench", "--help"}, 0, "-jwt-secret"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errOut)
+		all := out.String() + errOut.String()
+		if code != tc.code || !strings.Contains(all, tc.out) {
+			t.Errorf("%v: exit %d, output %q; want exit %d containing %q", tc.args, code, all, tc.code, tc.out)
+		}
+		if code == 2 && (out.Len() != 0 || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0) {
+			t.Errorf("%v: want one line on stderr, got stdout %q, stderr %q", tc.args, out.String(), errOut.String())
+		}
+		if code == 0 && errOut.Len() != 0 {
+			t.Errorf("%v: help on stderr: %q", tc.args, errOut.String())
+		}
+		for _, s := range []string{secret, tok, keys} {
+			if strings.Contains(all, s) {
+				t.Errorf("%v: output shows %q from the environment:\n%s", tc.args, s, all)
+			}
+		}
+	}
+	// The environment still counts where no flag is given.
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"token", "--user", "alice"}, &out, &errOut); code != 0 {
+		t.Fatalf("token with HERALD_JWT_SECRET: exit %d: %s", code, errOut.String())
+	}
+	v, err := auth.NewVerifier(auth.VerifierOptions{HMACSecret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := v.Verify(strings.TrimSpace(out.String())); err != nil || id.UserID != "alice" {
+		t.Fatalf("token signed with the env secret: %+v %v", id, err)
+	}
+}
+
 func TestTokenCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"token", "--user", "alice", "--org", "42", "--role", "owner", "--ttl", "5m", "--jwt-secret", "sekret-sekret"}, &out, &errOut)

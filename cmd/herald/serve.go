@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,8 +16,11 @@ import (
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
 	if err != nil {
-		return usageErrorOrHelp(err)
+		return usageError{err}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
