@@ -42,7 +42,40 @@ func loadFile(path string, c *Config) error {
 // yamlUnknownField matches yaml.v3's message for a key with no struct field.
 var yamlUnknownField = regexp.MustCompile(`^(line \d+): field (\S+) not found in type \S+$`)
 
+// yamlIntKeys are the keys whose values are whole numbers. yaml.v3 decodes
+// a float such as 1.5 into an int by cutting it (TOML refuses it), so these
+// are checked first.
+var yamlIntKeys = map[string]bool{
+	"max_subscriptions": true, "max_connections": true, "max_user_connections": true,
+	"rate_burst": true, "rate_limit_strikes": true, "history_size": true,
+}
+
+// checkYAMLInts reports the first of yamlIntKeys, at any depth, whose value
+// is not an integer.
+func checkYAMLInts(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if yamlIntKeys[k.Value] && v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" {
+				return fmt.Errorf("line %d: %s: want a whole number, got %s", v.Line, k.Value, v.Value)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if err := checkYAMLInts(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func decodeYAML(data []byte, fc *fileConfig) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err == nil {
+		if err := checkYAMLInts(&doc); err != nil {
+			return err
+		}
+	} // else the decoding below reports it
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(fc)

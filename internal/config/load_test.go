@@ -442,6 +442,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "yaml duration without unit", file: "c.yaml", body: "shutdown_timeout: 10\n", wantErr: `invalid duration "10"`},
 		{name: "yaml bad size", file: "c.yaml", body: "max_message_bytes: 1 megabyte\n", wantErr: `invalid byte size "1 megabyte"`},
 		{name: "yaml wrong type", file: "c.yaml", body: "rate_burst: lots\n", wantErr: "line 1"},
+		{name: "yaml fraction for a whole number", file: "c.yaml", body: "addr: x\nmax_connections: 1.5\n", wantErr: "line 2: max_connections: want a whole number, got 1.5"},
+		{name: "yaml fraction in a namespace", file: "c.yaml", body: "namespaces:\n  - prefix: a\n    history_size: 2.5\n", wantErr: "line 3: history_size: want a whole number, got 2.5"},
+		{name: "toml fraction for a whole number", file: "c.toml", body: "rate_burst = 1.5\n", wantErr: "rate_burst"},
 		{name: "yaml syntax", file: "c.yaml", body: "addr: [\n", wantErr: "c.yaml"},
 		{name: "yaml two documents", file: "c.yaml", body: "addr: x\n---\naddr: y\n", wantErr: "more than one YAML document"},
 		{name: "toml unknown key", file: "c.toml", body: "addr = \"x\"\nbogus = 1\n", wantErr: `unknown key "bogus"`},
@@ -696,5 +699,19 @@ func TestValidateNeverEchoesAPIKey(t *testing.T) {
 	err := c.Validate()
 	if err == nil || strings.Contains(err.Error(), c.APIKeys[0]) {
 		t.Errorf("Validate() = %v; want an error that does not contain the key", err)
+	}
+}
+
+// TestYAMLIntKeysComplete: every whole-number key of the file is checked for
+// fractions, which yaml.v3 would cut.
+func TestYAMLIntKeysComplete(t *testing.T) {
+	for _, typ := range []reflect.Type{reflect.TypeFor[fileConfig](), reflect.TypeFor[Namespace]()} {
+		for f := range typ.Fields() {
+			key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			isInt := f.Type.Kind() == reflect.Int
+			if isInt != yamlIntKeys[key] {
+				t.Errorf("%s.%s (yaml %q, %s): in yamlIntKeys %v", typ.Name(), f.Name, key, f.Type, yamlIntKeys[key])
+			}
+		}
 	}
 }
