@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"strings"
 
@@ -26,6 +27,14 @@ const MinJWTSecretLen = 32
 func (c *Config) Validate() error {
 	if c.Addr == "" {
 		return errors.New("addr is empty: set --addr, HERALD_ADDR or PORT")
+	}
+	if err := checkListenAddr(c.Addr); err != nil {
+		return fmt.Errorf("invalid addr %q: %w", c.Addr, err)
+	}
+	if c.DebugAddr != "" {
+		if err := checkListenAddr(c.DebugAddr); err != nil {
+			return fmt.Errorf("invalid debug-addr %q: %w", c.DebugAddr, err)
+		}
 	}
 	if err := validateWSPath(c.WSPath); err != nil {
 		return err
@@ -159,6 +168,20 @@ func validateNamespaces(namespaces []Namespace) error {
 			return fmt.Errorf("invalid namespaces: prefix %q appears more than once", p)
 		}
 		seen[p] = true
+	}
+	return nil
+}
+
+// checkListenAddr checks the form of a TCP listen address: HOST:PORT or
+// :PORT, the port a number up to 65535 or a service name (host names are
+// resolved when listening).
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want HOST:PORT or :PORT")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
+		return fmt.Errorf("port %q is not a number from 0 to 65535 or a service name", port)
 	}
 	return nil
 }
