@@ -75,9 +75,13 @@ type Client struct {
 	peerClosed  bool     // the peer closed first: end right after our reply
 	subs        []string // channels subscribed; a slice: most clients have few
 	registered  bool
-	unregOnce   sync.Once
-	goneOnce    sync.Once
-	done        chan struct{} // closed when the reader has stopped (Gone)
+	// unregistered: unregister ran before Register marked c registered, so
+	// Register, which may be past the indexes already, removes c. Both are
+	// read and set under mu: exactly one of the two removes c.
+	unregistered bool
+	unregOnce    sync.Once
+	goneOnce     sync.Once
+	done         chan struct{} // closed when the reader has stopped (Gone)
 }
 
 // ClientOptions describes a new connection.
@@ -473,6 +477,7 @@ func (c *Client) unregister() {
 		subs := c.subs
 		c.subs = nil
 		registered := c.registered
+		c.unregistered = !registered // a Register under way removes c itself
 		c.mu.Unlock()
 		if registered {
 			c.hub.remove(c, subs)

@@ -221,11 +221,19 @@ func (h *Hub) Register(c *Client) error {
 	cs.clients[c.ID] = c
 	cs.mu.Unlock()
 
-	c.mu.Lock()
-	c.registered = true
-	c.mu.Unlock()
 	h.metrics.Connections.Inc()
 	h.metrics.ConnectsTotal.Inc()
+	c.mu.Lock()
+	c.registered = true
+	left := c.unregistered
+	c.mu.Unlock()
+	if left {
+		// Found in the indexes and closed (a disconnect of its user, a
+		// shutdown) before it was marked registered: unregister saw it
+		// unregistered and left the removal to Register.
+		h.remove(c, nil)
+		return nil
+	}
 	// A shutdown that started meanwhile may have missed this client.
 	if h.closing.Load() {
 		c.Close(protocol.CloseGoingAway, "server shutting down")

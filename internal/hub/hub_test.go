@@ -679,3 +679,40 @@ func TestAnnounceJoinOnlyWhileSubscribed(t *testing.T) {
 		t.Fatalf("the member was sent %d bytes of its own join", n)
 	}
 }
+
+// TestRegisterRacingDisconnect: a client closed while it registers (its user
+// disconnected by the API, say, the moment it connects) still leaves the
+// hub, so it holds no place against the connection limits afterwards.
+func TestRegisterRacingDisconnect(t *testing.T) {
+	h := New(Options{QueueBytes: 1 << 20, PingInterval: time.Minute, PongTimeout: 2 * time.Minute, MaxUserConnections: 1 << 20},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	const n = 5000
+	all := make([]*Client, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: "u"})
+		all[i] = c
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = h.Register(c) }()
+		go func() { defer wg.Done(); h.DisconnectUser("u", 4000, "kicked") }()
+	}
+	wg.Wait()
+	for _, c := range all {
+		c.Gone(0)
+	}
+	eventuallyHub(t, func() bool { return h.NumClients() == 0 && h.Stats(false).Users == 0 }, func() string {
+		return fmt.Sprintf("NumClients %d, stats %+v after every client is gone", h.NumClients(), h.Stats(false))
+	})
+}
+
+// eventuallyHub waits up to 5 s for cond, then fails with what().
+func eventuallyHub(t *testing.T, cond func() bool, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(what())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -170,8 +170,10 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Serve accepts connections on ln until ctx is done, then shuts down
-// gracefully: stop accepting, close every client with 1001 after flushing its
-// queue, and return once all are gone or ShutdownTimeout has passed.
+// gracefully: close every WebSocket client with 1001 after flushing its
+// queue (the port still answers meanwhile, /healthz with 503), then stop
+// accepting and let HTTP requests in flight finish, and return once all are
+// done or ShutdownTimeout has passed.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hctx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()

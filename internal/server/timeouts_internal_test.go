@@ -62,7 +62,9 @@ func TestSlowRequestBodyIsCut(t *testing.T) {
 
 // TestUpgradeThroughNetHTTPOutlivesRequestDeadlines: a WebSocket upgraded by
 // net/http (after another request on its connection) keeps working past
-// the HTTP request deadlines, which the hijack would otherwise carry over.
+// the HTTP request deadlines. net/http clears them when the connection is
+// hijacked, and herald's session reads and writes past them anyway; this
+// guards both.
 func TestUpgradeThroughNetHTTPOutlivesRequestDeadlines(t *testing.T) {
 	addr, secret := serveShort(t, 200*time.Millisecond)
 	tok, err := auth.Mint([]byte(secret), auth.Identity{UserID: "u"}, time.Hour)

@@ -57,9 +57,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	// net/http's request deadlines (ReadTimeout, WriteTimeout) stay on a
-	// hijacked connection: a WebSocket lives without them.
-	_ = nc.SetDeadline(time.Time{})
 	var pending *bufio.Reader
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		pending = rw.Reader // frames the client sent right behind the handshake
@@ -99,6 +96,12 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	if s.draining.Load() {
 		return auth.Identity{}, &refusal{http.StatusServiceUnavailable, "shutting_down", "server is shutting down"}
 	}
+	// A full server refuses before the token is checked: at the limit,
+	// where reconnect storms happen, a refusal should cost little (an
+	// RS256 or ES256 check does not). Register remains the exact check.
+	if s.maxConns > 0 && s.hub.NumClients() >= s.maxConns {
+		return auth.Identity{}, s.limitRefusal(hub.ErrServerFull, "", remote)
+	}
 	if !s.originAllowed(origin, host) {
 		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
 		s.log.Info("upgrade refused: origin not allowed", "origin", origin, "remote", remote)
@@ -118,7 +121,7 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 // nil when err is no such refusal. It counts the refusal and logs it: the
 // first of a burst at once, then one line per 10 s with the number refused
 // meanwhile.
-func (s *Server) limitRefusal(err error, user string, remote net.Addr) *refusal {
+func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 	switch {
 	case errors.Is(err, hub.ErrServerFull):
 		s.metrics.ConnectionsRefused.WithLabelValues("server_full").Inc()

@@ -341,9 +341,10 @@ func (s *session) readFailed(err error) {
 		s.c.Close(protocol.CloseProtocolError, string(pe))
 		return
 	case errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
-		// gobwas reports these two header errors as plain errors, not as
-		// protocol errors: a 64-bit length with its top bit set, a short
-		// length written in a longer form.
+		// gobwas reports these header errors as plain errors, not as
+		// protocol errors: a 64-bit length with its top bit set (the other
+		// is not returned when reading). A length written in more bytes than
+		// it needs is accepted, as gobwas reads it.
 		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
 		return

@@ -297,8 +297,10 @@ func (s *stream) recover(b *Broker, since broker.Since, now time.Time) broker.Re
 		// (or never kept) is not after it, and the stream already existed
 		// then: a stream made since (after a restart, or after Sweep forgot
 		// an idle channel) cannot tell what came before it — as a stored
-		// epoch no longer matches, the offset form's test.
-		return broker.Recovery{Publications: out, Position: pos, Recovered: !s.lostTime.After(since.Time) && !since.Time.Before(s.born)}
+		// epoch no longer matches, the offset form's test. Times reach
+		// clients in milliseconds: a since from the millisecond the stream
+		// was made in is taken as after it.
+		return broker.Recovery{Publications: out, Position: pos, Recovered: !s.lostTime.After(since.Time) && !since.Time.Before(s.born.Truncate(time.Millisecond))}
 	}
 	if since.Epoch != s.epoch || since.Offset > s.offset {
 		return broker.Recovery{Position: pos}

@@ -170,3 +170,23 @@ func heldBytes(b *Broker) int64 {
 	}
 	return n
 }
+
+// TestRecoveryByTimeInTheMillisecondOfBirth: a client's since, which comes
+// in milliseconds, from the millisecond its channel was made in is not
+// taken for a time before the channel.
+func TestRecoveryByTimeInTheMillisecondOfBirth(t *testing.T) {
+	birth := time.Date(2026, 11, 22, 12, 0, 0, 400_000, time.UTC)
+	now := birth
+	b := New(Options{Now: func() time.Time { return now }})
+	hist := broker.PublishOptions{History: broker.HistoryOptions{Size: 10, TTL: time.Minute}}
+	_, _ = b.Publish("room", broker.Publication{}, hist)
+	now = birth.Add(300 * time.Microsecond)
+	_, _ = b.Publish("room", broker.Publication{}, hist)
+	now = birth.Add(time.Second)
+	var got broker.Recovery
+	since := broker.Since{Time: birth.Truncate(time.Millisecond)} // as the wire gives it
+	_ = b.Subscribe("room", broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil })
+	if !got.Recovered || len(got.Publications) != 2 {
+		t.Fatalf("since the millisecond of birth: %+v", got)
+	}
+}
