@@ -290,8 +290,12 @@ func TestControlFramesBetweenMessages(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.pong == "" {
-				if code, _ := ws.ParseCloseFrameData(got.Payload); got.Header.OpCode != ws.OpClose || code != ws.StatusProtocolError {
+				code, reason := ws.ParseCloseFrameData(got.Payload)
+				if got.Header.OpCode != ws.OpClose || code != ws.StatusProtocolError {
 					t.Fatalf("got %v %q, want a 1002 close", got.Header.OpCode, got.Payload)
+				}
+				if tc.deflate && strings.Contains(reason, "no extension negotiated") {
+					t.Fatalf("close reason %q on a connection that negotiated deflate", reason)
 				}
 				return
 			}

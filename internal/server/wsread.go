@@ -165,6 +165,10 @@ func (d deflateRecv) UnsetBits(h ws.Header) (ws.Header, error) {
 	return h, err
 }
 
+// errControlRsv fails a connection that sets an RSV bit on a control frame
+// (permessage-deflate's RSV1 included: control frames are never compressed).
+var errControlRsv = ws.ProtocolError("reserved bits set on a control frame")
+
 // errBadDeflate fails a connection whose compressed message does not inflate.
 var errBadDeflate = ws.ProtocolError("invalid permessage-deflate data")
 
@@ -193,7 +197,11 @@ func (fr *frameReader) control(br *bufio.Reader) error {
 	if err != nil {
 		return err
 	}
-	// Control frames are never compressed: no extension state applies.
+	// Control frames are never compressed: no extension state applies,
+	// and no RSV bit may be set, whatever was negotiated.
+	if hdr.Rsv != 0 {
+		return errControlRsv
+	}
 	if err := ws.CheckHeader(hdr, ws.StateServerSide); err != nil {
 		return err
 	}
