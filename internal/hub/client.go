@@ -190,6 +190,9 @@ func (c *Client) Greet(prefix, frame []byte, setup func()) error {
 	c.mu.Lock()
 	c.handOffLocked()
 	if regErr != nil {
+		// Greeted, so a connection as its client sees it, though the hub
+		// never held it: counted as one, as its close is counted.
+		c.hub.metrics.ConnectsTotal.Inc()
 		c.Close(protocol.CloseGoingAway, "server shutting down")
 		return regErr
 	}
@@ -212,17 +215,29 @@ func (c *Client) Send(frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.queuedBytes-c.burst+len(frame) > c.hub.opts.QueueBytes {
-		queued := c.queuedBytes
-		c.beginCloseLocked(4008, "slow consumer", true)
-		c.mu.Unlock()
-		c.hub.metrics.SlowConsumers.Inc()
-		c.hub.log.Warn("slow consumer closed", "client", c.ID, "user", c.UserID, "queued_bytes", queued)
-		c.afterBeginClose(true)
+	if c.overflowsLocked(len(frame)) {
+		c.closeSlowAndUnlock()
 		return false
 	}
 	c.appendAndUnlock(frame)
 	return true
+}
+
+// overflowsLocked reports whether n more bytes would pass the queue bound
+// (bursts exempt). c.mu must be held.
+func (c *Client) overflowsLocked(n int) bool {
+	return c.queuedBytes-c.burst+n > c.hub.opts.QueueBytes
+}
+
+// closeSlowAndUnlock closes c as a slow consumer (4008), dropping its queue,
+// and releases c.mu. c.mu must be held and c open.
+func (c *Client) closeSlowAndUnlock() {
+	queued := c.queuedBytes
+	c.beginCloseLocked(4008, "slow consumer", true)
+	c.mu.Unlock()
+	c.hub.metrics.SlowConsumers.Inc()
+	c.hub.log.Warn("slow consumer closed", "client", c.ID, "user", c.UserID, "queued_bytes", queued)
+	c.afterBeginClose(true)
 }
 
 // appendAndUnlock queues frame, releases c.mu and makes sure a writer will
@@ -276,12 +291,17 @@ func (c *Client) SendBurst(frames []*Frame) bool {
 	return true
 }
 
-// sendControl queues a control frame; control frames bypass the byte bound
-// (they are tiny) but not the state check.
+// sendControl queues a control frame (a ping, or the pong for a client's
+// ping), within the queue bound like any frame: a client that sends pings
+// and reads nothing is closed as a slow consumer, not buffered without end.
 func (c *Client) sendControl(frame []byte) {
 	c.mu.Lock()
 	if c.state != stateOpen {
 		c.mu.Unlock()
+		return
+	}
+	if c.overflowsLocked(len(frame)) {
+		c.closeSlowAndUnlock()
 		return
 	}
 	c.appendAndUnlock(frame)

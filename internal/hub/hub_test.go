@@ -716,3 +716,52 @@ func eventuallyHub(t *testing.T, cond func() bool, what func() string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestPongsWithinQueueBound: pongs for a client's pings count against the
+// queue bound, so a client that pings and never reads is closed as a slow
+// consumer instead of queueing without end.
+func TestPongsWithinQueueBound(t *testing.T) {
+	h := newTestHub(4 << 10)
+	stuck := &countConn{block: make(chan struct{})}
+	defer close(stuck.block)
+	c := h.NewClient(stuck, ClientOptions{ID: "c", UserID: "u"})
+	if err := h.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 125)
+	for range 1000 {
+		c.Pong(payload)
+	}
+	if q := c.pending(); q > 4<<10 || !c.Closing() {
+		t.Fatalf("queue holds %d bytes of pongs with a 4 KiB bound (closing: %v), want closed as slow", q, c.Closing())
+	}
+}
+
+// TestGreetDuringShutdownCounts: a client greeted and closed because the hub
+// is shutting down is counted as a connection as well as a disconnect.
+func TestGreetDuringShutdownCounts(t *testing.T) {
+	m := metrics.New()
+	h := New(Options{QueueBytes: 1 << 20, PingInterval: time.Minute, PongTimeout: 2 * time.Minute},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = h.Shutdown(ctx)
+	c := h.NewClient(&countConn{}, ClientOptions{ID: "late", UserID: "u"})
+	if err := c.Greet([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n"), TextFrame([]byte(`{}`)), nil); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("Greet: %v", err)
+	}
+	c.Gone(0)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]float64{}
+	for _, mf := range mfs {
+		for _, x := range mf.GetMetric() {
+			sums[mf.GetName()] += x.GetCounter().GetValue()
+		}
+	}
+	if sums["herald_connects_total"] != 1 || sums["herald_disconnects_total"] != 1 {
+		t.Fatalf("connects_total %v, disconnects_total %v; want 1 and 1", sums["herald_connects_total"], sums["herald_disconnects_total"])
+	}
+}

@@ -120,6 +120,29 @@ func TestRateLimitCountsBinaryFrames(t *testing.T) {
 	}
 }
 
+// TestRateLimitCountsPings: a client's pings count against the rate limit
+// like commands: a flood of them is answered with pongs only up to the
+// burst, then limited and closed with 4029.
+func TestRateLimitCountsPings(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst, c.RateLimitStrikes = 1, 2, 3 })
+	a := ts.dial("alice", "")
+	pongs := 0
+	a.conn.SetPongHandler(func(string) error { pongs++; return nil })
+	for range 20 {
+		if err := a.conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+			break
+		}
+	}
+	a.expectError("rate_limited")
+	a.expectError("rate_limited")
+	if code := a.expectClose(5 * time.Second); code != protocol.CloseRateLimited {
+		t.Fatalf("close code %d, want %d", code, protocol.CloseRateLimited)
+	}
+	if pongs != 2 {
+		t.Fatalf("%d pongs, want 2 (the burst)", pongs)
+	}
+}
+
 // startPinging starts a server that pings every ping and closes a
 // connection silent for pong.
 func startPinging(t *testing.T, ping, pong time.Duration) *testServer {

@@ -289,7 +289,9 @@ func (s *session) control(hdr ws.Header, p []byte) error {
 	s.c.Touch()
 	switch hdr.OpCode {
 	case ws.OpPing:
-		s.c.Pong(p)
+		if s.admit() { // a flood of pings is limited like one of commands
+			s.c.Pong(p)
+		}
 	case ws.OpPong:
 	case ws.OpClose:
 		code, reason := ws.StatusNoStatusRcvd, ""
