@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -220,7 +221,10 @@ func (s *Server) broadcast(chs []string, data json.RawMessage, event string) (in
 		}
 	}
 	total := 0
-	for _, ch := range chs {
+	for i, ch := range chs {
+		if slices.Contains(chs[:i], ch) {
+			continue // a channel listed twice is published to once
+		}
 		res, err := s.publish(publishRequest{Channel: ch, Data: data, Event: event})
 		if err != nil {
 			return total, err
@@ -361,6 +365,10 @@ func (s *Server) apiBatch(r *http.Request) (any, error) {
 				results[i].Offset, results[i].Epoch, results[i].Duplicate = &res.Offset, res.Epoch, res.Duplicate
 			}
 		case "broadcast":
+			if c.IdempotencyKey != "" {
+				err = badRequest(protocol.CodeBadRequest, "idempotencyKey applies to publish only")
+				break
+			}
 			n, err = s.broadcast(c.Channels, c.Data, c.Event)
 		case "send":
 			n, err = s.sendToUser(c.UserID, c.Channel, c.Data)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 )
@@ -126,6 +127,27 @@ func TestAPIBatch(t *testing.T) {
 	if m := a.expect("message"); m["data"] != float64(3) {
 		t.Fatalf("got %v", m)
 	}
+
+	// A channel listed twice in a broadcast is published to once; an
+	// idempotencyKey on a batch broadcast is refused, not ignored.
+	status, body = ts.api("POST", "/api/batch", testAPIKey, `{"commands":[
+		{"method":"broadcast","channels":["chat","chat"],"data":4},
+		{"method":"broadcast","channels":["chat"],"data":5,"idempotencyKey":"k"}
+	]}`)
+	res, _ = body["results"].([]any)
+	if status != 200 || len(res) != 2 || res[0].(map[string]any)["delivered"] != float64(1) ||
+		res[1].(map[string]any)["error"] != "bad_request" {
+		t.Fatalf("batch broadcasts: %d %v", status, body)
+	}
+	if status, body = ts.api("POST", "/api/broadcast", testAPIKey, `{"channels":["chat","chat","chat"],"data":6}`); status != 200 || body["delivered"] != float64(1) {
+		t.Fatalf("broadcast: %d %v", status, body)
+	}
+	for _, want := range []float64{4, 6} {
+		if m := a.expect("message"); m["data"] != want {
+			t.Fatalf("got %v, want data %v", m, want)
+		}
+	}
+	a.expectNothing(100 * time.Millisecond)
 }
 
 func TestAPIStatsChannelsDisconnect(t *testing.T) {

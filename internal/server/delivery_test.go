@@ -351,3 +351,19 @@ func TestStalledFrameClosed(t *testing.T) {
 		t.Fatalf("close code %d, want %d", code, protocol.CloseNoPong)
 	}
 }
+
+// TestLargestMessageReachesPlainSubscriber: a message of the largest size
+// the server accepts is delivered to an idle subscriber without compression,
+// though with its envelope it is larger than --client-queue-bytes.
+func TestLargestMessageReachesPlainSubscriber(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.MaxMessageBytes, c.ClientQueueBytes = 64<<10, 64<<10 })
+	a := ts.dial("alice", "")
+	a.subscribe("big")
+	data := `"` + strings.Repeat("x", 64<<10-2) + `"`
+	if code, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"big","data":`+data+`}`); code != 200 || body["delivered"] != float64(1) {
+		t.Fatalf("publish: %d %v", code, body)
+	}
+	if m := a.expect("message"); len(m["data"].(string)) != 64<<10-2 {
+		t.Fatalf("got %d bytes", len(m["data"].(string)))
+	}
+}

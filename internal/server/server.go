@@ -132,7 +132,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		s.verifier = v
 	}
 	s.hub = hub.New(hub.Options{
-		QueueBytes:         int(cfg.ClientQueueBytes),
+		QueueBytes:         queueBytes(cfg),
 		PingInterval:       cfg.PingInterval,
 		PongTimeout:        cfg.PongTimeout,
 		MaxSubscriptions:   cfg.MaxSubscriptions,
@@ -274,6 +274,17 @@ const (
 	httpWriteTimeout = 60 * time.Second
 )
 
+// envelopeSlack is room for what a delivery wraps around a message's data
+// (type, channel, event, offset, epoch, timestamp, publisher, frame header).
+const envelopeSlack = 64 << 10
+
+// queueBytes is the per-client queue bound: --client-queue-bytes, but never
+// less than one largest message in its envelope, or a subscriber with an
+// empty queue would be closed as slow by a message the server accepted.
+func queueBytes(cfg config.Config) int {
+	return int(max(cfg.ClientQueueBytes, cfg.MaxMessageBytes+envelopeSlack))
+}
+
 // compressMin is the hub's compression threshold (0: never compress).
 func compressMin(cfg config.Config) int {
 	if !cfg.Compression {
@@ -289,7 +300,7 @@ const minReplayBytes = 16 << 20
 // 16 MiB, or the client queue, or one largest message with room to spare,
 // whichever is largest.
 func (s *Server) maxReplayBytes() int {
-	return max(minReplayBytes, int(s.cfg.ClientQueueBytes), int(s.cfg.MaxMessageBytes)+64<<10)
+	return max(minReplayBytes, queueBytes(s.cfg))
 }
 
 // historyEntryBytes is about what p takes in a history reply.
