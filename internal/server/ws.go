@@ -117,10 +117,10 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	return id, nil
 }
 
-// limitRefusal is the answer to a connection a limit refused in Greet, or
-// nil when err is no such refusal. It counts the refusal and logs it: the
-// first of a burst at once, then one line per 10 s with the number refused
-// meanwhile.
+// limitRefusal is the answer to a connection a limit refused (in admit or
+// in Greet), or nil when err is no such refusal. It counts the refusal and
+// logs it: the first of a burst at once, then one line per 10 s with the
+// number refused meanwhile.
 func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 	switch {
 	case errors.Is(err, hub.ErrServerFull):
