@@ -233,10 +233,10 @@ func TestVerifyMinimalClaims(t *testing.T) {
 	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
 	exp := time.Now().Add(time.Hour).Unix()
 	for name, claims := range map[string]string{
-		"sub and exp only":        fmt.Sprintf(`{"sub":"u1","exp":%d}`, exp),
-		"nulls are absent":        fmt.Sprintf(`{"sub":"u1","exp":%d,"role":null,"org":null,"channels":null}`, exp),
-		"empty strings":           fmt.Sprintf(`{"sub":"u1","exp":%d,"role":"","org":""}`, exp),
-		"unknown claims ignored":  fmt.Sprintf(`{"sub":"u1","exp":%d,"aud":"x","iss":"y","extra":{"a":1}}`, exp),
+		"sub and exp only":       fmt.Sprintf(`{"sub":"u1","exp":%d}`, exp),
+		"nulls are absent":       fmt.Sprintf(`{"sub":"u1","exp":%d,"role":null,"org":null,"channels":null}`, exp),
+		"empty strings":          fmt.Sprintf(`{"sub":"u1","exp":%d,"role":"","org":""}`, exp),
+		"unknown claims ignored": fmt.Sprintf(`{"sub":"u1","exp":%d,"aud":"x","iss":"y","extra":{"a":1}}`, exp),
 	} {
 		t.Run(name, func(t *testing.T) {
 			id, err := v.Verify(hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, claims))

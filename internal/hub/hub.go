@@ -462,8 +462,8 @@ func (h *Hub) HasSubscribers(name string) bool {
 
 // PresenceInfo is one connection on a channel.
 type PresenceInfo struct {
-	ClientID    string    `json:"clientId"`
-	UserID      string    `json:"userId"`
+	ClientID    string        `json:"clientId"`
+	UserID      string        `json:"userId"`
 	ConnectedAt protocol.Time `json:"connectedAt"`
 }
 
