@@ -415,26 +415,13 @@ func publishTo(members []member, frame *Frame, exclude *Client, event string) in
 	return n
 }
 
-// Announce queues frame to every subscriber of channel except exclude,
-// regardless of event filters (join and leave notices).
-func (h *Hub) Announce(name string, frame *Frame, exclude *Client) {
-	s := &h.channels[h.shard(name)]
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if ch := s.channels[name]; ch != nil {
-		for _, m := range ch.members {
-			if m.c != exclude {
-				m.c.SendFrame(frame)
-			}
-		}
-	}
-}
-
-// AnnounceJoin queues frame (c's join notice) to every other subscriber of
-// channel, if c still is one. Checked under the channel's lock, this orders
-// the join before c's leave: a client removed meanwhile has left the channel
-// before its leave is announced, and then its join is not sent at all.
-func (h *Hub) AnnounceJoin(name string, frame *Frame, c *Client) {
+// Announce queues frame, a notice about c (its join or leave), to every
+// other subscriber of channel, regardless of event filters. With
+// whileMember, only if c still is one: checked under the channel's lock,
+// this orders a join before c's leave, since a client removed meanwhile has
+// left the channel before its leave is announced, and then its join is not
+// sent at all.
+func (h *Hub) Announce(name string, frame *Frame, c *Client, whileMember bool) {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -442,7 +429,7 @@ func (h *Hub) AnnounceJoin(name string, frame *Frame, c *Client) {
 	if ch == nil {
 		return
 	}
-	if _, ok := ch.index[c]; !ok {
+	if _, ok := ch.index[c]; whileMember && !ok {
 		return
 	}
 	for _, m := range ch.members {

@@ -664,9 +664,9 @@ func TestAnnounceJoinOnlyWhileSubscribed(t *testing.T) {
 	clients["gone"].Gone(0)
 	<-clients["gone"].Done()
 	ghost := []byte(`{"type":"join","clientId":"gone"}`)
-	h.AnnounceJoin("room", NewFrame(append(NewFrameBuffer(len(ghost)), ghost...)), clients["gone"])
+	h.Announce("room", NewFrame(append(NewFrameBuffer(len(ghost)), ghost...)), clients["gone"], true)
 	join := []byte(`{"type":"join","clientId":"member"}`)
-	h.AnnounceJoin("room", NewFrame(append(NewFrameBuffer(len(join)), join...)), clients["member"])
+	h.Announce("room", NewFrame(append(NewFrameBuffer(len(join)), join...)), clients["member"], true)
 	want := int64(len(TextFrame(join)))
 	deadline := time.Now().Add(5 * time.Second)
 	for watcher.bytes.Load() < want && time.Now().Before(deadline) {

@@ -407,11 +407,8 @@ func (s *Server) announce(typ, channel string, c *hub.Client) {
 		return
 	}
 	f := hub.NewFrame(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID))
-	if typ == protocol.TypeJoin {
-		s.hub.AnnounceJoin(channel, f, c) // not once c has left: its leave may be out already
-		return
-	}
-	s.hub.Announce(channel, f, c)
+	// A join not once c has left: its leave may be out already.
+	s.hub.Announce(channel, f, c, typ == protocol.TypeJoin)
 }
 
 // Listen opens the server's TCP listener. Accepted connections get no TCP
