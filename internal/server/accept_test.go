@@ -95,7 +95,7 @@ func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.dropWarn.Interval = time.Hour
+	s.drops.every.Interval = time.Hour
 	for range 5 {
 		s.historyDropped(3)
 	}
@@ -105,7 +105,7 @@ func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
 	if n := strings.Count(logs.String(), "history budget reached"); n != 1 || !strings.Contains(logs.String(), "dropped=3") {
 		t.Fatalf("%d warnings, want 1 saying dropped=3:\n%s", n, logs.String())
 	}
-	if s.dropped.Load() != 12 {
-		t.Fatalf("%d drops waiting for the next warning, want 12", s.dropped.Load())
+	if s.drops.n.Load() != 12 {
+		t.Fatalf("%d drops waiting for the next warning, want 12", s.drops.n.Load())
 	}
 }

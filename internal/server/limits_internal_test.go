@@ -45,7 +45,7 @@ func TestConnectionRefusalsAreLoggedSparingly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.fullWarn.Interval, s.userWarn.Interval = time.Hour, time.Hour
+	s.fullRefusals.every.Interval, s.userRefusals.every.Interval = time.Hour, time.Hour
 	for range 5 {
 		ref := s.limitRefusal(hub.ErrServerFull, "u1", nil)
 		if ref == nil || ref.status != http.StatusServiceUnavailable || ref.code != "server_full" {
@@ -75,7 +75,7 @@ func TestConnectionRefusalsAreLoggedSparingly(t *testing.T) {
 		!strings.Contains(out, "user=u2 max_user_connections=3 refused=1") {
 		t.Fatalf("want one line per limit:\n%s", out)
 	}
-	if s.fullRefused.Load() != 4 || s.userRefused.Load() != 3 {
-		t.Fatalf("waiting for the next lines: %d and %d, want 4 and 3", s.fullRefused.Load(), s.userRefused.Load())
+	if s.fullRefusals.n.Load() != 4 || s.userRefusals.n.Load() != 3 {
+		t.Fatalf("waiting for the next lines: %d and %d, want 4 and 3", s.fullRefusals.n.Load(), s.userRefusals.n.Load())
 	}
 }

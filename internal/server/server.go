@@ -61,18 +61,13 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 	upgrades sync.Pool // *rawUpgrade
-	// dropWarn spaces the warnings about the history budget: a flood can
-	// drop many publications a second, and one line every 10 s says it.
-	dropWarn rate.Sometimes
-	dropped  atomic.Int64 // publications dropped for the budget since the last warning
+	// Floods of events logged sparingly (one line per 10 s, with the count):
+	// publications dropped for the history budget, upgrades refused by
+	// --max-connections and by --max-user-connections.
+	drops, fullRefusals, userRefusals sampledLog
 	// maxConns is the connection limit in force: --max-connections, or the
 	// one derived from the descriptor limit; 0 means none.
 	maxConns int
-	// fullWarn and userWarn space the log lines about upgrades refused by a
-	// connection limit, which a flood would otherwise turn into a flood of
-	// lines; fullRefused and userRefused count the refusals since the last.
-	fullWarn, userWarn       rate.Sometimes
-	fullRefused, userRefused atomic.Int64
 	// httpRead and httpWrite bound one HTTP request's reading and its
 	// answer's writing (httpReadTimeout, httpWriteTimeout; shorter in tests).
 	httpRead, httpWrite time.Duration
@@ -97,17 +92,17 @@ func autoMaxConnections(fdLimit uint64) int {
 // New builds a server from a validated configuration.
 func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		metrics:   metrics.New(),
-		policy:    auth.NewPolicy(cfg.Namespaces),
-		started:   time.Now(),
-		dropWarn:  rate.Sometimes{Interval: 10 * time.Second},
-		fullWarn:  rate.Sometimes{Interval: 10 * time.Second},
-		userWarn:  rate.Sometimes{Interval: 10 * time.Second},
-		maxConns:  cfg.MaxConnections,
-		httpRead:  httpReadTimeout,
-		httpWrite: httpWriteTimeout,
+		cfg:          cfg,
+		log:          log,
+		metrics:      metrics.New(),
+		policy:       auth.NewPolicy(cfg.Namespaces),
+		started:      time.Now(),
+		drops:        sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		fullRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		userRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		maxConns:     cfg.MaxConnections,
+		httpRead:     httpReadTimeout,
+		httpWrite:    httpWriteTimeout,
 	}
 	if s.maxConns == 0 {
 		s.maxConns = autoMaxConnections(descriptorLimit())
@@ -346,14 +341,28 @@ func fitHistory(pubs []broker.Publication, budget int, newest bool) ([]broker.Pu
 
 // historyDropped is the broker's OnDrop: n publications were dropped from
 // history, or not kept, to stay within --history-max-bytes. It runs under a
-// channel's lock, so it only counts; the warning is spaced by dropWarn.
+// channel's lock, so it only counts; the warning is spaced by drops.
 func (s *Server) historyDropped(n int) {
 	s.metrics.HistoryDropped.Add(float64(n))
-	s.dropped.Add(int64(n))
-	s.dropWarn.Do(func() {
+	s.drops.note(int64(n), func(count int64) {
 		s.log.Warn("history budget reached: channels drop their oldest publications, and recovery past them reports a gap",
-			"history_max_bytes", s.cfg.HistoryMaxBytes, "dropped", s.dropped.Swap(0))
+			"history_max_bytes", s.cfg.HistoryMaxBytes, "dropped", count)
 	})
+}
+
+// sampledLog counts events and logs them at most once per interval, with
+// how many happened since the last line: a flood is one line, not one per
+// event.
+type sampledLog struct {
+	every rate.Sometimes
+	n     atomic.Int64 // events since the last line
+}
+
+// note counts n events and, when the interval allows, calls log with the
+// count since the last line.
+func (l *sampledLog) note(n int64, log func(count int64)) {
+	l.n.Add(n)
+	l.every.Do(func() { log(l.n.Swap(0)) })
 }
 
 // deliver is the broker's DeliverFunc: encode the publication once and fan

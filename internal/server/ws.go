@@ -125,18 +125,14 @@ func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 	switch {
 	case errors.Is(err, hub.ErrServerFull):
 		s.metrics.ConnectionsRefused.WithLabelValues("server_full").Inc()
-		n := s.fullRefused.Add(1)
-		s.fullWarn.Do(func() {
-			s.fullRefused.Add(-n)
-			s.log.Warn("upgrade refused: the server holds --max-connections connections", "max_connections", s.maxConns, "refused", n, "remote", remote)
+		s.fullRefusals.note(1, func(count int64) {
+			s.log.Warn("upgrade refused: the server holds --max-connections connections", "max_connections", s.maxConns, "refused", count, "remote", remote)
 		})
 		return &refusal{http.StatusServiceUnavailable, "server_full", "server is at its connection limit; try again later"}
 	case errors.Is(err, hub.ErrUserFull):
 		s.metrics.ConnectionsRefused.WithLabelValues("user_limit").Inc()
-		n := s.userRefused.Add(1)
-		s.userWarn.Do(func() {
-			s.userRefused.Add(-n)
-			s.log.Info("upgrade refused: the user holds --max-user-connections connections", "user", user, "max_user_connections", s.cfg.MaxUserConnections, "refused", n, "remote", remote)
+		s.userRefusals.note(1, func(count int64) {
+			s.log.Info("upgrade refused: the user holds --max-user-connections connections", "user", user, "max_user_connections", s.cfg.MaxUserConnections, "refused", count, "remote", remote)
 		})
 		return &refusal{http.StatusTooManyRequests, "user_connection_limit", "too many connections for this user"}
 	}
