@@ -53,6 +53,27 @@ func rawUpgrade(t *testing.T, ts *testServer, query string, extra []byte) (net.C
 	return c, br
 }
 
+// rawUpgradeDeflate upgrades a raw connection for user, offering
+// permessage-deflate when deflate is set; it checks the 101 and that deflate
+// was negotiated exactly when offered, and reads the connected frame.
+func rawUpgradeDeflate(t *testing.T, ts *testServer, user string, deflate bool) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	ext := ""
+	if deflate {
+		ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+	}
+	c, br := rawSend(t, ts, []byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, user, "")), ext)))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	if got := resp.Header.Get("Sec-WebSocket-Extensions") != ""; got != deflate {
+		t.Fatalf("deflate negotiated %v, want %v", got, deflate)
+	}
+	readJSON(t, br) // connected
+	return c, br
+}
+
 func maskedText(t *testing.T, payload string) []byte {
 	var b bytes.Buffer
 	if err := ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame([]byte(payload)))); err != nil {
@@ -177,16 +198,7 @@ func TestProtocolViolationCloses1002(t *testing.T) {
 		{"bad deflate data", true, frame(masked(ws.NewTextFrame([]byte{0xff, 0xff, 0xff, 0xff})), ws.Rsv(true, false, false)), "invalid permessage-deflate data"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ext := ""
-			if tc.deflate {
-				ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-			}
-			c, br := rawSend(t, ts, []byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "bad", "")), ext)))
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || (resp.Header.Get("Sec-WebSocket-Extensions") != "") != tc.deflate {
-				t.Fatalf("upgrade: %v %v", resp, err)
-			}
-			readJSON(t, br)
+			c, br := rawUpgradeDeflate(t, ts, "bad", tc.deflate)
 			_, _ = c.Write(tc.send)
 			f, err := ws.ReadFrame(br)
 			if err != nil || f.Header.OpCode != ws.OpClose {
@@ -261,19 +273,7 @@ func TestControlFramesBetweenMessages(t *testing.T) {
 		{"compressed ping", true, func() ws.Frame { f := ping("hb"); f.Header.Rsv = ws.Rsv(true, false, false); return f }(), true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ext := ""
-			if tc.deflate {
-				ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-			}
-			c, br := rawSend(t, ts, []byte(upgradeRequest(ts, "token="+url.QueryEscape(token(t, "ctl", "")), ext)))
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("upgrade: %v %v", resp, err)
-			}
-			if got := resp.Header.Get("Sec-WebSocket-Extensions") != ""; got != tc.deflate {
-				t.Fatalf("deflate negotiated %v, want %v", got, tc.deflate)
-			}
-			readJSON(t, br) // connected
+			c, br := rawUpgradeDeflate(t, ts, "ctl", tc.deflate)
 			f := tc.frame
 			if tc.mask {
 				f = ws.MaskFrame(f)
