@@ -138,7 +138,7 @@ func decodeJSON(data []byte, v any, what string) error {
 	return badRequest(protocol.CodeBadJSON, what+" is not valid JSON")
 }
 
-func (s *Server) bodyLimit() int64 { return s.cfg.MaxMessageBytes + 64<<10 }
+func (s *Server) bodyLimit() int64 { return s.cfg.MaxMessageBytes + envelopeSlack }
 
 func checkChannelName(ch string) error {
 	if ch == "" {

@@ -269,8 +269,9 @@ const (
 	httpWriteTimeout = 60 * time.Second
 )
 
-// envelopeSlack is room for what a delivery wraps around a message's data
-// (type, channel, event, offset, epoch, timestamp, publisher, frame header).
+// envelopeSlack is room for what wraps a message's data: in an API request
+// (channel, event, idempotency key) and in a delivery (type, channel, event,
+// offset, epoch, timestamp, publisher, frame header).
 const envelopeSlack = 64 << 10
 
 // queueBytes is the per-client queue bound: --client-queue-bytes, but never
@@ -306,15 +307,9 @@ func historyEntryBytes(p *broker.Publication) int {
 // fitPresence returns the first entries of clients that fit in budget bytes
 // of a presence reply, and whether any were left out.
 func fitPresence(clients []hub.PresenceInfo, budget int) ([]hub.PresenceInfo, bool) {
-	total := 0
-	for i := range clients {
-		// At worst every byte of the ids escaped, plus the time and the
-		// JSON around them.
-		if total += 2*(len(clients[i].ClientID)+len(clients[i].UserID)) + 80; total > budget {
-			return clients[:i], true
-		}
-	}
-	return clients, false
+	// At worst every byte of the ids escaped, plus the time and the JSON
+	// around them.
+	return fit(clients, budget, false, func(c *hub.PresenceInfo) int { return 2*(len(c.ClientID)+len(c.UserID)) + 80 })
 }
 
 // fitHistory returns the publications of pubs (oldest first) whose entries
@@ -322,21 +317,27 @@ func fitPresence(clients []hub.PresenceInfo, budget int) ([]hub.PresenceInfo, bo
 // since), else the oldest (a query with since, which continues from the
 // last one) — and whether any were left out.
 func fitHistory(pubs []broker.Publication, budget int, newest bool) ([]broker.Publication, bool) {
+	return fit(pubs, budget, newest, historyEntryBytes)
+}
+
+// fit returns the items whose costs together fit in budget — the first ones,
+// or the last ones when last is set — and whether any were left out.
+func fit[T any](items []T, budget int, last bool, cost func(*T) int) ([]T, bool) {
 	total := 0
-	if newest {
-		for i := len(pubs) - 1; i >= 0; i-- {
-			if total += historyEntryBytes(&pubs[i]); total > budget {
-				return pubs[i+1:], true
+	if last {
+		for i := len(items) - 1; i >= 0; i-- {
+			if total += cost(&items[i]); total > budget {
+				return items[i+1:], true
 			}
 		}
-		return pubs, false
+		return items, false
 	}
-	for i := range pubs {
-		if total += historyEntryBytes(&pubs[i]); total > budget {
-			return pubs[:i], true
+	for i := range items {
+		if total += cost(&items[i]); total > budget {
+			return items[:i], true
 		}
 	}
-	return pubs, false
+	return items, false
 }
 
 // historyDropped is the broker's OnDrop: n publications were dropped from
