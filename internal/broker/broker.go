@@ -2,14 +2,21 @@
 // offsets and epochs, bounded history, idempotent publishing, and an atomic
 // "join the live stream after replaying history" used for recovery.
 //
-// Implementations live in sub-packages (memory; later redis) and all pass the
+// Implementations live in sub-packages (memory, redis) and all pass the
 // shared conformance suite in brokertest.
 package broker
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"time"
 )
+
+// ErrUnavailable is returned when a broker cannot reach the state it shares
+// with other nodes (Redis down or its subscription not yet live): nothing was
+// published or joined, and the caller may retry.
+var ErrUnavailable = errors.New("broker unavailable")
 
 // Publication is one message in a channel's stream.
 type Publication struct {
@@ -98,3 +105,69 @@ type HistoryQuery struct {
 // order per channel, and never concurrently with the join function of a
 // Subscribe on the same channel.
 type DeliverFunc func(channel string, p *Publication) int
+
+// Stream is what a broker knows of one channel when it answers a recovery:
+// its position, its retained publications (oldest first), when its newest
+// publication was dropped from history or never kept (zero: never), and when
+// the stream was made (what came before is unknown to it).
+type Stream struct {
+	Position Position
+	Items    []Publication
+	LostTime time.Time
+	Born     time.Time
+}
+
+// Recover computes what a subscriber asking for since gets from s. Every
+// broker answers recovery with it, so they agree on every case the
+// conformance suite checks.
+func Recover(s Stream, since Since) Recovery {
+	pos, items := s.Position, s.Items
+	if !since.Time.IsZero() {
+		var out []Publication
+		for _, p := range items {
+			if p.Time.After(since.Time) {
+				out = append(out, p)
+			}
+		}
+		// Nothing after since.Time was lost if the newest publication dropped
+		// (or never kept) is not after it, and the stream already existed
+		// then: a stream made since (after a restart, or after an idle
+		// channel was forgotten) cannot tell what came before it — as a
+		// stored epoch no longer matches, the offset form's test. Times reach
+		// clients in milliseconds: a since from the millisecond the stream
+		// was made in is taken as after it.
+		return Recovery{Publications: out, Position: pos, Recovered: !s.LostTime.After(since.Time) && !since.Time.Before(s.Born.Truncate(time.Millisecond))}
+	}
+	if since.Epoch != pos.Epoch || since.Offset > pos.Offset {
+		return Recovery{Position: pos}
+	}
+	if since.Offset == pos.Offset {
+		return Recovery{Position: pos, Recovered: true}
+	}
+	// Offsets since.Offset+1 … pos.Offset must all be retained.
+	if len(items) == 0 || items[0].Offset > since.Offset+1 {
+		var tail []Publication
+		for _, p := range items {
+			if p.Offset > since.Offset {
+				tail = append(tail, p)
+			}
+		}
+		return Recovery{Publications: tail, Position: pos}
+	}
+	start := int(since.Offset + 1 - items[0].Offset)
+	return Recovery{Publications: items[start:], Position: pos, Recovered: true}
+}
+
+// Every calls f every interval until ctx is done: the brokers' sweepers.
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}

@@ -284,42 +284,12 @@ func (s *stream) remember(key string, e idemEntry, now time.Time) {
 // recover computes what a subscriber asking for since gets. s.mu must be held.
 func (s *stream) recover(b *Broker, since broker.Since, now time.Time) broker.Recovery {
 	s.trim(b, now)
-	pos := broker.Position{Offset: s.offset, Epoch: s.epoch}
-	items := s.ordered()
-	if !since.Time.IsZero() {
-		var out []broker.Publication
-		for _, p := range items {
-			if p.Time.After(since.Time) {
-				out = append(out, p)
-			}
-		}
-		// Nothing after since.Time was lost if the newest publication dropped
-		// (or never kept) is not after it, and the stream already existed
-		// then: a stream made since (after a restart, or after Sweep forgot
-		// an idle channel) cannot tell what came before it — as a stored
-		// epoch no longer matches, the offset form's test. Times reach
-		// clients in milliseconds: a since from the millisecond the stream
-		// was made in is taken as after it.
-		return broker.Recovery{Publications: out, Position: pos, Recovered: !s.lostTime.After(since.Time) && !since.Time.Before(s.born.Truncate(time.Millisecond))}
-	}
-	if since.Epoch != s.epoch || since.Offset > s.offset {
-		return broker.Recovery{Position: pos}
-	}
-	if since.Offset == s.offset {
-		return broker.Recovery{Position: pos, Recovered: true}
-	}
-	// Offsets since.Offset+1 … s.offset must all be retained.
-	if len(items) == 0 || items[0].Offset > since.Offset+1 {
-		var tail []broker.Publication
-		for _, p := range items {
-			if p.Offset > since.Offset {
-				tail = append(tail, p)
-			}
-		}
-		return broker.Recovery{Publications: tail, Position: pos}
-	}
-	start := int(since.Offset + 1 - items[0].Offset)
-	return broker.Recovery{Publications: items[start:], Position: pos, Recovered: true}
+	return broker.Recover(broker.Stream{
+		Position: broker.Position{Offset: s.offset, Epoch: s.epoch},
+		Items:    s.ordered(),
+		LostTime: s.lostTime,
+		Born:     s.born,
+	}, since)
 }
 
 // Subscribe runs join with the channel's current position (and, when since
@@ -369,16 +339,7 @@ func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Public
 // history and forgets streams that hold no history, no live idempotency key
 // and have been idle for idle, unless inUse reports local subscribers.
 func (b *Broker) Run(ctx context.Context, interval, idle time.Duration, inUse func(channel string) bool) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b.Sweep(idle, inUse)
-		}
-	}
+	broker.Every(ctx, interval, func() { b.Sweep(idle, inUse) })
 }
 
 // Sweep is one pass of Run.

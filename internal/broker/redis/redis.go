@@ -1,0 +1,689 @@
+// Package redisbroker is herald's broker for several nodes: offsets, epochs,
+// history and idempotency keys live in Redis, and every publication reaches
+// every node through one Redis pub/sub channel, in the order Redis accepted
+// them.
+//
+// Each publish and each join is one Lua script, so Redis orders them all on
+// one timeline. A join's script reads the channel's position and publishes a
+// marker in the same atomic step; the node joins its subscriber when the
+// marker comes through the pub/sub stream, which is exactly after the last
+// publication the position counts. Publications that arrive between the
+// marker and the script's reply are buffered and handed to the join. So, as
+// with the in-memory broker, nothing is lost or repeated between a replay
+// and the live stream.
+//
+// Each node watches the offsets it receives per channel that has local
+// state. A gap (an offset skipped, an epoch changed) or a lost pub/sub
+// connection means local subscribers missed publications: Options.OnGap is
+// told, and herald closes those subscribers so that they recover from
+// history when they reconnect.
+package redisbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+const numShards = 64
+
+// Options configure a Broker.
+type Options struct {
+	// Client is the Redis connection pool. Required.
+	Client *redis.Client
+	// Prefix starts every key and the pub/sub channel, so that several
+	// herald clusters can share one Redis. Default "herald".
+	Prefix string
+	// Deliver receives every publication of every channel, on every node, in
+	// offset order per channel. Required.
+	Deliver broker.DeliverFunc
+	// OnGap is told that local subscribers of a channel missed publications
+	// (an offset skipped, an epoch changed, or the pub/sub connection lost).
+	// It runs without the broker's locks.
+	OnGap func(channel string)
+	// OnLive is told when the pub/sub subscription goes live (true) and when
+	// it is lost (false).
+	OnLive func(live bool)
+	// Log receives connection losses and recoveries. Default slog.Default().
+	Log *slog.Logger
+	// StreamTTL is how long an idle channel keeps its epoch and offset in
+	// Redis after its last publish or subscribe (at least its history TTL).
+	// Default 24h.
+	StreamTTL time.Duration
+	// Timeout bounds one Redis call, and a publisher's wait for its own
+	// publication to come back through pub/sub. Default 5s.
+	Timeout time.Duration
+	// Workers deliver publications in parallel, one channel always on the
+	// same worker. Default GOMAXPROCS.
+	Workers int
+}
+
+// Broker is the Redis broker. Make one with New and run it with Run; until
+// its subscription is live, Publish and Subscribe return
+// broker.ErrUnavailable.
+type Broker struct {
+	o      Options
+	rdb    *redis.Client
+	pubsub string // the pub/sub channel every node listens on
+	node   string // this node's id, in join markers
+	seed   maphash.Seed
+	shards [numShards]shard
+	seq    atomic.Uint64 // join ids
+	live   atomic.Bool
+	gen    atomic.Uint64 // subscription generation: +1 on each loss
+	queues []chan *redis.Message
+	now    func() time.Time
+}
+
+type shard struct {
+	mu     sync.Mutex
+	locals map[string]*local
+}
+
+// local is this node's view of one channel. Lock order: local.mu before
+// anything Deliver and join take (hub locks).
+type local struct {
+	mu      sync.Mutex
+	name    string
+	epoch   string // of the newest publication delivered; "" unknown
+	last    uint64 // its offset
+	counts  [64]delivered
+	waiters []*waiter
+	joins   map[string]*pendingJoin
+	pins    int // publishes and joins in progress
+	touched time.Time
+}
+
+// delivered records how many local connections a publication reached, for
+// its publisher's result.
+type delivered struct {
+	epoch  string
+	offset uint64
+	n      int
+}
+
+type waiter struct {
+	epoch  string
+	offset uint64
+	done   chan int // buffered 1
+}
+
+type pendingJoin struct {
+	marked   chan struct{} // closed when the marker came through
+	isMarked bool
+	buf      []broker.Publication // publications after the marker
+	overflow bool
+}
+
+// maxJoinBuffer bounds the publications buffered for one join between its
+// marker and its script's reply (a round trip): past it the join fails with
+// ErrUnavailable rather than grow without bound.
+const maxJoinBuffer = 1 << 16
+
+// New makes a broker. Call Run to start it.
+func New(o Options) *Broker {
+	if o.Prefix == "" {
+		o.Prefix = "herald"
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.StreamTTL <= 0 {
+		o.StreamTTL = 24 * time.Hour
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	b := &Broker{o: o, rdb: o.Client, pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
+	for i := range b.shards {
+		b.shards[i].locals = make(map[string]*local)
+	}
+	b.queues = make([]chan *redis.Message, o.Workers)
+	for i := range b.queues {
+		b.queues[i] = make(chan *redis.Message, 1024)
+	}
+	return b
+}
+
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Live reports whether the pub/sub subscription is live.
+func (b *Broker) Live() bool { return b.live.Load() }
+
+func (b *Broker) key(kind, channel string) string { return b.o.Prefix + ":" + kind + ":" + channel }
+
+// acquire returns the channel's local state, made if needed, pinned so
+// that Sweep keeps it; release unpins it.
+func (b *Broker) acquire(channel string) *local {
+	sh := &b.shards[maphash.String(b.seed, channel)%numShards]
+	sh.mu.Lock()
+	l := sh.locals[channel]
+	if l == nil {
+		l = &local{name: channel, joins: make(map[string]*pendingJoin)}
+		sh.locals[channel] = l
+	}
+	l.pins++ // under the shard lock: Sweep checks pins under it too
+	sh.mu.Unlock()
+	return l
+}
+
+func (b *Broker) release(l *local) {
+	sh := &b.shards[maphash.String(b.seed, l.name)%numShards]
+	sh.mu.Lock()
+	l.pins--
+	sh.mu.Unlock()
+	l.mu.Lock()
+	l.touched = b.now()
+	l.mu.Unlock()
+}
+
+func (b *Broker) lookup(channel string) *local {
+	sh := &b.shards[maphash.String(b.seed, channel)%numShards]
+	sh.mu.Lock()
+	l := sh.locals[channel]
+	sh.mu.Unlock()
+	return l
+}
+
+func (b *Broker) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.o.Timeout)
+}
+
+// unavailable wraps a Redis error as broker.ErrUnavailable.
+func unavailable(err error) error { return fmt.Errorf("%w: %v", broker.ErrUnavailable, err) }
+
+// Publish runs the publish script, then waits (at most Options.Timeout) for
+// the publication to come back through pub/sub and be delivered on this
+// node, so that PublishResult.Delivered counts this node's deliveries.
+func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
+	if !b.live.Load() {
+		return broker.PublishResult{}, broker.ErrUnavailable
+	}
+	l := b.acquire(channel)
+	defer b.release(l)
+	meta := b.key("m", channel)
+	idem, window := meta, int64(0)
+	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
+		idem, window = b.key("i", channel)+":"+o.IdempotencyKey, max(o.IdempotencyWindow.Milliseconds(), 1)
+	}
+	ctx, cancel := b.ctx()
+	defer cancel()
+	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem},
+		newEpoch(), b.streamTTL(o.History), o.History.Size, o.History.TTL.Milliseconds(), window,
+		b.pubsub, channel, p.Origin, encodeBody(&p)).Slice()
+	if err != nil {
+		return broker.PublishResult{}, unavailable(err)
+	}
+	if len(r) != 4 {
+		return broker.PublishResult{}, unavailable(fmt.Errorf("publish script answered %d values", len(r)))
+	}
+	off, _ := strconv.ParseUint(str(r[1]), 10, 64)
+	pos := broker.Position{Offset: off, Epoch: str(r[2])}
+	if n, _ := r[0].(int64); n == 1 {
+		return broker.PublishResult{Position: pos, Duplicate: true}, nil
+	}
+	return broker.PublishResult{Position: pos, Delivered: b.awaitDelivery(ctx, l, pos)}, nil
+}
+
+// streamTTL is how long a channel's keys live after a publish or join.
+func (b *Broker) streamTTL(h broker.HistoryOptions) int64 {
+	return max(b.o.StreamTTL, h.TTL).Milliseconds()
+}
+
+// awaitDelivery waits for this node's delivery of the publication at pos and
+// returns how many connections it reached (0 when it did not come back in
+// time, or the subscription was lost meanwhile).
+func (b *Broker) awaitDelivery(ctx context.Context, l *local, pos broker.Position) int {
+	l.mu.Lock()
+	if l.epoch == pos.Epoch && l.last >= pos.Offset {
+		n := l.count(pos)
+		l.mu.Unlock()
+		return n
+	}
+	w := &waiter{epoch: pos.Epoch, offset: pos.Offset, done: make(chan int, 1)}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+	select {
+	case n := <-w.done:
+		return n
+	case <-ctx.Done():
+		l.mu.Lock()
+		l.dropWaiter(w)
+		l.mu.Unlock()
+		return 0
+	}
+}
+
+func (l *local) count(pos broker.Position) int {
+	d := &l.counts[pos.Offset%uint64(len(l.counts))]
+	if d.epoch == pos.Epoch && d.offset == pos.Offset {
+		return d.n
+	}
+	return 0
+}
+
+func (l *local) dropWaiter(w *waiter) {
+	for i, x := range l.waiters {
+		if x == w {
+			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// settle answers the waiters the newest delivery (l.epoch, l.last) decides:
+// theirs, or one they can no longer get. l.mu must be held.
+func (l *local) settle() {
+	keep := l.waiters[:0]
+	for _, w := range l.waiters {
+		switch {
+		case w.epoch == l.epoch && w.offset > l.last:
+			keep = append(keep, w)
+		default:
+			w.done <- l.count(broker.Position{Offset: w.offset, Epoch: w.epoch})
+		}
+	}
+	clear(l.waiters[len(keep):])
+	l.waiters = keep
+}
+
+// Subscribe reads the channel's position (and history, for recovery) and
+// joins at the marker the same script published; see the package comment.
+// join runs under the channel's local lock: it must add the subscriber to
+// the live fan-out and queue the replay before it returns.
+func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
+	if !b.live.Load() {
+		return broker.ErrUnavailable
+	}
+	gen := b.gen.Load()
+	l := b.acquire(channel)
+	defer b.release(l)
+	id := b.node + ":" + strconv.FormatUint(b.seq.Add(1), 36)
+	pj := &pendingJoin{marked: make(chan struct{})}
+	l.mu.Lock()
+	l.joins[id] = pj
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.joins, id)
+		l.mu.Unlock()
+	}()
+	ctx, cancel := b.ctx()
+	defer cancel()
+	st, err := b.read(ctx, channel, o.History, o.Since != nil, "j"+field(channel)+field(id))
+	if err != nil {
+		return err
+	}
+	select {
+	case <-pj.marked:
+	case <-ctx.Done():
+		return unavailable(errors.New("join marker did not come back through pub/sub"))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pj.overflow || b.gen.Load() != gen {
+		return unavailable(errors.New("pub/sub interrupted during the join"))
+	}
+	rec := broker.Recovery{Position: st.Position}
+	if o.Since != nil {
+		rec = broker.Recover(st, *o.Since)
+	}
+	if n := len(pj.buf); n > 0 {
+		rec.Publications = append(rec.Publications, pj.buf...)
+		rec.Position = broker.Position{Offset: pj.buf[n-1].Offset, Epoch: l.epoch}
+	} else if l.epoch == "" {
+		l.epoch, l.last = st.Position.Epoch, st.Position.Offset
+	}
+	delete(l.joins, id)
+	return join(rec)
+}
+
+// History returns retained publications and the current position.
+func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	st, err := b.read(ctx, channel, broker.HistoryOptions{}, true, "")
+	if err != nil {
+		return nil, broker.Position{}, err
+	}
+	items := st.Items
+	if q.Since != nil {
+		items = broker.Recover(st, *q.Since).Publications
+		if q.Limit > 0 && len(items) > q.Limit {
+			items = items[:q.Limit]
+		}
+	} else if q.Limit > 0 && len(items) > q.Limit {
+		items = items[len(items)-q.Limit:]
+	}
+	return items, st.Position, nil
+}
+
+// read runs the read script; marker, when set, is published in the same
+// step.
+func (b *Broker) read(ctx context.Context, channel string, h broker.HistoryOptions, items bool, marker string) (broker.Stream, error) {
+	ch := ""
+	if marker != "" {
+		ch = b.pubsub
+	}
+	want := "0"
+	if items {
+		want = "1"
+	}
+	r, err := readScript.Run(ctx, b.rdb, []string{b.key("m", channel), b.key("h", channel)},
+		newEpoch(), b.streamTTL(h), h.Size, h.TTL.Milliseconds(), want, ch, marker).Slice()
+	if err != nil {
+		return broker.Stream{}, unavailable(err)
+	}
+	if len(r) != 5 {
+		return broker.Stream{}, unavailable(fmt.Errorf("read script answered %d values", len(r)))
+	}
+	off, _ := strconv.ParseUint(str(r[1]), 10, 64)
+	st := broker.Stream{
+		Position: broker.Position{Offset: off, Epoch: str(r[0])},
+		LostTime: micros(str(r[2])),
+		Born:     micros(str(r[3])),
+	}
+	raw, _ := r[4].([]any)
+	for _, e := range raw {
+		p, err := decodeEntry(str(e))
+		if err != nil {
+			return broker.Stream{}, unavailable(err)
+		}
+		st.Items = append(st.Items, p)
+	}
+	return st, nil
+}
+
+// micros parses a time in microseconds since the epoch; "0" or "" is the
+// zero time.
+func micros(s string) time.Time {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(n)
+}
+
+func str(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	}
+	return ""
+}
+
+// Run keeps the pub/sub subscription and delivers what comes through it
+// until ctx is done, reconnecting with backoff when Redis is lost. It also
+// sweeps idle local state every sweep interval (see Sweep).
+func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(channel string) bool) {
+	var wg sync.WaitGroup
+	for _, q := range b.queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.work(ctx, q)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		broker.Every(ctx, sweep, func() { b.Sweep(idle, inUse) })
+	}()
+	b.receive(ctx)
+	wg.Wait()
+}
+
+// pingEvery is how long the subscription may be silent before it is
+// pinged; a ping unanswered for as long again counts as a lost connection.
+const pingEvery = 5 * time.Second
+
+func (b *Broker) receive(ctx context.Context) {
+	ps := b.rdb.Subscribe(ctx)
+	// A read blocked on the connection does not see ctx: closing it does.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer func() {
+		stop()
+		_ = ps.Close()
+	}()
+	backoff := 50 * time.Millisecond
+	pinged := false
+	for ctx.Err() == nil {
+		if err := ps.Subscribe(ctx, b.pubsub); err != nil {
+			b.lost(ctx, err, &backoff)
+			continue
+		}
+		for {
+			msg, err := ps.ReceiveTimeout(ctx, pingEvery)
+			if err != nil {
+				var ne interface{ Timeout() bool }
+				if errors.As(err, &ne) && ne.Timeout() && !pinged && ctx.Err() == nil {
+					pinged = true
+					if perr := ps.Ping(ctx); perr == nil {
+						continue
+					}
+				}
+				pinged = false
+				b.lost(ctx, err, &backoff)
+				break
+			}
+			pinged = false
+			switch m := msg.(type) {
+			case *redis.Subscription:
+				if m.Kind == "subscribe" && !b.live.Load() {
+					backoff = 50 * time.Millisecond
+					b.live.Store(true)
+					b.o.Log.Info("redis subscription live", "channel", b.pubsub)
+					if b.o.OnLive != nil {
+						b.o.OnLive(true)
+					}
+				}
+			case *redis.Message:
+				b.dispatch(ctx, m)
+			}
+		}
+	}
+}
+
+// lost handles a lost subscription: every channel with local state is a
+// gap (what was published meanwhile never comes), then it waits out the
+// backoff.
+func (b *Broker) lost(ctx context.Context, err error, backoff *time.Duration) {
+	if ctx.Err() != nil {
+		return
+	}
+	if b.live.Swap(false) {
+		b.gen.Add(1)
+		b.o.Log.Error("redis subscription lost; local subscribers are closed to recover", "err", err)
+		if b.o.OnLive != nil {
+			b.o.OnLive(false)
+		}
+		b.resetAll()
+	} else {
+		b.o.Log.Warn("redis unreachable", "err", err, "retry_in", backoff.String())
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, 5*time.Second)
+}
+
+// resetAll forgets every channel's position and reports each as a gap.
+func (b *Broker) resetAll() {
+	var names []string
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		ls := make([]*local, 0, len(sh.locals))
+		for _, l := range sh.locals {
+			ls = append(ls, l)
+		}
+		sh.mu.Unlock()
+		for _, l := range ls {
+			l.mu.Lock()
+			l.epoch, l.last = "", 0
+			l.settle()
+			l.mu.Unlock()
+			names = append(names, l.name)
+		}
+	}
+	if b.o.OnGap != nil {
+		for _, n := range names {
+			b.o.OnGap(n)
+		}
+	}
+}
+
+// dispatch hands a message to the worker of its channel, so one channel's
+// publications stay in order.
+func (b *Broker) dispatch(ctx context.Context, m *redis.Message) {
+	if len(m.Payload) < 1 {
+		return
+	}
+	ch, _, ok := cut(m.Payload[1:])
+	if !ok {
+		b.o.Log.Warn("malformed pub/sub message ignored", "size", len(m.Payload))
+		return
+	}
+	q := b.queues[maphash.String(b.seed, ch)%uint64(len(b.queues))]
+	select {
+	case q <- m:
+	case <-ctx.Done():
+	}
+}
+
+func (b *Broker) work(ctx context.Context, q chan *redis.Message) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-q:
+			switch m.Payload[0] {
+			case 'p':
+				b.onPublication(m.Payload[1:])
+			case 'j':
+				b.onMarker(m.Payload[1:])
+			}
+		}
+	}
+}
+
+func (b *Broker) onPublication(s string) {
+	channel, p, err := decodeMessage(s)
+	if err != nil {
+		b.o.Log.Warn("malformed publication ignored", "err", err)
+		return
+	}
+	l := b.lookup(channel)
+	if l == nil {
+		if b.o.Deliver != nil {
+			b.o.Deliver(channel, &p.Publication)
+		}
+		return
+	}
+	l.mu.Lock()
+	gap := l.epoch != "" && (p.epoch != l.epoch || p.Offset != l.last+1)
+	if l.epoch == p.epoch && p.Offset <= l.last {
+		l.mu.Unlock()
+		return // already delivered (cannot happen with one subscription)
+	}
+	n := 0
+	if b.o.Deliver != nil {
+		n = b.o.Deliver(channel, &p.Publication)
+	}
+	l.epoch, l.last = p.epoch, p.Offset
+	l.counts[p.Offset%uint64(len(l.counts))] = delivered{epoch: p.epoch, offset: p.Offset, n: n}
+	if len(l.waiters) > 0 {
+		l.settle()
+	}
+	for _, pj := range l.joins {
+		if pj.isMarked && !pj.overflow {
+			if len(pj.buf) >= maxJoinBuffer {
+				pj.overflow, pj.buf = true, nil
+				continue
+			}
+			q := p.Publication
+			q.Origin = ""
+			pj.buf = append(pj.buf, q)
+		}
+	}
+	l.mu.Unlock()
+	if gap && b.o.OnGap != nil {
+		b.o.OnGap(channel)
+	}
+}
+
+func (b *Broker) onMarker(s string) {
+	channel, rest, ok := cut(s)
+	id, _, ok2 := cut(rest)
+	if !ok || !ok2 || len(id) <= len(b.node) || id[:len(b.node)] != b.node {
+		return // another node's
+	}
+	l := b.lookup(channel)
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	if pj := l.joins[id]; pj != nil && !pj.isMarked {
+		pj.isMarked = true
+		close(pj.marked)
+	}
+	l.mu.Unlock()
+}
+
+// Sweep forgets local state of channels idle for idle with no publish or
+// join in progress and, per inUse, no local subscribers.
+func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
+	now := b.now()
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for name, l := range sh.locals {
+			if l.pins > 0 {
+				continue
+			}
+			l.mu.Lock()
+			free := len(l.joins) == 0 && len(l.waiters) == 0 && now.Sub(l.touched) >= idle && (inUse == nil || !inUse(name))
+			l.mu.Unlock()
+			if free {
+				delete(sh.locals, name)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Locals returns how many channels this node keeps local state for.
+func (b *Broker) Locals() int {
+	n := 0
+	for i := range b.shards {
+		b.shards[i].mu.Lock()
+		n += len(b.shards[i].locals)
+		b.shards[i].mu.Unlock()
+	}
+	return n
+}

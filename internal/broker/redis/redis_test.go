@@ -1,0 +1,284 @@
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+	"github.com/herald-rt/herald/internal/broker/brokertest"
+	"github.com/herald-rt/herald/internal/redistest"
+)
+
+var srv *redistest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	if srv, err = redistest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	srv.Stop()
+	os.Exit(code)
+}
+
+// start runs a broker on prefix until the test ends and waits until its
+// subscription is live.
+func start(t *testing.T, o Options) *Broker {
+	t.Helper()
+	if o.Client == nil {
+		o.Client = srv.Client()
+		t.Cleanup(func() { o.Client.Close() })
+	}
+	b := New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Run(ctx, time.Hour, time.Hour, nil)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(5 * time.Second); !b.Live(); {
+		if time.Now().After(deadline) {
+			t.Fatal("subscription not live after 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return b
+}
+
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T, deliver broker.DeliverFunc) brokertest.Broker {
+		return start(t, Options{Prefix: srv.Prefix(), Deliver: deliver})
+	})
+}
+
+// Two nodes on one prefix: a publication on either reaches both, in order,
+// and a join on one races publishers on the other without loss or repeats.
+func TestTwoNodes(t *testing.T) {
+	prefix := srv.Prefix()
+	type rec struct {
+		mu  sync.Mutex
+		got []uint64
+	}
+	var ra, rb rec
+	on := func(r *rec) broker.DeliverFunc {
+		return func(ch string, p *broker.Publication) int {
+			r.mu.Lock()
+			r.got = append(r.got, p.Offset)
+			r.mu.Unlock()
+			return 1
+		}
+	}
+	a := start(t, Options{Prefix: prefix, Deliver: on(&ra)})
+	b := start(t, Options{Prefix: prefix, Deliver: on(&rb)})
+	for i := 0; i < 10; i++ {
+		n := a
+		if i%2 == 1 {
+			n = b
+		}
+		if _, err := n.Publish("x", broker.Publication{Data: []byte(fmt.Sprint(i))}, broker.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ra.mu.Lock()
+		rb.mu.Lock()
+		ga, gb := fmt.Sprint(ra.got), fmt.Sprint(rb.got)
+		rb.mu.Unlock()
+		ra.mu.Unlock()
+		want := "[1 2 3 4 5 6 7 8 9 10]"
+		if ga == want && gb == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node a got %s, node b got %s, want %s on both", ga, gb, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A join on one node while another node's publishers race it: the replay
+// plus what the joining node delivers afterwards is every offset once, in
+// order.
+func TestJoinOnOtherNodeRacesPublishers(t *testing.T) {
+	prefix := srv.Prefix()
+	var mu sync.Mutex
+	joined := false
+	var seen []uint64
+	pub := start(t, Options{Prefix: prefix})
+	sub := start(t, Options{Prefix: prefix, Deliver: func(ch string, p *broker.Publication) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if joined {
+			seen = append(seen, p.Offset)
+		}
+		return 1
+	}})
+	opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
+	first, err := pub.Publish("race", broker.Publication{}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				if _, err := pub.Publish("race", broker.Publication{}, opts); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	err = sub.Subscribe("race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !r.Recovered {
+			return fmt.Errorf("not recovered")
+		}
+		for _, p := range r.Publications {
+			seen = append(seen, p.Offset)
+		}
+		joined = true
+		return nil
+	})
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n >= 2000 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2000 {
+		t.Fatalf("saw %d offsets, want 2000", len(seen))
+	}
+	for i, o := range seen {
+		if o != first.Offset+uint64(i)+1 {
+			t.Fatalf("position %d has offset %d, want %d", i, o, first.Offset+uint64(i)+1)
+		}
+	}
+}
+
+// Losing the pub/sub connection is a gap on every channel with local
+// state; the broker resubscribes and works again.
+func TestSubscriptionLossIsAGap(t *testing.T) {
+	gaps := make(chan string, 10)
+	var lives []bool
+	var mu sync.Mutex
+	b := start(t, Options{Prefix: srv.Prefix(), OnGap: func(ch string) { gaps <- ch }, OnLive: func(l bool) {
+		mu.Lock()
+		lives = append(lives, l)
+		mu.Unlock()
+	}})
+	if err := b.Subscribe("g", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	if err := c.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-gaps:
+		if ch != "g" {
+			t.Fatalf("gap on %q, want g", ch)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no gap reported after the subscription was killed")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		mu.Lock()
+		l := fmt.Sprint(lives)
+		mu.Unlock()
+		if l == "[true false true]" && b.Live() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live transitions %s", l)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res, err := b.Publish("g", broker.Publication{}, broker.PublishOptions{})
+	if err != nil || res.Offset != 1 {
+		t.Fatalf("publish after resubscribing: %+v %v", res, err)
+	}
+}
+
+// An offset skipped on the way (here: published straight into Redis by
+// someone who is not a node) is a gap on the channel.
+func TestOffsetGapIsReported(t *testing.T) {
+	gaps := make(chan string, 10)
+	prefix := srv.Prefix()
+	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { gaps <- ch }})
+	if err := b.Subscribe("og", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish("og", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	c.HIncrBy(context.Background(), prefix+":m:og", "o", 1) // offset 2 never published
+	if _, err := b.Publish("og", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-gaps:
+		if ch != "og" {
+			t.Fatalf("gap on %q", ch)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no gap reported")
+	}
+}
+
+// With Redis gone, Publish, Subscribe and History fail at once with
+// ErrUnavailable instead of hanging.
+func TestRedisDownIsUnavailable(t *testing.T) {
+	own, err := redistest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := own.Client()
+	defer c.Close()
+	b := start(t, Options{Client: c, Timeout: time.Second})
+	own.Stop()
+	for deadline := time.Now().Add(5 * time.Second); b.Live(); {
+		if time.Now().After(deadline) {
+			t.Fatal("still live 5s after Redis stopped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t0 := time.Now()
+	if _, err := b.Publish("d", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("publish: %v", err)
+	}
+	if err := b.Subscribe("d", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if _, _, err := b.History("d", broker.HistoryQuery{}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("history: %v", err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("calls took %v with Redis down", d)
+	}
+}

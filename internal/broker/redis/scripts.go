@@ -1,0 +1,106 @@
+package redisbroker
+
+import "github.com/redis/go-redis/v9"
+
+// Keys of one channel, under the broker's prefix P:
+//
+//	P:m:CHANNEL       hash: e epoch, o newest offset, l newest time (µs) dropped
+//	                  from history or never kept (0: never), b when the stream
+//	                  was made (µs), t history TTL (ms) of the last publish
+//	P:h:CHANNEL       list: retained publications, oldest first, each
+//	                  "TIME_US:OFFSET:BODY"
+//	P:i:CHANNEL:KEY   string: the offset an idempotency key published
+//
+// The meta hash and the history list always expire together, so a history
+// never outlives its epoch or the other way round. Publications reach every
+// node on the one pub/sub channel P:pub, as "p" and the fields below, each
+// written as LENGTH ":" BYTES (see field); join markers are "j" fields.
+
+// luaCommon are the helpers both scripts start with.
+const luaCommon = `
+local function field(s) s = tostring(s) return #s .. ':' .. s end
+local t = redis.call('TIME')
+local nows = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+local now = tonumber(nows)
+local meta, hist = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', hist)
+  redis.call('HSET', meta, 'e', epoch, 'o', 0, 'l', 0, 'b', nows, 't', 0)
+end
+local function trim(ttl)
+  if ttl <= 0 then return end
+  local cut = now - ttl * 1000
+  while true do
+    local e = redis.call('LINDEX', hist, 0)
+    if not e then return end
+    local ts = string.match(e, '^(%d+):')
+    if tonumber(ts) > cut then return end
+    redis.call('LPOP', hist)
+    redis.call('HSET', meta, 'l', ts)
+  end
+end
+local function keep(ttl)
+  local ms = math.max(tonumber(ARGV[2]), ttl)
+  redis.call('PEXPIRE', meta, ms)
+  redis.call('PEXPIRE', hist, ms)
+end
+`
+
+// publishScript publishes one publication.
+//
+//	KEYS: meta, history, idempotency key (meta again when none)
+//	ARGV: new epoch, stream TTL ms, history size, history TTL ms,
+//	      idempotency window ms (0: none), pub/sub channel, channel, origin, body
+//
+// Returns {duplicate (0/1), offset, epoch, time µs}.
+var publishScript = redis.NewScript(luaCommon + `
+local size, ttl, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if window > 0 then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then return {1, prev, epoch, nows} end
+end
+local off = redis.call('HINCRBY', meta, 'o', 1)
+redis.call('HSET', meta, 't', ttl)
+trim(ttl)
+if size > 0 then
+  redis.call('RPUSH', hist, nows .. ':' .. off .. ':' .. ARGV[9])
+  while redis.call('LLEN', hist) > size do
+    local old = redis.call('LPOP', hist)
+    redis.call('HSET', meta, 'l', string.match(old, '^(%d+):'))
+  end
+else
+  redis.call('HSET', meta, 'l', nows)
+end
+if window > 0 then redis.call('SET', KEYS[3], off, 'PX', window) end
+keep(ttl)
+redis.call('PUBLISH', ARGV[6], 'p' .. field(ARGV[7]) .. field(epoch) .. field(off) .. field(nows) .. field(ARGV[8]) .. ARGV[9])
+return {0, tostring(off), epoch, nows}
+`)
+
+// readScript reads a channel's position and, when asked, its history; for
+// a join it also publishes the join marker, in the same atomic step, so the
+// marker reaches every node right after the position it read.
+//
+//	KEYS: meta, history
+//	ARGV: new epoch, stream TTL ms, history size (0: use the stored TTL),
+//	      history TTL ms, items (1/0), pub/sub channel ("" for no marker),
+//	      marker
+//
+// Returns {epoch, offset, lost µs, born µs, items}.
+var readScript = redis.NewScript(luaCommon + `
+local ttl = tonumber(ARGV[4])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', meta, 't', ttl)
+else
+  ttl = tonumber(redis.call('HGET', meta, 't') or '0')
+end
+trim(ttl)
+keep(ttl)
+local v = redis.call('HMGET', meta, 'o', 'l', 'b')
+local items = {}
+if ARGV[5] == '1' then items = redis.call('LRANGE', hist, 0, -1) end
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+return {epoch, v[1], v[2], v[3], items}
+`)
