@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/server"
 )
@@ -26,6 +28,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	log := newLogger(cfg, stderr)
+	// go-redis logs its own retries through a logger of the package's; the
+	// broker logs what matters (lost, unreachable, live), so theirs go to
+	// debug in herald's format.
+	redis.SetLogger(redisLogger{log.With("component", "go-redis")})
 	srv, err := server.New(cfg, log)
 	if err != nil {
 		return usageError{err}
@@ -35,6 +41,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	return srv.Serve(ctx, ln)
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

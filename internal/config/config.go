@@ -66,6 +66,16 @@ type Config struct {
 	// IdempotencyWindow is how long a publish's idempotencyKey is remembered
 	// per channel. Default 5m; 0 disables idempotency keys.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window" toml:"idempotency_window"`
+	// Broker is where channel state lives: "memory" (the default: this
+	// process only) or "redis" (shared by every node on the same Redis and
+	// prefix).
+	Broker string `yaml:"broker" toml:"broker"`
+	// RedisURL is the Redis server of the redis broker: redis://,
+	// rediss:// (TLS) or unix://. Default redis://127.0.0.1:6379/0.
+	RedisURL string `yaml:"redis_url" toml:"redis_url"`
+	// RedisPrefix starts every Redis key and the pub/sub channel, so that
+	// several clusters can share one Redis. Default "herald".
+	RedisPrefix string `yaml:"redis_prefix" toml:"redis_prefix"`
 	// ShutdownTimeout bounds graceful shutdown. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
 	// DebugAddr, when set, serves net/http/pprof on this separate address
@@ -125,6 +135,9 @@ func Default() Config {
 		Compression:          true,
 		CompressionThreshold: 512,
 		IOUring:              true,
+		Broker:               "memory",
+		RedisURL:             "redis://127.0.0.1:6379/0",
+		RedisPrefix:          "herald",
 		ShutdownTimeout:      10 * time.Second,
 		LogFormat:            "text",
 		LogLevel:             "info",

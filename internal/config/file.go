@@ -146,6 +146,9 @@ type fileConfig struct {
 	CompressionThreshold byteSize    `yaml:"compression_threshold" toml:"compression_threshold"`
 	IOUring              bool        `yaml:"io_uring" toml:"io_uring"`
 	IdempotencyWindow    Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
+	Broker               string      `yaml:"broker" toml:"broker"`
+	RedisURL             string      `yaml:"redis_url" toml:"redis_url"`
+	RedisPrefix          string      `yaml:"redis_prefix" toml:"redis_prefix"`
 	ShutdownTimeout      Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
 	DebugAddr            string      `yaml:"debug_addr" toml:"debug_addr"`
 	LogFormat            string      `yaml:"log_format" toml:"log_format"`
@@ -177,6 +180,9 @@ func fileConfigFrom(c *Config) fileConfig {
 		Compression:          c.Compression,
 		CompressionThreshold: byteSize(c.CompressionThreshold),
 		IOUring:              c.IOUring,
+		Broker:               c.Broker,
+		RedisURL:             c.RedisURL,
+		RedisPrefix:          c.RedisPrefix,
 		ShutdownTimeout:      Duration(c.ShutdownTimeout),
 		DebugAddr:            c.DebugAddr,
 		LogFormat:            c.LogFormat,
@@ -209,6 +215,9 @@ func (fc *fileConfig) apply(c *Config) {
 		Compression:          fc.Compression,
 		CompressionThreshold: int64(fc.CompressionThreshold),
 		IOUring:              fc.IOUring,
+		Broker:               fc.Broker,
+		RedisURL:             fc.RedisURL,
+		RedisPrefix:          fc.RedisPrefix,
 		ShutdownTimeout:      time.Duration(fc.ShutdownTimeout),
 		DebugAddr:            fc.DebugAddr,
 		LogFormat:            fc.LogFormat,

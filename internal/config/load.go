@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -245,6 +246,18 @@ func settings() []setting {
 			func(c *Config) *bool { return &c.IOUring }),
 		durationSetting("idempotency-window", "how long a publish idempotencyKey is remembered per channel; 0 disables",
 			func(c *Config) *time.Duration { return &c.IdempotencyWindow }),
+		stringSetting("broker", "NAME", "where channel offsets, history and idempotency keys live: memory (this process) or redis (shared by every node on one Redis; publications reach all of them)",
+			func(c *Config) *string { return &c.Broker }),
+		{
+			name:  "redis-url",
+			arg:   "URL",
+			usage: "Redis server of the redis broker: redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, or unix:///PATH",
+			env:   []string{envName("redis-url")},
+			set:   func(c *Config, v string) error { c.RedisURL = v; return nil },
+			show:  func(c *Config) string { return strconv.Quote(RedactURL(c.RedisURL)) },
+		},
+		stringSetting("redis-prefix", "PREFIX", "prefix of every Redis key and of the pub/sub channel; nodes with the same prefix form one cluster",
+			func(c *Config) *string { return &c.RedisPrefix }),
 		durationSetting("shutdown-timeout", "time allowed for graceful shutdown",
 			func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 		stringSetting("debug-addr", "ADDR", "serve /debug/pprof on this separate address (e.g. 127.0.0.1:6060); empty serves nothing",
@@ -254,6 +267,15 @@ func settings() []setting {
 		stringSetting("log-level", "LEVEL", "log level: debug, info, warn or error",
 			func(c *Config) *string { return &c.LogLevel }),
 	}
+}
+
+// RedactURL hides a URL's password, for help and logs.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(malformed)"
+	}
+	return u.Redacted()
 }
 
 // envName is the environment variable for a flag: HERALD_ plus the flag name

@@ -151,7 +151,8 @@ log_level: debug
 				"--ping-interval", "5s", "--pong-timeout", "12s", "--client-queue-bytes", "2MiB", "--history-max-bytes", "1GiB",
 				"--max-subscriptions", "7", "--max-connections", "900", "--max-user-connections", "9",
 				"--rate-limit", "2.5", "--rate-burst", "3",
-				"--rate-limit-strikes", "4", "--io-uring=false", "--shutdown-timeout", "1m", "--log-format", "json",
+				"--rate-limit-strikes", "4", "--io-uring=false", "--broker", "redis", "--redis-url", "redis://:pw@10.0.0.1:6380/2",
+				"--redis-prefix", "c1", "--shutdown-timeout", "1m", "--log-format", "json",
 				"--log-level", "error",
 			},
 			check: func(t *testing.T, c Config) {
@@ -162,6 +163,7 @@ log_level: debug
 					MaxMessageBytes: 64 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
 					ClientQueueBytes: 2 << 20, HistoryMaxBytes: 1 << 30, MaxSubscriptions: 7, MaxConnections: 900, MaxUserConnections: 9, RateLimit: 2.5, RateBurst: 3,
 					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
+					Broker: "redis", RedisURL: "redis://:pw@10.0.0.1:6380/2", RedisPrefix: "c1",
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %+v\nwant %+v", c, want)
@@ -178,6 +180,7 @@ log_level: debug
 				"HERALD_MAX_SUBSCRIPTIONS": "7", "HERALD_MAX_CONNECTIONS": "900", "HERALD_MAX_USER_CONNECTIONS": "9",
 				"HERALD_RATE_LIMIT": "2.5", "HERALD_RATE_BURST": "3",
 				"HERALD_RATE_LIMIT_STRIKES": "4", "HERALD_IO_URING": "false", "HERALD_SHUTDOWN_TIMEOUT": "1m", "HERALD_LOG_FORMAT": "json",
+				"HERALD_BROKER": "redis", "HERALD_REDIS_URL": "unix:///run/redis.sock", "HERALD_REDIS_PREFIX": "c2",
 				"HERALD_LOG_LEVEL": "error",
 			},
 			check: func(t *testing.T, c Config) {
@@ -188,6 +191,7 @@ log_level: debug
 					MaxMessageBytes: 512 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
 					ClientQueueBytes: 4096, HistoryMaxBytes: 64 << 20, MaxSubscriptions: 7, MaxConnections: 900, MaxUserConnections: 9, RateLimit: 2.5, RateBurst: 3,
 					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
+					Broker: "redis", RedisURL: "unix:///run/redis.sock", RedisPrefix: "c2",
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %+v\nwant %+v", c, want)
@@ -487,7 +491,7 @@ func TestLoadHelp(t *testing.T) {
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
-		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "shutdown-timeout", "debug-addr", "log-format", "log-level",
+		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "broker", "redis-url", "redis-prefix", "shutdown-timeout", "debug-addr", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		t.Run(arg, func(t *testing.T) {
@@ -549,7 +553,7 @@ func TestFileConfigMirrorsConfig(t *testing.T) {
 		Addr: "a", WSPath: "/w", APIKeys: []string{"k"}, JWTSecret: "s", JWTPublicKeyFile: "f",
 		InsecureQueryAuth: true, AllowedOrigins: []string{"o"}, MaxMessageBytes: 1, PingInterval: 2,
 		PongTimeout: 3, ClientQueueBytes: 4, HistoryMaxBytes: 10, MaxSubscriptions: 5, MaxConnections: 11, MaxUserConnections: 12, RateLimit: 6, RateBurst: 7,
-		RateLimitStrikes: 8, IOUring: true, ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
+		RateLimitStrikes: 8, IOUring: true, Broker: "b", RedisURL: "u", RedisPrefix: "rp", ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
 		Namespaces: []Namespace{{Prefix: "p"}},
 	}
 	fc := fileConfigFrom(&c)
@@ -715,6 +719,34 @@ func TestYAMLIntKeysComplete(t *testing.T) {
 			if isInt != yamlIntKeys[key] {
 				t.Errorf("%s.%s (yaml %q, %s): in yamlIntKeys %v", typ.Name(), f.Name, key, f.Type, yamlIntKeys[key])
 			}
+		}
+	}
+}
+
+func TestBrokerSettings(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"--broker", "redis"}, ""},
+		{[]string{"--broker", "redis", "--redis-url", "unix:///tmp/r.sock"}, ""},
+		{[]string{"--broker", "kafka"}, `invalid broker "kafka": want memory or redis`},
+		{[]string{"--broker", "redis", "--redis-url", "http://:secret@h/"}, `invalid redis-url "http://:xxxxx@h/"`},
+		{[]string{"--broker", "redis", "--redis-prefix", "a b"}, `invalid redis-prefix "a b"`},
+		{[]string{"--broker", "memory", "--redis-url", "nonsense"}, ""}, // unused
+	} {
+		c, err := Load(append([]string{"--addr", "127.0.0.1:1", "--insecure-query-auth"}, tc.args...), func(string) string { return "" }, io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%v: err %v, want %q", tc.args, err, tc.err)
+		}
+		if err != nil && strings.Contains(err.Error(), ":secret@") {
+			t.Errorf("error shows the password: %v", err)
 		}
 	}
 }

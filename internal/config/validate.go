@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/herald-rt/herald/internal/protocol"
 )
 
@@ -59,6 +61,18 @@ func (c *Config) Validate() error {
 	}
 	if c.IdempotencyWindow < 0 {
 		return fmt.Errorf("invalid idempotency-window %s: must not be negative", c.IdempotencyWindow)
+	}
+	switch c.Broker {
+	case "memory":
+	case "redis":
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			return fmt.Errorf("invalid redis-url %q: %v", RedactURL(c.RedisURL), err)
+		}
+		if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " \t\r\n") {
+			return fmt.Errorf("invalid redis-prefix %q: want a non-empty word without spaces", c.RedisPrefix)
+		}
+	default:
+		return fmt.Errorf("invalid broker %q: want memory or redis", c.Broker)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("invalid shutdown-timeout %s: must be greater than 0", c.ShutdownTimeout)

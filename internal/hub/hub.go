@@ -506,6 +506,25 @@ func (h *Hub) DisconnectUser(userID string, code int, reason string) int {
 	return len(list)
 }
 
+// CloseChannel closes every connection subscribed to channel with code and
+// returns how many.
+func (h *Hub) CloseChannel(name string, code int, reason string) int {
+	s := &h.channels[h.shard(name)]
+	s.mu.RLock()
+	var list []*Client
+	if ch := s.channels[name]; ch != nil {
+		list = make([]*Client, 0, len(ch.members))
+		for _, m := range ch.members {
+			list = append(list, m.c)
+		}
+	}
+	s.mu.RUnlock()
+	for _, c := range list {
+		c.Close(code, reason)
+	}
+	return len(list)
+}
+
 // ChannelStat is one channel and its subscriber count.
 type ChannelStat struct {
 	Name        string `json:"name"`

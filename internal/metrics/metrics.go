@@ -39,6 +39,15 @@ type Metrics struct {
 	// reason: server_full (--max-connections), user_limit
 	// (--max-user-connections).
 	ConnectionsRefused *prometheus.CounterVec
+	// BrokerUp is 1 while the broker can be used (always, for the memory
+	// broker; while its pub/sub subscription is live, for Redis).
+	BrokerUp prometheus.Gauge
+	// BrokerUnavailable counts operations refused because the broker could
+	// not be reached, by operation.
+	BrokerUnavailable *prometheus.CounterVec
+	// BrokerGaps counts channels whose local subscribers were closed (4010)
+	// because publications between nodes were lost.
+	BrokerGaps prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -77,11 +86,19 @@ func New() *Metrics {
 	}
 	// Both series exist from the start, so an alert on their rate needs no
 	// first refusal.
+	m.BrokerUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_broker_up", Help: "1 while the broker can be used (memory: always; redis: while its pub/sub subscription is live)."})
+	m.BrokerUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_broker_unavailable_total", Help: "Operations refused because the broker (Redis) could not be reached, by operation (publish, subscribe, history; notify: a user send or disconnect for the other nodes)."},
+		[]string{"op"})
+	m.BrokerGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_broker_gaps_total", Help: "Channels whose local subscribers were closed with 4010 because publications between nodes were lost (Redis interrupted)."})
+	for _, op := range []string{"publish", "subscribe", "history", "notify"} {
+		m.BrokerUnavailable.WithLabelValues(op)
+	}
 	m.ConnectionsRefused.WithLabelValues("server_full")
 	m.ConnectionsRefused.WithLabelValues("user_limit")
 	reg.MustRegister(m.Recoveries, m.Connections, m.ConnectsTotal, m.Subscriptions, m.Channels, m.MessagesIn, m.BytesIn,
 		m.MessagesOut, m.BytesOut, m.Publications, m.SlowConsumers, m.AuthFailures, m.RateLimited,
 		m.ClientErrors, m.Disconnects, m.APIRequests, m.AcceptErrors, m.UringWorkers, m.HistoryDropped, m.ConnectionsRefused,
+		m.BrokerUp, m.BrokerUnavailable, m.BrokerGaps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

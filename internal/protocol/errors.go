@@ -24,6 +24,7 @@ const (
 	CodeBadRequest         Code = "bad_request"          // a field has the wrong shape
 	CodeUnauthorized       Code = "unauthorized"         // missing, invalid or expired credentials
 	CodeNotFound           Code = "not_found"
+	CodeUnavailable        Code = "unavailable" // the broker (Redis) cannot be reached: nothing was done; retry
 	CodeInternal           Code = "internal"
 )
 
@@ -61,6 +62,7 @@ const (
 	CloseNoPong         = 4002 // nothing heard for --pong-timeout
 	CloseForbidden      = 4003
 	CloseSlowConsumer   = 4008 // send queue exceeded --client-queue-bytes
+	CloseResubscribe    = 4010 // publications between nodes were lost (Redis interrupted): reconnect and subscribe with since
 	CloseRateLimited    = 4029 // sustained command flood
 )
 
@@ -72,7 +74,7 @@ const (
 // close frame) as "invalid".
 func CloseLabel(code int) string {
 	switch code {
-	case CloseDisconnected, CloseUnauthorized, CloseNoPong, CloseForbidden, CloseSlowConsumer, CloseRateLimited:
+	case CloseDisconnected, CloseUnauthorized, CloseNoPong, CloseForbidden, CloseSlowConsumer, CloseResubscribe, CloseRateLimited:
 		return strconv.Itoa(code)
 	}
 	switch {

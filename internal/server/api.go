@@ -263,7 +263,11 @@ func (s *Server) sendToUser(user, ch string, data json.RawMessage) (int, error) 
 	if int64(len(data)) > s.cfg.MaxMessageBytes {
 		return 0, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
 	}
-	n := s.hub.SendToUser(user, messageFrame(&protocol.Message{Channel: ch, Data: data, Time: time.Now()}))
+	m := protocol.Message{Channel: ch, Data: data, Time: time.Now()}
+	if err := s.tellNodes(noteSend, nodeNote{User: user, Channel: ch, Data: data, Time: m.Time.UnixMicro()}); err != nil {
+		return 0, err
+	}
+	n := s.hub.SendToUser(user, messageFrame(&m))
 	s.metrics.Publications.WithLabelValues("api").Inc()
 	return n, nil
 }
@@ -289,15 +293,11 @@ func (s *Server) disconnect(req disconnectRequest) (int, error) {
 	switch {
 	case req.UserID != "" && req.ClientID != "":
 		return 0, badRequest(protocol.CodeBadRequest, `give "userId" or "clientId", not both`)
-	case req.UserID != "":
-		return s.hub.DisconnectUser(req.UserID, protocol.CloseDisconnected, "disconnected by server"), nil
-	case req.ClientID != "":
-		c := s.hub.Client(req.ClientID)
-		if c == nil {
-			return 0, nil
+	case req.UserID != "" || req.ClientID != "":
+		if err := s.tellNodes(noteDisconnect, nodeNote{User: req.UserID, Client: req.ClientID}); err != nil {
+			return 0, err
 		}
-		c.Close(protocol.CloseDisconnected, "disconnected by server")
-		return 1, nil
+		return s.disconnectLocal(req.UserID, req.ClientID), nil
 	}
 	return 0, badRequest(protocol.CodeBadRequest, `"userId" or "clientId" is required`)
 }

@@ -15,13 +15,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/broker/memory"
+	redisbroker "github.com/herald-rt/herald/internal/broker/redis"
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/metrics"
@@ -53,8 +54,10 @@ type Server struct {
 	metrics  *metrics.Metrics
 	hub      *hub.Hub
 	broker   Broker
-	membrk   *memory.Broker // the broker when it is the in-memory one (sweeper)
-	verifier *auth.Verifier // nil when no key is configured (insecure query auth only)
+	membrk   *memory.Broker      // the broker when it is the in-memory one
+	redisbrk *redisbroker.Broker // the broker when it is the Redis one
+	rdb      *redis.Client       // its connection pool
+	verifier *auth.Verifier      // nil when no key is configured (insecure query auth only)
 	policy   *auth.Policy
 	poller   *netpoll.Poller
 	apiKeys  [][]byte
@@ -64,7 +67,9 @@ type Server struct {
 	// Floods of events logged sparingly (one line per 10 s, with the count):
 	// publications dropped for the history budget, upgrades refused by
 	// --max-connections and by --max-user-connections.
-	drops, fullRefusals, userRefusals sampledLog
+	// Also: channels closed for a gap between nodes, operations refused
+	// with the broker unavailable.
+	drops, fullRefusals, userRefusals, gaps, unavailable sampledLog
 	// maxConns is the connection limit in force: --max-connections, or the
 	// one derived from the descriptor limit; 0 means none.
 	maxConns int
@@ -100,6 +105,8 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		drops:        sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		fullRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		userRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		gaps:         sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		unavailable:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		maxConns:     cfg.MaxConnections,
 		httpRead:     httpReadTimeout,
 		httpWrite:    httpWriteTimeout,
@@ -137,12 +144,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		OnRemove:           s.onRemove,
 		IOUring:            cfg.IOUring,
 	}, log, s.metrics)
-	s.membrk = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
-	s.broker = s.membrk
-	s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "herald_history_bytes",
-		Help: "Bytes of history all channels keep, as counted against --history-max-bytes.",
-	}, func() float64 { return float64(s.membrk.HistoryBytes()) }))
+	if err := s.setupBroker(); err != nil {
+		return nil, err
+	}
 	p, err := netpoll.New()
 	if err != nil {
 		return nil, err
@@ -184,7 +188,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	brokerDone := make(chan struct{})
 	go func() {
 		defer close(brokerDone)
-		s.membrk.Run(hctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
+		s.runBroker(hctx)
 	}()
 
 	hs := &http.Server{
@@ -217,7 +221,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		defer dbg.Close()
 	}
-	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath, "max_connections", s.maxConns)
+	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath, "max_connections", s.maxConns, "broker", s.cfg.Broker)
+	if s.redisbrk != nil {
+		s.log.Info("redis broker", "url", config.RedactURL(s.cfg.RedisURL), "prefix", s.cfg.RedisPrefix)
+	}
 	if s.cfg.InsecureQueryAuth {
 		s.log.Warn("insecure query auth is ON: clients choose their identity with ?userId=; never use in production")
 	}
@@ -451,6 +458,10 @@ func (s *Server) serveDebug(addr string) (*http.Server, error) {
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
+		return
+	}
+	if !s.brokerUp() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "broker_unavailable"})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})

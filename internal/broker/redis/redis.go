@@ -57,6 +57,8 @@ type Options struct {
 	// OnLive is told when the pub/sub subscription goes live (true) and when
 	// it is lost (false).
 	OnLive func(live bool)
+	// OnNotify receives what other nodes sent with Notify.
+	OnNotify func(kind byte, payload string)
 	// Log receives connection losses and recoveries. Default slog.Default().
 	Log *slog.Logger
 	// StreamTTL is how long an idle channel keeps its epoch and offset in
@@ -587,6 +589,11 @@ func (b *Broker) work(ctx context.Context, q chan *redis.Message) {
 				b.onPublication(m.Payload[1:])
 			case 'j':
 				b.onMarker(m.Payload[1:])
+			case 'n':
+				node, rest, ok := cut(m.Payload[1:])
+				if ok && node != b.node && rest != "" && b.o.OnNotify != nil {
+					b.o.OnNotify(rest[0], rest[1:])
+				}
 			}
 		}
 	}
@@ -653,6 +660,21 @@ func (b *Broker) onMarker(s string) {
 		close(pj.marked)
 	}
 	l.mu.Unlock()
+}
+
+// Notify sends kind and payload to every other node's Options.OnNotify
+// (not to this one's). Notifications from one node arrive in the order it
+// sent them; they are not ordered with publications.
+func (b *Broker) Notify(kind byte, payload string) error {
+	if !b.live.Load() {
+		return broker.ErrUnavailable
+	}
+	ctx, cancel := b.ctx()
+	defer cancel()
+	if err := b.rdb.Publish(ctx, b.pubsub, "n"+field(b.node)+string(kind)+payload).Err(); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 // Sweep forgets local state of channels idle for idle with no publish or

@@ -282,3 +282,36 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		t.Fatalf("calls took %v with Redis down", d)
 	}
 }
+
+// Notify reaches every other node, in the order sent, and not the sender.
+func TestNotify(t *testing.T) {
+	prefix := srv.Prefix()
+	type note struct {
+		kind    byte
+		payload string
+	}
+	got := make(chan note, 10)
+	mine := make(chan note, 10)
+	a := start(t, Options{Prefix: prefix, OnNotify: func(k byte, p string) { mine <- note{k, p} }})
+	start(t, Options{Prefix: prefix, OnNotify: func(k byte, p string) { got <- note{k, p} }})
+	for i := 0; i < 3; i++ {
+		if err := a.Notify('u', fmt.Sprint("payload ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		select {
+		case n := <-got:
+			if n.kind != 'u' || n.payload != fmt.Sprint("payload ", i) {
+				t.Fatalf("notification %d: %c %q", i, n.kind, n.payload)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("notification %d never came", i)
+		}
+	}
+	select {
+	case n := <-mine:
+		t.Fatalf("the sender got its own notification %+v", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+}

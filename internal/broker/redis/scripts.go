@@ -12,9 +12,17 @@ import "github.com/redis/go-redis/v9"
 //	P:i:CHANNEL:KEY   string: the offset an idempotency key published
 //
 // The meta hash and the history list always expire together, so a history
-// never outlives its epoch or the other way round. Publications reach every
-// node on the one pub/sub channel P:pub, as "p" and the fields below, each
-// written as LENGTH ":" BYTES (see field); join markers are "j" fields.
+// never outlives its epoch or the other way round.
+//
+// Every node listens on the one pub/sub channel P:pub, where each message
+// starts with its kind, then fields written as LENGTH ":" BYTES (see field):
+//
+//	p CHANNEL EPOCH OFFSET TIME_US ORIGIN BODY   a publication (publishScript)
+//	j CHANNEL JOIN_ID                            a join marker (readScript)
+//	n NODE KIND PAYLOAD                          a notification (Notify)
+//
+// BODY is EVENT FROM DATA (encodeBody), and KIND and PAYLOAD are unframed,
+// to the end of the message.
 
 // luaCommon are the helpers both scripts start with.
 const luaCommon = `

@@ -1,0 +1,201 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-rt/herald/internal/broker"
+	"github.com/herald-rt/herald/internal/broker/memory"
+	redisbroker "github.com/herald-rt/herald/internal/broker/redis"
+	"github.com/herald-rt/herald/internal/protocol"
+)
+
+// setupBroker makes the broker --broker names: the in-memory one, or the
+// Redis one shared by every node on the same Redis and prefix.
+func (s *Server) setupBroker() error {
+	var b Broker
+	switch s.cfg.Broker {
+	case "redis":
+		opts, err := redis.ParseURL(s.cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("redis-url: %w", err)
+		}
+		s.rdb = redis.NewClient(opts)
+		s.redisbrk = redisbroker.New(redisbroker.Options{
+			Client:   s.rdb,
+			Prefix:   s.cfg.RedisPrefix,
+			Deliver:  s.deliver,
+			OnGap:    s.brokerGap,
+			OnLive:   s.brokerLive,
+			OnNotify: s.onNote,
+			Log:      s.log.With("broker", "redis"),
+		})
+		b = s.redisbrk
+	default:
+		s.membrk = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: s.cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
+		s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_history_bytes",
+			Help: "Bytes of history all channels keep, as counted against --history-max-bytes (memory broker).",
+		}, func() float64 { return float64(s.membrk.HistoryBytes()) }))
+		s.metrics.BrokerUp.Set(1)
+		b = s.membrk
+	}
+	s.broker = guardedBroker{b: b, s: s}
+	return nil
+}
+
+// runBroker runs the broker's background work until ctx is done: sweeping
+// idle channels and, for Redis, the pub/sub subscription.
+func (s *Server) runBroker(ctx context.Context) {
+	if s.redisbrk != nil {
+		s.redisbrk.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
+		_ = s.rdb.Close()
+		return
+	}
+	s.membrk.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
+}
+
+// brokerUp reports whether the broker can be used now.
+func (s *Server) brokerUp() bool { return s.redisbrk == nil || s.redisbrk.Live() }
+
+func (s *Server) brokerLive(live bool) {
+	if live {
+		s.metrics.BrokerUp.Set(1)
+	} else {
+		s.metrics.BrokerUp.Set(0)
+	}
+}
+
+// brokerGap closes the local subscribers of a channel that lost
+// publications between nodes: they reconnect and subscribe with since, and
+// recovery tells them what history still holds.
+func (s *Server) brokerGap(channel string) {
+	if n := s.hub.CloseChannel(channel, protocol.CloseResubscribe, "publications lost between nodes; subscribe again with since"); n > 0 {
+		s.metrics.BrokerGaps.Inc()
+		s.gaps.note(1, func(count int64) {
+			s.log.Warn("publications lost between nodes: subscribers closed with 4010 to recover", "channel", channel, "channels", count, "clients", n)
+		})
+	}
+}
+
+// guardedBroker is the server's broker: a broker.ErrUnavailable becomes an
+// unavailableError, counted and logged sparingly.
+type guardedBroker struct {
+	b Broker
+	s *Server
+}
+
+func (g guardedBroker) Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
+	r, err := g.b.Publish(channel, p, o)
+	return r, g.s.brokerErr("publish", err)
+}
+
+func (g guardedBroker) Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
+	return g.s.brokerErr("subscribe", g.b.Subscribe(channel, o, join))
+}
+
+func (g guardedBroker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+	p, pos, err := g.b.History(channel, q)
+	return p, pos, g.s.brokerErr("history", err)
+}
+
+func (s *Server) brokerErr(op string, err error) error {
+	if err == nil || !errors.Is(err, broker.ErrUnavailable) {
+		return err
+	}
+	s.metrics.BrokerUnavailable.WithLabelValues(op).Inc()
+	s.unavailable.note(1, func(count int64) {
+		s.log.Warn("broker unavailable: operations refused", "op", op, "err", err, "refused", count)
+	})
+	return unavailableError{err}
+}
+
+// unavailableError is a broker that cannot be reached, as its callers
+// answer it: an error frame with code "unavailable" to a client, HTTP 503 to
+// an API caller.
+type unavailableError struct{ err error }
+
+const unavailableMsg = "broker unavailable; nothing was done, retry"
+
+func (e unavailableError) Error() string { return e.err.Error() }
+func (e unavailableError) Unwrap() error { return e.err }
+
+// As lets errors.As find the answer either caller looks for.
+func (e unavailableError) As(target any) bool {
+	switch t := target.(type) {
+	case **protocol.Error:
+		*t = protocol.NewError(protocol.CodeUnavailable, unavailableMsg)
+		return true
+	case **apiError:
+		*t = &apiError{status: http.StatusServiceUnavailable, code: string(protocol.CodeUnavailable), msg: unavailableMsg}
+		return true
+	}
+	return false
+}
+
+// What one node tells the others (through the Redis broker's Notify), so
+// that the server API reaches a user or a client wherever it is connected.
+const (
+	noteSend       = 'u' // a message to every connection of User
+	noteDisconnect = 'd' // close every connection of User, or Client
+)
+
+// nodeNote is a notification's payload.
+type nodeNote struct {
+	User    string          `json:"u,omitempty"`
+	Client  string          `json:"c,omitempty"`
+	Channel string          `json:"ch,omitempty"`
+	Data    json.RawMessage `json:"d,omitempty"`
+	Time    int64           `json:"t,omitempty"` // µs since the epoch
+}
+
+// tellNodes sends n to the other nodes; with the memory broker there are
+// none.
+func (s *Server) tellNodes(kind byte, n nodeNote) error {
+	if s.redisbrk == nil {
+		return nil
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	return s.brokerErr("notify", s.redisbrk.Notify(kind, string(b)))
+}
+
+// onNote carries out another node's notification on this node's
+// connections.
+func (s *Server) onNote(kind byte, payload string) {
+	var n nodeNote
+	if err := json.Unmarshal([]byte(payload), &n); err != nil {
+		s.log.Warn("malformed notification from another node ignored", "err", err)
+		return
+	}
+	switch kind {
+	case noteSend:
+		m := protocol.Message{Channel: n.Channel, Data: n.Data, Time: time.UnixMicro(n.Time)}
+		s.hub.SendToUser(n.User, messageFrame(&m))
+	case noteDisconnect:
+		s.disconnectLocal(n.User, n.Client)
+	}
+}
+
+// disconnectLocal closes this node's connections of user, or the client
+// with id, and returns how many.
+func (s *Server) disconnectLocal(user, client string) int {
+	if user != "" {
+		return s.hub.DisconnectUser(user, protocol.CloseDisconnected, "disconnected by server")
+	}
+	c := s.hub.Client(client)
+	if c == nil {
+		return 0
+	}
+	c.Close(protocol.CloseDisconnected, "disconnected by server")
+	return 1
+}
