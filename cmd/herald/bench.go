@@ -52,7 +52,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := bench.Defaults()
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.URL, "url", envOr("HERALD_URL", "ws://127.0.0.1:8080/ws"), "server WebSocket URL, loopback only (env HERALD_URL)")
+	fs.StringVar(&cfg.URL, "url", envOr("HERALD_URL", "ws://127.0.0.1:8080/ws"), "server WebSocket URL, loopback only; several, comma-separated, are the nodes of one cluster (--broker redis): worker k connects to node k mod n, the publisher to the first (env HERALD_URL)")
 	fs.StringVar(&cfg.APIURL, "api-url", "", "server API base URL (default: http:// on the --url host and port)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "the server's HS256 secret; tokens for users bench-0… are minted locally (env HERALD_JWT_SECRET)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "server API key for POST /api/publish (env HERALD_API_KEYS, first key)")

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/herald-rt/herald/internal/config"
+	"github.com/herald-rt/herald/internal/redistest"
 	"github.com/herald-rt/herald/internal/server/servertest"
 	"github.com/herald-rt/herald/internal/testnet"
 )
@@ -30,7 +33,54 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if redisSrv != nil {
+		redisSrv.Stop()
+	}
+	os.Exit(code)
+}
+
+// redisSrv is a real redis-server, started by the first test that needs one.
+var (
+	redisOnce sync.Once
+	redisSrv  *redistest.Server
+	redisErr  error
+)
+
+// TestClusterFanout runs fanout against two herald nodes joined by Redis:
+// two workers, one per node, and the publisher on the first; every
+// subscriber on either node gets every publication.
+func TestClusterFanout(t *testing.T) {
+	redisOnce.Do(func() { redisSrv, redisErr = redistest.Start() })
+	if redisErr != nil {
+		t.Fatal(redisErr)
+	}
+	prefix := redisSrv.Prefix()
+	node := func(c *config.Config) { c.Broker, c.RedisURL, c.RedisPrefix = "redis", redisSrv.URL(), prefix }
+	a, b := servertest.Start(t, node), servertest.Start(t, node)
+	for _, s := range []*servertest.Server{a, b} {
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			resp, err := http.Get("http://" + s.Addr + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("node not healthy within 5s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cfg := testConfig(a.WSURL()+","+b.WSURL(), "fanout")
+	cfg.Workers = 2
+	cfg.WorkerExe = os.Args[0]
+	r := run(t, cfg)
+	checkDeliveries(t, r, 50)
+	if r.Target != a.WSURL()+","+b.WSURL() {
+		t.Fatalf("target %q does not name both nodes", r.Target)
+	}
 }
 
 // startServer runs a real herald on a random loopback port and returns its
@@ -253,21 +303,23 @@ func TestInterruptGivesPartialReport(t *testing.T) {
 func TestValidate(t *testing.T) {
 	base := testConfig("ws://127.0.0.1:1/ws", "fanout")
 	for name, mutate := range map[string]func(*Config){
-		"scenario":     func(c *Config) { c.Scenario = "nope" },
-		"secret":       func(c *Config) { c.JWTSecret = "" },
-		"api key":      func(c *Config) { c.APIKey = "" },
-		"conns":        func(c *Config) { c.Conns = 0 },
-		"rate":         func(c *Config) { c.Rate = 0 },
-		"via":          func(c *Config) { c.PublishVia = "smoke" },
-		"workers":      func(c *Config) { c.Workers = 100 },
-		"fd limit":     func(c *Config) { c.Conns = maxOpenFiles() + 10 },
-		"non-loop":     func(c *Config) { c.URL = "ws://172.16.0.1:8080/ws" },
-		"api-url":      func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
-		"tiny total":   func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
-		"reader":       func(c *Config) { c.Reader = "kqueue" },
-		"spin < 0":     func(c *Config) { c.Spin = -time.Millisecond },
-		"spin big":     func(c *Config) { c.Spin = 20 * time.Millisecond },
-		"url+recovery": func(c *Config) { c.Scenario = "recovery"; c.SubscribeInURL = true },
+		"scenario":      func(c *Config) { c.Scenario = "nope" },
+		"secret":        func(c *Config) { c.JWTSecret = "" },
+		"api key":       func(c *Config) { c.APIKey = "" },
+		"conns":         func(c *Config) { c.Conns = 0 },
+		"rate":          func(c *Config) { c.Rate = 0 },
+		"via":           func(c *Config) { c.PublishVia = "smoke" },
+		"workers":       func(c *Config) { c.Workers = 100 },
+		"fd limit":      func(c *Config) { c.Conns = maxOpenFiles() + 10 },
+		"non-loop":      func(c *Config) { c.URL = "ws://172.16.0.1:8080/ws" },
+		"api-url":       func(c *Config) { c.APIURL = "http://192.168.0.1:8080" },
+		"tiny total":    func(c *Config) { c.Rate = 0.1; c.Duration = time.Second },
+		"reader":        func(c *Config) { c.Reader = "kqueue" },
+		"spin < 0":      func(c *Config) { c.Spin = -time.Millisecond },
+		"spin big":      func(c *Config) { c.Spin = 20 * time.Millisecond },
+		"url+recovery":  func(c *Config) { c.Scenario = "recovery"; c.SubscribeInURL = true },
+		"nodes>workers": func(c *Config) { c.URL = "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws" },
+		"non-loop node": func(c *Config) { c.URL = "ws://127.0.0.1:1/ws,ws://10.0.0.1:2/ws"; c.Workers = 2 },
 	} {
 		c := base
 		mutate(&c)

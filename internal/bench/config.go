@@ -16,6 +16,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type Config struct {
 	// Scenario is idle, fanout, channels, connect or recovery.
 	Scenario string
 	// URL is the server's WebSocket URL; it must be on a loopback address.
+	// Several, separated by commas, are the nodes of one cluster (herald
+	// --broker redis): worker k connects to the (k mod n)-th, and the
+	// publisher uses the first (or APIURL).
 	URL string
 	// APIURL is the server API base (http://HOST:PORT); default from URL.
 	APIURL string
@@ -158,6 +162,9 @@ func (c *Config) spin() time.Duration {
 	return c.Spin
 }
 
+// urls returns the WebSocket URLs of URL.
+func (c *Config) urls() []string { return strings.Split(c.URL, ",") }
+
 // Validate checks c, including that every target is a loopback address.
 func (c *Config) Validate() error {
 	known := false
@@ -167,8 +174,14 @@ func (c *Config) Validate() error {
 	if !known {
 		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
 	}
-	if _, err := parseTarget(c.URL, c.APIURL); err != nil {
-		return err
+	urls := c.urls()
+	for _, u := range urls {
+		if _, err := parseTarget(u, c.APIURL); err != nil {
+			return err
+		}
+	}
+	if len(urls) > 1 && c.Workers < len(urls) {
+		return fmt.Errorf("--workers must be at least the number of --url nodes (%d): each worker connects to one node", len(urls))
 	}
 	if c.JWTSecret == "" {
 		return errors.New("--jwt-secret is required (the server's HS256 secret; tokens are minted locally)")

@@ -22,12 +22,12 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t, _ := parseTarget(cfg.URL, cfg.APIURL)
+	t, _ := parseTarget(cfg.urls()[0], cfg.APIURL)
 	wallStart := time.Now()
 	genCPU0 := selfCPU()
 	r := &Report{
 		Scenario:       cfg.Scenario,
-		Target:         t.wsURL,
+		Target:         strings.Join(cfg.urls(), ","),
 		Workers:        cfg.Workers,
 		Reader:         cfg.reader(),
 		SubscribeInURL: cfg.SubscribeInURL,
@@ -420,8 +420,13 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 	errs := make([]error, cfg.Workers)
 	var wg sync.WaitGroup
 	first := 0
+	urls := cfg.urls()
 	for k := range cfg.Workers {
 		s := spec
+		if len(urls) > 1 {
+			nt, _ := parseTarget(urls[k%len(urls)], "")
+			s.WSURL = nt.wsURL
+		}
 		s.First = first
 		s.Count = cfg.Conns / cfg.Workers
 		if k < cfg.Conns%cfg.Workers {
