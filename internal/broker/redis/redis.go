@@ -98,14 +98,17 @@ type shard struct {
 // local is this node's view of one channel. Lock order: local.mu before
 // anything Deliver and join take (hub locks).
 type local struct {
-	mu      sync.Mutex
-	name    string
-	epoch   string // of the newest publication delivered; "" unknown
-	last    uint64 // its offset
-	counts  [64]delivered
+	mu    sync.Mutex
+	name  string
+	epoch string // of the newest publication delivered; "" unknown
+	last  uint64 // its offset
+	// counts remembers the newest deliveries' counts for publishers on this
+	// node (made by the first of them: a channel only subscribed here, such
+	// as a user's own, costs no more than the fields above).
+	counts  *[32]delivered
 	waiters []*waiter
-	joins   map[string]*pendingJoin
-	pins    int // publishes and joins in progress
+	joins   map[string]*pendingJoin // made by the first join
+	pins    int                     // publishes and joins in progress
 	touched time.Time
 }
 
@@ -124,10 +127,11 @@ type waiter struct {
 }
 
 type pendingJoin struct {
-	marked   chan struct{} // closed when the marker came through
+	marked   chan struct{} // closed when the marker came through, or the join failed
 	isMarked bool
 	buf      []broker.Publication // publications after the marker
-	overflow bool
+	// failed: the buffer outgrew maxJoinBuffer, or the subscription was lost.
+	failed bool
 }
 
 // maxJoinBuffer bounds the publications buffered for one join between its
@@ -183,7 +187,7 @@ func (b *Broker) acquire(channel string) *local {
 	sh.mu.Lock()
 	l := sh.locals[channel]
 	if l == nil {
-		l = &local{name: channel, joins: make(map[string]*pendingJoin)}
+		l = &local{name: channel}
 		sh.locals[channel] = l
 	}
 	l.pins++ // under the shard lock: Sweep checks pins under it too
@@ -225,6 +229,11 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	}
 	l := b.acquire(channel)
 	defer b.release(l)
+	l.mu.Lock()
+	if l.counts == nil {
+		l.counts = new([32]delivered)
+	}
+	l.mu.Unlock()
 	meta := b.key("m", channel)
 	idem, window := meta, int64(0)
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
@@ -279,6 +288,9 @@ func (b *Broker) awaitDelivery(ctx context.Context, l *local, pos broker.Positio
 }
 
 func (l *local) count(pos broker.Position) int {
+	if l.counts == nil {
+		return 0
+	}
 	d := &l.counts[pos.Offset%uint64(len(l.counts))]
 	if d.epoch == pos.Epoch && d.offset == pos.Offset {
 		return d.n
@@ -325,6 +337,9 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 	id := b.node + ":" + strconv.FormatUint(b.seq.Add(1), 36)
 	pj := &pendingJoin{marked: make(chan struct{})}
 	l.mu.Lock()
+	if l.joins == nil {
+		l.joins = make(map[string]*pendingJoin)
+	}
 	l.joins[id] = pj
 	l.mu.Unlock()
 	defer func() {
@@ -345,7 +360,7 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if pj.overflow || b.gen.Load() != gen {
+	if pj.failed || b.gen.Load() != gen {
 		return unavailable(errors.New("pub/sub interrupted during the join"))
 	}
 	rec := broker.Recovery{Position: st.Position}
@@ -534,7 +549,8 @@ func (b *Broker) lost(ctx context.Context, err error, backoff *time.Duration) {
 	*backoff = min(2**backoff, 5*time.Second)
 }
 
-// resetAll forgets every channel's position and reports each as a gap.
+// resetAll forgets every channel's position, fails the joins in progress
+// and reports each channel as a gap.
 func (b *Broker) resetAll() {
 	var names []string
 	for i := range b.shards {
@@ -549,6 +565,13 @@ func (b *Broker) resetAll() {
 			l.mu.Lock()
 			l.epoch, l.last = "", 0
 			l.settle()
+			for _, pj := range l.joins { // their markers may never come
+				pj.failed = true
+				if !pj.isMarked {
+					pj.isMarked = true
+					close(pj.marked)
+				}
+			}
 			l.mu.Unlock()
 			names = append(names, l.name)
 		}
@@ -623,14 +646,16 @@ func (b *Broker) onPublication(s string) {
 		n = b.o.Deliver(channel, &p.Publication)
 	}
 	l.epoch, l.last = p.epoch, p.Offset
-	l.counts[p.Offset%uint64(len(l.counts))] = delivered{epoch: p.epoch, offset: p.Offset, n: n}
+	if l.counts != nil {
+		l.counts[p.Offset%uint64(len(l.counts))] = delivered{epoch: p.epoch, offset: p.Offset, n: n}
+	}
 	if len(l.waiters) > 0 {
 		l.settle()
 	}
 	for _, pj := range l.joins {
-		if pj.isMarked && !pj.overflow {
+		if pj.isMarked && !pj.failed {
 			if len(pj.buf) >= maxJoinBuffer {
-				pj.overflow, pj.buf = true, nil
+				pj.failed, pj.buf = true, nil
 				continue
 			}
 			q := p.Publication
