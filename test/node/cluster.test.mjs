@@ -1,0 +1,133 @@
+// Two herald binaries (HERALD_BIN) joined by a real redis-server, configured
+// through HERALD_* environment variables as an operator would: a Node client
+// on one node receives what the other node's API publishes, recovers on the
+// other node, and is closed with 4010 when Redis goes away.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import WebSocket from 'ws';
+
+const BIN = process.env.HERALD_BIN;
+const API_KEY = 'node-cluster-api-key-0123456789';
+const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-'));
+const sock = join(dir, 'redis.sock');
+let redis;
+const nodes = [];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+async function healthy(base, want = 200) {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      const r = await fetch(`http://${base}/healthz`);
+      if (r.status === want) return await r.json();
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`${base}/healthz never answered ${want}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+before(async () => {
+  assert.ok(BIN, 'HERALD_BIN must point at the herald binary');
+  redis = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  for (let i = 0; i < 2; i++) {
+    const base = `127.0.0.1:${await freePort()}`;
+    const env = { ...process.env, HERALD_ADDR: base, HERALD_INSECURE_QUERY_AUTH: 'true', HERALD_API_KEYS: API_KEY,
+      HERALD_BROKER: 'redis', HERALD_REDIS_URL: `unix://${sock}`, HERALD_REDIS_PREFIX: 'node-e2e', HERALD_LOG_LEVEL: 'error' };
+    const proc = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+    nodes.push({ base, proc });
+  }
+  for (const n of nodes) await healthy(n.base);
+});
+
+after(async () => {
+  for (const n of nodes) {
+    const exited = new Promise((resolve) => n.proc.on('exit', (code) => resolve(code)));
+    n.proc.kill('SIGTERM');
+    assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
+  }
+  if (redis.exitCode === null) redis.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function connect(base, query) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${base}/ws?${query}`);
+    const frames = [];
+    const waiters = [];
+    ws.on('message', (data) => {
+      const msg = JSON.parse(data.toString());
+      const w = waiters.shift();
+      if (w) w(msg); else frames.push(msg);
+    });
+    const next = (ms = 5000) => new Promise((res, rej) => {
+      if (frames.length) return res(frames.shift());
+      const t = setTimeout(() => rej(new Error('timed out waiting for a frame')), ms);
+      waiters.push((m) => { clearTimeout(t); res(m); });
+    });
+    const send = (obj) => ws.send(JSON.stringify(obj));
+    const closed = new Promise((res) => ws.on('close', (code) => res(code)));
+    ws.on('open', () => resolve({ ws, next, send, closed }));
+    ws.on('error', reject);
+  });
+}
+
+async function publish(base, channel, data) {
+  const r = await fetch(`http://${base}/api/publish`, {
+    method: 'POST', headers: { 'X-API-Key': API_KEY }, body: JSON.stringify({ channel, data }),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+test('a publication on one node reaches a client of the other; it recovers there too', async () => {
+  const [a, b] = nodes;
+  const c = await connect(a.base, 'userId=ana&org=42');
+  assert.equal((await c.next()).type, 'connected');
+  c.send({ type: 'subscribe', channel: 'org:42', since: { offset: 0, epoch: 'none' } });
+  const ack = await c.next();
+  assert.equal(ack.type, 'subscribed');
+  const r = await publish(b.base, 'org:42', { n: 1 });
+  assert.equal(r.status, 200);
+  const m = await c.next();
+  assert.deepEqual(m.data, { n: 1 });
+  assert.equal(m.offset, r.body.offset);
+  c.ws.close();
+  await c.closed;
+
+  for (let i = 2; i <= 4; i++) assert.equal((await publish(a.base, 'org:42', { n: i })).status, 200);
+  const d = await connect(b.base, 'userId=ana&org=42');
+  assert.equal((await d.next()).type, 'connected');
+  d.send({ type: 'subscribe', channel: 'org:42', since: { offset: m.offset, epoch: ack.epoch } });
+  const back = await d.next();
+  assert.equal(back.recovered, true);
+  for (let i = 2; i <= 4; i++) assert.deepEqual((await d.next()).data, { n: i });
+  d.ws.close();
+});
+
+test('Redis gone: subscribers closed with 4010, healthz 503, publish 503 unavailable', async () => {
+  const [a] = nodes;
+  const c = await connect(a.base, 'userId=ben&org=42');
+  assert.equal((await c.next()).type, 'connected');
+  c.send({ type: 'subscribe', channel: 'org:42' });
+  assert.equal((await c.next()).type, 'subscribed');
+  redis.kill('SIGKILL');
+  assert.equal(await c.closed, 4010);
+  assert.deepEqual(await healthy(a.base, 503), { status: 'broker_unavailable' });
+  const r = await publish(a.base, 'org:42', 1);
+  assert.equal(r.status, 503);
+  assert.equal(r.body.error, 'unavailable');
+});
