@@ -1,0 +1,35 @@
+package redisbroker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+// Idempotency keys are stored at PREFIX:i:CHANNEL:KEY. Channel names may
+// contain ':' (protocol.ValidChannel, namespaces "news:…"), and keys are any
+// bytes, so channel "a" with key "b:c" and channel "a:b" with key "c" share
+// one Redis key: a publish on one channel is swallowed as a "duplicate" of a
+// publish on another channel (and reports that other channel's offset).
+func TestAuditIdempotencyKeyCollidesAcrossChannels(t *testing.T) {
+	b := start(t, Options{Prefix: srv.Prefix()})
+	o := func(key string) broker.PublishOptions {
+		return broker.PublishOptions{IdempotencyKey: key, IdempotencyWindow: time.Minute}
+	}
+	for i := 0; i < 3; i++ { // channel "a" stands at offset 3
+		if _, err := b.Publish("a", broker.Publication{}, broker.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Publish("a", broker.Publication{Data: []byte(`1`)}, o("b:c")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Publish("a:b", broker.Publication{Data: []byte(`2`)}, o("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicate || res.Offset != 1 {
+		t.Fatalf("first publish on channel a:b with a fresh key: %+v, want offset 1 and not a duplicate", res)
+	}
+}
