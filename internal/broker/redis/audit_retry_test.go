@@ -21,6 +21,7 @@ type slowProxy struct {
 	ln    net.Listener
 	slow  atomic.Int64 // connections numbered below this are slow; 0: none
 	count atomic.Int64
+	fast  atomic.Int64 // connections numbered up to this are never slow
 	delay time.Duration
 	wg    sync.WaitGroup
 }
@@ -55,7 +56,7 @@ func newSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
 				for {
 					k, err := r.Read(buf)
 					if k > 0 {
-						if s := p.slow.Load(); s != 0 && n < s {
+						if s := p.slow.Load(); s != 0 && n < s && n > p.fast.Load() {
 							time.Sleep(p.delay)
 						}
 						if _, werr := c.Write(buf[:k]); werr != nil {
