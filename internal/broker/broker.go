@@ -18,6 +18,12 @@ import (
 // published or joined, and the caller may retry.
 var ErrUnavailable = errors.New("broker unavailable")
 
+// ErrOutcomeUnknown comes with ErrUnavailable when a call reached the shared
+// state but its answer did not come back (a timeout, a connection lost
+// mid-call): it may have been carried out — a publication stored and
+// delivered. A publisher that retries should use an idempotency key.
+var ErrOutcomeUnknown = errors.New("no answer: it may have been done")
+
 // Publication is one message in a channel's stream.
 type Publication struct {
 	Offset uint64          // 1 for the first publication of an epoch, then +1 each

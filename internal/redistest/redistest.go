@@ -60,10 +60,11 @@ func Start() (*Server, error) {
 // URL is the server's address as herald's --redis-url takes it.
 func (s *Server) URL() string { return "unix://" + s.Socket }
 
+// Options says how to reach the server.
+func (s *Server) Options() *redis.Options { return &redis.Options{Network: "unix", Addr: s.Socket} }
+
 // Client returns a new client of the server.
-func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket})
-}
+func (s *Server) Client() *redis.Client { return redis.NewClient(s.Options()) }
 
 // Prefix returns a key prefix no other caller of this server got, so that
 // tests sharing the server never see each other's keys.

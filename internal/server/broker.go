@@ -27,9 +27,8 @@ func (s *Server) setupBroker() error {
 		if err != nil {
 			return fmt.Errorf("redis-url: %w", err)
 		}
-		s.rdb = redis.NewClient(opts)
 		s.redisbrk = redisbroker.New(redisbroker.Options{
-			Client:   s.rdb,
+			Redis:    opts,
 			Prefix:   s.cfg.RedisPrefix,
 			Deliver:  s.deliver,
 			OnGap:    s.brokerGap,
@@ -56,7 +55,6 @@ func (s *Server) setupBroker() error {
 func (s *Server) runBroker(ctx context.Context) {
 	if s.redisbrk != nil {
 		s.redisbrk.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
-		_ = s.rdb.Close()
 		return
 	}
 	s.membrk.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
@@ -122,19 +120,25 @@ func (s *Server) brokerErr(op string, err error) error {
 // an API caller.
 type unavailableError struct{ err error }
 
-const unavailableMsg = "broker unavailable; nothing was done, retry"
-
 func (e unavailableError) Error() string { return e.err.Error() }
 func (e unavailableError) Unwrap() error { return e.err }
+
+// message says whether anything may have been done.
+func (e unavailableError) message() string {
+	if errors.Is(e.err, broker.ErrOutcomeUnknown) {
+		return "broker did not answer in time: it may have been done; retry with an idempotencyKey to publish at most once"
+	}
+	return "broker unavailable; nothing was done, retry"
+}
 
 // As lets errors.As find the answer either caller looks for.
 func (e unavailableError) As(target any) bool {
 	switch t := target.(type) {
 	case **protocol.Error:
-		*t = protocol.NewError(protocol.CodeUnavailable, unavailableMsg)
+		*t = protocol.NewError(protocol.CodeUnavailable, e.message())
 		return true
 	case **apiError:
-		*t = &apiError{status: http.StatusServiceUnavailable, code: string(protocol.CodeUnavailable), msg: unavailableMsg}
+		*t = &apiError{status: http.StatusServiceUnavailable, code: string(protocol.CodeUnavailable), msg: e.message()}
 		return true
 	}
 	return false

@@ -51,13 +51,18 @@ func startNode(t *testing.T, rs *redistest.Server, prefix string) *testServer {
 	return ts
 }
 
+// twoNodes starts two nodes on the shared Redis, under a prefix of their own.
+func twoNodes(t *testing.T) (*testServer, *testServer) {
+	rs := sharedRedis(t)
+	prefix := rs.Prefix()
+	return startNode(t, rs, prefix), startNode(t, rs, prefix)
+}
+
 // Two nodes on one Redis: a publication through either node's API or
 // either node's clients reaches the subscribers of both, with one sequence
 // of offsets; the API's delivered counts the publishing node's own.
 func TestRedisTwoNodesDeliver(t *testing.T) {
-	rs := sharedRedis(t)
-	prefix := rs.Prefix()
-	a, b := startNode(t, rs, prefix), startNode(t, rs, prefix)
+	a, b := twoNodes(t)
 	alice := a.dial("alice", "42")
 	alice.subscribe("org:42")
 	bob := b.dial("bob", "42")
@@ -85,9 +90,7 @@ func TestRedisTwoNodesDeliver(t *testing.T) {
 // A subscriber that dropped from one node recovers on the other, from the
 // history kept in Redis, then gets live publications from both.
 func TestRedisRecoveryAcrossNodes(t *testing.T) {
-	rs := sharedRedis(t)
-	prefix := rs.Prefix()
-	a, b := startNode(t, rs, prefix), startNode(t, rs, prefix)
+	a, b := twoNodes(t)
 	c := a.dial("alice", "42")
 	ack := c.subscribeSince("org:42", map[string]any{"offset": 0, "epoch": "none"}, nil)
 	epoch, _ := ack["epoch"].(string)
@@ -189,9 +192,7 @@ func TestRedisDown(t *testing.T) {
 // The server API's user sends and disconnects reach the user's connections
 // on every node; delivered counts the node that was asked.
 func TestRedisUserSendAndDisconnectAcrossNodes(t *testing.T) {
-	rs := sharedRedis(t)
-	prefix := rs.Prefix()
-	a, b := startNode(t, rs, prefix), startNode(t, rs, prefix)
+	a, b := twoNodes(t)
 	onA, onB := a.dial("carol", "7"), b.dial("carol", "7")
 	other := b.dial("dave", "7")
 	st, body := a.api("POST", "/api/send", testAPIKey, `{"userId":"carol","channel":"user:carol","data":{"n":1}}`)
@@ -230,5 +231,24 @@ func TestRedisUserSendAndDisconnectAcrossNodes(t *testing.T) {
 	}
 	if code := other.expectClose(5 * time.Second); code != 4000 {
 		t.Fatalf("close code %d, want 4000", code)
+	}
+}
+
+// End to end on two nodes: a publish to channel "org:1:b" with
+// idempotencyKey "c" after a publish to "org:1" with key "b:c" is a
+// publication of its own, and org:1:b's subscriber gets it.
+func TestRedisIdempotencyKeysPerChannel(t *testing.T) {
+	a, b := twoNodes(t)
+	bob := b.dial("bob", "1")
+	bob.subscribe("org:1:b")
+	if st, body := a.api("POST", "/api/publish", testAPIKey, `{"channel":"org:1","data":"x","idempotencyKey":"b:c"}`); st != 200 || body["duplicate"] == true {
+		t.Fatalf("publish to org:1: %d %v", st, body)
+	}
+	st, body := a.api("POST", "/api/publish", testAPIKey, `{"channel":"org:1:b","data":"y","idempotencyKey":"c"}`)
+	if st != 200 || body["duplicate"] == true || num(body["offset"]) != 1 {
+		t.Fatalf("first publish to org:1:b with a fresh key: %d %v", st, body)
+	}
+	if m := bob.expect("message"); m["data"] != "y" {
+		t.Fatalf("bob got %v", m)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
@@ -56,7 +55,6 @@ type Server struct {
 	broker   Broker
 	membrk   *memory.Broker      // the broker when it is the in-memory one
 	redisbrk *redisbroker.Broker // the broker when it is the Redis one
-	rdb      *redis.Client       // its connection pool
 	verifier *auth.Verifier      // nil when no key is configured (insecure query auth only)
 	policy   *auth.Policy
 	poller   *netpoll.Poller

@@ -27,8 +27,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +44,11 @@ const numShards = 64
 
 // Options configure a Broker.
 type Options struct {
-	// Client is the Redis connection pool. Required.
-	Client *redis.Client
+	// Redis says how to reach Redis (see redis.ParseURL). Required. The
+	// broker makes its own pool from a copy, with retries off (a publish
+	// script retried after a late answer would publish twice) and context
+	// deadlines honoured (Timeout bounds every call).
+	Redis *redis.Options
 	// Prefix starts every key and the pub/sub channel, so that several
 	// herald clusters can share one Redis. Default "herald".
 	Prefix string
@@ -51,8 +56,9 @@ type Options struct {
 	// offset order per channel. Required.
 	Deliver broker.DeliverFunc
 	// OnGap is told that local subscribers of a channel missed publications
-	// (an offset skipped, an epoch changed, or the pub/sub connection lost).
-	// It runs without the broker's locks.
+	// (an offset skipped, an epoch changed, or the pub/sub connection lost),
+	// before anything after the gap is delivered to them. It may run under
+	// the channel's local lock, as Deliver does: it must not call the broker.
 	OnGap func(channel string)
 	// OnLive is told when the pub/sub subscription goes live (true) and when
 	// it is lost (false).
@@ -86,7 +92,13 @@ type Broker struct {
 	seq    atomic.Uint64 // join ids
 	live   atomic.Bool
 	gen    atomic.Uint64 // subscription generation: +1 on each loss
-	queues []chan *redis.Message
+	// salt is appended to every epoch this node reports: the Redis
+	// instance's run id, read when the subscription goes live. A Redis that
+	// restarted (from a snapshot older than what it had acknowledged) or
+	// failed over to a replica has another, so every epoch changes and no
+	// recovery can claim offsets it handed out again.
+	salt   atomic.Pointer[string]
+	queues []chan item
 	now    func() time.Time
 }
 
@@ -158,14 +170,19 @@ func New(o Options) *Broker {
 	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
-	b := &Broker{o: o, rdb: o.Client, pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
+	ro := *o.Redis
+	ro.MaxRetries = -1
+	ro.ContextTimeoutEnabled = true
+	b := &Broker{o: o, rdb: redis.NewClient(&ro), pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
 	for i := range b.shards {
 		b.shards[i].locals = make(map[string]*local)
 	}
-	b.queues = make([]chan *redis.Message, o.Workers)
+	b.queues = make([]chan item, o.Workers)
 	for i := range b.queues {
-		b.queues[i] = make(chan *redis.Message, 1024)
+		b.queues[i] = make(chan item, 1024)
 	}
+	none := ""
+	b.salt.Store(&none)
 	return b
 }
 
@@ -237,25 +254,50 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	meta := b.key("m", channel)
 	idem, window := meta, int64(0)
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
-		idem, window = b.key("i", channel)+":"+o.IdempotencyKey, max(o.IdempotencyWindow.Milliseconds(), 1)
+		idem, window = b.key("i", field(channel)+o.IdempotencyKey), max(o.IdempotencyWindow.Milliseconds(), 1)
 	}
+	gen, salt := b.gen.Load(), b.salt.Load()
 	ctx, cancel := b.ctx()
 	defer cancel()
 	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem},
-		newEpoch(), b.streamTTL(o.History), o.History.Size, o.History.TTL.Milliseconds(), window,
+		newEpoch(), max(b.streamTTL(o.History), window), o.History.Size, o.History.TTL.Milliseconds(), window,
 		b.pubsub, channel, p.Origin, encodeBody(&p)).Slice()
+	if err != nil {
+		return broker.PublishResult{}, failed(err)
+	}
+	off, err := offsetOf(r, 4, 1)
 	if err != nil {
 		return broker.PublishResult{}, unavailable(err)
 	}
-	if len(r) != 4 {
-		return broker.PublishResult{}, unavailable(fmt.Errorf("publish script answered %d values", len(r)))
-	}
-	off, _ := strconv.ParseUint(str(r[1]), 10, 64)
-	pos := broker.Position{Offset: off, Epoch: str(r[2])}
+	pos := broker.Position{Offset: off, Epoch: str(r[2]) + *salt}
 	if n, _ := r[0].(int64); n == 1 {
 		return broker.PublishResult{Position: pos, Duplicate: true}, nil
 	}
-	return broker.PublishResult{Position: pos, Delivered: b.awaitDelivery(ctx, l, pos)}, nil
+	return broker.PublishResult{Position: pos, Delivered: b.awaitDelivery(ctx, l, pos, gen)}, nil
+}
+
+// offsetOf reads the offset at r[i] of a script's answer of n values.
+func offsetOf(r []any, n, i int) (uint64, error) {
+	if len(r) != n {
+		return 0, fmt.Errorf("script answered %d values, want %d", len(r), n)
+	}
+	off, err := strconv.ParseUint(str(r[i]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("script answered offset %q", str(r[i]))
+	}
+	return off, nil
+}
+
+// failed wraps the error of a call that changes state: certain to have
+// done nothing when Redis could not be reached or refused it, else (a
+// timeout, a connection lost mid-call) of unknown outcome.
+func failed(err error) error {
+	var op *net.OpError
+	var re redis.Error
+	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &re) || errors.Is(err, redis.ErrPoolTimeout) {
+		return unavailable(err)
+	}
+	return fmt.Errorf("%w: %w: %v", broker.ErrUnavailable, broker.ErrOutcomeUnknown, err)
 }
 
 // streamTTL is how long a channel's keys live after a publish or join.
@@ -265,13 +307,21 @@ func (b *Broker) streamTTL(h broker.HistoryOptions) int64 {
 
 // awaitDelivery waits for this node's delivery of the publication at pos and
 // returns how many connections it reached (0 when it did not come back in
-// time, or the subscription was lost meanwhile).
-func (b *Broker) awaitDelivery(ctx context.Context, l *local, pos broker.Position) int {
+// time, or the subscription of generation gen was lost meanwhile: a loss
+// answers the waiters it finds, and a waiter added after it sees the new
+// generation under the same lock).
+func (b *Broker) awaitDelivery(ctx context.Context, l *local, pos broker.Position, gen uint64) int {
 	l.mu.Lock()
 	if l.epoch == pos.Epoch && l.last >= pos.Offset {
 		n := l.count(pos)
 		l.mu.Unlock()
 		return n
+	}
+	if b.gen.Load() != gen {
+		// The subscription was lost since the publish began: its echo may
+		// have come before (and been forgotten) or never come.
+		l.mu.Unlock()
+		return 0
 	}
 	w := &waiter{epoch: pos.Epoch, offset: pos.Offset, done: make(chan int, 1)}
 	l.waiters = append(l.waiters, w)
@@ -370,7 +420,12 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 	if n := len(pj.buf); n > 0 {
 		rec.Publications = append(rec.Publications, pj.buf...)
 		rec.Position = broker.Position{Offset: pj.buf[n-1].Offset, Epoch: l.epoch}
-	} else if l.epoch == "" {
+	} else if l.epoch != st.Position.Epoch || l.last != st.Position.Offset {
+		if l.epoch != "" && l.epoch != st.Position.Epoch && b.o.OnGap != nil {
+			// The stream was made again (its keys expired, or Redis lost
+			// them) under subscribers that hold its old epoch.
+			b.o.OnGap(channel)
+		}
 		l.epoch, l.last = st.Position.Epoch, st.Position.Offset
 	}
 	delete(l.joins, id)
@@ -408,17 +463,18 @@ func (b *Broker) read(ctx context.Context, channel string, h broker.HistoryOptio
 	if items {
 		want = "1"
 	}
+	salt := b.salt.Load()
 	r, err := readScript.Run(ctx, b.rdb, []string{b.key("m", channel), b.key("h", channel)},
 		newEpoch(), b.streamTTL(h), h.Size, h.TTL.Milliseconds(), want, ch, marker).Slice()
 	if err != nil {
 		return broker.Stream{}, unavailable(err)
 	}
-	if len(r) != 5 {
-		return broker.Stream{}, unavailable(fmt.Errorf("read script answered %d values", len(r)))
+	off, err := offsetOf(r, 5, 1)
+	if err != nil {
+		return broker.Stream{}, unavailable(err)
 	}
-	off, _ := strconv.ParseUint(str(r[1]), 10, 64)
 	st := broker.Stream{
-		Position: broker.Position{Offset: off, Epoch: str(r[0])},
+		Position: broker.Position{Offset: off, Epoch: str(r[0]) + *salt},
 		LostTime: micros(str(r[2])),
 		Born:     micros(str(r[3])),
 	}
@@ -455,7 +511,8 @@ func str(v any) string {
 
 // Run keeps the pub/sub subscription and delivers what comes through it
 // until ctx is done, reconnecting with backoff when Redis is lost. It also
-// sweeps idle local state every sweep interval (see Sweep).
+// sweeps idle local state every sweep interval (see Sweep). When it returns
+// the connection pool is closed: the broker is done.
 func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(channel string) bool) {
 	var wg sync.WaitGroup
 	for _, q := range b.queues {
@@ -472,6 +529,7 @@ func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(
 	}()
 	b.receive(ctx)
 	wg.Wait()
+	_ = b.rdb.Close()
 }
 
 // pingEvery is how long the subscription may be silent before it is
@@ -493,6 +551,7 @@ func (b *Broker) receive(ctx context.Context) {
 			b.lost(ctx, err, &backoff)
 			continue
 		}
+	recv:
 		for {
 			msg, err := ps.ReceiveTimeout(ctx, pingEvery)
 			if err != nil {
@@ -511,6 +570,10 @@ func (b *Broker) receive(ctx context.Context) {
 			switch m := msg.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" && !b.live.Load() {
+					if err := b.readSalt(ctx); err != nil {
+						b.lost(ctx, err, &backoff)
+						break recv // subscribe again, for another confirmation
+					}
 					backoff = 50 * time.Millisecond
 					b.live.Store(true)
 					b.o.Log.Info("redis subscription live", "channel", b.pubsub)
@@ -519,7 +582,12 @@ func (b *Broker) receive(ctx context.Context) {
 					}
 				}
 			case *redis.Message:
-				b.dispatch(ctx, m)
+				// Not live: not yet confirmed, or lost and not confirmed
+				// again; no one here is subscribed (all were closed, and
+				// joins are refused) and no publisher waits.
+				if b.live.Load() {
+					b.dispatch(ctx, item{m: m, gen: b.gen.Load(), salt: b.salt.Load()})
+				}
 			}
 		}
 	}
@@ -585,7 +653,8 @@ func (b *Broker) resetAll() {
 
 // dispatch hands a message to the worker of its channel, so one channel's
 // publications stay in order.
-func (b *Broker) dispatch(ctx context.Context, m *redis.Message) {
+func (b *Broker) dispatch(ctx context.Context, it item) {
+	m := it.m
 	if len(m.Payload) < 1 {
 		return
 	}
@@ -596,20 +665,35 @@ func (b *Broker) dispatch(ctx context.Context, m *redis.Message) {
 	}
 	q := b.queues[maphash.String(b.seed, ch)%uint64(len(b.queues))]
 	select {
-	case q <- m:
+	case q <- it:
 	case <-ctx.Done():
 	}
 }
 
-func (b *Broker) work(ctx context.Context, q chan *redis.Message) {
+// item is a message as the receiver hands it to a worker: with the
+// generation of the subscription it came through and that Redis's salt.
+type item struct {
+	m    *redis.Message
+	gen  uint64
+	salt *string
+}
+
+func (b *Broker) work(ctx context.Context, q chan item) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-q:
+		case it := <-q:
+			m := it.m
+			if it.gen != b.gen.Load() {
+				// From a subscription lost since: its channels' subscribers
+				// were told (and closed), and a client joined since must not
+				// get it.
+				continue
+			}
 			switch m.Payload[0] {
 			case 'p':
-				b.onPublication(m.Payload[1:])
+				b.onPublication(it)
 			case 'j':
 				b.onMarker(m.Payload[1:])
 			case 'n':
@@ -622,12 +706,13 @@ func (b *Broker) work(ctx context.Context, q chan *redis.Message) {
 	}
 }
 
-func (b *Broker) onPublication(s string) {
-	channel, p, err := decodeMessage(s)
+func (b *Broker) onPublication(it item) {
+	channel, p, err := decodeMessage(it.m.Payload[1:])
 	if err != nil {
 		b.o.Log.Warn("malformed publication ignored", "err", err)
 		return
 	}
+	p.epoch += *it.salt
 	l := b.lookup(channel)
 	if l == nil {
 		if b.o.Deliver != nil {
@@ -636,10 +721,14 @@ func (b *Broker) onPublication(s string) {
 		return
 	}
 	l.mu.Lock()
-	gap := l.epoch != "" && (p.epoch != l.epoch || p.Offset != l.last+1)
-	if l.epoch == p.epoch && p.Offset <= l.last {
-		l.mu.Unlock()
-		return // already delivered (cannot happen with one subscription)
+	defer l.mu.Unlock()
+	if it.gen != b.gen.Load() {
+		return // lost meanwhile (see work); checked again under the lock resetAll takes
+	}
+	if l.epoch != "" && (p.epoch != l.epoch || p.Offset != l.last+1) && b.o.OnGap != nil {
+		// Before this publication is delivered: the subscribers' last
+		// offset stays before the gap, so their recovery sees it.
+		b.o.OnGap(channel)
 	}
 	n := 0
 	if b.o.Deliver != nil {
@@ -662,10 +751,6 @@ func (b *Broker) onPublication(s string) {
 			q.Origin = ""
 			pj.buf = append(pj.buf, q)
 		}
-	}
-	l.mu.Unlock()
-	if gap && b.o.OnGap != nil {
-		b.o.OnGap(channel)
 	}
 }
 
@@ -697,9 +782,27 @@ func (b *Broker) Notify(kind byte, payload string) error {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	if err := b.rdb.Publish(ctx, b.pubsub, "n"+field(b.node)+string(kind)+payload).Err(); err != nil {
-		return unavailable(err)
+		return failed(err)
 	}
 	return nil
+}
+
+// readSalt reads the Redis instance's run id into the epoch salt.
+func (b *Broker) readSalt(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.o.Timeout)
+	defer cancel()
+	info, err := b.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return err
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok && len(id) >= 8 {
+			salt := "-" + id[:8]
+			b.salt.Store(&salt)
+			return nil
+		}
+	}
+	return errors.New("INFO server has no run_id")
 }
 
 // Sweep forgets local state of channels idle for idle with no publish or

@@ -31,9 +31,8 @@ func TestMain(m *testing.M) {
 // subscription is live.
 func start(t *testing.T, o Options) *Broker {
 	t.Helper()
-	if o.Client == nil {
-		o.Client = srv.Client()
-		t.Cleanup(func() { o.Client.Close() })
+	if o.Redis == nil {
+		o.Redis = srv.Options()
 	}
 	b := New(o)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -258,9 +257,7 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := own.Client()
-	defer c.Close()
-	b := start(t, Options{Client: c, Timeout: time.Second})
+	b := start(t, Options{Redis: own.Options(), Timeout: time.Second})
 	own.Stop()
 	for deadline := time.Now().Add(5 * time.Second); b.Live(); {
 		if time.Now().After(deadline) {

@@ -9,7 +9,9 @@ import "github.com/redis/go-redis/v9"
 //	                  was made (µs), t history TTL (ms) of the last publish
 //	P:h:CHANNEL       list: retained publications, oldest first, each
 //	                  "TIME_US:OFFSET:BODY"
-//	P:i:CHANNEL:KEY   string: the offset an idempotency key published
+//	P:i:LEN:CHANNEL KEY   string: "EPOCH:OFFSET" an idempotency key published
+//	                  (the channel framed by its length, so that no channel
+//	                  and key pair can spell another's)
 //
 // The meta hash and the history list always expire together, so a history
 // never outlives its epoch or the other way round.
@@ -59,7 +61,8 @@ end
 // publishScript publishes one publication.
 //
 //	KEYS: meta, history, idempotency key (meta again when none)
-//	ARGV: new epoch, stream TTL ms, history size, history TTL ms,
+//	ARGV: new epoch, stream TTL ms (at least the history TTL and the
+//	      idempotency window), history size, history TTL ms,
 //	      idempotency window ms (0: none), pub/sub channel, channel, origin, body
 //
 // Returns {duplicate (0/1), offset, epoch, time µs}.
@@ -67,9 +70,14 @@ var publishScript = redis.NewScript(luaCommon + `
 local size, ttl, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if window > 0 then
   local prev = redis.call('GET', KEYS[3])
-  if prev then return {1, prev, epoch, nows} end
+  if prev then
+    -- A key from an older epoch of the channel is not a duplicate in this one.
+    local pe, po = string.match(prev, '^(.*):(%d+)$')
+    if pe == epoch then return {1, po, epoch, nows} end
+  end
 end
-local off = redis.call('HINCRBY', meta, 'o', 1)
+-- Lua 5.1 writes a number with %.14g (1e+14); %d keeps every digit.
+local off = string.format('%d', redis.call('HINCRBY', meta, 'o', 1))
 redis.call('HSET', meta, 't', ttl)
 trim(ttl)
 if size > 0 then
@@ -81,10 +89,10 @@ if size > 0 then
 else
   redis.call('HSET', meta, 'l', nows)
 end
-if window > 0 then redis.call('SET', KEYS[3], off, 'PX', window) end
+if window > 0 then redis.call('SET', KEYS[3], epoch .. ':' .. off, 'PX', window) end
 keep(ttl)
 redis.call('PUBLISH', ARGV[6], 'p' .. field(ARGV[7]) .. field(epoch) .. field(off) .. field(nows) .. field(ARGV[8]) .. ARGV[9])
-return {0, tostring(off), epoch, nows}
+return {0, off, epoch, nows}
 `)
 
 // readScript reads a channel's position and, when asked, its history; for

@@ -7,12 +7,11 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 )
 
-// Idempotency keys are stored at PREFIX:i:CHANNEL:KEY. Channel names may
-// contain ':' (protocol.ValidChannel, namespaces "news:…"), and keys are any
-// bytes, so channel "a" with key "b:c" and channel "a:b" with key "c" share
-// one Redis key: a publish on one channel is swallowed as a "duplicate" of a
-// publish on another channel (and reports that other channel's offset).
-func TestAuditIdempotencyKeyCollidesAcrossChannels(t *testing.T) {
+// Idempotency keys belong to their channel, whatever ':' the channel name
+// and the key hold: channel "a" with key "b:c" and channel "a:b" with key
+// "c" are two publications (the key's Redis name frames the channel by its
+// length).
+func TestIdempotencyKeysPerChannel(t *testing.T) {
 	b := start(t, Options{Prefix: srv.Prefix()})
 	o := func(key string) broker.PublishOptions {
 		return broker.PublishOptions{IdempotencyKey: key, IdempotencyWindow: time.Minute}

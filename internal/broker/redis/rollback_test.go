@@ -35,19 +35,19 @@ func persistentRedis(t *testing.T, dir string) *exec.Cmd {
 
 // When Redis comes back with older data than it had (a restart from its
 // last RDB snapshot or an AOF fsynced every second, a failover to a replica
-// that had not caught up), the channel keeps its epoch and the offsets it
-// had lost are handed out again to new publications. A subscriber that saw
-// the old offsets 3..5 and recovers once the stream is past them gets
-// recovered:true and silently misses the new publications 3..5 — the epoch
-// is only renewed when the meta hash is missing (scripts.go:34-39), and a
-// lost subscription only resets the node's local view (redis.go:537-561).
-func TestAuditRedisRollbackRecoversOverAGap(t *testing.T) {
+// that had not caught up), the channel's stored epoch is the old one and
+// lost offsets are handed out again. The epochs the broker reports carry the
+// Redis instance's run id, which a restarted Redis does not share: a
+// subscriber that saw the old offsets 3..5 recovers with recovered:false,
+// not recovered:true over the new 3..5.
+func TestRedisRollbackIsANewEpoch(t *testing.T) {
 	dir := t.TempDir()
 	rs := persistentRedis(t, dir)
 	defer func() { _ = rs.Process.Kill(); _ = rs.Wait() }()
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: filepath.Join(dir, "redis.sock")})
+	cOpts := &redis.Options{Network: "unix", Addr: filepath.Join(dir, "redis.sock")}
+	b := start(t, Options{Redis: cOpts, Prefix: "rb"})
+	c := redis.NewClient(cOpts)
 	defer c.Close()
-	b := start(t, Options{Client: c, Prefix: "rb"})
 	ctx := context.Background()
 	ho := broker.PublishOptions{History: broker.HistoryOptions{Size: 100}}
 	pub := func(data string) broker.PublishResult {

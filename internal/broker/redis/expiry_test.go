@@ -1,0 +1,51 @@
+package redisbroker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+// An idempotency key that outlives its channel's stream (StreamTTL shorter
+// than the window, or the meta hash evicted) belongs to the old epoch: a
+// publish with it in the new stream is a new publication, and the stream's
+// keys get their TTL as after any publish.
+func TestIdempotencyKeyOutlivingItsStream(t *testing.T) {
+	prefix := srv.Prefix()
+	b := start(t, Options{Prefix: prefix, StreamTTL: 100 * time.Millisecond})
+	o := broker.PublishOptions{IdempotencyKey: "k", IdempotencyWindow: time.Minute}
+	for i := 0; i < 2; i++ {
+		if _, err := b.Publish("e", broker.Publication{}, broker.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := b.Publish("e", broker.Publication{}, o)
+	if err != nil || first.Offset != 3 {
+		t.Fatalf("first publish: %+v %v", first, err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	// The stream's keys live as long as the key's window at least...
+	if ttl := c.PTTL(ctx, prefix+":m:e").Val(); ttl < 30*time.Second {
+		t.Fatalf("meta hash PTTL %v, want the idempotency window's minute", ttl)
+	}
+	// ...but Redis may still lose them (eviction, a restart): the key is
+	// then from an older epoch.
+	c.Del(ctx, prefix+":m:e", prefix+":h:e")
+	again, err := b.Publish("e", broker.Publication{}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Duplicate || again.Offset != 1 || again.Epoch == first.Epoch {
+		t.Fatalf("publish with the key of a lost stream: %+v, want a new publication, offset 1 of a new epoch", again)
+	}
+	if ttl := c.PTTL(ctx, prefix+":m:e").Val(); ttl < 0 {
+		t.Fatalf("meta hash PTTL %v: it never expires", ttl)
+	}
+	if dup, err := b.Publish("e", broker.Publication{}, o); err != nil || !dup.Duplicate || dup.Offset != 1 || dup.Epoch != again.Epoch {
+		t.Fatalf("the key again in the new epoch: %+v %v, want the duplicate of offset 1", dup, err)
+	}
+}
