@@ -223,11 +223,20 @@ func TestSubscriptionLossIsAGap(t *testing.T) {
 }
 
 // An offset skipped on the way (here: published straight into Redis by
-// someone who is not a node) is a gap on the channel.
+// someone who is not a node) is a gap on the channel, reported before the
+// publication after it is delivered: the subscribers closed for it keep a
+// last offset from before the gap, so their recovery sees it.
 func TestOffsetGapIsReported(t *testing.T) {
-	gaps := make(chan string, 10)
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}
 	prefix := srv.Prefix()
-	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { gaps <- ch }})
+	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { note("gap " + ch) },
+		Deliver: func(ch string, p *broker.Publication) int { note(fmt.Sprint(ch, " ", p.Offset)); return 1 }})
 	if err := b.Subscribe("og", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -240,13 +249,53 @@ func TestOffsetGapIsReported(t *testing.T) {
 	if _, err := b.Publish("og", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := fmt.Sprint(events); got != "[og 1 gap og og 3]" {
+		t.Fatalf("events %s, want [og 1 gap og og 3]", got)
+	}
+}
+
+// A join that finds the channel's stream made again (its keys expired or
+// lost under subscribers of the old epoch) reports a gap for those, and the
+// new subscriber starts in the new epoch.
+func TestJoinIntoANewStream(t *testing.T) {
+	gaps := make(chan string, 10)
+	prefix := srv.Prefix()
+	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { gaps <- ch }})
+	if err := b.Subscribe("ns", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	old, err := b.Publish("ns", broker.Publication{}, broker.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	c.Del(context.Background(), prefix+":m:ns", prefix+":h:ns")
+	var got broker.Recovery
+	if err := b.Subscribe("ns", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got.Position.Epoch == old.Epoch || got.Position.Offset != 0 {
+		t.Fatalf("joined at %+v, want offset 0 of a new epoch", got.Position)
+	}
 	select {
 	case ch := <-gaps:
-		if ch != "og" {
+		if ch != "ns" {
 			t.Fatalf("gap on %q", ch)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no gap reported")
+	default:
+		t.Fatal("the old epoch's subscribers were not told")
+	}
+	// The next publication is no gap for the new subscriber.
+	if _, err := b.Publish("ns", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-gaps:
+		t.Fatalf("a gap on %q after the join into the new stream", ch)
+	case <-time.After(50 * time.Millisecond):
 	}
 }
 
