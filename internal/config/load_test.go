@@ -750,3 +750,31 @@ func TestBrokerSettings(t *testing.T) {
 		}
 	}
 }
+
+// A redis-url that net/url cannot parse still must not show its password:
+// the README promises it never appears in help or logs, and the startup
+// error is printed to stderr (and collected with the logs). Passwords with
+// '%' or a space are common; Validate redacts the URL itself to
+// "(malformed)" but then appends redis.ParseURL's error, which quotes the
+// whole URL.
+func TestRedisURLErrorHidesPassword(t *testing.T) {
+	for _, u := range []string{
+		"redis://:s3cr%t-pw@10.0.0.1:6379/0",       // '%' not percent-encoded
+		"redis://:s3cr t-pw@10.0.0.1:6379/0",       // a space
+		"redis://:s3crt-pw@10.0.0.1:port/0",        // a typo in the port
+		"rediss://app:s3crt-pw@redis.internal:x/0", // the same over TLS
+	} {
+		c, err := Load([]string{"--addr", "127.0.0.1:1", "--insecure-query-auth", "--broker", "redis", "--redis-url", u},
+			func(string) string { return "" }, io.Discard)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}
