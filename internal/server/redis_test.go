@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,5 +251,33 @@ func TestRedisIdempotencyKeysPerChannel(t *testing.T) {
 	}
 	if m := bob.expect("message"); m["data"] != "y" {
 		t.Fatalf("bob got %v", m)
+	}
+}
+
+// A broadcast publishes channel by channel and stops at the first failure;
+// when that failure is the broker's, the answer is 503 "unavailable" with
+// "nothing was done, retry" although the channels before it were published
+// and delivered: a retry (broadcast takes no idempotencyKey) publishes them
+// twice. Here the second channel's publish fails because its meta key holds
+// another type; Redis running out of memory (maxmemory, noeviction) or
+// going away between two channels fails it the same way.
+func TestRedisBroadcastPartlyDoneIsNotNothingDone(t *testing.T) {
+	rs := sharedRedis(t)
+	prefix := rs.Prefix()
+	a := startNode(t, rs, prefix)
+	alice := a.dial("alice", "42")
+	alice.subscribe("org:42")
+	rc := rs.Client()
+	defer rc.Close()
+	if err := rc.Set(context.Background(), prefix+":m:org:43", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st, body := a.api("POST", "/api/broadcast", testAPIKey, `{"channels":["org:42","org:43"],"data":"once"}`)
+	m, err := alice.readWithin(2 * time.Second)
+	if err != nil || m["data"] != "once" {
+		t.Fatalf("org:42 was not published: %v %v (answer %d %v)", m, err, st, body)
+	}
+	if msg, _ := body["message"].(string); strings.Contains(msg, "nothing was done") {
+		t.Errorf("broadcast published org:42 (delivered to alice) but answered %d %v", st, body)
 	}
 }
