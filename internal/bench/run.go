@@ -27,7 +27,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	genCPU0 := selfCPU()
 	r := &Report{
 		Scenario:       cfg.Scenario,
-		Target:         strings.Join(cfg.urls(), ","),
+		Target:         targets(cfg),
 		Workers:        cfg.Workers,
 		Reader:         cfg.reader(),
 		SubscribeInURL: cfg.SubscribeInURL,
@@ -379,6 +379,16 @@ func sourceIPs(t target) []string {
 		ips[k] = net.IPv4(127, 0, 0, byte(1+k)).String()
 	}
 	return ips
+}
+
+// targets is the report's target: the WebSocket URL of each node.
+func targets(cfg Config) string {
+	var out []string
+	for _, u := range cfg.urls() {
+		t, _ := parseTarget(u, "")
+		out = append(out, t.wsURL)
+	}
+	return strings.Join(out, ",")
 }
 
 // startFleets creates the in-process fleet, or starts the worker processes,

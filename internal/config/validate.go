@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 
@@ -66,10 +67,14 @@ func (c *Config) Validate() error {
 	case "memory":
 	case "redis":
 		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) { // it quotes the URL, password and all
+				err = errors.New("not a URL (percent-encode special characters in the password)")
+			}
 			return fmt.Errorf("invalid redis-url %q: %v", RedactURL(c.RedisURL), err)
 		}
-		if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " \t\r\n") {
-			return fmt.Errorf("invalid redis-prefix %q: want a non-empty word without spaces", c.RedisPrefix)
+		if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, ": \t\r\n") {
+			return fmt.Errorf("invalid redis-prefix %q: want a non-empty word without spaces or ':' (prefixes a and a:m would share keys)", c.RedisPrefix)
 		}
 	default:
 		return fmt.Errorf("invalid broker %q: want memory or redis", c.Broker)

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -220,16 +221,27 @@ func (s *Server) broadcast(chs []string, data json.RawMessage, event string) (in
 			return 0, err
 		}
 	}
-	total := 0
+	total, done := 0, 0
 	for i, ch := range chs {
 		if slices.Contains(chs[:i], ch) {
 			continue // a channel listed twice is published to once
 		}
 		res, err := s.publish(publishRequest{Channel: ch, Data: data, Event: event})
+		var ae *apiError
+		if err != nil && done > 0 && errors.As(err, &ae) {
+			// Not "nothing was done": a retry publishes these again.
+			what := fmt.Sprintf("%q and the channels after it were not published: %s", ch, ae.code)
+			if errors.Is(err, broker.ErrOutcomeUnknown) {
+				what = fmt.Sprintf("the broker did not answer for %q (it may have been published), and the channels after it were not published", ch)
+			}
+			return total, &apiError{status: ae.status, code: ae.code, msg: fmt.Sprintf(
+				"published to the first %d channels listed (up to %q); %s", done, chs[i-1], what)}
+		}
 		if err != nil {
 			return total, err
 		}
 		total += res.Delivered
+		done++
 	}
 	return total, nil
 }
@@ -294,10 +306,17 @@ func (s *Server) disconnect(req disconnectRequest) (int, error) {
 	case req.UserID != "" && req.ClientID != "":
 		return 0, badRequest(protocol.CodeBadRequest, `give "userId" or "clientId", not both`)
 	case req.UserID != "" || req.ClientID != "":
+		// This node's connections first, Redis or not: cutting a user off
+		// must not wait for the broker.
+		n := s.disconnectLocal(req.UserID, req.ClientID)
 		if err := s.tellNodes(noteDisconnect, nodeNote{User: req.UserID, Client: req.ClientID}); err != nil {
-			return 0, err
+			var ae *apiError
+			if errors.As(err, &ae) {
+				return n, &apiError{status: ae.status, code: ae.code, msg: fmt.Sprintf("disconnected %d connection(s) on this node; the other nodes were not told: %s", n, ae.msg)}
+			}
+			return n, err
 		}
-		return s.disconnectLocal(req.UserID, req.ClientID), nil
+		return n, nil
 	}
 	return 0, badRequest(protocol.CodeBadRequest, `"userId" or "clientId" is required`)
 }

@@ -112,13 +112,16 @@ func (s *Server) brokerErr(op string, err error) error {
 	s.unavailable.note(1, func(count int64) {
 		s.log.Warn("broker unavailable: operations refused", "op", op, "err", err, "refused", count)
 	})
-	return unavailableError{err}
+	return unavailableError{err: err, op: op}
 }
 
 // unavailableError is a broker that cannot be reached, as its callers
 // answer it: an error frame with code "unavailable" to a client, HTTP 503 to
 // an API caller.
-type unavailableError struct{ err error }
+type unavailableError struct {
+	err error
+	op  string // publish, subscribe, history, notify
+}
 
 func (e unavailableError) Error() string { return e.err.Error() }
 func (e unavailableError) Unwrap() error { return e.err }
@@ -126,7 +129,10 @@ func (e unavailableError) Unwrap() error { return e.err }
 // message says whether anything may have been done.
 func (e unavailableError) message() string {
 	if errors.Is(e.err, broker.ErrOutcomeUnknown) {
-		return "broker did not answer in time: it may have been done; retry with an idempotencyKey to publish at most once"
+		if e.op == "publish" {
+			return "broker did not answer in time: the publication may have been made; retry with an idempotencyKey to publish at most once"
+		}
+		return "broker did not answer in time: it may have been done"
 	}
 	return "broker unavailable; nothing was done, retry"
 }

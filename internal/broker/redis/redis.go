@@ -434,6 +434,9 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 
 // History returns retained publications and the current position.
 func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+	if !b.live.Load() { // as Publish and Subscribe: at once, not after dialling a Redis that is gone
+		return nil, broker.Position{}, broker.ErrUnavailable
+	}
 	ctx, cancel := b.ctx()
 	defer cancel()
 	st, err := b.read(ctx, channel, broker.HistoryOptions{}, true, "")
