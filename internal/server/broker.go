@@ -14,6 +14,7 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/broker/memory"
 	redisbroker "github.com/herald-rt/herald/internal/broker/redis"
+	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/protocol"
 )
 
@@ -24,8 +25,8 @@ func (s *Server) setupBroker() error {
 	switch s.cfg.Broker {
 	case "redis":
 		opts, err := redis.ParseURL(s.cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("redis-url: %w", err)
+		if err != nil { // config.Validate says why; this error must not quote the password
+			return fmt.Errorf("invalid redis-url %s", config.RedactURL(s.cfg.RedisURL))
 		}
 		s.redisbrk = redisbroker.New(redisbroker.Options{
 			Redis:    opts,
