@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -238,55 +239,96 @@ func Run(t *testing.T, f Factory) {
 	// Publishers racing a recovering subscriber: the replay plus the live
 	// deliveries after the join must be every offset exactly once, in order.
 	t.Run("JoinRacesPublishers", func(t *testing.T) {
-		var mu sync.Mutex
-		joined := false
-		var seen []uint64
-		b := f(t, func(ch string, p *broker.Publication) int {
-			mu.Lock()
-			defer mu.Unlock()
-			if joined {
-				seen = append(seen, p.Offset)
-			}
-			return 1
-		})
-		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
-		first, _ := b.Publish("race", broker.Publication{}, opts)
-		var wg sync.WaitGroup
-		for w := 0; w < 4; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < 500; i++ {
-					_, _ = b.Publish("race", broker.Publication{}, opts)
-				}
-			}()
-		}
-		time.Sleep(time.Millisecond)
-		err := b.Subscribe("race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !r.Recovered {
-				return fmt.Errorf("not recovered")
-			}
-			seen = append(seen, offsets(r.Publications)...)
-			joined = true
-			return nil
-		})
-		wg.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if len(seen) != 2000 {
-			t.Fatalf("saw %d offsets, want 2000", len(seen))
-		}
-		for i, o := range seen {
-			if o != first.Offset+uint64(i)+1 {
-				t.Fatalf("position %d has offset %d, want %d", i, o, first.Offset+uint64(i)+1)
-			}
-		}
+		var r JoinRecorder
+		b := f(t, r.Deliver)
+		JoinRace(t, b, b, &r)
 	})
+}
+
+// JoinRecorder collects what a recovering subscriber sees: its replay, then
+// what is delivered after its join. Its Deliver is the subscribing broker's
+// DeliverFunc.
+type JoinRecorder struct {
+	mu     sync.Mutex
+	joined bool
+	seen   []uint64
+}
+
+// Deliver records a delivery made after the join.
+func (r *JoinRecorder) Deliver(ch string, p *broker.Publication) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.joined {
+		r.seen = append(r.seen, p.Offset)
+	}
+	return 1
+}
+
+// JoinRace publishes 2000 publications through pub from four goroutines and,
+// once some are out, subscribes through sub with since the first: the
+// replay plus the deliveries after the join (recorded by r, sub's
+// DeliverFunc) must be every offset after since exactly once, in order. pub
+// and sub are one broker, or two nodes of one cluster; deliveries that
+// reach sub later than its publisher's answer are awaited for up to 5s.
+func JoinRace(t *testing.T, pub, sub Broker, r *JoinRecorder) {
+	t.Helper()
+	const workers, each = 4, 500
+	opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
+	first, err := pub.Publish("race", broker.Publication{}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var published atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if _, err := pub.Publish("race", broker.Publication{}, opts); err != nil {
+					t.Error(err)
+					return
+				}
+				published.Add(1)
+			}
+		}()
+	}
+	for published.Load() < 50 && !t.Failed() { // join in the middle of the race
+		time.Sleep(50 * time.Microsecond)
+	}
+	err = sub.Subscribe("race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(rec broker.Recovery) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !rec.Recovered {
+			return fmt.Errorf("not recovered")
+		}
+		r.seen = append(r.seen, offsets(rec.Publications)...)
+		r.joined = true
+		return nil
+	})
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := workers * each
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		r.mu.Lock()
+		n := len(r.seen)
+		r.mu.Unlock()
+		if n >= want || time.Now().After(deadline) {
+			break
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.seen) != want {
+		t.Fatalf("saw %d offsets, want %d", len(r.seen), want)
+	}
+	for i, o := range r.seen {
+		if o != first.Offset+uint64(i)+1 {
+			t.Fatalf("position %d has offset %d, want %d", i, o, first.Offset+uint64(i)+1)
+		}
+	}
 }
 
 func offsets(ps []broker.Publication) []uint64 {

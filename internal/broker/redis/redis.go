@@ -829,14 +829,3 @@ func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 		sh.mu.Unlock()
 	}
 }
-
-// Locals returns how many channels this node keeps local state for.
-func (b *Broker) Locals() int {
-	n := 0
-	for i := range b.shards {
-		b.shards[i].mu.Lock()
-		n += len(b.shards[i].locals)
-		b.shards[i].mu.Unlock()
-	}
-	return n
-}

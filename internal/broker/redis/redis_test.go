@@ -108,73 +108,10 @@ func TestTwoNodes(t *testing.T) {
 // order.
 func TestJoinOnOtherNodeRacesPublishers(t *testing.T) {
 	prefix := srv.Prefix()
-	var mu sync.Mutex
-	joined := false
-	var seen []uint64
+	var r brokertest.JoinRecorder
 	pub := start(t, Options{Prefix: prefix})
-	sub := start(t, Options{Prefix: prefix, Deliver: func(ch string, p *broker.Publication) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if joined {
-			seen = append(seen, p.Offset)
-		}
-		return 1
-	}})
-	opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
-	first, err := pub.Publish("race", broker.Publication{}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 500; i++ {
-				if _, err := pub.Publish("race", broker.Publication{}, opts); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	time.Sleep(20 * time.Millisecond)
-	err = sub.Subscribe("race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if !r.Recovered {
-			return fmt.Errorf("not recovered")
-		}
-		for _, p := range r.Publications {
-			seen = append(seen, p.Offset)
-		}
-		joined = true
-		return nil
-	})
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(seen)
-		mu.Unlock()
-		if n >= 2000 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 2000 {
-		t.Fatalf("saw %d offsets, want 2000", len(seen))
-	}
-	for i, o := range seen {
-		if o != first.Offset+uint64(i)+1 {
-			t.Fatalf("position %d has offset %d, want %d", i, o, first.Offset+uint64(i)+1)
-		}
-	}
+	sub := start(t, Options{Prefix: prefix, Deliver: r.Deliver})
+	brokertest.JoinRace(t, pub, sub, &r)
 }
 
 // Losing the pub/sub connection is a gap on every channel with local
