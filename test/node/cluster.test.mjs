@@ -8,8 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
-import WebSocket from 'ws';
+import { freePort, connect } from './helpers.mjs';
 
 const BIN = process.env.HERALD_BIN;
 const API_KEY = 'node-cluster-api-key-0123456789';
@@ -17,17 +16,6 @@ const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-'));
 const sock = join(dir, 'redis.sock');
 let redis;
 const nodes = [];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 async function healthy(base, want = 200) {
   const deadline = Date.now() + 10000;
@@ -63,28 +51,6 @@ after(async () => {
   if (redis.exitCode === null) redis.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
-
-function connect(base, query) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${base}/ws?${query}`);
-    const frames = [];
-    const waiters = [];
-    ws.on('message', (data) => {
-      const msg = JSON.parse(data.toString());
-      const w = waiters.shift();
-      if (w) w(msg); else frames.push(msg);
-    });
-    const next = (ms = 5000) => new Promise((res, rej) => {
-      if (frames.length) return res(frames.shift());
-      const t = setTimeout(() => rej(new Error('timed out waiting for a frame')), ms);
-      waiters.push((m) => { clearTimeout(t); res(m); });
-    });
-    const send = (obj) => ws.send(JSON.stringify(obj));
-    const closed = new Promise((res) => ws.on('close', (code) => res(code)));
-    ws.on('open', () => resolve({ ws, next, send, closed }));
-    ws.on('error', reject);
-  });
-}
 
 async function publish(base, channel, data) {
   const r = await fetch(`http://${base}/api/publish`, {

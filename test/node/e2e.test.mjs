@@ -3,25 +3,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import net from 'node:net';
 import WebSocket from 'ws';
+import { freePort, connect as connectTo } from './helpers.mjs';
 
 const BIN = process.env.HERALD_BIN;
 const SECRET = 'node-e2e-secret-0123456789';
 const API_KEY = 'node-e2e-api-key-0123456789';
 let proc;
 let base;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 before(async () => {
   assert.ok(BIN, 'HERALD_BIN must point at the herald binary');
@@ -52,30 +41,8 @@ function mint(user, org) {
   return execFileSync(BIN, args).toString().trim();
 }
 
-// connect opens a socket and resolves with a reader that hands out frames in order.
-function connect(query) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${base}/ws?${query}`);
-    const frames = [];
-    const waiters = [];
-    ws.on('message', (data, isBinary) => {
-      assert.equal(isBinary, false);
-      const msg = JSON.parse(data.toString()); // one JSON object per frame
-      const w = waiters.shift();
-      if (w) w(msg); else frames.push(msg);
-    });
-    const next = (ms = 5000) => new Promise((res, rej) => {
-      if (frames.length) return res(frames.shift());
-      const t = setTimeout(() => rej(new Error('timed out waiting for a frame')), ms);
-      waiters.push((m) => { clearTimeout(t); res(m); });
-    });
-    const send = (obj) => ws.send(JSON.stringify(obj));
-    const closed = new Promise((res) => ws.on('close', (code) => res(code)));
-    ws.on('open', () => resolve({ ws, next, send, closed }));
-    ws.on('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-    ws.on('error', reject);
-  });
-}
+// connect opens a socket to this file's herald.
+const connect = (query) => connectTo(base, query);
 
 test('seed wscat session: insecure query auth, subscribe, ping', async () => {
   const c = await connect('userId=test&role=member');
