@@ -1,16 +1,21 @@
 // Package redisbroker is herald's broker for several nodes: offsets, epochs,
-// history and idempotency keys live in Redis, and every publication reaches
-// every node through one Redis pub/sub channel, in the order Redis accepted
-// them.
+// history and idempotency keys live in Redis, and each channel's
+// publications reach the nodes that have subscribers on it through that
+// channel's own Redis pub/sub channel, in the order Redis accepted them. A
+// node listens to a channel from its first join there until the channel has
+// been idle (no local subscriber, publish or join) for the sweep's idle time,
+// so a node does no work for channels no one on it follows.
 //
 // Each publish and each join is one Lua script, so Redis orders them all on
 // one timeline. A join's script reads the channel's position and publishes a
 // marker in the same atomic step; the node joins its subscriber when the
-// marker comes through the pub/sub stream, which is exactly after the last
-// publication the position counts. Publications that arrive between the
-// marker and the script's reply are buffered and handed to the join. So, as
-// with the in-memory broker, nothing is lost or repeated between a replay
-// and the live stream.
+// marker comes through the channel's pub/sub stream, which is exactly after
+// the last publication the position counts. (The node subscribes to that
+// stream, and waits for Redis to confirm it, before the script runs; the
+// marker coming through proves the subscription was in place.) Publications
+// that arrive between the marker and the script's reply are buffered and
+// handed to the join. So, as with the in-memory broker, nothing is lost or
+// repeated between a replay and the live stream.
 //
 // Each node watches the offsets it receives per channel that has local
 // state. A gap (an offset skipped, an epoch changed) or a lost pub/sub
@@ -49,11 +54,11 @@ type Options struct {
 	// script retried after a late answer would publish twice) and context
 	// deadlines honoured (Timeout bounds every call).
 	Redis *redis.Options
-	// Prefix starts every key and the pub/sub channel, so that several
-	// herald clusters can share one Redis. Default "herald".
+	// Prefix starts every key and pub/sub channel, so that several herald
+	// clusters can share one Redis. Default "herald".
 	Prefix string
-	// Deliver receives every publication of every channel, on every node, in
-	// offset order per channel. Required.
+	// Deliver receives every publication of every channel this node listens
+	// to (see the package comment), in offset order per channel. Required.
 	Deliver broker.DeliverFunc
 	// OnGap is told that local subscribers of a channel missed publications
 	// (an offset skipped, an epoch changed, or the pub/sub connection lost),
@@ -85,7 +90,11 @@ type Options struct {
 type Broker struct {
 	o      Options
 	rdb    *redis.Client
-	pubsub string // the pub/sub channel every node listens on
+	ps     *redis.PubSub // the one connection for every pub/sub channel
+	pubsub string        // the pub/sub channel of notifications, which every node listens on
+	// subMu orders the subscribe and unsubscribe commands of channels
+	// between joins and Sweep (see listen and Sweep).
+	subMu  sync.Mutex
 	node   string // this node's id, in join markers
 	seed   maphash.Seed
 	shards [numShards]shard
@@ -117,12 +126,25 @@ type local struct {
 	// counts remembers the newest deliveries' counts for publishers on this
 	// node (made by the first of them: a channel only subscribed here, such
 	// as a user's own, costs no more than the fields above).
-	counts  *[32]delivered
+	counts *[32]delivered
+	// sub is where this node's subscription to the channel's pub/sub stream
+	// stands; subDone is closed when Redis confirms it (subAsked to
+	// subLive).
+	sub     subState
+	subDone chan struct{}
 	waiters []*waiter
 	joins   map[string]*pendingJoin // made by the first join
 	pins    int                     // publishes and joins in progress
 	touched time.Time
 }
+
+type subState uint8
+
+const (
+	subNone  subState = iota // not subscribed
+	subAsked                 // SUBSCRIBE sent (or to be sent again by go-redis on reconnecting), not confirmed
+	subLive                  // confirmed on the current pub/sub connection
+)
 
 // delivered records how many local connections a publication reached, for
 // its publisher's result.
@@ -174,6 +196,7 @@ func New(o Options) *Broker {
 	ro.MaxRetries = -1
 	ro.ContextTimeoutEnabled = true
 	b := &Broker{o: o, rdb: redis.NewClient(&ro), pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
+	b.ps = b.rdb.Subscribe(context.Background()) // no channels yet: connects on the first Subscribe
 	for i := range b.shards {
 		b.shards[i].locals = make(map[string]*local)
 	}
@@ -196,6 +219,10 @@ func newEpoch() string {
 func (b *Broker) Live() bool { return b.live.Load() }
 
 func (b *Broker) key(kind, channel string) string { return b.o.Prefix + ":" + kind + ":" + channel }
+
+// stream is the pub/sub channel of a channel's publications and join
+// markers.
+func (b *Broker) stream(channel string) string { return b.key("c", channel) }
 
 // acquire returns the channel's local state, made if needed, pinned so
 // that Sweep keeps it; release unpins it.
@@ -247,7 +274,10 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	l := b.acquire(channel)
 	defer b.release(l)
 	l.mu.Lock()
-	if l.counts == nil {
+	// Not listening: nothing comes back to count, and nobody here could be
+	// delivered to (a local subscriber's join made the node listen).
+	listening := l.sub == subLive
+	if listening && l.counts == nil {
 		l.counts = new([32]delivered)
 	}
 	l.mu.Unlock()
@@ -261,7 +291,7 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	defer cancel()
 	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem},
 		newEpoch(), max(b.streamTTL(o.History), window), o.History.Size, o.History.TTL.Milliseconds(), window,
-		b.pubsub, channel, p.Origin, encodeBody(&p)).Slice()
+		b.stream(channel), channel, p.Origin, encodeBody(&p)).Slice()
 	if err != nil {
 		return broker.PublishResult{}, failed(err)
 	}
@@ -272,6 +302,9 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	pos := broker.Position{Offset: off, Epoch: str(r[2]) + *salt}
 	if n, _ := r[0].(int64); n == 1 {
 		return broker.PublishResult{Position: pos, Duplicate: true}, nil
+	}
+	if !listening {
+		return broker.PublishResult{Position: pos}, nil
 	}
 	return broker.PublishResult{Position: pos, Delivered: b.awaitDelivery(ctx, l, pos, gen)}, nil
 }
@@ -399,6 +432,9 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 	}()
 	ctx, cancel := b.ctx()
 	defer cancel()
+	if err := b.listen(ctx, l); err != nil {
+		return err
+	}
 	st, err := b.read(ctx, channel, o.History, o.Since != nil, "j"+field(channel)+field(id))
 	if err != nil {
 		return err
@@ -432,6 +468,58 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 	return join(rec)
 }
 
+// listen makes sure this node is subscribed to the channel's pub/sub
+// stream, and waits until Redis has confirmed it: only then can a join's
+// marker come back. l must be pinned (acquire), so that Sweep keeps it.
+func (b *Broker) listen(ctx context.Context, l *local) error {
+	l.mu.Lock()
+	state, done := l.sub, l.subDone
+	if state == subNone {
+		l.sub, l.subDone = subAsked, make(chan struct{})
+		done = l.subDone
+	}
+	l.mu.Unlock()
+	switch state {
+	case subLive:
+		return nil
+	case subNone:
+		// Under subMu, so that this SUBSCRIBE goes after the UNSUBSCRIBE of a
+		// local state Sweep dropped for the same channel (see Sweep).
+		b.subMu.Lock()
+		err := b.ps.Subscribe(ctx, b.stream(l.name))
+		b.subMu.Unlock()
+		if err != nil {
+			// The state stays asked: go-redis keeps the channel and subscribes
+			// to it again when it reconnects; that confirmation settles it.
+			return unavailable(err)
+		}
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return unavailable(errors.New("redis did not confirm the channel's subscription"))
+	}
+}
+
+// confirmed settles a channel's subscription that Redis confirmed.
+func (b *Broker) confirmed(stream string) {
+	name, ok := strings.CutPrefix(stream, b.stream(""))
+	if !ok {
+		return
+	}
+	l := b.lookup(name)
+	if l == nil {
+		return // dropped by Sweep since, and unsubscribed
+	}
+	l.mu.Lock()
+	if l.sub == subAsked {
+		l.sub = subLive
+		close(l.subDone)
+	}
+	l.mu.Unlock()
+}
+
 // History returns retained publications and the current position.
 func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
 	if !b.live.Load() { // as Publish and Subscribe: at once, not after dialling a Redis that is gone
@@ -460,7 +548,7 @@ func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Public
 func (b *Broker) read(ctx context.Context, channel string, h broker.HistoryOptions, items bool, marker string) (broker.Stream, error) {
 	ch := ""
 	if marker != "" {
-		ch = b.pubsub
+		ch = b.stream(channel)
 	}
 	want := "0"
 	if items {
@@ -540,7 +628,7 @@ func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(
 const pingEvery = 5 * time.Second
 
 func (b *Broker) receive(ctx context.Context) {
-	ps := b.rdb.Subscribe(ctx)
+	ps := b.ps
 	// A read blocked on the connection does not see ctx: closing it does.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer func() {
@@ -572,6 +660,12 @@ func (b *Broker) receive(ctx context.Context) {
 			pinged = false
 			switch m := msg.(type) {
 			case *redis.Subscription:
+				if m.Channel != b.pubsub {
+					if m.Kind == "subscribe" {
+						b.confirmed(m.Channel)
+					}
+					continue
+				}
 				if m.Kind == "subscribe" && !b.live.Load() {
 					if err := b.readSalt(ctx); err != nil {
 						b.lost(ctx, err, &backoff)
@@ -635,6 +729,11 @@ func (b *Broker) resetAll() {
 		for _, l := range ls {
 			l.mu.Lock()
 			l.epoch, l.last = "", 0
+			if l.sub == subLive {
+				// go-redis subscribes the new connection to every channel it
+				// was subscribed to; the confirmation makes it live again.
+				l.sub, l.subDone = subAsked, make(chan struct{})
+			}
 			l.settle()
 			for _, pj := range l.joins { // their markers may never come
 				pj.failed = true
@@ -809,23 +908,61 @@ func (b *Broker) readSalt(ctx context.Context) error {
 }
 
 // Sweep forgets local state of channels idle for idle with no publish or
-// join in progress and, per inUse, no local subscribers.
+// join in progress and, per inUse, no local subscribers, and unsubscribes
+// this node from their pub/sub streams.
 func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 	now := b.now()
+	var listened []string
 	for i := range b.shards {
 		sh := &b.shards[i]
 		sh.mu.Lock()
 		for name, l := range sh.locals {
-			if l.pins > 0 {
-				continue
-			}
-			l.mu.Lock()
-			free := len(l.joins) == 0 && len(l.waiters) == 0 && now.Sub(l.touched) >= idle && (inUse == nil || !inUse(name))
-			l.mu.Unlock()
-			if free {
+			switch free, sub := b.idle(l, now, idle, inUse); {
+			case !free:
+			case sub == subNone:
 				delete(sh.locals, name)
+			default:
+				listened = append(listened, name)
 			}
 		}
 		sh.mu.Unlock()
 	}
+	// A channel's state goes, and its UNSUBSCRIBE is sent, under subMu: a
+	// join that makes the state again after that subscribes after it, so
+	// Redis never takes the UNSUBSCRIBE for that join's SUBSCRIBE.
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	var gone []string
+	for _, name := range listened {
+		sh := &b.shards[maphash.String(b.seed, name)%numShards]
+		sh.mu.Lock()
+		if l := sh.locals[name]; l != nil { // acquired since the first pass, maybe
+			if free, _ := b.idle(l, now, idle, inUse); free {
+				delete(sh.locals, name)
+				gone = append(gone, b.stream(name))
+			}
+		}
+		sh.mu.Unlock()
+	}
+	if len(gone) == 0 {
+		return
+	}
+	ctx, cancel := b.ctx()
+	defer cancel()
+	if err := b.ps.Unsubscribe(ctx, gone...); err != nil {
+		// go-redis has forgotten them: a new connection will not subscribe
+		// to them again, and this one is being replaced.
+		b.o.Log.Debug("redis unsubscribe failed", "err", err, "channels", len(gone))
+	}
+}
+
+// idle reports whether a local state may go, and where its subscription
+// stands. The shard's lock must be held.
+func (b *Broker) idle(l *local, now time.Time, idle time.Duration, inUse func(channel string) bool) (bool, subState) {
+	if l.pins > 0 {
+		return false, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.joins) == 0 && len(l.waiters) == 0 && now.Sub(l.touched) >= idle && (inUse == nil || !inUse(l.name)), l.sub
 }

@@ -16,12 +16,14 @@ import "github.com/redis/go-redis/v9"
 // The meta hash and the history list always expire together, so a history
 // never outlives its epoch or the other way round.
 //
-// Every node listens on the one pub/sub channel P:pub, where each message
+// Pub/sub channels: a channel's publications and join markers go to
+// P:c:CHANNEL, which the nodes with subscribers on it listen to;
+// notifications go to P:pub, which every node listens to. Each message
 // starts with its kind, then fields written as LENGTH ":" BYTES (see field):
 //
-//	p CHANNEL EPOCH OFFSET TIME_US ORIGIN BODY   a publication (publishScript)
-//	j CHANNEL JOIN_ID                            a join marker (readScript)
-//	n NODE KIND PAYLOAD                          a notification (Notify)
+//	p CHANNEL EPOCH OFFSET TIME_US ORIGIN BODY   a publication (publishScript), on P:c:CHANNEL
+//	j CHANNEL JOIN_ID                            a join marker (readScript), on P:c:CHANNEL
+//	n NODE KIND PAYLOAD                          a notification (Notify), on P:pub
 //
 // BODY is EVENT FROM DATA (encodeBody), and KIND and PAYLOAD are unframed,
 // to the end of the message.
@@ -63,7 +65,8 @@ end
 //	KEYS: meta, history, idempotency key (meta again when none)
 //	ARGV: new epoch, stream TTL ms (at least the history TTL and the
 //	      idempotency window), history size, history TTL ms,
-//	      idempotency window ms (0: none), pub/sub channel, channel, origin, body
+//	      idempotency window ms (0: none), the channel's pub/sub channel,
+//	      channel, origin, body
 //
 // Returns {duplicate (0/1), offset, epoch, time µs}.
 var publishScript = redis.NewScript(luaCommon + `
