@@ -487,10 +487,17 @@ func (b *Broker) listen(ctx context.Context, l *local) error {
 		// local state Sweep dropped for the same channel (see Sweep).
 		b.subMu.Lock()
 		err := b.ps.Subscribe(ctx, b.stream(l.name))
+		if err != nil {
+			// A failed write made go-redis reconnect before it added the
+			// channel to those it subscribes a new connection to: without a
+			// second try, that connection would never confirm it.
+			err = b.ps.Subscribe(ctx, b.stream(l.name))
+		}
 		b.subMu.Unlock()
 		if err != nil {
-			// The state stays asked: go-redis keeps the channel and subscribes
-			// to it again when it reconnects; that confirmation settles it.
+			// The state stays asked: go-redis now keeps the channel and
+			// subscribes to it on its next connection; that confirmation
+			// settles it.
 			return unavailable(err)
 		}
 	}

@@ -1,0 +1,69 @@
+package redisbroker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+// failingConn fails (and closes) the first write that subscribes to a
+// channel's stream once armed.
+type failingConn struct {
+	net.Conn
+	armed *atomic.Bool
+}
+
+func (c failingConn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("subscribe")) && bytes.Contains(p, []byte(":c:")) && c.armed.CompareAndSwap(true, false) {
+		_ = c.Conn.Close()
+		return 0, errors.New("test: connection broken under SUBSCRIBE")
+	}
+	return c.Conn.Write(p)
+}
+
+// A join whose SUBSCRIBE hits a broken pub/sub connection still listens:
+// go-redis reconnects inside the failed call, before it remembers the
+// channel, so the new connection would never have subscribed to it.
+func TestJoinSubscribeOnABrokenConnection(t *testing.T) {
+	var armed atomic.Bool
+	o := srv.Options()
+	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := new(net.Dialer).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return failingConn{Conn: c, armed: &armed}, nil
+	}
+	b := start(t, Options{Redis: o, Prefix: srv.Prefix(), Timeout: 2 * time.Second,
+		Deliver: func(string, *broker.Publication) int { return 1 }})
+	armed.Store(true)
+	join := func() error {
+		return b.Subscribe("broken", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+	}
+	// The broken connection is a lost subscription: this join may fail
+	// for it (ErrUnavailable), as a client's subscribe would.
+	if err := join(); err != nil && !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatal(err)
+	}
+	if armed.Load() {
+		t.Fatal("no SUBSCRIBE write failed: this test no longer shows a broken connection")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !b.Live(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not live again after 5s")
+		}
+	}
+	// The client's next try listens.
+	if err := join(); err != nil {
+		t.Fatalf("join again: %v", err)
+	}
+	if r, err := b.Publish("broken", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 1 {
+		t.Fatalf("publish after the join: %+v %v", r, err)
+	}
+}
