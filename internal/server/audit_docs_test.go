@@ -1,10 +1,14 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 )
@@ -31,5 +35,29 @@ func TestAuditDocsAPIBodyLargerThanMaxMessageBytes(t *testing.T) {
 	code, m := ts.api("POST", "/api/publish", testAPIKey, body)
 	if code != http.StatusRequestEntityTooLarge || m["error"] != "too_large" {
 		t.Fatalf("a %d-byte body with --max-message-bytes 1024: %d %v, want 413 too_large", len(body), code, m)
+	}
+}
+
+// TestAuditDocsUpgradeHeadTimeout: README.md says the accept loop reads the
+// head of a new connection with a 10 s limit (a connection "still sending
+// its upgrade request" is held "for up to 10 s"); a connection that sent
+// part of an upgrade head is held for 20 s (10 s in the accept loop, then
+// net/http's own 10 s header timeout).
+func TestAuditDocsUpgradeHeadTimeout(t *testing.T) {
+	ts := start(t, nil)
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /ws HTTP/1.1\r\nHost: " + ts.addr + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(start.Add(13 * time.Second))
+	_, err = io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a connection with an unfinished upgrade head is still open after %v; README.md: 10 s limit", time.Since(start).Round(time.Second))
 	}
 }
