@@ -61,3 +61,27 @@ func TestAuditDocsUpgradeHeadTimeout(t *testing.T) {
 		t.Fatalf("a connection with an unfinished upgrade head is still open after %v; README.md: 10 s limit", time.Since(start).Round(time.Second))
 	}
 }
+
+// TestAuditDocsStaleEpochReplaysHistory: docs/protocol.md ("Offsets and
+// recovery") says that when recovered is false — "the epoch differs, the
+// offset is ahead of the channel, or part of the gap has dropped out of
+// history" — "whatever history still holds after since is replayed"; with a
+// different epoch nothing is replayed although history holds publications
+// after since's offset.
+func TestAuditDocsStaleEpochReplaysHistory(t *testing.T) {
+	ts := start(t, nil)
+	for i := 1; i <= 3; i++ {
+		if status, body := ts.api("POST", "/api/publish", testAPIKey, fmt.Sprintf(`{"channel":"org:42","data":%d}`, i)); status != http.StatusOK {
+			t.Fatalf("publish %d: %d %v", i, status, body)
+		}
+	}
+	a := ts.dial("alice", "42")
+	a.send(map[string]any{"type": "subscribe", "channel": "org:42", "since": map[string]any{"offset": 1, "epoch": "stale"}})
+	if ack := a.expect("subscribed"); ack["recovered"] != false {
+		t.Fatalf("ack %v, want recovered:false", ack)
+	}
+	a.send(map[string]any{"type": "ping"})
+	if m := a.read(); m["type"] != "message" {
+		t.Fatalf("after the ack got %v; docs/protocol.md: history after since (offsets 2 and 3) is replayed", m)
+	}
+}
