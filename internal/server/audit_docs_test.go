@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,29 @@ func TestAuditDocsStaleEpochReplaysHistory(t *testing.T) {
 	a.send(map[string]any{"type": "ping"})
 	if m := a.read(); m["type"] != "message" {
 		t.Fatalf("after the ack got %v; docs/protocol.md: history after since (offsets 2 and 3) is replayed", m)
+	}
+}
+
+// TestAuditDocsSubscribeParamRateLimitedChannels: docs/protocol.md
+// ("Subscribing in the upgrade request") says each named channel is handled
+// exactly as a subscribe command, and "a channel that cannot be subscribed
+// gets its error frame (with channel) in its place"; past the rate limit
+// the first refused channel gets a rate_limited error without channel and
+// the channels after it get no frame at all.
+func TestAuditDocsSubscribeParamRateLimitedChannels(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst = 1, 2 })
+	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=a,b,c,d"
+	c := ts.dialURL(ts.wsURL(q), nil)
+	c.expect("subscribed")
+	c.expect("subscribed")
+	if e := c.expectError("rate_limited"); e["channel"] != "c" {
+		t.Errorf("error for the third channel %v, want it with \"channel\":\"c\"", e)
+	}
+	m, err := c.readWithin(time.Second)
+	if err != nil {
+		t.Fatalf("no frame in place of the fourth channel \"d\" (%v); docs/protocol.md: each channel gets its reply", err)
+	}
+	if m["channel"] != "d" {
+		t.Fatalf("frame in place of the fourth channel: %v", m)
 	}
 }
