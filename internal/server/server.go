@@ -74,6 +74,9 @@ type Server struct {
 	// httpRead and httpWrite bound one HTTP request's reading and its
 	// answer's writing (httpReadTimeout, httpWriteTimeout; shorter in tests).
 	httpRead, httpWrite time.Duration
+	// headRead bounds the accept loop's reading of a new connection's
+	// request head (headTimeout; shorter in tests).
+	headRead time.Duration
 }
 
 // autoMaxConnections is the connection limit --max-connections 0 derives
@@ -108,6 +111,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		maxConns:     cfg.MaxConnections,
 		httpRead:     httpReadTimeout,
 		httpWrite:    httpWriteTimeout,
+		headRead:     headTimeout,
 	}
 	if s.maxConns == 0 {
 		s.maxConns = autoMaxConnections(descriptorLimit())
@@ -191,7 +195,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headTimeout,
 		// A request (head and body) and its answer are bounded in time, so a
 		// client that sends a body slowly or never reads the answer cannot
 		// hold a descriptor and a goroutine without end, nor hold up a

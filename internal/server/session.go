@@ -36,7 +36,7 @@ type session struct {
 
 // handle runs one client command.
 func (s *session) handle(data []byte) {
-	if !s.admit() {
+	if !s.admit("") { // before decoding: a flood costs no decode
 		return
 	}
 	cmd, err := protocol.DecodeCommand(data)
@@ -62,8 +62,11 @@ func (s *session) subscribeAll(channels []string) {
 		channels = channels[:limit]
 	}
 	for _, ch := range channels {
-		if !s.admit() {
-			return
+		if !s.admit(ch) {
+			if s.c.Closing() {
+				return
+			}
+			continue // its rate_limited error is in its place
 		}
 		cmd := protocol.Command{Type: protocol.TypeSubscribe, Channel: ch}
 		if err := cmd.Validate(); err != nil {
@@ -75,9 +78,9 @@ func (s *session) subscribeAll(channels []string) {
 }
 
 // admit applies the rate limit to one command: it reports whether the
-// command may run, answers it with an error when not, and closes a client
-// that keeps going past the limit.
-func (s *session) admit() bool {
+// command may run, answers it with an error (naming channel, when known)
+// when not, and closes a client that keeps going past the limit.
+func (s *session) admit(channel string) bool {
 	if s.c.Closing() {
 		return false
 	}
@@ -92,7 +95,7 @@ func (s *session) admit() bool {
 		if s.strikes == 1 {
 			s.srv.log.Info("client rate limited", "client", s.c.ID, "user", s.id.UserID)
 		}
-		s.sendError(protocol.CodeRateLimited, "too many commands; slow down", "", nil)
+		s.sendError(protocol.CodeRateLimited, "too many commands; slow down", channel, nil)
 		return false
 	}
 	s.strikes = 0

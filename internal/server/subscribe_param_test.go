@@ -122,3 +122,23 @@ func TestSubscribeInUpgradeRequestTooMany(t *testing.T) {
 	}
 	c.sync() // and nothing else came before the pong
 }
+
+// TestSubscribeParamPastTheRateLimit: every channel of the subscribe
+// parameter gets its reply in its place, past the rate limit too: a
+// rate_limited error naming it (it used to be one error without channel,
+// and nothing for the channels after it).
+func TestSubscribeParamPastTheRateLimit(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst = 1, 2 })
+	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=a,b,c,d"
+	c := ts.dialURL(ts.wsURL(q), nil)
+	for _, ch := range []string{"a", "b"} { // the burst
+		if m := c.expect("subscribed"); m["channel"] != ch {
+			t.Fatalf("subscribed %v, want channel %q", m, ch)
+		}
+	}
+	for _, ch := range []string{"c", "d"} {
+		if e := c.expectError("rate_limited"); e["channel"] != ch {
+			t.Fatalf("error %v in place of channel %q, want it naming the channel", e, ch)
+		}
+	}
+}

@@ -18,7 +18,8 @@ import (
 	"github.com/herald-rt/herald/internal/config"
 )
 
-// serveShort runs a server whose HTTP request deadlines are d.
+// serveShort runs a server whose HTTP request deadlines, and its accept
+// loop's for a request head, are d.
 func serveShort(t *testing.T, d time.Duration) (addr, secret string) {
 	t.Helper()
 	cfg := config.Default()
@@ -28,7 +29,7 @@ func serveShort(t *testing.T, d time.Duration) (addr, secret string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.httpRead, s.httpWrite = d, d
+	s.httpRead, s.httpWrite, s.headRead = d, d, d
 	ln, err := Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -115,4 +116,28 @@ func TestUpgradeThroughNetHTTPOutlivesRequestDeadlines(t *testing.T) {
 		}
 	}
 	_ = ws.WriteFrame(c, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))))
+}
+
+// TestUnfinishedUpgradeHeadIsCut: a connection that starts an upgrade
+// request and never finishes its head is closed at the accept loop's head
+// deadline. It used to be handed to net/http, whose own header timeout
+// (10 s here) held it as long again.
+func TestUnfinishedUpgradeHeadIsCut(t *testing.T) {
+	addr, _ := serveShort(t, 200*time.Millisecond)
+	for _, head := range []string{"GET /ws HTTP/1.1\r\nHost: x\r\n", "GET /w"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(head)); err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		c.Close()
+		if err != nil || n != 0 || time.Since(began) > 3*time.Second {
+			t.Fatalf("head %q: closed after %v with %d bytes (%v), want closed without an answer at the 200ms head deadline", head, time.Since(began), n, err)
+		}
+	}
 }

@@ -130,12 +130,16 @@ func (s *Server) acceptLoop(fl *forkListener) error {
 // goes to net/http.
 func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 	pooled := headPool.Get().(*[]byte)
-	_ = c.SetReadDeadline(time.Now().Add(headTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(s.headRead))
 	buf, end, err := s.readHead(c, (*pooled)[:0])
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
-	case err != nil && len(buf) == 0:
-		_ = c.Close() // nothing sent: nothing to answer
+	case err != nil:
+		// Nothing sent, or a head unfinished within s.headRead (or cut
+		// off): closed without an answer, as net/http does when reading a
+		// request fails. Handing it on would give it net/http's own header
+		// timeout again.
+		_ = c.Close()
 		return
 	case end < 0:
 		fl.hand(&replayConn{Conn: rawio.NewConn(c), head: buf}) // net/http answers what there is

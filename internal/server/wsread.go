@@ -289,7 +289,7 @@ func (s *session) control(hdr ws.Header, p []byte) error {
 	s.c.Touch()
 	switch hdr.OpCode {
 	case ws.OpPing:
-		if s.admit() { // a flood of pings is limited like one of commands
+		if s.admit("") { // a flood of pings is limited like one of commands
 			s.c.Pong(p)
 		}
 	case ws.OpPong:
@@ -321,7 +321,7 @@ func (s *session) message(op ws.OpCode, data []byte) {
 	s.srv.metrics.MessagesIn.Inc()
 	s.srv.metrics.BytesIn.Add(float64(len(data)))
 	if op != ws.OpText {
-		if !s.admit() { // a binary frame counts against the rate limit like a command
+		if !s.admit("") { // a binary frame counts against the rate limit like a command
 			return
 		}
 		s.sendError(protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames", "", nil)
