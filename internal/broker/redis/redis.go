@@ -82,6 +82,8 @@ type Options struct {
 	// Workers deliver publications in parallel, one channel always on the
 	// same worker. Default GOMAXPROCS.
 	Workers int
+
+	pingEvery time.Duration // default pingEvery; shorter in tests
 }
 
 // Broker is the Redis broker. Make one with New and run it with Run; until
@@ -90,12 +92,20 @@ type Options struct {
 type Broker struct {
 	o      Options
 	rdb    *redis.Client
-	ps     *redis.PubSub // the one connection for every pub/sub channel
-	pubsub string        // the pub/sub channel of notifications, which every node listens on
-	// subMu orders the subscribe and unsubscribe commands of channels
-	// between joins and Sweep (see listen and Sweep).
+	pubsub string // the pub/sub channel of notifications, which every node listens on
+	// psc makes the pub/sub connections. Its dialer lets each PubSub dial
+	// once (dialGate): go-redis would otherwise replace a broken connection
+	// inside whichever call found it broken, a join's SUBSCRIBE included,
+	// and the receive loop would read on without seeing a loss. So every
+	// loss is seen, and answered with a new PubSub (receive).
+	psc      *redis.Client
+	dialGate atomic.Bool
+	// subMu guards ps and orders the subscribe and unsubscribe commands of
+	// channels between joins, Sweep and a new PubSub (see listen, Sweep and
+	// receive).
 	subMu  sync.Mutex
-	node   string // this node's id, in join markers
+	ps     *redis.PubSub // the current connection for every pub/sub channel
+	node   string        // this node's id, in join markers
 	seed   maphash.Seed
 	shards [numShards]shard
 	seq    atomic.Uint64 // join ids
@@ -190,13 +200,31 @@ func New(o Options) *Broker {
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
+	if o.pingEvery <= 0 {
+		o.pingEvery = pingEvery
+	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	ro := *o.Redis
 	ro.MaxRetries = -1
 	ro.ContextTimeoutEnabled = true
 	b := &Broker{o: o, rdb: redis.NewClient(&ro), pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
-	b.ps = b.rdb.Subscribe(context.Background()) // no channels yet: connects on the first Subscribe
+	pso := ro
+	if pso.DialTimeout <= 0 {
+		pso.DialTimeout = 5 * time.Second
+	}
+	dial := ro.Dialer
+	if dial == nil {
+		dial = redis.NewDialer(&pso)
+	}
+	pso.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if !b.dialGate.CompareAndSwap(true, false) {
+			return nil, errRedial
+		}
+		return dial(ctx, network, addr)
+	}
+	b.psc = redis.NewClient(&pso)
+	b.ps = b.psc.Subscribe(context.Background()) // replaced by receive before any use
 	for i := range b.shards {
 		b.shards[i].locals = make(map[string]*local)
 	}
@@ -260,6 +288,9 @@ func (b *Broker) lookup(channel string) *local {
 func (b *Broker) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.o.Timeout)
 }
+
+// errRedial is what a PubSub gets when it tries to dial a second time.
+var errRedial = errors.New("pub/sub connection lost")
 
 // unavailable wraps a Redis error as broker.ErrUnavailable.
 func unavailable(err error) error { return fmt.Errorf("%w: %v", broker.ErrUnavailable, err) }
@@ -472,40 +503,44 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 // stream, and waits until Redis has confirmed it: only then can a join's
 // marker come back. l must be pinned (acquire), so that Sweep keeps it.
 func (b *Broker) listen(ctx context.Context, l *local) error {
-	l.mu.Lock()
-	state, done := l.sub, l.subDone
-	if state == subNone {
-		l.sub, l.subDone = subAsked, make(chan struct{})
-		done = l.subDone
-	}
-	l.mu.Unlock()
-	switch state {
-	case subLive:
-		return nil
-	case subNone:
-		// Under subMu, so that this SUBSCRIBE goes after the UNSUBSCRIBE of a
-		// local state Sweep dropped for the same channel (see Sweep).
-		b.subMu.Lock()
-		err := b.ps.Subscribe(ctx, b.stream(l.name))
-		if err != nil {
-			// A failed write made go-redis reconnect before it added the
-			// channel to those it subscribes a new connection to: without a
-			// second try, that connection would never confirm it.
-			err = b.ps.Subscribe(ctx, b.stream(l.name))
+	for {
+		l.mu.Lock()
+		state, done := l.sub, l.subDone
+		if state == subNone {
+			l.sub, l.subDone = subAsked, make(chan struct{})
+			done = l.subDone
 		}
-		b.subMu.Unlock()
-		if err != nil {
-			// The state stays asked: go-redis now keeps the channel and
-			// subscribes to it on its next connection; that confirmation
-			// settles it.
-			return unavailable(err)
+		l.mu.Unlock()
+		switch state {
+		case subLive:
+			return nil
+		case subNone:
+			// Under subMu, so that this SUBSCRIBE goes after the UNSUBSCRIBE
+			// of a local state Sweep dropped for the same channel (see
+			// Sweep), and to the current PubSub: a new one subscribes to
+			// every channel asked before it.
+			b.subMu.Lock()
+			err := b.ps.Subscribe(ctx, b.stream(l.name))
+			b.subMu.Unlock()
+			if err != nil {
+				// Not asked after all (a broken connection is also replaced,
+				// and the new one would not know this channel): the next
+				// join asks again, and those waiting look again.
+				l.mu.Lock()
+				if l.subDone == done && l.sub == subAsked {
+					l.sub, l.subDone = subNone, nil
+					close(done)
+				}
+				l.mu.Unlock()
+				return unavailable(err)
+			}
 		}
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return unavailable(errors.New("redis did not confirm the channel's subscription"))
+		select {
+		case <-done:
+			// Confirmed, or a failed SUBSCRIBE: look again.
+		case <-ctx.Done():
+			return unavailable(errors.New("redis did not confirm the channel's subscription"))
+		}
 	}
 }
 
@@ -628,6 +663,7 @@ func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(
 	b.receive(ctx)
 	wg.Wait()
 	_ = b.rdb.Close()
+	_ = b.psc.Close()
 }
 
 // pingEvery is how long the subscription may be silent before it is
@@ -635,63 +671,99 @@ func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(
 const pingEvery = 5 * time.Second
 
 func (b *Broker) receive(ctx context.Context) {
-	ps := b.ps
 	// A read blocked on the connection does not see ctx: closing it does.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	closeNow := func() {
+		b.subMu.Lock()
+		_ = b.ps.Close()
+		b.subMu.Unlock()
+	}
+	stop := context.AfterFunc(ctx, closeNow)
 	defer func() {
 		stop()
-		_ = ps.Close()
+		closeNow()
 	}()
 	backoff := 50 * time.Millisecond
-	pinged := false
 	for ctx.Err() == nil {
-		if err := ps.Subscribe(ctx, b.pubsub); err != nil {
+		ps, err := b.renew(ctx)
+		if err != nil {
 			b.lost(ctx, err, &backoff)
 			continue
 		}
-	recv:
-		for {
-			msg, err := ps.ReceiveTimeout(ctx, pingEvery)
-			if err != nil {
-				var ne interface{ Timeout() bool }
-				if errors.As(err, &ne) && ne.Timeout() && !pinged && ctx.Err() == nil {
-					pinged = true
-					if perr := ps.Ping(ctx); perr == nil {
-						continue
-					}
-				}
-				pinged = false
-				b.lost(ctx, err, &backoff)
-				break
+		b.receiveOn(ctx, ps, &backoff)
+	}
+}
+
+// renew replaces the PubSub with a new one, on a new connection, subscribed
+// to the notifications and to every channel whose subscription is asked or
+// live here: whatever the old connection held must be asked for again, and
+// its confirmation waited for.
+func (b *Broker) renew(ctx context.Context) (*redis.PubSub, error) {
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	_ = b.ps.Close()
+	b.dialGate.Store(true)
+	b.ps = b.psc.Subscribe(ctx) // no channels: it dials on the Subscribe below
+	streams := []string{b.pubsub}
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for name, l := range sh.locals {
+			l.mu.Lock()
+			if l.sub != subNone {
+				streams = append(streams, b.stream(name))
 			}
-			pinged = false
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				if m.Channel != b.pubsub {
-					if m.Kind == "subscribe" {
-						b.confirmed(m.Channel)
-					}
+			l.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	return b.ps, b.ps.Subscribe(ctx, streams...)
+}
+
+// receiveOn delivers what comes through ps until it fails (a lost
+// connection, or an unanswered ping), and then reports the loss.
+func (b *Broker) receiveOn(ctx context.Context, ps *redis.PubSub, backoff *time.Duration) {
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, b.o.pingEvery)
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() && !pinged && ctx.Err() == nil {
+				pinged = true
+				if perr := ps.Ping(ctx); perr == nil {
 					continue
 				}
-				if m.Kind == "subscribe" && !b.live.Load() {
-					if err := b.readSalt(ctx); err != nil {
-						b.lost(ctx, err, &backoff)
-						break recv // subscribe again, for another confirmation
-					}
-					backoff = 50 * time.Millisecond
-					b.live.Store(true)
-					b.o.Log.Info("redis subscription live", "channel", b.pubsub)
-					if b.o.OnLive != nil {
-						b.o.OnLive(true)
-					}
+			}
+			b.lost(ctx, err, backoff)
+			return
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			if m.Channel != b.pubsub {
+				b.confirmed(m.Channel)
+				continue
+			}
+			if !b.live.Load() {
+				if err := b.readSalt(ctx); err != nil {
+					b.lost(ctx, err, backoff)
+					return
 				}
-			case *redis.Message:
-				// Not live: not yet confirmed, or lost and not confirmed
-				// again; no one here is subscribed (all were closed, and
-				// joins are refused) and no publisher waits.
-				if b.live.Load() {
-					b.dispatch(ctx, item{m: m, gen: b.gen.Load(), salt: b.salt.Load()})
+				*backoff = 50 * time.Millisecond
+				b.live.Store(true)
+				b.o.Log.Info("redis subscription live", "channel", b.pubsub)
+				if b.o.OnLive != nil {
+					b.o.OnLive(true)
 				}
+			}
+		case *redis.Message:
+			// Not live: not yet confirmed, or lost and not confirmed
+			// again; no one here is subscribed (all were closed, and
+			// joins are refused) and no publisher waits.
+			if b.live.Load() {
+				b.dispatch(ctx, item{m: m, gen: b.gen.Load(), salt: b.salt.Load()})
 			}
 		}
 	}
