@@ -1,0 +1,35 @@
+package bench
+
+import (
+	"testing"
+	"time"
+)
+
+// TestAuditWireBytesSameForBothReaders: the same fanout run (fresh server,
+// identical deliveries) must report the same wire and message bytes on the
+// epoll and goroutine readers: the report counts "the frames read after
+// subscribing". The epoll path also counts the setup's connected and
+// subscribed frames (in wire and in message bytes), the goroutine path does
+// not.
+func TestAuditWireBytesSameForBothReaders(t *testing.T) {
+	if !epollSupported {
+		t.Skip("no epoll reader here")
+	}
+	got := map[string]*Report{}
+	for _, reader := range []string{"goroutine", "epoll"} {
+		url := startServer(t, nil)
+		cfg := testConfig(url, "fanout")
+		cfg.Reader = reader
+		cfg.Conns = 20
+		cfg.Rate = 4
+		cfg.Duration = time.Second
+		r := run(t, cfg)
+		checkDeliveries(t, r, 20)
+		got[reader] = r
+	}
+	g, e := got["goroutine"], got["epoll"]
+	if g.WireBytes != e.WireBytes || g.MessageBytesPerDelivery != e.MessageBytesPerDelivery {
+		t.Fatalf("same deliveries, different bytes: goroutine wire %d (%.1f B/delivery, messages %.1f B), epoll wire %d (%.1f B/delivery, messages %.1f B)",
+			g.WireBytes, g.WireBytesPerDelivery, g.MessageBytesPerDelivery, e.WireBytes, e.WireBytesPerDelivery, e.MessageBytesPerDelivery)
+	}
+}
