@@ -1,0 +1,44 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/config"
+)
+
+// rateLimitedServer runs herald with a low per-connection command limit
+// (10/s, burst 5) that closes a connection after strikes consecutive
+// refusals: a ws publisher at 50/s gets most publications refused.
+func rateLimitedServer(t *testing.T, strikes int) string {
+	return startServer(t, func(c *config.Config) {
+		c.RateLimit = 10
+		c.RateBurst = 5
+		c.RateLimitStrikes = strikes
+	})
+}
+
+// TestAuditRateLimitedWSPublisherFalseGraceNote: with a rate-limited ws
+// publisher (error frames, no close) every publication the server accepted
+// is delivered, yet drain waits for the refused ones too (expected is only
+// reduced after it), burns the whole --grace and the report notes that not
+// every delivery arrived.
+func TestAuditRateLimitedWSPublisherFalseGraceNote(t *testing.T) {
+	url := rateLimitedServer(t, 1000)
+	cfg := testConfig(url, "fanout")
+	cfg.PublishVia, cfg.APIKey = "ws", ""
+	cfg.Conns = 10
+	cfg.Rate = 50
+	cfg.Grace = 3 * time.Second
+	r := run(t, cfg)
+	t.Logf("lost %d delivered %d expected %d errors %v notes %q wall %.1f", r.Lost, r.Delivered, r.Expected, r.PublishErrors, r.Notes, r.WallSeconds)
+	if r.Delivered != r.Expected || r.Lost != 0 {
+		t.Fatalf("delivered %d of %d, lost %d", r.Delivered, r.Expected, r.Lost)
+	}
+	for _, n := range r.Notes {
+		if strings.Contains(n, "not every delivery arrived") {
+			t.Fatalf("every expected delivery arrived (%d of %d) yet the report says %q (wall %.1fs)", r.Delivered, r.Expected, n, r.WallSeconds)
+		}
+	}
+}
