@@ -42,3 +42,21 @@ func TestAuditRateLimitedWSPublisherFalseGraceNote(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditRateLimitedWSPublisherChannelsCountsLoss: docs/performance.md
+// says publications the server refused (error frame to a ws publisher) are
+// publish errors, not loss; in the channels scenario every refused
+// publication is counted lost for each subscriber of its group.
+func TestAuditRateLimitedWSPublisherChannelsCountsLoss(t *testing.T) {
+	url := rateLimitedServer(t, 1000)
+	cfg := testConfig(url, "channels")
+	cfg.PublishVia, cfg.APIKey = "ws", ""
+	cfg.Conns = 20
+	cfg.Rate = 50
+	cfg.Grace = 2 * time.Second
+	r := run(t, cfg)
+	t.Logf("lost %d delivered %d expected %d errors %v notes %q", r.Lost, r.Delivered, r.Expected, r.PublishErrors, r.Notes)
+	if r.Lost != 0 {
+		t.Fatalf("lost %d (expected %d, delivered %d): the %v refused publications are counted as loss", r.Lost, r.Expected, r.Delivered, r.PublishErrors)
+	}
+}
