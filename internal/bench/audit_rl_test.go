@@ -60,3 +60,21 @@ func TestAuditRateLimitedWSPublisherChannelsCountsLoss(t *testing.T) {
 		t.Fatalf("lost %d (expected %d, delivered %d): the %v refused publications are counted as loss", r.Lost, r.Expected, r.Delivered, r.PublishErrors)
 	}
 }
+
+// TestAuditRateLimitedWSPublisherCloseCountsLoss: when the server closes a
+// ws publisher for repeated rate-limit strikes (4029), the publication that
+// triggered the close was refused without an error frame, and it is counted
+// as lost by every subscriber instead of as a publish error.
+func TestAuditRateLimitedWSPublisherCloseCountsLoss(t *testing.T) {
+	url := rateLimitedServer(t, 3)
+	cfg := testConfig(url, "fanout")
+	cfg.PublishVia, cfg.APIKey = "ws", ""
+	cfg.Conns = 10
+	cfg.Rate = 50
+	cfg.Grace = 2 * time.Second
+	r := run(t, cfg)
+	t.Logf("lost %d delivered %d expected %d sent %d errors %v notes %q", r.Lost, r.Delivered, r.Expected, r.Published, r.PublishErrors, r.Notes)
+	if r.Lost != 0 {
+		t.Fatalf("lost %d (expected %d, delivered %d): a publication the server refused by closing the publisher is counted as loss (publish errors %v)", r.Lost, r.Expected, r.Delivered, r.PublishErrors)
+	}
+}
