@@ -287,11 +287,17 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 		}
 		p := rx.buf[rx.r+h.hlen : end]
 		rx.r = end
-		bc.wire += uint64(h.size)
+		// The setup's own frames (connected, the acks) are left out of the
+		// byte counts, as on the goroutine path, which counts from its
+		// reader on: the report's bytes are those read after subscribing.
+		setup := bc.setup != nil
+		if !setup {
+			bc.wire += uint64(h.size)
+		}
 		switch h.op {
 		case ws.OpText:
 			if !h.compressed {
-				bc.msgBytes += uint64(len(p))
+				countText(bc, h, p, setup)
 				if why := f.onText(bc, p, out); why != "" {
 					return why
 				}
@@ -303,8 +309,7 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 				inflaters.Put(inf)
 				return "read: " + shortErr(fmt.Errorf("inflate: %w", err))
 			}
-			bc.msgBytes += uint64(len(m))
-			bc.compressed++
+			countText(bc, h, m, setup)
 			why := f.onText(bc, m, out)
 			inflaters.Put(inf)
 			if why != "" {
@@ -334,6 +339,21 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 		rx.buf = nb
 	}
 	return ""
+}
+
+// countText adds text frame m (inflated) to bc's byte counts: during the
+// setup only a delivery racing the acks, as setup's countFrame does.
+func countText(bc *bconn, h frameHeader, m []byte, setup bool) {
+	if setup {
+		if string(frameType(m)) != "message" {
+			return
+		}
+		bc.wire += uint64(h.size)
+	}
+	bc.msgBytes += uint64(len(m))
+	if h.compressed {
+		bc.compressed++
+	}
 }
 
 // onText handles a text frame: a delivery, or a step of the setup while

@@ -5,13 +5,13 @@ import (
 	"time"
 )
 
-// TestAuditWireBytesSameForBothReaders: the same fanout run (fresh server,
+// TestWireBytesSameForBothReaders: the same fanout run (fresh server,
 // identical deliveries) must report the same wire and message bytes on the
 // epoll and goroutine readers: the report counts "the frames read after
 // subscribing". The epoll path also counts the setup's connected and
 // subscribed frames (in wire and in message bytes), the goroutine path does
 // not.
-func TestAuditWireBytesSameForBothReaders(t *testing.T) {
+func TestWireBytesSameForBothReaders(t *testing.T) {
 	if !epollSupported {
 		t.Skip("no epoll reader here")
 	}
