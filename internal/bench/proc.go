@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -47,9 +48,15 @@ func sampleProc(pid int) (procSample, error) {
 	return s, nil
 }
 
-// parseStatCPU returns utime+stime from the contents of /proc/PID/stat. The
-// command name (field 2) may contain spaces and parentheses, so fields are
-// counted from the last ')'.
+// errExited is a process that has died: /proc keeps a zombie's entry (with
+// no memory) until its parent reaps it, which an orphan under a PID 1 that
+// does not reap may never be.
+var errExited = errors.New("the process has exited (a zombie, not reaped yet)")
+
+// parseStatCPU returns utime+stime from the contents of /proc/PID/stat, or
+// errExited for a zombie (state Z) or dead (X) process. The command name
+// (field 2) may contain spaces and parentheses, so fields are counted from
+// the last ')'.
 func parseStatCPU(stat []byte) (time.Duration, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
@@ -59,6 +66,9 @@ func parseStatCPU(stat []byte) (time.Duration, error) {
 	// After ')': field 3 is state (f[0]); utime is field 14 (f[11]), stime 15 (f[12]).
 	if len(f) < 13 {
 		return 0, fmt.Errorf("malformed /proc stat: %d fields", len(f))
+	}
+	if s := string(f[0]); s == "Z" || s == "X" {
+		return 0, errExited
 	}
 	ut, err1 := strconv.ParseInt(string(f[11]), 10, 64)
 	st, err2 := strconv.ParseInt(string(f[12]), 10, 64)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -179,6 +180,10 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	if _, err := parseStatCPU([]byte("garbage")); err == nil {
 		t.Fatal("accepted garbage")
+	}
+	zombie := []byte("1234 (herald) Z 1 1234 1234 0 -1 4227084 100 0 0 0 250 50 0 0 20 0 1 0 12345 0 0")
+	if _, err := parseStatCPU(zombie); !errors.Is(err, errExited) {
+		t.Fatalf("zombie: %v", err)
 	}
 }
 

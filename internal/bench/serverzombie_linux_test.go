@@ -7,13 +7,12 @@ import (
 	"time"
 )
 
-// TestAuditServerZombieNotDetected: a server that dies but is not yet
-// reaped by its parent (a zombie: /proc/PID/status and stat still exist,
-// without VmRSS) is not recognised as exited: the report computes its
-// memory against an RSS of 0 (a negative RSS per connection) and Run
-// succeeds. The "server" watched is a sleep process killed during the hold
-// and reaped only after Run.
-func TestAuditServerZombieNotDetected(t *testing.T) {
+// TestServerZombieIsExited: a server that dies but is not yet reaped by its
+// parent (a zombie: /proc/PID/status and stat still exist, without VmRSS)
+// counts as exited, as one whose /proc entry is gone does: its memory is not
+// computed against an RSS of 0, and Run fails. The "server" watched is a
+// sleep process killed during the hold and reaped only after Run.
+func TestServerZombieIsExited(t *testing.T) {
 	url := startServer(t, nil)
 	fake := exec.Command("sleep", "60")
 	if err := fake.Start(); err != nil {
