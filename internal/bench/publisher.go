@@ -19,9 +19,10 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 )
 
-// sink sends one publication. Each publishing lane owns one sink.
+// sink sends one publication (of stream) to channel. Each publishing lane
+// owns one sink.
 type sink interface {
-	publish(ctx context.Context, channel string, data []byte) error
+	publish(ctx context.Context, stream int, channel string, data []byte) error
 	close()
 }
 
@@ -110,7 +111,7 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 				buf = appendPayloadKind(buf[:0], seq, due.UnixNano(), s.payload, s.compressible)
 				attempted[l][stream] = seq + 1
 				counts[l][stream]++
-				if err := sinks[l].publish(ctx, s.channel(stream), buf); err != nil {
+				if err := sinks[l].publish(ctx, stream, s.channel(stream), buf); err != nil {
 					if ctx.Err() != nil {
 						// Interrupted mid-request: it may or may not have gone out.
 						counts[l][stream]--
@@ -194,7 +195,7 @@ func newAPIClient(lanes int, timeout time.Duration) *http.Client {
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
-func (a *apiSink) publish(ctx context.Context, channel string, data []byte) error {
+func (a *apiSink) publish(ctx context.Context, _ int, channel string, data []byte) error {
 	b := append(a.body[:0], `{"channel":"`...)
 	b = append(b, channel...)
 	b = append(b, `","data":`...)
@@ -224,17 +225,25 @@ func (a *apiSink) publish(ctx context.Context, channel string, data []byte) erro
 
 func (a *apiSink) close() {}
 
-// wsSink publishes with client "message" frames over one WebSocket. The
-// server acknowledges nothing (no id), so errors it reports (rate_limited,
-// forbidden) arrive as error frames and are counted by the reader.
+// wsSink publishes with client "message" frames over one WebSocket. Each
+// carries an id, so the server answers every one, in the order sent:
+// published, or an error frame (rate_limited carries no id), or, for the one
+// past --rate-limit-strikes and all after it, nothing but its close (4029).
+// The reader matches each answer to the oldest publication still without
+// one, so that a refused publication is a publish error of its stream, not
+// loss.
 type wsSink struct {
 	c      *wsConn
 	buf    []byte
-	errs   map[string]int
-	mu     sync.Mutex
+	next   uint64 // the next publication's id
 	closed chan struct{}
 	done   atomic.Bool
 	reason atomic.Value // string: why the server closed it
+
+	mu      sync.Mutex
+	pending []int    // streams of the publications not answered yet, oldest first
+	refused []uint64 // per stream: publications the server refused
+	errs    map[string]int
 }
 
 func newWSSink(ctx context.Context, t target, secret string, lane int, ttl, timeout time.Duration) (*wsSink, error) {
@@ -265,6 +274,7 @@ func (s *wsSink) read() {
 		if err != nil {
 			if !s.done.Load() {
 				s.reason.Store("read: " + shortErr(err))
+				s.unanswered()
 			}
 			return
 		}
@@ -274,19 +284,61 @@ func (s *wsSink) read() {
 		case ws.OpClose:
 			if !s.done.Load() {
 				s.reason.Store("closed by server: " + strconv.Itoa(closeCode(p)))
+				s.unanswered()
 			}
 			return
 		case ws.OpText:
-			if string(frameType(p)) == "error" {
-				s.mu.Lock()
-				s.errs[string(stringField(p, "code"))]++
-				s.mu.Unlock()
+			switch string(frameType(p)) {
+			case "published":
+				s.answer("")
+			case "error":
+				s.answer("server error frame " + string(stringField(p, "code")))
 			}
 		}
 	}
 }
 
-func (s *wsSink) publish(_ context.Context, channel string, data []byte) error {
+// answer settles the oldest unanswered publication: accepted, or refused
+// for reason.
+func (s *wsSink) answer(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		if reason != "" {
+			s.errs[reason]++ // an error that answers no publication
+		}
+		return
+	}
+	st := s.pending[0]
+	s.pending = s.pending[1:]
+	if reason != "" {
+		s.refuse(st, reason)
+	}
+}
+
+// unanswered settles every publication still without an answer when the
+// server closed the connection: it read none of them (the close follows
+// the answers to those it did).
+func (s *wsSink) unanswered() {
+	r, _ := s.reason.Load().(string)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.pending {
+		s.refuse(st, "ws publisher: "+r)
+	}
+	s.pending = nil
+}
+
+// refuse counts a refused publication of stream st; s.mu is held.
+func (s *wsSink) refuse(st int, reason string) {
+	for len(s.refused) <= st {
+		s.refused = append(s.refused, 0)
+	}
+	s.refused[st]++
+	s.errs[reason]++
+}
+
+func (s *wsSink) publish(_ context.Context, stream int, channel string, data []byte) error {
 	select {
 	case <-s.closed:
 		r, _ := s.reason.Load().(string)
@@ -297,23 +349,57 @@ func (s *wsSink) publish(_ context.Context, channel string, data []byte) error {
 	b = append(b, channel...)
 	b = append(b, `","data":`...)
 	b = append(b, data...)
+	b = append(b, `,"id":`...)
+	b = strconv.AppendUint(b, s.next, 10)
 	b = append(b, '}')
 	s.buf = b
+	s.next++
+	// Pending before it is written: the answer may come before the write
+	// returns.
+	s.mu.Lock()
+	s.pending = append(s.pending, stream)
+	s.mu.Unlock()
 	if err := s.c.writeText(b); err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.pending) == 0 {
+			return nil // the reader settled it already, with the connection
+		}
+		s.pending = s.pending[:len(s.pending)-1]
 		return errors.New("ws publisher: write failed")
 	}
 	return nil
+}
+
+// settle waits until every publication has its answer, the connection has
+// ended, ctx is done or deadline passes.
+func (s *wsSink) settle(ctx context.Context, deadline time.Time) {
+	for {
+		s.mu.Lock()
+		n := len(s.pending)
+		s.mu.Unlock()
+		if n == 0 || ctx.Err() != nil || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-s.closed:
+			return
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// refusals returns the publications the server refused, per stream, and
+// the reasons it gave: for those and for errors that answered none.
+func (s *wsSink) refusals() ([]uint64, map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint64(nil), s.refused...), nonEmpty(s.errs)
 }
 
 func (s *wsSink) close() {
 	s.done.Store(true)
 	s.c.close(ws.StatusNormalClosure)
 	<-s.closed
-}
-
-// errorFrames returns the error frames the server sent to the publisher.
-func (s *wsSink) errorFrames() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return nonEmpty(s.errs)
 }

@@ -134,7 +134,7 @@ func probeOffsets(ctx context.Context, cfg Config, t target) (bool, string, erro
 		return false, "", err
 	}
 	data := appendPayloadKind(nil, 0, time.Now().UnixNano(), cfg.Payload, cfg.Compressible)
-	err = sinks[0].publish(ctx, ch, data)
+	err = sinks[0].publish(ctx, 0, ch, data)
 	sinks[0].close()
 	if err != nil {
 		return false, "", err

@@ -158,38 +158,32 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		if pub.cutOff {
 			r.Notes = append(r.Notes, fmt.Sprintf("the publisher fell so far behind that it stopped at --duration + --grace (%s) with %d of %d publications unsent: the server cannot take this rate", sched.cutoff, sched.count-pub.sent, sched.count))
 		}
+		// A ws publisher learns what the server refused from its answers,
+		// a round trip behind the publications: wait for them, so that
+		// the drain waits only for deliveries of what was published.
+		deadline := time.Now().Add(cfg.Grace)
+		for _, s := range wsSinks {
+			s.settle(ctx, deadline)
+			refused, errs := s.refusals()
+			for st, n := range refused {
+				pub.failed[st] += n
+				pub.sent -= n
+			}
+			for k, v := range errs {
+				pub.errors[k] += v
+			}
+		}
+		if pub.errors["server error frame rate_limited"] > 0 || pub.errors["ws publisher: closed by server: 4029"] > 0 {
+			r.Notes = append(r.Notes, "the server rate-limited the ws publisher: start it with --rate-limit 0 to publish faster than 100/s per connection")
+		}
 		fin = finishMsg{Published: pub.published, Failed: pub.failed}
 		for s := range subs {
 			expected += (fin.Published[s] - fin.Failed[s]) * uint64(subs[s])
 		}
-		drained := drain(ctx, fleets, expected, cfg.Grace)
+		drained := drain(ctx, fleets, expected, time.Until(deadline))
 		winEnd = sampleOrZero(cfg.ServerPID)
-		// Errors the server sent the ws publishers (rate_limited, …) mean
-		// publications it refused; with one stream they can be attributed.
-		pe := map[string]int{}
-		for _, s := range wsSinks {
-			for k, v := range s.errorFrames() {
-				pe["server error frame "+k] += v
-			}
-		}
 		for _, s := range sinks {
 			s.close()
-		}
-		if len(pe) > 0 {
-			n := 0
-			for _, v := range pe {
-				n += v
-			}
-			if cfg.streams() == 1 {
-				fin.Failed[0] += uint64(n)
-				expected -= uint64(n) * uint64(subs[0])
-			}
-			for k, v := range pe {
-				pub.errors[k] += v
-			}
-			if pe["server error frame rate_limited"] > 0 {
-				r.Notes = append(r.Notes, "the server rate-limited the ws publisher: start it with --rate-limit 0 to publish faster than 100/s per connection")
-			}
 		}
 		if !drained && ctx.Err() == nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("not every delivery arrived within --grace %s", cfg.Grace))

@@ -19,12 +19,11 @@ func rateLimitedServer(t *testing.T, strikes int) string {
 	})
 }
 
-// TestAuditRateLimitedWSPublisherFalseGraceNote: with a rate-limited ws
-// publisher (error frames, no close) every publication the server accepted
-// is delivered, yet drain waits for the refused ones too (expected is only
-// reduced after it), burns the whole --grace and the report notes that not
-// every delivery arrived.
-func TestAuditRateLimitedWSPublisherFalseGraceNote(t *testing.T) {
+// TestRateLimitedWSPublisherDrains: with a rate-limited ws publisher (error
+// frames, no close) every publication the server accepted is delivered, and
+// the drain waits for those only: not for the refused ones, which would burn
+// the whole --grace and note that not every delivery arrived.
+func TestRateLimitedWSPublisherDrains(t *testing.T) {
 	url := rateLimitedServer(t, 1000)
 	cfg := testConfig(url, "fanout")
 	cfg.PublishVia, cfg.APIKey = "ws", ""
@@ -43,11 +42,10 @@ func TestAuditRateLimitedWSPublisherFalseGraceNote(t *testing.T) {
 	}
 }
 
-// TestAuditRateLimitedWSPublisherChannelsCountsLoss: docs/performance.md
-// says publications the server refused (error frame to a ws publisher) are
-// publish errors, not loss; in the channels scenario every refused
-// publication is counted lost for each subscriber of its group.
-func TestAuditRateLimitedWSPublisherChannelsCountsLoss(t *testing.T) {
+// TestRateLimitedWSPublisherChannels: publications the server refused (error
+// frame to a ws publisher) are publish errors, not loss, in the channels
+// scenario too, where each refusal must be matched to its group.
+func TestRateLimitedWSPublisherChannels(t *testing.T) {
 	url := rateLimitedServer(t, 1000)
 	cfg := testConfig(url, "channels")
 	cfg.PublishVia, cfg.APIKey = "ws", ""
@@ -61,11 +59,11 @@ func TestAuditRateLimitedWSPublisherChannelsCountsLoss(t *testing.T) {
 	}
 }
 
-// TestAuditRateLimitedWSPublisherCloseCountsLoss: when the server closes a
-// ws publisher for repeated rate-limit strikes (4029), the publication that
-// triggered the close was refused without an error frame, and it is counted
-// as lost by every subscriber instead of as a publish error.
-func TestAuditRateLimitedWSPublisherCloseCountsLoss(t *testing.T) {
+// TestRateLimitedWSPublisherClosed: when the server closes a ws publisher
+// for repeated rate-limit strikes (4029), the publication that triggered the
+// close was refused without an error frame: it is a publish error, not a
+// publication sent whose deliveries every subscriber lost.
+func TestRateLimitedWSPublisherClosed(t *testing.T) {
 	url := rateLimitedServer(t, 3)
 	cfg := testConfig(url, "fanout")
 	cfg.PublishVia, cfg.APIKey = "ws", ""
