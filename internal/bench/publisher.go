@@ -78,6 +78,14 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 	start := time.Now().Add(20 * time.Millisecond)
 	cutoff := start.Add(s.cutoff)
 	res.start = start
+	// A publication still going out at the cutoff (a server that stopped
+	// reading) ends with it: sinks bound their requests and writes by pctx.
+	pctx := ctx
+	if s.cutoff > 0 {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, cutoff)
+		defer cancel()
+	}
 	var wg sync.WaitGroup
 	for l := range lanes {
 		attempted[l] = make([]uint64, s.streams)
@@ -111,10 +119,14 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 				buf = appendPayloadKind(buf[:0], seq, due.UnixNano(), s.payload, s.compressible)
 				attempted[l][stream] = seq + 1
 				counts[l][stream]++
-				if err := sinks[l].publish(ctx, stream, s.channel(stream), buf); err != nil {
-					if ctx.Err() != nil {
-						// Interrupted mid-request: it may or may not have gone out.
+				if err := sinks[l].publish(pctx, stream, s.channel(stream), buf); err != nil {
+					if pctx.Err() != nil {
+						// Interrupted or cut off mid-request: it may or may
+						// not have gone out.
 						counts[l][stream]--
+						if ctx.Err() == nil {
+							cut.Store(true)
+						}
 						return
 					}
 					mu.Lock()
@@ -235,7 +247,9 @@ func (a *apiSink) close() {}
 type wsSink struct {
 	c      *wsConn
 	buf    []byte
-	next   uint64 // the next publication's id
+	next   uint64    // the next publication's id
+	wdl    time.Time // the write deadline set on c
+	stop   func() bool
 	closed chan struct{}
 	done   atomic.Bool
 	reason atomic.Value // string: why the server closed it
@@ -263,6 +277,11 @@ func newWSSink(ctx context.Context, t target, secret string, lane int, ttl, time
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	s := &wsSink{c: c, errs: map[string]int{}, closed: make(chan struct{})}
+	// Ctrl-C ends a write blocked on a server that stopped reading.
+	s.stop = context.AfterFunc(ctx, func() {
+		s.done.Store(true)
+		_ = c.nc.Close()
+	})
 	go s.read()
 	return s, nil
 }
@@ -338,12 +357,16 @@ func (s *wsSink) refuse(st int, reason string) {
 	s.errs[reason]++
 }
 
-func (s *wsSink) publish(_ context.Context, stream int, channel string, data []byte) error {
+func (s *wsSink) publish(ctx context.Context, stream int, channel string, data []byte) error {
 	select {
 	case <-s.closed:
 		r, _ := s.reason.Load().(string)
 		return errors.New("ws publisher: " + r)
 	default:
+	}
+	if d, ok := ctx.Deadline(); ok && !d.Equal(s.wdl) {
+		s.wdl = d
+		_ = s.c.nc.SetWriteDeadline(d)
 	}
 	b := append(s.buf[:0], `{"type":"message","channel":"`...)
 	b = append(b, channel...)
@@ -399,6 +422,7 @@ func (s *wsSink) refusals() ([]uint64, map[string]int) {
 }
 
 func (s *wsSink) close() {
+	s.stop()
 	s.done.Store(true)
 	s.c.close(ws.StatusNormalClosure)
 	<-s.closed
