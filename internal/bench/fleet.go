@@ -140,6 +140,9 @@ type fleet interface {
 	progress() progress
 	// subscribers returns, per stream, how many connections are subscribed.
 	subscribers() []int
+	// dropping starts (on) or stops the recovery scenario's dropper, which
+	// runs only while publishing.
+	dropping(on bool)
 	// finish closes the connections and returns the results.
 	finish(fin finishMsg) (*fleetResult, error)
 }
@@ -211,6 +214,7 @@ type localFleet struct {
 	errorFrames map[string]int
 	subs        []int
 	rec         recoveryStats
+	stopDrops   context.CancelFunc // the running dropper's; nil when none runs
 }
 
 // newLocalFleet validates spec and mints its tokens.
@@ -518,6 +522,9 @@ func (f *localFleet) readLoop(bc *bconn) {
 			if f.spec.DropEvery > 0 && f.reconnect(bc) {
 				continue
 			}
+			if f.stopping.Load() {
+				return // the end came while it reconnected: not a drop
+			}
 			f.drop(bc, "read: "+shortErr(err))
 			return
 		}
@@ -539,6 +546,9 @@ func (f *localFleet) readLoop(bc *bconn) {
 			_ = bc.ws.nc.Close()
 			if f.spec.DropEvery > 0 && f.reconnect(bc) {
 				continue
+			}
+			if f.stopping.Load() {
+				return
 			}
 			f.drop(bc, "close "+strconv.Itoa(code))
 			return

@@ -16,6 +16,21 @@ import (
 // with "since":{"offset","epoch"} taken from the last delivery they saw. The
 // ordinary loss accounting then shows whether the server filled the gap.
 
+// dropping starts or stops runDropper.
+func (f *localFleet) dropping(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case on && f.stopDrops == nil:
+		var ctx context.Context
+		ctx, f.stopDrops = context.WithCancel(context.Background())
+		go f.runDropper(ctx)
+	case !on && f.stopDrops != nil:
+		f.stopDrops()
+		f.stopDrops = nil
+	}
+}
+
 // runDropper closes a random tenth of the fleet's connections every
 // DropEvery until ctx is done.
 func (f *localFleet) runDropper(ctx context.Context) {

@@ -135,12 +135,16 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			r.Notes = append(r.Notes, "publisher: "+err.Error())
 			break
 		}
-		var stopDropper context.CancelFunc = func() {}
-		if cfg.Scenario == "recovery" && cfg.Workers == 1 {
-			var dctx context.Context
-			dctx, stopDropper = context.WithCancel(ctx)
-			go fleets[0].(*localFleet).runDropper(dctx)
+		// The recovery dropper runs while publishing, so that every
+		// connection it dropped can be back before the drain ends.
+		dropping := func(on bool) {
+			if cfg.Scenario == "recovery" {
+				for _, f := range fleets {
+					f.dropping(on)
+				}
+			}
 		}
+		dropping(true)
 		winStart = sampleOrZero(cfg.ServerPID)
 		sched := schedule{
 			count:        cfg.publications(),
@@ -154,7 +158,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			spin:         cfg.spin(),
 		}
 		pub = runSchedule(ctx, sched, sinks)
-		stopDropper()
+		dropping(false)
 		if pub.cutOff {
 			r.Notes = append(r.Notes, fmt.Sprintf("the publisher fell so far behind that it stopped at --duration + --grace (%s) with %d of %d publications unsent: the server cannot take this rate", sched.cutoff, sched.count-pub.sent, sched.count))
 		}

@@ -17,8 +17,9 @@ import (
 
 // Worker processes: the parent starts K copies of its own executable with
 // WorkerArgs and WorkerEnv, writes a fleetSpec as the first line of the
-// child's stdin, then commands ({"cmd":"connect"}, {"cmd":"finish",…}) one
-// per line. The child answers on stdout with JSON lines: "prepared" once its
+// child's stdin, then commands ({"cmd":"connect"}, {"cmd":"drop"} and
+// {"cmd":"nodrop"} around publishing in the recovery scenario,
+// {"cmd":"finish",…}) one per line. The child answers on stdout with JSON lines: "prepared" once its
 // tokens are minted, "progress" four times a second, "ready" when its
 // connections are open, and "result" at the end. Its stderr passes through.
 // When its stdin closes the child closes everything and exits.
@@ -89,8 +90,6 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 	defer ticker.Stop()
 	connectDone := make(chan struct{})
 	connecting := false
-	dropCtx, stopDropper := context.WithCancel(ctx)
-	defer stopDropper()
 	ticks, p99 := 0, 0.0
 	prog := func() progress {
 		p := f.progress()
@@ -108,10 +107,10 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 		case <-connectDone:
 			connectDone = nil
 			send(workerMsg{Type: "ready", Progress: prog(), Subs: f.subscribers()})
-			go f.runDropper(dropCtx)
 		case c, ok := <-cmds:
 			if !ok || c.Cmd == "finish" {
 				cancel()
+				f.dropping(false)
 				if connecting && connectDone != nil {
 					<-connectDone
 				}
@@ -126,10 +125,15 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 				}
 				return nil
 			}
-			if c.Cmd == "connect" && !connecting {
-				connecting = true
-				done := connectDone
-				go func() { _ = f.connect(ctx); close(done) }()
+			switch c.Cmd {
+			case "connect":
+				if !connecting {
+					connecting = true
+					done := connectDone
+					go func() { _ = f.connect(ctx); close(done) }()
+				}
+			case "drop", "nodrop":
+				f.dropping(c.Cmd == "drop")
 			}
 		}
 	}
@@ -258,6 +262,14 @@ func (r *remoteFleet) progress() progress {
 }
 
 func (r *remoteFleet) subscribers() []int { return r.subs }
+
+func (r *remoteFleet) dropping(on bool) {
+	cmd := "nodrop"
+	if on {
+		cmd = "drop"
+	}
+	_ = r.encode(workerCmd{Cmd: cmd}) // a worker that is gone shows at finish
+}
 
 func (r *remoteFleet) finish(fin finishMsg) (*fleetResult, error) {
 	defer r.kill()

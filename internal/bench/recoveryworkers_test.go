@@ -8,14 +8,11 @@ import (
 	"github.com/herald-rt/herald/internal/config"
 )
 
-// TestAuditRecoveryWorkersDropperOutlivesPublishing: in one process the
-// recovery dropper runs only while publishing, so every dropped subscriber
-// is back before the drain ends and none is reported as dropped early. In
-// worker processes the dropper starts as soon as the worker has connected
-// and keeps dropping through the drain until finish: connections the bench
-// itself dropped and that are still away at the end are reported as
-// "dropped early" (lost before the end) by the server's doing.
-func TestAuditRecoveryWorkersDropperOutlivesPublishing(t *testing.T) {
+// TestRecoveryWorkersDropOnlyWhilePublishing: the recovery dropper runs
+// only while publishing, in worker processes as in one, so every subscriber
+// the bench itself dropped is back before the drain ends: none is reported
+// as dropped early (lost before the end, by the server's doing).
+func TestRecoveryWorkersDropOnlyWhilePublishing(t *testing.T) {
 	url := startServer(t, func(c *config.Config) {
 		c.Namespaces = append(c.Namespaces, config.Namespace{Prefix: "bench", HistorySize: 10000})
 	})
