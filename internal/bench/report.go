@@ -15,7 +15,13 @@ type Report struct {
 	Scenario string `json:"scenario"`
 	Target   string `json:"target"`
 	Workers  int    `json:"workers"`
-	Reader   string `json:"reader"` // receive path: epoll or goroutine
+	// WorkersFailed is how many worker processes gave no result (they
+	// died, or stopped answering): their connections are missing from every
+	// figure, and Unaccounted is the deliveries their subscribers were
+	// expected to receive, neither delivered nor lost.
+	WorkersFailed int    `json:"workers_failed,omitempty"`
+	Unaccounted   uint64 `json:"deliveries_unaccounted,omitempty"`
+	Reader        string `json:"reader"` // receive path: epoll or goroutine
 	// SubscribeInURL: connections subscribed through the upgrade request.
 	SubscribeInURL bool    `json:"subscribe_in_url,omitempty"`
 	Interrupted    bool    `json:"interrupted,omitempty"`
@@ -115,6 +121,13 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 	}
 	fmt.Fprintln(tw, title)
 	row("target", "%s  (workers %d, reader %s, wall %.1fs)", r.Target, r.Workers, r.Reader, r.WallSeconds)
+	if r.WorkersFailed > 0 {
+		lost := ""
+		if r.Unaccounted > 0 {
+			lost = fmt.Sprintf("; %d expected deliveries went with them, neither delivered nor lost", r.Unaccounted)
+		}
+		row("WORKERS FAILED", "%d of %d: their connections are missing from every figure below%s", r.WorkersFailed, r.Workers, lost)
+	}
 	how := ""
 	if r.SubscribeInURL {
 		how = " (subscribed in the upgrade request)"

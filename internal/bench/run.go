@@ -221,6 +221,14 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	for i, err := range errs {
 		if err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("worker %d: %v", i, err))
+			r.WorkersFailed++
+			// Its subscribers' accounting went with it: what they were
+			// expected to receive is neither delivered nor lost.
+			for s, n := range fleets[i].subscribers() {
+				if s < len(fin.Published) {
+					r.Unaccounted += (fin.Published[s] - fin.Failed[s]) * uint64(n)
+				}
+			}
 		}
 	}
 
@@ -350,6 +358,8 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	switch {
 	case r.ServerExited:
 		return r, fmt.Errorf("the server (pid %d) exited during the run", cfg.ServerPID)
+	case r.WorkersFailed > 0:
+		return r, fmt.Errorf("%d of %d worker processes failed: their connections' results are missing", r.WorkersFailed, r.Workers)
 	case r.Connected == 0 && r.Conns > 0 && !r.Interrupted:
 		return r, errNoConnection
 	}

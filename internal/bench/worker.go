@@ -274,7 +274,12 @@ func (r *remoteFleet) dropping(on bool) {
 func (r *remoteFleet) finish(fin finishMsg) (*fleetResult, error) {
 	defer r.kill()
 	if err := r.encode(workerCmd{Cmd: "finish", Finish: fin}); err != nil {
-		return nil, err
+		// Most likely it is gone (a broken pipe): say that rather.
+		select {
+		case err = <-r.failed:
+		case <-time.After(time.Second):
+		}
+		return nil, r.gone(err)
 	}
 	select {
 	case m := <-r.result:
@@ -282,8 +287,17 @@ func (r *remoteFleet) finish(fin finishMsg) (*fleetResult, error) {
 		_ = r.cmd.Wait()
 		return m.Result, nil
 	case err := <-r.failed:
-		return nil, err
+		return nil, r.gone(err)
 	case <-time.After(2 * time.Minute):
 		return nil, errors.New("worker did not report within 2 minutes")
 	}
+}
+
+// gone ends the worker and returns err with how its process ended.
+func (r *remoteFleet) gone(err error) error {
+	r.kill()
+	if ps := r.cmd.ProcessState; ps != nil {
+		return fmt.Errorf("%w (%s)", err, ps)
+	}
+	return err
 }

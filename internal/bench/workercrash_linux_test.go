@@ -8,12 +8,12 @@ import (
 	"time"
 )
 
-// TestAuditWorkerCrashHidesLoss: one of two worker processes is killed
-// (SIGKILL) halfway through publishing. Its subscribers' deliveries are in
-// deliveries_expected but neither delivered nor lost: the report says
-// "lost 0" while a large share of the expected deliveries never arrived,
-// and Run succeeds (exit status 0), the crash only in a note.
-func TestAuditWorkerCrashHidesLoss(t *testing.T) {
+// TestWorkerCrashIsReported: one of two worker processes is killed
+// (SIGKILL) halfway through publishing. Its subscribers' deliveries, in
+// deliveries_expected, can be neither delivered nor lost: the report must
+// account for them as the failed worker's (table and JSON), and Run must
+// fail rather than exit 0 with the crash only in a note.
+func TestWorkerCrashIsReported(t *testing.T) {
 	url := startServer(t, nil)
 	dir := t.TempDir()
 	script := filepath.Join(dir, "worker.sh")
@@ -36,7 +36,13 @@ func TestAuditWorkerCrashHidesLoss(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	t.Logf("err %v: expected %d delivered %d lost %d notes %q", err, r.Expected, r.Delivered, r.Lost, r.Notes)
-	if err == nil && r.Delivered+r.Lost < r.Expected {
-		t.Fatalf("exit 0 with %d of %d expected deliveries and lost %d: %d deliveries are neither delivered nor lost", r.Delivered, r.Expected, r.Lost, r.Expected-r.Delivered-r.Lost)
+	if err == nil {
+		t.Fatal("Run succeeded although a worker died")
+	}
+	if r.WorkersFailed != 1 || r.Delivered+r.Lost+r.Unaccounted < r.Expected {
+		t.Fatalf("workers failed %d: %d of %d expected deliveries, lost %d, unaccounted %d", r.WorkersFailed, r.Delivered, r.Expected, r.Lost, r.Unaccounted)
+	}
+	if !strings.Contains(out.String(), "WORKERS FAILED") {
+		t.Fatal("the printed report does not say a worker failed")
 	}
 }
