@@ -19,10 +19,11 @@ import (
 // WorkerArgs and WorkerEnv, writes a fleetSpec as the first line of the
 // child's stdin, then commands ({"cmd":"connect"}, {"cmd":"drop"} and
 // {"cmd":"nodrop"} around publishing in the recovery scenario,
-// {"cmd":"finish",…}) one per line. The child answers on stdout with JSON lines: "prepared" once its
-// tokens are minted, "progress" four times a second, "ready" when its
-// connections are open, and "result" at the end. Its stderr passes through.
-// When its stdin closes the child closes everything and exits.
+// {"cmd":"finish",…}) one per line. The child answers on stdout with JSON
+// lines: "prepared" once its tokens are minted (with its CPU so far),
+// "progress" four times a second, "ready" when its connections are open, and
+// "result" at the end. Its stderr passes through. When its stdin closes the
+// child closes everything and exits.
 
 // WorkerArgs are the arguments a worker process is started with; the herald
 // binary routes "bench worker" to WorkerMain.
@@ -71,7 +72,9 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 		send(workerMsg{Type: "error", Error: err.Error()})
 		return err
 	}
-	send(workerMsg{Type: "prepared"})
+	// The CPU reading in prepared is where the connect phase's starts:
+	// start-up and token minting are not connecting.
+	send(workerMsg{Type: "prepared", Progress: progress{CPUSeconds: selfCPU().Seconds()}})
 
 	cmds := make(chan workerCmd)
 	go func() {
@@ -185,6 +188,8 @@ func startWorker(ctx context.Context, exe string, spec fleetSpec, stderr io.Writ
 			}
 			switch m.Type {
 			case "prepared":
+				p := m.Progress
+				r.last.Store(&p)
 				once.Do(func() { close(prepared) })
 			case "progress":
 				p := m.Progress

@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-// TestAuditGeneratorCPUPerConnectWorkers: generator CPU per connect covers
+// TestGeneratorCPUPerConnectWorkers: generator CPU per connect covers
 // the connect phase. With worker processes the phase's starting reading is
 // taken before any worker has sent a progress line, so it counts their CPU
 // as 0, and the figure then includes each worker's whole start-up and token
 // minting: the same 20 connections to the same server cost several times as
 // much "per connect" with two workers as with one.
-func TestAuditGeneratorCPUPerConnectWorkers(t *testing.T) {
+func TestGeneratorCPUPerConnectWorkers(t *testing.T) {
 	url := startServer(t, nil)
 	per := map[int]float64{}
 	for _, w := range []int{1, 2} {
