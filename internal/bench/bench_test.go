@@ -27,6 +27,10 @@ const (
 // TestMain lets the test binary act as a bench worker process (see
 // startWorker), so --workers is tested end to end.
 func TestMain(m *testing.M) {
+	if os.Getenv("HERALD_BENCH_FAKE_WORKER") == "1" {
+		fakeWorker(os.Stdin, os.Stdout)
+		os.Exit(0)
+	}
 	if os.Getenv("HERALD_BENCH_WORKER") == "1" {
 		if err := WorkerMain(os.Stdin, os.Stdout); err != nil {
 			os.Exit(1)

@@ -102,7 +102,10 @@ type fleetResult struct {
 	ErrorFrames     map[string]int         `json:"error_frames,omitempty"`
 	Unparsed        uint64                 `json:"unparsed,omitempty"`
 	CPUSeconds      float64                `json:"cpu_seconds"`
-	Recovery        recoveryStats          `json:"recovery"`
+	// CPUAtFinish is a worker's CPU when the finish command came: the end
+	// of the measurement window (CPUSeconds adds the closing).
+	CPUAtFinish float64       `json:"cpu_at_finish_seconds,omitempty"`
+	Recovery    recoveryStats `json:"recovery"`
 	// Bytes of the frames read after subscribing (header + payload as on
 	// the wire), inflated sizes of the message frames, frames that came
 	// compressed, and connections on which the server accepted

@@ -193,7 +193,10 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			r.Notes = append(r.Notes, fmt.Sprintf("not every delivery arrived within --grace %s", cfg.Grace))
 		}
 	}
-	winGen1 := generatorCPU(fleets)
+	// The workers' part of this reading comes with their results: their
+	// CPU when the finish command came. Their progress lines are up to
+	// 250 ms old, while the window's start (their ready lines) is fresh.
+	winGen1 := selfCPU()
 	stopProgress()
 
 	// Finish: close connections and collect.
@@ -205,6 +208,15 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 	}
 	wg.Wait()
 	finished = true
+	for i, f := range fleets {
+		if _, ok := f.(*remoteFleet); ok {
+			cpu := f.progress().CPUSeconds // a failed worker's latest
+			if results[i] != nil {
+				cpu = results[i].CPUAtFinish
+			}
+			winGen1 += time.Duration(cpu * float64(time.Second))
+		}
+	}
 	var endSample procSample
 	if cfg.ServerPID != 0 {
 		var err error
@@ -531,7 +543,8 @@ func drain(ctx context.Context, fleets []fleet, expected uint64, grace time.Dura
 }
 
 // generatorCPU is the CPU used so far by this process and every worker
-// process (as of its latest progress report, at most 250 ms old).
+// process (as of its latest progress report: its prepared or ready line,
+// fresh while it waits for the next command, or one at most 250 ms old).
 func generatorCPU(fleets []fleet) time.Duration {
 	d := selfCPU()
 	for _, f := range fleets {

@@ -112,6 +112,7 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 			send(workerMsg{Type: "ready", Progress: prog(), Subs: f.subscribers()})
 		case c, ok := <-cmds:
 			if !ok || c.Cmd == "finish" {
+				atFinish := selfCPU().Seconds()
 				cancel()
 				f.dropping(false)
 				if connecting && connectDone != nil {
@@ -122,7 +123,7 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 					send(workerMsg{Type: "error", Error: err.Error()})
 					return err
 				}
-				res.CPUSeconds = selfCPU().Seconds()
+				res.CPUSeconds, res.CPUAtFinish = selfCPU().Seconds(), atFinish
 				if ok {
 					send(workerMsg{Type: "result", Result: res})
 				}
