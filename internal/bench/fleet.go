@@ -430,12 +430,18 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 		}
 		switch string(frameType(p)) {
 		case "subscribed":
-			if f.spec.DropEvery > 0 && since == nil && string(stringField(p, "channel")) == chans[0] {
+			if f.spec.DropEvery > 0 && string(stringField(p, "channel")) == chans[0] {
 				// The channel's position at subscribe time: recovery resumes
-				// from here until a delivery moves it.
+				// from here until a delivery moves it. After a resubscribe in
+				// the same epoch the stored offset stays (this one is the
+				// newest, and the replay after it moves the stored one); in
+				// another the stored position belongs to a lost history, and
+				// deliveries carry no epoch to replace it.
 				if off, ok := uintField(p, "offset"); ok {
-					bc.offset, bc.hasOff = off, true
-					bc.epoch = string(stringField(p, "epoch"))
+					if epoch := stringField(p, "epoch"); since == nil || string(epoch) != bc.epoch {
+						bc.offset, bc.hasOff = off, true
+						bc.epoch = string(epoch)
+					}
 				}
 			}
 			if since != nil && string(stringField(p, "channel")) == chans[0] {
