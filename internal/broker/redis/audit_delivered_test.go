@@ -1,0 +1,72 @@
+package redisbroker
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-rt/herald/internal/broker"
+)
+
+// delayConn holds back the write that carries the marked publication.
+type delayConn struct {
+	net.Conn
+	started chan struct{}
+	once    *atomic.Bool
+}
+
+func (c delayConn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("DELAYED-PUBLICATION")) && c.once.CompareAndSwap(false, true) {
+		close(c.started)
+		time.Sleep(time.Second)
+	}
+	return c.Conn.Write(p)
+}
+
+// A publish decides whether to wait for its echo from whether the node
+// listens before its script runs; a join on the same node that completes
+// meanwhile gets the publication (it comes after the join's marker), yet the
+// publish answers Delivered 0 at once: the count misses a connection the
+// publication was queued to on this node.
+func TestAuditDeliveredMissesJoinBeforeScript(t *testing.T) {
+	started := make(chan struct{})
+	var once atomic.Bool
+	o := srv.Options()
+	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := new(net.Dialer).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return delayConn{Conn: c, started: started, once: &once}, nil
+	}
+	var joined atomic.Bool
+	var queued atomic.Int64
+	b := start(t, Options{Redis: o, Prefix: srv.Prefix(), Timeout: 3 * time.Second,
+		Deliver: func(ch string, p *broker.Publication) int {
+			if joined.Load() {
+				queued.Add(1)
+				return 1
+			}
+			return 0
+		}})
+	res := make(chan broker.PublishResult, 1)
+	go func() {
+		r, err := b.Publish("d", broker.Publication{Data: []byte(`"DELAYED-PUBLICATION"`)}, broker.PublishOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		res <- r
+	}()
+	<-started // the publish has decided it does not listen; its script is not sent yet
+	if err := b.Subscribe("d", broker.SubscribeOptions{}, func(broker.Recovery) error { joined.Store(true); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	time.Sleep(100 * time.Millisecond)
+	if q := queued.Load(); q != int64(r.Delivered) {
+		t.Fatalf("publication at offset %d queued to %d local connection(s), but Publish answered Delivered %d", r.Offset, q, r.Delivered)
+	}
+}
