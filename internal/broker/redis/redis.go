@@ -305,10 +305,11 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	l := b.acquire(channel)
 	defer b.release(l)
 	l.mu.Lock()
-	// Not listening: nothing comes back to count, and nobody here could be
-	// delivered to (a local subscriber's join made the node listen).
+	// Listening before the script runs: the publication comes back. (Not
+	// listening: nobody here is subscribed, as a local subscriber's join
+	// makes the node listen, unless a join completes meanwhile; see below.)
 	listening := l.sub == subLive
-	if listening && l.counts == nil {
+	if l.counts == nil {
 		l.counts = new([32]delivered)
 	}
 	l.mu.Unlock()
@@ -335,7 +336,15 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 		return broker.PublishResult{Position: pos, Duplicate: true}, nil
 	}
 	if !listening {
-		return broker.PublishResult{Position: pos}, nil
+		// A join here that completed before the script ran holds the
+		// stream's position in this epoch from then on (its baseline, or a
+		// delivery after it), and its subscription gets the publication.
+		l.mu.Lock()
+		listening = l.sub == subLive && l.epoch == pos.Epoch
+		l.mu.Unlock()
+		if !listening {
+			return broker.PublishResult{Position: pos}, nil
+		}
 	}
 	return broker.PublishResult{Position: pos, Delivered: b.awaitDelivery(ctx, l, pos, gen)}, nil
 }

@@ -26,12 +26,11 @@ func (c delayConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// A publish decides whether to wait for its echo from whether the node
-// listens before its script runs; a join on the same node that completes
-// meanwhile gets the publication (it comes after the join's marker), yet the
-// publish answers Delivered 0 at once: the count misses a connection the
-// publication was queued to on this node.
-func TestAuditDeliveredMissesJoinBeforeScript(t *testing.T) {
+// A join on the same node that completes while a publish's script is on
+// its way gets the publication (it comes after the join's marker), and the
+// publish counts it: it used to decide not to wait for its echo before its
+// script ran, and answered Delivered 0.
+func TestDeliveredCountsAJoinDuringThePublish(t *testing.T) {
 	started := make(chan struct{})
 	var once atomic.Bool
 	o := srv.Options()
