@@ -9,10 +9,10 @@ import (
 )
 
 // A notification this node received, still queued behind a slow Deliver
-// when the pub/sub connection is lost, is dropped with the publications of
-// the lost subscription: OnNotify never hears of it, although it came
-// through whole and, unlike a publication, no one was told of the loss (a
-// subscriber's 4010 says nothing to a user whose disconnect or send it was).
+// when the pub/sub connection is lost, still reaches OnNotify: it came
+// through whole, and no one would be told of its loss (a subscriber's 4010
+// says nothing to a user whose disconnect or send it was). It used to be
+// dropped with the publications of the lost subscription.
 func TestQueuedNotificationSurvivesALoss(t *testing.T) {
 	prefix := srv.Prefix()
 	release := make(chan struct{})

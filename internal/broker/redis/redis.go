@@ -707,6 +707,10 @@ func (b *Broker) receive(ctx context.Context) {
 // live here: whatever the old connection held must be asked for again, and
 // its confirmation waited for.
 func (b *Broker) renew(ctx context.Context) (*redis.PubSub, error) {
+	// Bounded as every Redis call is: a peer that accepts and never answers
+	// must not hold subMu (joins, Sweep, shutdown) for longer.
+	ctx, cancel := context.WithTimeout(ctx, b.o.Timeout)
+	defer cancel()
 	b.subMu.Lock()
 	defer b.subMu.Unlock()
 	_ = b.ps.Close()
@@ -875,10 +879,11 @@ func (b *Broker) work(ctx context.Context, q chan item) {
 			return
 		case it := <-q:
 			m := it.m
-			if it.gen != b.gen.Load() {
+			if it.gen != b.gen.Load() && m.Payload[0] != 'n' {
 				// From a subscription lost since: its channels' subscribers
 				// were told (and closed), and a client joined since must not
-				// get it.
+				// get it. (A notification came whole, and concerns no
+				// channel: it is still told.)
 				continue
 			}
 			switch m.Payload[0] {

@@ -13,12 +13,10 @@ import (
 )
 
 // A Redis that accepts the new pub/sub connection but never answers its
-// handshake (a peer gone silent, as in a network partition) holds renew in
-// the handshake under subMu, on Run's ctx, which has no deadline and whose
-// cancellation does not reach a connection not yet made: Run's shutdown,
-// Sweep (and a join) wait for the answer, bounded by the connection's own
-// read timeout and not by Options.Timeout: forever with ReadTimeout -1,
-// which the broker's commands otherwise handle (their ctx has Timeout).
+// handshake (a peer gone silent, as in a network partition) holds renew
+// for Options.Timeout at most: Sweep (and a join) wait no longer behind it,
+// and Run's shutdown ends. renew used to wait on Run's ctx, which has no
+// deadline, and under subMu: forever with ReadTimeout -1.
 func TestShutdownDuringRenewToASilentRedis(t *testing.T) {
 	hole := filepath.Join(t.TempDir(), "silent.sock")
 	ln, err := net.Listen("unix", hole)
