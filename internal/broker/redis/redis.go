@@ -304,6 +304,9 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	}
 	l := b.acquire(channel)
 	defer b.release(l)
+	// The generation before the listening state: a loss in between leaves
+	// a state it has reset, or a generation awaitDelivery sees is gone.
+	gen, salt := b.gen.Load(), b.salt.Load()
 	l.mu.Lock()
 	// Listening before the script runs: the publication comes back. (Not
 	// listening: nobody here is subscribed, as a local subscriber's join
@@ -318,7 +321,6 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
 		idem, window = b.key("i", field(channel)+o.IdempotencyKey), max(o.IdempotencyWindow.Milliseconds(), 1)
 	}
-	gen, salt := b.gen.Load(), b.salt.Load()
 	ctx, cancel := b.ctx()
 	defer cancel()
 	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem},
@@ -529,7 +531,15 @@ func (b *Broker) listen(ctx context.Context, l *local) error {
 			// Sweep), and to the current PubSub: a new one subscribes to
 			// every channel asked before it.
 			b.subMu.Lock()
-			err := b.ps.Subscribe(ctx, b.stream(l.name))
+			err := ctx.Err()
+			if err == nil {
+				// Its own deadline, not what is left of the join's: go-redis
+				// takes a write cut short by a deadline for a broken
+				// connection, and the connection is every channel's.
+				wctx, cancel := b.ctx()
+				err = b.ps.Subscribe(wctx, b.stream(l.name))
+				cancel()
+			}
 			b.subMu.Unlock()
 			if err != nil {
 				// Not asked after all (a broken connection is also replaced,
@@ -670,6 +680,7 @@ func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(
 		broker.Every(ctx, sweep, func() { b.Sweep(idle, inUse) })
 	}()
 	b.receive(ctx)
+	b.live.Store(false) // done: Publish and Subscribe answer ErrUnavailable
 	wg.Wait()
 	_ = b.rdb.Close()
 	_ = b.psc.Close()

@@ -308,3 +308,28 @@ func TestNotify(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// Once Run has returned the broker is done: not live, and its calls say
+// nothing was done rather than "outcome unknown".
+func TestNotLiveAfterRun(t *testing.T) {
+	b := New(Options{Redis: srv.Options(), Prefix: srv.Prefix()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Run(ctx, time.Hour, time.Hour, nil)
+	}()
+	for deadline := time.Now().Add(5 * time.Second); !b.Live(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not live")
+		}
+	}
+	cancel()
+	<-done
+	if b.Live() {
+		t.Fatal("live after Run returned")
+	}
+	if _, err := b.Publish("x", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
+		t.Fatalf("publish after Run: %v, want ErrUnavailable only", err)
+	}
+}

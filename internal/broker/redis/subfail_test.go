@@ -75,3 +75,33 @@ func TestJoinSubscribeOnABrokenConnection(t *testing.T) {
 		t.Fatalf("publish after the join: %+v %v", r, err)
 	}
 }
+
+// A join that waited out its Timeout for subMu (behind a renew or a Sweep
+// on a slow Redis) gives up without writing: a SUBSCRIBE with its expired
+// deadline would make go-redis drop the connection every channel of the
+// node shares, and every local subscriber would be closed with 4010.
+func TestJoinPastItsDeadlineLeavesTheConnection(t *testing.T) {
+	lost := make(chan bool, 10)
+	b := start(t, Options{Prefix: srv.Prefix(), Timeout: 300 * time.Millisecond,
+		OnLive: func(live bool) {
+			if !live {
+				lost <- true
+			}
+		}})
+	b.subMu.Lock()
+	joined := make(chan error, 1)
+	go func() {
+		joined <- b.Subscribe("late", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+	}()
+	time.Sleep(500 * time.Millisecond)
+	b.subMu.Unlock()
+	if err := <-joined; !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("join past its deadline: %v, want ErrUnavailable", err)
+	}
+	select {
+	case <-lost:
+		t.Fatal("the pub/sub connection was lost to a join's expired deadline")
+	case <-time.After(300 * time.Millisecond):
+	}
+	joinNow(t, b, "late") // and the channel is not stuck
+}
