@@ -210,6 +210,11 @@ func New(o Options) *Broker {
 	ro.ContextTimeoutEnabled = true
 	b := &Broker{o: o, rdb: redis.NewClient(&ro), pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
 	pso := ro
+	// RESP2: Redis applies its pub/sub output-buffer limit only to RESP2
+	// subscribers (a RESP3 one counts as a normal client, unlimited by
+	// default), so a node that stops reading is cut off, and sees the loss,
+	// rather than making Redis hold without bound what it owes the node.
+	pso.Protocol = 2
 	if pso.DialTimeout <= 0 {
 		pso.DialTimeout = 5 * time.Second
 	}
