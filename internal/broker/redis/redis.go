@@ -545,17 +545,21 @@ func (b *Broker) listen(ctx context.Context, l *local) error {
 				err = b.ps.Subscribe(wctx, b.stream(l.name))
 				cancel()
 			}
-			b.subMu.Unlock()
 			if err != nil {
-				// Not asked after all (a broken connection is also replaced,
-				// and the new one would not know this channel): the next
-				// join asks again, and those waiting look again.
+				// Not asked after all (a broken connection is replaced, and
+				// the new one would not know this channel): the next join
+				// asks again, and those waiting look again. Still under
+				// subMu, so that a new PubSub subscribes the channel only if
+				// this state says to.
 				l.mu.Lock()
 				if l.subDone == done && l.sub == subAsked {
 					l.sub, l.subDone = subNone, nil
 					close(done)
 				}
 				l.mu.Unlock()
+			}
+			b.subMu.Unlock()
+			if err != nil {
 				return unavailable(err)
 			}
 		}
