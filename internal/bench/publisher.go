@@ -255,6 +255,7 @@ type wsSink struct {
 	reason atomic.Value // string: why the server closed it
 
 	mu      sync.Mutex
+	ended   bool     // the connection's end was settled: publish refuses
 	pending []int    // streams of the publications not answered yet, oldest first
 	refused []uint64 // per stream: publications the server refused
 	errs    map[string]int
@@ -336,12 +337,19 @@ func (s *wsSink) answer(reason string) {
 }
 
 // unanswered settles every publication still without an answer when the
-// server closed the connection: it read none of them (the close follows
-// the answers to those it did).
+// connection ended, as refused, and makes publish refuse any after it. A
+// 4029 close follows the answers to every publication the server read and
+// refuses the one that drew it, so this is exact. A close made elsewhere
+// (a disconnect, a shutdown, an expired token) can cut off the answer to
+// the one publication the server was running, which is then delivered
+// though counted refused: delivered can exceed expected by that one's
+// deliveries. Counting the unanswered ones as sent instead would call
+// every publication still unread in the socket lost.
 func (s *wsSink) unanswered() {
 	r, _ := s.reason.Load().(string)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ended = true
 	for _, st := range s.pending {
 		s.refuse(st, "ws publisher: "+r)
 	}
@@ -358,12 +366,6 @@ func (s *wsSink) refuse(st int, reason string) {
 }
 
 func (s *wsSink) publish(ctx context.Context, stream int, channel string, data []byte) error {
-	select {
-	case <-s.closed:
-		r, _ := s.reason.Load().(string)
-		return errors.New("ws publisher: " + r)
-	default:
-	}
 	if d, ok := ctx.Deadline(); ok && !d.Equal(s.wdl) {
 		s.wdl = d
 		_ = s.c.nc.SetWriteDeadline(d)
@@ -378,8 +380,14 @@ func (s *wsSink) publish(ctx context.Context, stream int, channel string, data [
 	s.buf = b
 	s.next++
 	// Pending before it is written: the answer may come before the write
-	// returns.
+	// returns. Under the lock that settles the connection's end, so that a
+	// publication is either pending when the end is settled or refused here.
 	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		r, _ := s.reason.Load().(string)
+		return errors.New("ws publisher: " + r)
+	}
 	s.pending = append(s.pending, stream)
 	s.mu.Unlock()
 	if err := s.c.writeText(b); err != nil {

@@ -7,11 +7,10 @@ import (
 )
 
 // TestWSPublisherCloseRace: a ws publisher publishing back to back when the
-// server closes it (4029) must end with every publication answered or
-// refused. One that passed publish's closed check just before the reader
-// settled the close is appended to pending afterwards, written (the socket
-// still takes it) and reported sent: nothing ever settles it, so Run counts
-// it as sent and its deliveries as lost.
+// server closes it (4029) ends with every publication answered or refused.
+// (One that passed publish's check of the close just before the reader
+// settled it used to be added to the pending ones afterwards and written,
+// settled by nothing: counted as sent, its deliveries as lost.)
 func TestWSPublisherCloseRace(t *testing.T) {
 	url := rateLimitedServer(t, 1)
 	tg, err := parseTarget(url, "")
@@ -58,12 +57,12 @@ func TestWSPublisherCloseRace(t *testing.T) {
 
 // TestWSPublisherCloseRaceRun: the same through Run: a ws publisher far
 // behind its schedule (publishing back to back) is closed with 4029 after the
-// burst; in some runs one publication more than the server took counts as
-// sent (6, the server took 5) and each subscriber 'lost' it.
+// burst; no run reports loss (it used to count, in some runs, one
+// publication more than the server took as sent: 6 where it took 5).
 func TestWSPublisherCloseRaceRun(t *testing.T) {
 	url := rateLimitedServer(t, 1)
 	bad := 0
-	for i := range 10 {
+	for i := range 5 {
 		cfg := testConfig(url, "fanout")
 		cfg.PublishVia, cfg.APIKey = "ws", ""
 		cfg.Conns = 10
