@@ -293,6 +293,16 @@ func (r *remoteFleet) finish(fin finishMsg) (*fleetResult, error) {
 		_ = r.cmd.Wait()
 		return m.Result, nil
 	case err := <-r.failed:
+		select {
+		case m := <-r.result:
+			// It reported, then exited (its output ended): select took the
+			// exit, both being ready. The reader hands over the result
+			// before the exit, so it is here if there was one.
+			_ = r.stdin.Close()
+			_ = r.cmd.Wait()
+			return m.Result, nil
+		default:
+		}
 		return nil, r.gone(err)
 	case <-time.After(2 * time.Minute):
 		return nil, errors.New("worker did not report within 2 minutes")
