@@ -842,8 +842,8 @@ func (b *Broker) resetAll() {
 			l.mu.Lock()
 			l.epoch, l.last = "", 0
 			if l.sub == subLive {
-				// go-redis subscribes the new connection to every channel it
-				// was subscribed to; the confirmation makes it live again.
+				// renew subscribes the new connection to it; that
+				// confirmation makes it live again.
 				l.sub, l.subDone = subAsked, make(chan struct{})
 			}
 			l.settle()
@@ -1063,8 +1063,8 @@ func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	if err := b.ps.Unsubscribe(ctx, gone...); err != nil {
-		// go-redis has forgotten them: a new connection will not subscribe
-		// to them again, and this one is being replaced.
+		// Their states are gone, so no new connection subscribes them; a
+		// write that failed broke this one, which the receive loop replaces.
 		b.o.Log.Debug("redis unsubscribe failed", "err", err, "channels", len(gone))
 	}
 }
