@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -33,14 +32,7 @@ func (c delayConn) Write(p []byte) (int, error) {
 func TestDeliveredCountsAJoinDuringThePublish(t *testing.T) {
 	started := make(chan struct{})
 	var once atomic.Bool
-	o := srv.Options()
-	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := new(net.Dialer).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return delayConn{Conn: c, started: started, once: &once}, nil
-	}
+	o := wrapped(func(c net.Conn) net.Conn { return delayConn{Conn: c, started: started, once: &once} })
 	var joined atomic.Bool
 	var queued atomic.Int64
 	b := start(t, Options{Redis: o, Prefix: srv.Prefix(), Timeout: 3 * time.Second,

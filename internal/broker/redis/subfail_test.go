@@ -9,8 +9,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/herald-rt/herald/internal/broker"
 )
+
+// wrapped is the test Redis's options with every connection, pub/sub ones
+// included, wrapped by wrap.
+func wrapped(wrap func(net.Conn) net.Conn) *redis.Options {
+	o := srv.Options()
+	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := new(net.Dialer).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return wrap(c), nil
+	}
+	return o
+}
 
 // failingConn fails (and closes) the first write that subscribes to a
 // channel's stream once armed.
@@ -32,14 +48,7 @@ func (c failingConn) Write(p []byte) (int, error) {
 // call, unseen, and without the channel), and the next join listens.
 func TestJoinSubscribeOnABrokenConnection(t *testing.T) {
 	var armed atomic.Bool
-	o := srv.Options()
-	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := new(net.Dialer).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return failingConn{Conn: c, armed: &armed}, nil
-	}
+	o := wrapped(func(c net.Conn) net.Conn { return failingConn{Conn: c, armed: &armed} })
 	lives := make(chan bool, 10)
 	b := start(t, Options{Redis: o, Prefix: srv.Prefix(), Timeout: 2 * time.Second,
 		Deliver: func(string, *broker.Publication) int { return 1 },
