@@ -29,7 +29,7 @@ import (
 // up on a goroutine and then moving the socket out of Go's poller, this
 // saves the runtime poller's registration and removal, the descriptor's
 // duplication, getsockname/getpeername/getsockopt and a goroutine wake-up
-// per response: 55–61 instead of 77–96 generator CPU-µs per connect.
+// per response (what that saves per connect: docs/performance.md).
 //
 // Ownership: the dialer creates the socket and registers it; from then on
 // only the loop touches the connection (and closes the socket when the setup
@@ -145,8 +145,7 @@ func rawConnect(hostPort string, local net.IP) (int, error) {
 	// Raw system calls (none of them blocks on a non-blocking socket): an
 	// ordinary one wakes the runtime's sysmon whenever the scheduler was
 	// idle just before, and connect(2) on loopback runs the whole
-	// handshake inside the call. In a storm this took sysmon from 4.2 % of
-	// the generator's CPU to 0.2 % and context switches from 5 % to 2 %.
+	// handshake inside the call (docs/performance.md, the generator).
 	sa, salen, family := rawSockaddr(ip, p)
 	r, _, e := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if e != 0 {

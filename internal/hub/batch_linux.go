@@ -28,12 +28,8 @@ const notDone = math.MinInt32
 // batchWriter is a writer-pool worker's state for writing up to
 // ring.Entries() clients with one io_uring submission: one send (one
 // frame) or sendmsg (several) per client, all non-blocking, all completed
-// before Submit returns. At a few publications per second to many
-// subscribers every delivery is one small write to another socket: made one
-// writev each, they cost the server ≈ 9.3 CPU-µs per delivery at 10k
-// subscribers on the project's VM, batched ≈ 7.3 (docs/performance.md: the
-// system call's entry and exit and writev's layer go, and the kernel's TCP
-// path itself runs faster 128 times in a row).
+// before Submit returns: one system call for many small writes to many
+// sockets (what that saves: docs/performance.md).
 //
 // The clients' descriptors are held open for the whole submission: each
 // client's RawConn.Control calls the next one's (hold), the innermost

@@ -39,8 +39,7 @@ const (
 // of subscriptions and a bounded send queue drained by at most one writer
 // goroutine, which exists only while there is something to write.
 //
-// Lock order: hub shard locks before Client.mu. Never take a shard lock while
-// holding Client.mu.
+// Lock order: docs/architecture.md#lock-order (shard locks before mu).
 type Client struct {
 	hub *Hub
 	nc  net.Conn
@@ -120,24 +119,17 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 	return c
 }
 
-// Greet registers c with the hub and writes prefix (the handshake response)
-// and frame (the first message) in one system call. c holds its writer role
-// from before it is registered until that write is done, so what reaches it
-// once registered — a publication, a send to its user — waits in its queue
-// and follows the greeting: a client that has read its first message is
-// registered, and nothing goes out ahead of the handshake. The write is
-// bounded by greetTimeout; when it fails, the peer is gone and so is c. When
-// the hub is shutting down, c is greeted and then closed with 1001, and
-// Greet returns ErrShuttingDown. When a connection limit refuses c, Greet
-// writes nothing and returns ErrServerFull or ErrUserFull: the handshake
-// response was never sent, so the caller answers with an HTTP refusal and
-// then ends c with Gone.
+// Greet registers c with the hub and writes prefix and then frame in one
+// system call, bounded by greetTimeout. c holds its writer role from before
+// it is registered until that write is done, so whatever is queued for c
+// once it is registered follows frame; setup, when not nil, runs after
+// registration and before the write, and what it queues goes out in the
+// same write. Call Greet once, instead of Register.
 //
-// setup, when not nil, runs once c is registered and before the write; what
-// it (or anyone) queues for c meanwhile goes out in the same write, after
-// frame. The server subscribes a connection to the channels named in its
-// upgrade request there, so that connected and the subscribed replies leave
-// together.
+// It returns ErrServerFull or ErrUserFull, having written nothing and
+// registered nothing, when a connection limit refuses c (end c with Gone);
+// ErrShuttingDown when the hub is shutting down (c was greeted, then closed
+// with 1001); or the write's error (the peer is gone, and so is c).
 func (c *Client) Greet(prefix, frame []byte, setup func()) error {
 	c.mu.Lock()
 	if c.registered || c.writing {

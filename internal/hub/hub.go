@@ -384,8 +384,7 @@ func (h *Hub) unsubscribeShard(c *Client, name string) {
 // Subscribers are queued, and so written, in subscription order, starting
 // at a random one and wrapping around: nobody is always last, and the
 // kernel and the writer meet sockets and clients mostly in the order they
-// were made, which is cheaper than a random order (on the project's VM ≈ 9 %
-// of the server's CPU per delivery at 10k subscribers, docs/performance.md).
+// were made, which is cheaper than a random order (docs/performance.md).
 func (h *Hub) Publish(name string, frame *Frame, exclude *Client, event string) int {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()

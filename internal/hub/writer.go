@@ -22,9 +22,8 @@ import (
 const yieldEvery = 32
 
 // batchClients is the most clients a worker writes with one io_uring
-// submission. Measured at 32, 128, 256 and 512 (docs/performance.md): 32
-// cost about 1 CPU-µs more per delivery than 128; above 128 nothing changed
-// outside the noise, and a larger batch keeps the worker's P longer.
+// submission; a larger batch keeps the worker's P longer (the sizes tried:
+// docs/performance.md).
 const batchClients = 128
 
 // writerPool is a small set of goroutines that flush clients' queues. A

@@ -89,8 +89,7 @@ func (o *ctlOp) withFd(fd uintptr) {
 // epollCtl and epollWait are the system calls without the runtime's
 // scheduler hand-off (syscall.Syscall's entersyscall/exitsyscall): neither
 // blocks (the wait is always called with a zero timeout), and a thread seen
-// in a system call keeps the runtime's sysmon waking every 20 µs to retake
-// its P, which under load cost more CPU than the calls themselves.
+// in a system call has its P retaken by the runtime's sysmon.
 func epollCtl(epfd uintptr, op int, fd uintptr, ev *syscall.EpollEvent) error {
 	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, epfd, uintptr(op), fd, uintptr(unsafe.Pointer(ev)), 0, 0)
 	if e != 0 {

@@ -28,11 +28,9 @@ const (
 // errors, duplicates (where encoding/json merges objects) and the nested
 // events and since.
 //
-// This is the path of every command a client sends. With it DecodeCommand
-// takes 0.64–0.68 µs and 3 allocations for a message command, against
-// 1.6–1.9 µs and 10 with json.Unmarshal (BenchmarkDecodeCommand); about
-// 0.27 µs of what is left is json.Valid. FuzzDecodeCommand checks that
-// whenever it reports true, c is what json.Unmarshal gives.
+// This is the path of every command a client sends (its cost:
+// BenchmarkDecodeCommand, docs/performance.md). FuzzDecodeCommand checks
+// that whenever it reports true, c is what json.Unmarshal gives.
 func (c *Command) decodeExact(b []byte) bool {
 	var seen uint16
 	i := jsonscan.SkipSpace(b, 0) + 1 // past the '{'

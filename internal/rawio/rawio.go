@@ -8,11 +8,7 @@
 // The sockets are non-blocking, so the calls never block. What the raw form
 // saves is the runtime's system-call bookkeeping, and above all the wake-up
 // of sysmon that an ordinary system call makes whenever the scheduler was
-// idle just before it: a woken sysmon checks every 20 µs for the next
-// millisecond or more, on cores the work it interrupts needs. A connect
-// storm, or an API publication every 100 ms to 1,000 subscribers, goes idle
-// and busy again many times a second; see docs/performance.md for what
-// sysmon cost there.
+// idle just before it (what that cost: docs/performance.md).
 //
 // Off Unix, RawConn is nil for every connection, and the callers read and
 // write through the net.Conn itself.

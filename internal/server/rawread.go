@@ -9,9 +9,7 @@ import (
 )
 
 // connReader is a pooled read buffer: a connection holds one only while it
-// reads. Reads are raw system calls (internal/rawio): an ordinary read
-// wakes the runtime's sysmon whenever the scheduler was idle just before,
-// which during a connect storm cost about 2 % of the server's CPU.
+// reads. Reads are raw system calls (internal/rawio).
 type connReader struct {
 	br  *bufio.Reader
 	raw rawio.Reader

@@ -388,11 +388,8 @@ func writeRefusal(c net.Conn, ref *refusal) {
 // replayConn is a connection handed to net/http with the bytes the sniffer
 // already read put back in front. Embedding the connection keeps what
 // net/http and a later hijack look for (CloseWrite, SyscallConn). Its reads
-// and writes are raw system calls (internal/rawio): net/http's ordinary ones
-// woke the runtime's sysmon at every API publication that found the server
-// idle, and the woken sysmon then checked every 20 µs through the fan-out it
-// competed with (≈ 0.5 CPU-µs per delivery, and ≈ 0.6 ms of latency, at 10
-// publications/s to 1,000 subscribers; see docs/performance.md).
+// and writes are raw system calls (internal/rawio), which do not wake the
+// runtime's sysmon (docs/performance.md).
 type replayConn struct {
 	*rawio.Conn
 	head []byte

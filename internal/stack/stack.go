@@ -1,12 +1,10 @@
 // Package stack grows a goroutine's stack ahead of a deep call chain.
 //
-// A goroutine starts on a 2 KiB stack and the runtime doubles it whenever a
+// A goroutine starts on a small stack and the runtime doubles it whenever a
 // call does not fit, copying the stack and adjusting every frame on it: the
-// deeper the chain when it happens, the more that costs. A WebSocket upgrade
-// with JWT verification, or reading and dispatching a command, is deep
-// enough to grow a fresh goroutine's stack three times; at a connect storm
-// that was a tenth of herald's CPU. Calling Grow first, while the stack
-// holds only a frame or two, gets the same stack in one cheap step.
+// deeper the chain when it happens, the more that costs. Calling Grow first,
+// while the stack holds only a frame or two, gets the same stack in one
+// cheap step (what that saves in a connect storm: docs/performance.md).
 package stack
 
 // frame is the stack frame Grow asks for: with what its caller already

@@ -48,8 +48,7 @@ type shard struct {
 	streams map[string]*stream
 }
 
-// stream is one channel. Lock order: stream.mu before anything the deliver
-// and join callbacks take (hub shard locks, client locks).
+// stream is one channel. Lock order: docs/architecture.md#lock-order.
 type stream struct {
 	mu       sync.Mutex
 	epoch    string

@@ -126,8 +126,8 @@ type shard struct {
 	locals map[string]*local
 }
 
-// local is this node's view of one channel. Lock order: local.mu before
-// anything Deliver and join take (hub locks).
+// local is this node's view of one channel. Lock order:
+// docs/architecture.md#lock-order.
 type local struct {
 	mu    sync.Mutex
 	name  string
