@@ -537,7 +537,12 @@ func (f *localFleet) readLoop(bc *bconn) {
 			f.drop(bc, "read: "+shortErr(err))
 			return
 		}
-		bc.wire += uint64(bc.ws.lastWire)
+		if op != ws.OpClose || !f.stopping.Load() {
+			// The server's answer to finish's own close frame is teardown,
+			// read or not by the time the socket closes: like the epoll
+			// path, which stops reading first, it is left out.
+			bc.wire += uint64(bc.ws.lastWire)
+		}
 		switch op {
 		case ws.OpText:
 			bc.msgBytes += uint64(len(p))
