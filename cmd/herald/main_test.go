@@ -65,6 +65,7 @@ func TestClientFlagErrors(t *testing.T) {
 		{[]string{"token", "--help"}, 0, "Mints an HS256 JWT"},
 		{[]string{"sub", "--help"}, 0, "-token"},
 		{[]string{"bench", "--help"}, 0, "-jwt-secret"},
+		{[]string{"serve", "--help"}, 0, "--redis-url"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), tc.args, &out, &errOut)

@@ -17,7 +17,7 @@ import (
 )
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := config.Load(args, os.Getenv, stderr)
+	cfg, err := config.Load(args, os.Getenv, stdout) // --help goes to stdout, like every other command's
 	if errors.Is(err, flag.ErrHelp) {
 		return err
 	}

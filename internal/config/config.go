@@ -1,92 +1,95 @@
-// Package config holds herald's configuration: one struct, its defaults, its
-// validation and its loading from flags, HERALD_* environment variables and an
-// optional YAML or TOML file.
+// Package config holds herald's configuration: one struct, and one table of
+// options (options.go) from which its defaults, its checks, its loading from
+// flags, HERALD_* environment variables and an optional YAML or TOML file,
+// the help of `herald serve` and docs/configuration.md all come.
 package config
 
 import "time"
 
 // Config is the whole server configuration. The zero value is not usable; start
-// from Default().
+// from Default(). Every field but Namespaces is an option of the options table
+// (options.go), which gives its flag, environment variable, file key, default
+// and help.
 type Config struct {
 	// Addr is the listen address for HTTP and WebSocket. Default ":8080"; the
 	// PORT environment variable, when set, gives ":"+PORT unless Addr is set
 	// explicitly by flag, HERALD_ADDR or file.
-	Addr string `yaml:"addr" toml:"addr"`
+	Addr string
 	// WSPath is the WebSocket endpoint path. Default "/ws".
-	WSPath string `yaml:"ws_path" toml:"ws_path"`
+	WSPath string
 	// APIKeys are the keys accepted by the server API (/api/*, /call). Empty
 	// means the API answers 403 to everything.
-	APIKeys []string `yaml:"api_keys" toml:"api_keys"`
+	APIKeys []string
 	// JWTSecret is the HS256 secret. Empty disables HS256.
-	JWTSecret string `yaml:"jwt_secret" toml:"jwt_secret"`
+	JWTSecret string
 	// JWTPublicKeyFile is a PEM file with an RSA or ECDSA public key for RS256/ES256.
-	JWTPublicKeyFile string `yaml:"jwt_public_key" toml:"jwt_public_key"`
+	JWTPublicKeyFile string
 	// InsecureQueryAuth accepts ?userId=&role=&org= without a token. Development only.
-	InsecureQueryAuth bool `yaml:"insecure_query_auth" toml:"insecure_query_auth"`
+	InsecureQueryAuth bool
 	// AllowedOrigins lists Origin values accepted on the upgrade. Empty means the
 	// Origin's host must equal the request's Host; "*" allows any origin.
-	AllowedOrigins []string `yaml:"allowed_origins" toml:"allowed_origins"`
+	AllowedOrigins []string
 	// MaxMessageBytes bounds one incoming WebSocket message. Default 1 MiB.
-	MaxMessageBytes int64 `yaml:"max_message_bytes" toml:"max_message_bytes"`
+	MaxMessageBytes int64
 	// PingInterval is how often the server sends a WebSocket ping. Default 30s.
-	PingInterval time.Duration `yaml:"ping_interval" toml:"ping_interval"`
+	PingInterval time.Duration
 	// PongTimeout closes a connection silent for this long. Default 60s.
-	PongTimeout time.Duration `yaml:"pong_timeout" toml:"pong_timeout"`
+	PongTimeout time.Duration
 	// ClientQueueBytes bounds the per-connection send queue; past it the client
 	// is closed as a slow consumer. Default 1 MiB.
-	ClientQueueBytes int64 `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
+	ClientQueueBytes int64
 	// HistoryMaxBytes bounds the history all channels keep together (data,
 	// event and publisher, plus 128 bytes per publication). Default 512 MiB.
-	HistoryMaxBytes int64 `yaml:"history_max_bytes" toml:"history_max_bytes"`
+	HistoryMaxBytes int64
 	// MaxSubscriptions bounds channels per connection. Default 1000.
-	MaxSubscriptions int `yaml:"max_subscriptions" toml:"max_subscriptions"`
+	MaxSubscriptions int
 	// MaxConnections bounds the WebSocket connections open at once; past it
 	// an upgrade is refused with 503. 0 (the default) derives it from the
 	// process's descriptor limit (see the server), leaving room for the API.
-	MaxConnections int `yaml:"max_connections" toml:"max_connections"`
+	MaxConnections int
 	// MaxUserConnections bounds the connections of one user open at once;
 	// past it an upgrade is refused with 429. 0 (the default) means no bound.
-	MaxUserConnections int `yaml:"max_user_connections" toml:"max_user_connections"`
+	MaxUserConnections int
 	// RateLimit is client commands per second per connection. Default 100; 0 disables.
-	RateLimit float64 `yaml:"rate_limit" toml:"rate_limit"`
+	RateLimit float64
 	// RateBurst is the limiter's burst. Default 200.
-	RateBurst int `yaml:"rate_burst" toml:"rate_burst"`
+	RateBurst int
 	// RateLimitStrikes closes a connection after this many consecutive rate-limited
 	// commands. Default 50.
-	RateLimitStrikes int `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
+	RateLimitStrikes int
 	// Compression negotiates permessage-deflate with clients that offer it.
 	// Default true.
-	Compression bool `yaml:"compression" toml:"compression"`
+	Compression bool
 	// CompressionThreshold is the smallest message compressed. Default 512.
-	CompressionThreshold int64 `yaml:"compression_threshold" toml:"compression_threshold"`
+	CompressionThreshold int64
 	// IOUring lets the writer pool write many connections with one io_uring
 	// submission on Linux kernels that allow it (else, and when false, one
 	// writev per connection). Default true.
-	IOUring bool `yaml:"io_uring" toml:"io_uring"`
+	IOUring bool
 	// IdempotencyWindow is how long a publish's idempotencyKey is remembered
 	// per channel. Default 5m; 0 disables idempotency keys.
-	IdempotencyWindow time.Duration `yaml:"idempotency_window" toml:"idempotency_window"`
+	IdempotencyWindow time.Duration
 	// Broker is where channel state lives: "memory" (the default: this
 	// process only) or "redis" (shared by every node on the same Redis and
 	// prefix).
-	Broker string `yaml:"broker" toml:"broker"`
+	Broker string
 	// RedisURL is the Redis server of the redis broker: redis://,
 	// rediss:// (TLS) or unix://. Default redis://127.0.0.1:6379/0.
-	RedisURL string `yaml:"redis_url" toml:"redis_url"`
+	RedisURL string
 	// RedisPrefix starts every Redis key and the pub/sub channel, so that
 	// several clusters can share one Redis. Default "herald".
-	RedisPrefix string `yaml:"redis_prefix" toml:"redis_prefix"`
+	RedisPrefix string
 	// ShutdownTimeout bounds graceful shutdown. Default 10s.
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
+	ShutdownTimeout time.Duration
 	// DebugAddr, when set, serves net/http/pprof on this separate address
 	// (keep it on loopback). Empty (the default) serves nothing.
-	DebugAddr string `yaml:"debug_addr" toml:"debug_addr"`
+	DebugAddr string
 	// LogFormat is "text" (default) or "json".
-	LogFormat string `yaml:"log_format" toml:"log_format"`
+	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
-	LogLevel string `yaml:"log_level" toml:"log_level"`
+	LogLevel string
 	// Namespaces are per-prefix channel rules; see Namespace. File only.
-	Namespaces []Namespace `yaml:"namespaces" toml:"namespaces"`
+	Namespaces []Namespace
 }
 
 // Namespace holds the rules for channels whose name equals Prefix or starts
@@ -117,29 +120,12 @@ type Namespace struct {
 	JoinLeave bool `yaml:"join_leave" toml:"join_leave"`
 }
 
-// Default returns the configuration used when nothing is set.
+// Default returns the configuration used when nothing is set: every
+// option's default from the options table.
 func Default() Config {
-	return Config{
-		Addr:                 ":8080",
-		WSPath:               "/ws",
-		MaxMessageBytes:      1 << 20,
-		PingInterval:         30 * time.Second,
-		PongTimeout:          60 * time.Second,
-		ClientQueueBytes:     1 << 20,
-		HistoryMaxBytes:      512 << 20,
-		MaxSubscriptions:     1000,
-		RateLimit:            100,
-		RateBurst:            200,
-		RateLimitStrikes:     50,
-		IdempotencyWindow:    5 * time.Minute,
-		Compression:          true,
-		CompressionThreshold: 512,
-		IOUring:              true,
-		Broker:               "memory",
-		RedisURL:             "redis://127.0.0.1:6379/0",
-		RedisPrefix:          "herald",
-		ShutdownTimeout:      10 * time.Second,
-		LogFormat:            "text",
-		LogLevel:             "info",
+	var c Config
+	for _, o := range options() {
+		o.setDefault(&c)
 	}
+	return c
 }

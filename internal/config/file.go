@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,68 +18,122 @@ import (
 )
 
 // loadFile overlays the YAML or TOML file at path onto c. Keys absent from
-// the file leave c unchanged; unknown keys are an error.
+// the file leave c unchanged; unknown keys are an error. Every key but
+// namespaces is an option of the options table, read as its flag would be.
 func loadFile(path string, c *Config) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("reading config file: %w", err)
 	}
-	fc := fileConfigFrom(c)
+	byKey := make(map[string]*option)
+	opts := options()
+	for i := range opts {
+		byKey[opts[i].file] = &opts[i]
+	}
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
 	case ".yaml", ".yml":
-		err = decodeYAML(data, &fc)
+		err = decodeYAML(data, c, byKey)
 	case ".toml":
-		err = decodeTOML(data, &fc)
+		err = decodeTOML(data, c, byKey)
 	default:
 		return fmt.Errorf("config file %s: unsupported extension %q (want .yaml, .yml or .toml)", path, ext)
 	}
 	if err != nil {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
-	fc.apply(c)
 	return nil
 }
 
-// yamlUnknownField matches yaml.v3's message for a key with no struct field.
-var yamlUnknownField = regexp.MustCompile(`^(line \d+): field (\S+) not found in type \S+$`)
-
-// yamlIntKeys are the keys whose values are whole numbers. yaml.v3 decodes
-// a float such as 1.5 into an int by cutting it (TOML refuses it), so these
-// are checked first.
-var yamlIntKeys = map[string]bool{
-	"max_subscriptions": true, "max_connections": true, "max_user_connections": true,
-	"rate_burst": true, "rate_limit_strikes": true, "history_size": true,
+// setFromFile sets o in c from a file's value: one scalar written as text,
+// or the elements of a list. where prefixes errors ("line 3: " or "").
+func setFromFile(o *option, c *Config, where string, scalar string, list []string, isList bool) error {
+	if o.list != nil {
+		if !isList {
+			list = splitList(scalar)
+		}
+		*o.list(c) = list
+		return nil
+	}
+	if isList {
+		return fmt.Errorf("%s%s: want one %s, not a list", where, o.file, o.kind)
+	}
+	if err := o.set(c, scalar); err != nil {
+		return fmt.Errorf("%sinvalid %s %q for %s: %v", where, o.kind, scalar, o.file, err)
+	}
+	return nil
 }
 
-// checkYAMLInts reports the first of yamlIntKeys, at any depth, whose value
-// is not an integer.
-func checkYAMLInts(n *yaml.Node) error {
+// yamlFile is what a YAML file decodes into: namespaces by their struct
+// (unknown keys in them are refused), every other key kept as a node.
+type yamlFile struct {
+	Namespaces []Namespace          `yaml:"namespaces"`
+	Options    map[string]yaml.Node `yaml:",inline"`
+}
+
+// yamlIntKeys are the keys whose values are whole numbers: the options of
+// that kind and a namespace's history_size. yaml.v3 decodes a float such
+// as 1.5 into an int by cutting it (TOML refuses it), so these are checked
+// first.
+func yamlIntKeys() map[string]bool {
+	keys := map[string]bool{"history_size": true}
+	for _, o := range options() {
+		if o.kind == "whole number" {
+			keys[o.file] = true
+		}
+	}
+	return keys
+}
+
+// checkYAMLInts reports the first of keys, at any depth, whose value is not
+// an integer.
+func checkYAMLInts(n *yaml.Node, keys map[string]bool) error {
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			if yamlIntKeys[k.Value] && v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" {
+			if keys[k.Value] && v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" {
 				return fmt.Errorf("line %d: %s: want a whole number, got %s", v.Line, k.Value, v.Value)
 			}
 		}
 	}
 	for _, c := range n.Content {
-		if err := checkYAMLInts(c); err != nil {
+		if err := checkYAMLInts(c, keys); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func decodeYAML(data []byte, fc *fileConfig) error {
+// yamlParseLine matches yaml.v3's parser errors, whose line numbers count
+// from 0 (its scanner's count from 1).
+var yamlParseLine = regexp.MustCompile(`^yaml: line (\d+): (did not find expected .*)$`)
+
+// yamlSyntaxError restates a syntax error of yaml.v3 with the line counted
+// from 1.
+func yamlSyntaxError(err error) error {
+	sub := yamlParseLine.FindStringSubmatch(err.Error())
+	if sub == nil {
+		return err
+	}
+	n, _ := strconv.Atoi(sub[1])
+	return fmt.Errorf("yaml: line %d: %s", n+1, sub[2])
+}
+
+// yamlUnknownField matches yaml.v3's message for a key with no struct field.
+var yamlUnknownField = regexp.MustCompile(`^(line \d+): field (\S+) not found in type \S+$`)
+
+func decodeYAML(data []byte, c *Config, byKey map[string]*option) error {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err == nil {
-		if err := checkYAMLInts(&doc); err != nil {
-			return err
-		}
-	} // else the decoding below reports it
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return yamlSyntaxError(err)
+	}
+	if err := checkYAMLInts(&doc, yamlIntKeys()); err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	err := dec.Decode(fc)
+	var f yamlFile
+	f.Namespaces = c.Namespaces
+	err := dec.Decode(&f)
 	if errors.Is(err, io.EOF) { // empty file
 		return nil
 	}
@@ -96,19 +151,80 @@ func decodeYAML(data []byte, fc *fileConfig) error {
 		return errors.New(strings.Join(msgs, "; "))
 	}
 	if err != nil {
-		return err
+		return yamlSyntaxError(err)
 	}
 	var extra yaml.Node
 	if dec.Decode(&extra) != io.EOF {
 		return errors.New("more than one YAML document")
 	}
+	keys := make([]string, 0, len(f.Options))
+	for k := range f.Options {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return f.Options[keys[i]].Line < f.Options[keys[j]].Line })
+	for _, k := range keys {
+		v := f.Options[k]
+		where := fmt.Sprintf("line %d: ", v.Line)
+		o := byKey[k]
+		if o == nil {
+			return fmt.Errorf("%sunknown key %q", where, k)
+		}
+		var err error
+		switch v.Kind {
+		case yaml.ScalarNode:
+			if v.ShortTag() == "!!null" {
+				v.Value = ""
+			}
+			err = setFromFile(o, c, where, v.Value, nil, false)
+		case yaml.SequenceNode:
+			items := make([]string, 0, len(v.Content))
+			for _, e := range v.Content {
+				if e.Kind != yaml.ScalarNode {
+					return fmt.Errorf("line %d: %s: want a list of values", e.Line, k)
+				}
+				items = append(items, e.Value)
+			}
+			err = setFromFile(o, c, where, "", items, true)
+		default:
+			err = fmt.Errorf("%s%s: want a %s", where, k, o.kind)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	c.Namespaces = f.Namespaces
 	return nil
 }
 
-func decodeTOML(data []byte, fc *fileConfig) error {
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(fc)
+func decodeTOML(data []byte, c *Config, byKey map[string]*option) error {
+	var raw map[string]toml.Primitive
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
 	if err != nil {
 		return err
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "namespaces" {
+			if err := md.PrimitiveDecode(raw[k], &c.Namespaces); err != nil {
+				return err
+			}
+			continue
+		}
+		o := byKey[k]
+		if o == nil {
+			return fmt.Errorf("unknown key %q", k)
+		}
+		var v any
+		if err := md.PrimitiveDecode(raw[k], &v); err != nil {
+			return err
+		}
+		if err := setTOML(o, c, v); err != nil {
+			return err
+		}
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		keys := make([]string, len(undecoded))
@@ -121,108 +237,36 @@ func decodeTOML(data []byte, fc *fileConfig) error {
 	return nil
 }
 
-// fileConfig mirrors Config (same keys) for decoding files: durations and
-// byte sizes are read from human-readable strings.
-type fileConfig struct {
-	Addr                 string      `yaml:"addr" toml:"addr"`
-	WSPath               string      `yaml:"ws_path" toml:"ws_path"`
-	APIKeys              []string    `yaml:"api_keys" toml:"api_keys"`
-	JWTSecret            string      `yaml:"jwt_secret" toml:"jwt_secret"`
-	JWTPublicKeyFile     string      `yaml:"jwt_public_key" toml:"jwt_public_key"`
-	InsecureQueryAuth    bool        `yaml:"insecure_query_auth" toml:"insecure_query_auth"`
-	AllowedOrigins       []string    `yaml:"allowed_origins" toml:"allowed_origins"`
-	MaxMessageBytes      byteSize    `yaml:"max_message_bytes" toml:"max_message_bytes"`
-	PingInterval         Duration    `yaml:"ping_interval" toml:"ping_interval"`
-	PongTimeout          Duration    `yaml:"pong_timeout" toml:"pong_timeout"`
-	ClientQueueBytes     byteSize    `yaml:"client_queue_bytes" toml:"client_queue_bytes"`
-	HistoryMaxBytes      byteSize    `yaml:"history_max_bytes" toml:"history_max_bytes"`
-	MaxSubscriptions     int         `yaml:"max_subscriptions" toml:"max_subscriptions"`
-	MaxConnections       int         `yaml:"max_connections" toml:"max_connections"`
-	MaxUserConnections   int         `yaml:"max_user_connections" toml:"max_user_connections"`
-	RateLimit            float64     `yaml:"rate_limit" toml:"rate_limit"`
-	RateBurst            int         `yaml:"rate_burst" toml:"rate_burst"`
-	RateLimitStrikes     int         `yaml:"rate_limit_strikes" toml:"rate_limit_strikes"`
-	Compression          bool        `yaml:"compression" toml:"compression"`
-	CompressionThreshold byteSize    `yaml:"compression_threshold" toml:"compression_threshold"`
-	IOUring              bool        `yaml:"io_uring" toml:"io_uring"`
-	IdempotencyWindow    Duration    `yaml:"idempotency_window" toml:"idempotency_window"`
-	Broker               string      `yaml:"broker" toml:"broker"`
-	RedisURL             string      `yaml:"redis_url" toml:"redis_url"`
-	RedisPrefix          string      `yaml:"redis_prefix" toml:"redis_prefix"`
-	ShutdownTimeout      Duration    `yaml:"shutdown_timeout" toml:"shutdown_timeout"`
-	DebugAddr            string      `yaml:"debug_addr" toml:"debug_addr"`
-	LogFormat            string      `yaml:"log_format" toml:"log_format"`
-	LogLevel             string      `yaml:"log_level" toml:"log_level"`
-	Namespaces           []Namespace `yaml:"namespaces" toml:"namespaces"`
-}
-
-func fileConfigFrom(c *Config) fileConfig {
-	return fileConfig{
-		Addr:                 c.Addr,
-		WSPath:               c.WSPath,
-		APIKeys:              c.APIKeys,
-		JWTSecret:            c.JWTSecret,
-		JWTPublicKeyFile:     c.JWTPublicKeyFile,
-		InsecureQueryAuth:    c.InsecureQueryAuth,
-		AllowedOrigins:       c.AllowedOrigins,
-		MaxMessageBytes:      byteSize(c.MaxMessageBytes),
-		PingInterval:         Duration(c.PingInterval),
-		PongTimeout:          Duration(c.PongTimeout),
-		ClientQueueBytes:     byteSize(c.ClientQueueBytes),
-		HistoryMaxBytes:      byteSize(c.HistoryMaxBytes),
-		MaxSubscriptions:     c.MaxSubscriptions,
-		MaxConnections:       c.MaxConnections,
-		MaxUserConnections:   c.MaxUserConnections,
-		RateLimit:            c.RateLimit,
-		RateBurst:            c.RateBurst,
-		RateLimitStrikes:     c.RateLimitStrikes,
-		IdempotencyWindow:    Duration(c.IdempotencyWindow),
-		Compression:          c.Compression,
-		CompressionThreshold: byteSize(c.CompressionThreshold),
-		IOUring:              c.IOUring,
-		Broker:               c.Broker,
-		RedisURL:             c.RedisURL,
-		RedisPrefix:          c.RedisPrefix,
-		ShutdownTimeout:      Duration(c.ShutdownTimeout),
-		DebugAddr:            c.DebugAddr,
-		LogFormat:            c.LogFormat,
-		LogLevel:             c.LogLevel,
-		Namespaces:           c.Namespaces,
-	}
-}
-
-func (fc *fileConfig) apply(c *Config) {
-	*c = Config{
-		Addr:                 fc.Addr,
-		WSPath:               fc.WSPath,
-		APIKeys:              fc.APIKeys,
-		JWTSecret:            fc.JWTSecret,
-		JWTPublicKeyFile:     fc.JWTPublicKeyFile,
-		InsecureQueryAuth:    fc.InsecureQueryAuth,
-		AllowedOrigins:       fc.AllowedOrigins,
-		MaxMessageBytes:      int64(fc.MaxMessageBytes),
-		PingInterval:         time.Duration(fc.PingInterval),
-		PongTimeout:          time.Duration(fc.PongTimeout),
-		ClientQueueBytes:     int64(fc.ClientQueueBytes),
-		HistoryMaxBytes:      int64(fc.HistoryMaxBytes),
-		MaxSubscriptions:     fc.MaxSubscriptions,
-		MaxConnections:       fc.MaxConnections,
-		MaxUserConnections:   fc.MaxUserConnections,
-		RateLimit:            fc.RateLimit,
-		RateBurst:            fc.RateBurst,
-		RateLimitStrikes:     fc.RateLimitStrikes,
-		IdempotencyWindow:    time.Duration(fc.IdempotencyWindow),
-		Compression:          fc.Compression,
-		CompressionThreshold: int64(fc.CompressionThreshold),
-		IOUring:              fc.IOUring,
-		Broker:               fc.Broker,
-		RedisURL:             fc.RedisURL,
-		RedisPrefix:          fc.RedisPrefix,
-		ShutdownTimeout:      time.Duration(fc.ShutdownTimeout),
-		DebugAddr:            fc.DebugAddr,
-		LogFormat:            fc.LogFormat,
-		LogLevel:             fc.LogLevel,
-		Namespaces:           fc.Namespaces,
+// setTOML sets o from a TOML value. Durations must be strings ("30s"): a
+// bare number is refused rather than read as nanoseconds.
+func setTOML(o *option, c *Config, v any) error {
+	switch v := v.(type) {
+	case string:
+		return setFromFile(o, c, "", v, nil, false)
+	case []any:
+		items := make([]string, len(v))
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("%s: want a list of strings", o.file)
+			}
+			items[i] = s
+		}
+		return setFromFile(o, c, "", "", items, true)
+	case int64:
+		if o.kind == "duration" {
+			return fmt.Errorf("invalid duration %v for %s: want a string such as \"30s\"", v, o.file)
+		}
+		return setFromFile(o, c, "", strconv.FormatInt(v, 10), nil, false)
+	case float64:
+		if o.kind == "duration" {
+			return fmt.Errorf("invalid duration %v for %s: want a string such as \"30s\"", v, o.file)
+		}
+		return setFromFile(o, c, "", strconv.FormatFloat(v, 'g', -1, 64), nil, false)
+	case bool:
+		return setFromFile(o, c, "", strconv.FormatBool(v), nil, false)
+	default:
+		return fmt.Errorf("%s: want a %s, got %v", o.file, o.kind, v)
 	}
 }
 
@@ -253,37 +297,4 @@ func (d *Duration) UnmarshalTOML(data any) error {
 	}
 	*d = Duration(v)
 	return nil
-}
-
-// byteSize is a size in bytes, written in files as an integer or as a string
-// with a unit such as "512KiB" (see parseBytes).
-type byteSize int64
-
-func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a byte size such as 1048576 or \"1MiB\"", n.Line)
-	}
-	v, err := parseBytes(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: invalid byte size %q: %v", n.Line, n.Value, err)
-	}
-	*b = byteSize(v)
-	return nil
-}
-
-func (b *byteSize) UnmarshalTOML(data any) error {
-	switch v := data.(type) {
-	case int64:
-		*b = byteSize(v)
-		return nil
-	case string:
-		n, err := parseBytes(v)
-		if err != nil {
-			return fmt.Errorf("invalid byte size %q: %v", v, err)
-		}
-		*b = byteSize(n)
-		return nil
-	default:
-		return fmt.Errorf("invalid byte size %v: want an integer or a string such as \"1MiB\"", data)
-	}
 }

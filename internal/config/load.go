@@ -31,7 +31,7 @@ import (
 //
 // Load does not call Validate; the caller does.
 func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
-	settings := settings()
+	settings := options()
 
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	// The flag package prints parse errors (and the usage) to its output; the
@@ -96,14 +96,16 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	return cfg, nil
 }
 
-// setting describes one option that can be given as a flag and an
-// environment variable. Exactly one of set (scalar options) and list (list
-// options) is non-nil.
-type setting struct {
+// option is one entry of the options table. Exactly one of set (scalar
+// options) and list (list options) is non-nil.
+type option struct {
 	name   string   // flag name, e.g. "ws-path"
 	arg    string   // placeholder for the value in help, e.g. "PATH"; "" for booleans
 	usage  string   // one-line description, without default or env
-	env    []string // environment variables, in order
+	envs   []string // environment variables, in order
+	file   string   // key in the YAML or TOML file
+	def    string   // default, as it would be given on the command line
+	kind   string   // what a value is, for errors: "duration", "byte size", ...
 	isBool bool     // boolean flag: --name alone means true
 
 	// set parses v into the option's field of c.
@@ -118,14 +120,37 @@ type setting struct {
 
 	// show formats the option's value in c, for the help text.
 	show func(c *Config) string
+	// checkFn, when not nil, checks the option's value in c (Validate).
+	checkFn func(c *Config) error
 }
 
-// applyEnv applies the setting's environment variables, if set, to c.
-func (s *setting) applyEnv(c *Config, getenv func(string) string) error {
+func (o option) env(names ...string) option { o.envs = names; return o }
+func (o option) key(k string) option        { o.file = k; return o }
+func (o option) repeated() option           { o.repeat = true; return o }
+func (o option) shown(f func(*Config) string) option {
+	o.show = f
+	return o
+}
+func (o option) check(f func(*Config) error) option { o.checkFn = f; return o }
+
+// setDefault puts the option's default into c.
+func (o *option) setDefault(c *Config) {
+	switch {
+	case o.list != nil:
+		*o.list(c) = splitList(o.def)
+	case o.def != "":
+		if err := o.set(c, o.def); err != nil {
+			panic(fmt.Sprintf("config: option %s: default %q: %v", o.name, o.def, err))
+		}
+	}
+}
+
+// applyEnv applies the option's environment variables, if set, to c.
+func (s *option) applyEnv(c *Config, getenv func(string) string) error {
 	if s.list != nil {
 		var items []string
 		found := false
-		for _, name := range s.env {
+		for _, name := range s.envs {
 			if v := getenv(name); v != "" {
 				found = true
 				items = append(items, splitList(v)...)
@@ -136,7 +161,7 @@ func (s *setting) applyEnv(c *Config, getenv func(string) string) error {
 		}
 		return nil
 	}
-	for _, name := range s.env {
+	for _, name := range s.envs {
 		v := getenv(name)
 		if v == "" {
 			continue
@@ -150,7 +175,7 @@ func (s *setting) applyEnv(c *Config, getenv func(string) string) error {
 
 // applyFlag applies the values given on the command line (in order; none if
 // the flag was not used) to c. A list flag replaces the list from lower layers.
-func (s *setting) applyFlag(c *Config, values []string) error {
+func (s *option) applyFlag(c *Config, values []string) error {
 	if len(values) == 0 {
 		return nil
 	}
@@ -168,11 +193,11 @@ func (s *setting) applyFlag(c *Config, values []string) error {
 	return nil
 }
 
-// flagValue is the flag.Value registered for a setting. It checks each value
+// flagValue is the flag.Value registered for an option. It checks each value
 // as it is parsed and records it; Load applies the values after the file and
 // the environment.
 type flagValue struct {
-	s      *setting
+	s      *option
 	values []string
 }
 
@@ -191,84 +216,6 @@ func (v *flagValue) Set(s string) error {
 	return nil
 }
 
-// settings returns every option settable by flag and environment, in the
-// order they are listed in the help.
-func settings() []setting {
-	return []setting{
-		stringSetting("addr", "ADDR", `listen address for HTTP and WebSocket; if unset, PORT gives ":$PORT"`,
-			func(c *Config) *string { return &c.Addr }),
-		stringSetting("ws-path", "PATH", "WebSocket endpoint path",
-			func(c *Config) *string { return &c.WSPath }),
-		{
-			name:   "api-key",
-			arg:    "KEY",
-			usage:  "key for the server API (/api/*, /call), 16+ characters; repeat the flag for several keys",
-			env:    []string{"HERALD_API_KEYS", "HERALD_API_KEY"},
-			list:   func(c *Config) *[]string { return &c.APIKeys },
-			repeat: true,
-			show:   func(c *Config) string { return showList(c.APIKeys) },
-		},
-		stringSetting("jwt-secret", "SECRET", "HS256 secret for client tokens: at least 32 random bytes (shorter ones are accepted with a warning)",
-			func(c *Config) *string { return &c.JWTSecret }),
-		stringSetting("jwt-public-key", "FILE", "PEM file with an RSA or ECDSA public key for RS256/ES256 client tokens",
-			func(c *Config) *string { return &c.JWTPublicKeyFile }),
-		boolSetting("insecure-query-auth", "accept ?userId=&role=&org= without a token; development only",
-			func(c *Config) *bool { return &c.InsecureQueryAuth }),
-		listSetting("allowed-origins", "LIST", `Origins allowed to connect; "*" allows any; if none, the Origin host must equal Host`,
-			func(c *Config) *[]string { return &c.AllowedOrigins }),
-		bytesSetting("max-message-bytes", "largest incoming WebSocket message",
-			func(c *Config) *int64 { return &c.MaxMessageBytes }),
-		durationSetting("ping-interval", "how often the server pings each connection",
-			func(c *Config) *time.Duration { return &c.PingInterval }),
-		durationSetting("pong-timeout", "close a connection that has been silent for this long",
-			func(c *Config) *time.Duration { return &c.PongTimeout }),
-		bytesSetting("client-queue-bytes", "per-connection send queue; a client past it is closed as a slow consumer",
-			func(c *Config) *int64 { return &c.ClientQueueBytes }),
-		bytesSetting("history-max-bytes", "history kept by all channels together; past it a channel drops its oldest, and recovery reports the gap",
-			func(c *Config) *int64 { return &c.HistoryMaxBytes }),
-		intSetting("max-subscriptions", "most channels one connection may subscribe to",
-			func(c *Config) *int { return &c.MaxSubscriptions }),
-		intSetting("max-connections", "most WebSocket connections open at once; past it an upgrade gets 503. 0: the descriptor limit less a sixteenth (at least 64), kept for the API, metrics and files",
-			func(c *Config) *int { return &c.MaxConnections }),
-		intSetting("max-user-connections", "most WebSocket connections one user may have open at once; past it an upgrade gets 429. 0: no limit",
-			func(c *Config) *int { return &c.MaxUserConnections }),
-		floatSetting("rate-limit", "RATE", "client commands per second per connection; 0 disables rate limiting",
-			func(c *Config) *float64 { return &c.RateLimit }),
-		intSetting("rate-burst", "rate limiter burst",
-			func(c *Config) *int { return &c.RateBurst }),
-		intSetting("rate-limit-strikes", "close a connection after this many consecutive rate-limited commands",
-			func(c *Config) *int { return &c.RateLimitStrikes }),
-		boolSetting("compression", "negotiate permessage-deflate with clients that offer it; each large message is compressed once for all",
-			func(c *Config) *bool { return &c.Compression }),
-		bytesSetting("compression-threshold", "smallest message sent compressed",
-			func(c *Config) *int64 { return &c.CompressionThreshold }),
-		boolSetting("io-uring", "on Linux 5.19+, write a publication to many connections with one io_uring submission (falls back to one writev each where io_uring is unavailable)",
-			func(c *Config) *bool { return &c.IOUring }),
-		durationSetting("idempotency-window", "how long a publish idempotencyKey is remembered per channel; 0 disables",
-			func(c *Config) *time.Duration { return &c.IdempotencyWindow }),
-		stringSetting("broker", "NAME", "where channel offsets, history and idempotency keys live: memory (this process) or redis (shared by every node on one Redis; publications reach all of them)",
-			func(c *Config) *string { return &c.Broker }),
-		{
-			name:  "redis-url",
-			arg:   "URL",
-			usage: "Redis server of the redis broker: redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, or unix:///PATH",
-			env:   []string{envName("redis-url")},
-			set:   func(c *Config, v string) error { c.RedisURL = v; return nil },
-			show:  func(c *Config) string { return strconv.Quote(RedactURL(c.RedisURL)) },
-		},
-		stringSetting("redis-prefix", "PREFIX", "prefix of every Redis key and of the pub/sub channel; nodes with the same prefix form one cluster",
-			func(c *Config) *string { return &c.RedisPrefix }),
-		durationSetting("shutdown-timeout", "time allowed for graceful shutdown",
-			func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
-		stringSetting("debug-addr", "ADDR", "serve /debug/pprof on this separate address (e.g. 127.0.0.1:6060); empty serves nothing",
-			func(c *Config) *string { return &c.DebugAddr }),
-		stringSetting("log-format", "FORMAT", "log format: text or json",
-			func(c *Config) *string { return &c.LogFormat }),
-		stringSetting("log-level", "LEVEL", "log level: debug, info, warn or error",
-			func(c *Config) *string { return &c.LogLevel }),
-	}
-}
-
 // RedactURL hides a URL's password, for help and logs.
 func RedactURL(s string) string {
 	u, err := url.Parse(s)
@@ -284,100 +231,101 @@ func envName(flagName string) string {
 	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func stringSetting(name, arg, usage string, field func(*Config) *string) setting {
-	return setting{
-		name: name, arg: arg, usage: usage, env: []string{envName(name)},
-		set: func(c *Config, v string) error { *field(c) = v; return nil },
-		show: func(c *Config) string {
-			if v := *field(c); v != "" {
-				return strconv.Quote(v)
-			}
-			return "none"
-		},
-	}
+// newOption fills what every kind shares: the environment variable and the
+// file key follow from the flag name.
+func newOption(name, arg, def, usage, kind string) option {
+	return option{name: name, arg: arg, def: def, usage: usage, kind: kind,
+		envs: []string{envName(name)}, file: strings.ReplaceAll(name, "-", "_")}
 }
 
-func listSetting(name, arg, usage string, field func(*Config) *[]string) setting {
-	return setting{
-		name: name, arg: arg, usage: usage, env: []string{envName(name)},
-		list: field,
-		show: func(c *Config) string { return showList(*field(c)) },
+func stringOpt(name, arg, def, usage string, field func(*Config) *string) option {
+	o := newOption(name, arg, def, usage, "string")
+	o.set = func(c *Config, v string) error { *field(c) = v; return nil }
+	o.show = func(c *Config) string {
+		if v := *field(c); v != "" {
+			return strconv.Quote(v)
+		}
+		return "none"
 	}
+	return o
 }
 
-func boolSetting(name, usage string, field func(*Config) *bool) setting {
-	return setting{
-		name: name, usage: usage, env: []string{envName(name)}, isBool: true,
-		set: func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return errors.New("want true or false")
-			}
-			*field(c) = b
-			return nil
-		},
-		show: func(c *Config) string { return strconv.FormatBool(*field(c)) },
-	}
+func listOpt(name, arg, def, usage string, field func(*Config) *[]string) option {
+	o := newOption(name, arg, def, usage, "list")
+	o.list = field
+	o.show = func(c *Config) string { return showList(*field(c)) }
+	return o
 }
 
-func intSetting(name, usage string, field func(*Config) *int) setting {
-	return setting{
-		name: name, arg: "N", usage: usage, env: []string{envName(name)},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				return errors.New("want an integer")
-			}
-			*field(c) = n
-			return nil
-		},
-		show: func(c *Config) string { return strconv.Itoa(*field(c)) },
+func boolOpt(name string, def bool, usage string, field func(*Config) *bool) option {
+	o := newOption(name, "", strconv.FormatBool(def), usage, "boolean")
+	o.isBool = true
+	o.set = func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*field(c) = b
+		return nil
 	}
+	o.show = func(c *Config) string { return strconv.FormatBool(*field(c)) }
+	return o
 }
 
-func floatSetting(name, arg, usage string, field func(*Config) *float64) setting {
-	return setting{
-		name: name, arg: arg, usage: usage, env: []string{envName(name)},
-		set: func(c *Config, v string) error {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-				return errors.New("want a number")
-			}
-			*field(c) = f
-			return nil
-		},
-		show: func(c *Config) string { return strconv.FormatFloat(*field(c), 'g', -1, 64) },
+func intOpt(name, def, usage string, field func(*Config) *int) option {
+	o := newOption(name, "N", def, usage, "whole number")
+	o.set = func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("want an integer")
+		}
+		*field(c) = n
+		return nil
 	}
+	o.show = func(c *Config) string { return strconv.Itoa(*field(c)) }
+	return o
 }
 
-func durationSetting(name, usage string, field func(*Config) *time.Duration) setting {
-	return setting{
-		name: name, arg: "DURATION", usage: usage, env: []string{envName(name)},
-		set: func(c *Config, v string) error {
-			d, err := parseDuration(v)
-			if err != nil {
-				return err
-			}
-			*field(c) = d
-			return nil
-		},
-		show: func(c *Config) string { return field(c).String() },
+func floatOpt(name, arg, def, usage string, field func(*Config) *float64) option {
+	o := newOption(name, arg, def, usage, "number")
+	o.set = func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return errors.New("want a number")
+		}
+		*field(c) = f
+		return nil
 	}
+	o.show = func(c *Config) string { return strconv.FormatFloat(*field(c), 'g', -1, 64) }
+	return o
 }
 
-func bytesSetting(name, usage string, field func(*Config) *int64) setting {
-	return setting{
-		name: name, arg: "SIZE", usage: usage, env: []string{envName(name)},
-		set: func(c *Config, v string) error {
-			n, err := parseBytes(v)
-			if err != nil {
-				return err
-			}
-			*field(c) = n
-			return nil
-		},
-		show: func(c *Config) string { return formatBytes(*field(c)) },
+func durationOpt(name, def, usage string, field func(*Config) *time.Duration) option {
+	o := newOption(name, "DURATION", def, usage, "duration")
+	o.set = func(c *Config, v string) error {
+		d, err := parseDuration(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = d
+		return nil
 	}
+	o.show = func(c *Config) string { return field(c).String() }
+	return o
+}
+
+func bytesOpt(name, def, usage string, field func(*Config) *int64) option {
+	o := newOption(name, "SIZE", def, usage, "byte size")
+	o.set = func(c *Config, v string) error {
+		n, err := parseBytes(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = n
+		return nil
+	}
+	o.show = func(c *Config) string { return formatBytes(*field(c)) }
+	return o
 }
 
 // splitList splits a comma-separated list, trimming spaces and dropping
@@ -478,7 +426,7 @@ Flags:
 `
 
 // writeHelp prints the usage text for `herald serve`.
-func writeHelp(out io.Writer, settings []setting) {
+func writeHelp(out io.Writer, settings []option) {
 	io.WriteString(out, helpHeader)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  --config PATH\tconfig file, YAML or TOML by extension (default none; env HERALD_CONFIG)\n")
@@ -488,11 +436,36 @@ func writeHelp(out io.Writer, settings []setting) {
 		if s.arg != "" {
 			flagName += " " + s.arg
 		}
-		env := strings.Join(s.env, " or ")
+		env := strings.Join(s.envs, " or ")
 		if s.list != nil {
 			env += ", comma-separated"
 		}
 		fmt.Fprintf(tw, "  %s\t%s (default %s; env %s)\n", flagName, s.usage, s.show(&def), env)
 	}
 	tw.Flush()
+}
+
+// Markdown returns the table of every option as docs/configuration.md
+// shows it: flag, environment, file key, default and meaning.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| flag | env | file key | default | meaning |\n| --- | --- | --- | --- | --- |\n")
+	def := Default()
+	cell := func(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+	for _, o := range options() {
+		flagName := "`--" + o.name + "`"
+		if o.repeat {
+			flagName += " (repeatable)"
+		}
+		envs := make([]string, len(o.envs))
+		for i, e := range o.envs {
+			envs[i] = "`" + e + "`"
+		}
+		env := strings.Join(envs, " or ")
+		if o.list != nil {
+			env += " (comma-separated)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | `%s` | %s | %s |\n", flagName, env, o.file, cell(o.show(&def)), cell(o.usage))
+	}
+	return b.String()
 }

@@ -450,6 +450,12 @@ func TestLoadErrors(t *testing.T) {
 		{name: "yaml fraction in a namespace", file: "c.yaml", body: "namespaces:\n  - prefix: a\n    history_size: 2.5\n", wantErr: "line 3: history_size: want a whole number, got 2.5"},
 		{name: "toml fraction for a whole number", file: "c.toml", body: "rate_burst = 1.5\n", wantErr: "rate_burst"},
 		{name: "yaml syntax", file: "c.yaml", body: "addr: [\n", wantErr: "c.yaml"},
+		// yaml.v3 counts its parser's lines from 0: each of these named the line
+		// before the one where the unfinished construct begins.
+		{name: "yaml syntax line", file: "c.yaml", body: "addr: x\n- ws_path\n", wantErr: "line 2: did not find expected key"},
+		{name: "yaml syntax line in a flow", file: "c.yaml", body: "addr: x\nallowed_origins: [a, b\nws_path: /x\n", wantErr: "line 2: did not find expected ',' or ']'"},
+		{name: "yaml syntax line in a block", file: "c.yaml", body: "allowed_origins:\n  - a\n  ws_path: /x\n", wantErr: "line 2: did not find expected '-' indicator"},
+		{name: "yaml scanner line", file: "c.yaml", body: "addr: x\nws_path: a: b\n", wantErr: "line 2: mapping values are not allowed"},
 		{name: "yaml two documents", file: "c.yaml", body: "addr: x\n---\naddr: y\n", wantErr: "more than one YAML document"},
 		{name: "toml unknown key", file: "c.toml", body: "addr = \"x\"\nbogus = 1\n", wantErr: `unknown key "bogus"`},
 		{name: "toml unknown namespace key", file: "c.toml", body: "[[namespaces]]\nprefix = \"a\"\npublsh = true\n", wantErr: `unknown key "namespaces.publsh"`},
@@ -535,32 +541,61 @@ func TestLoadHelp(t *testing.T) {
 	}
 }
 
-// TestFileConfigMirrorsConfig guards against Config gaining a field that the
-// file decoder does not know about.
-func TestFileConfigMirrorsConfig(t *testing.T) {
-	ct, ft := reflect.TypeFor[Config](), reflect.TypeFor[fileConfig]()
-	if ct.NumField() != ft.NumField() {
-		t.Fatalf("Config has %d fields, fileConfig %d", ct.NumField(), ft.NumField())
-	}
-	for i := range ct.NumField() {
-		cf, ff := ct.Field(i), ft.Field(i)
-		if cf.Name != ff.Name || cf.Tag != ff.Tag {
-			t.Errorf("field %d: Config %s %q, fileConfig %s %q", i, cf.Name, cf.Tag, ff.Name, ff.Tag)
+// TestOptionsCoverConfig: every field of Config but Namespaces is set by
+// exactly one option, and each option sets exactly one field.
+func TestOptionsCoverConfig(t *testing.T) {
+	ct := reflect.TypeFor[Config]()
+	owner := make(map[string]string)
+	for _, o := range options() {
+		var zero, c Config
+		switch {
+		case o.list != nil:
+			*o.list(&c) = []string{"x"}
+		case o.isBool:
+			// Set both ways: one of them differs from the zero value.
+			if err := o.set(&c, "true"); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := o.set(&c, "7s"); err != nil {
+				if err := o.set(&c, "7"); err != nil {
+					t.Fatalf("%s: %v", o.name, err)
+				}
+			}
+		}
+		cv, zv := reflect.ValueOf(c), reflect.ValueOf(zero)
+		changed := 0
+		for i := range ct.NumField() {
+			if !reflect.DeepEqual(cv.Field(i).Interface(), zv.Field(i).Interface()) {
+				changed++
+				if prev, ok := owner[ct.Field(i).Name]; ok {
+					t.Errorf("field %s set by both %s and %s", ct.Field(i).Name, prev, o.name)
+				}
+				owner[ct.Field(i).Name] = o.name
+			}
+		}
+		if changed != 1 {
+			t.Errorf("option %s sets %d fields, want 1", o.name, changed)
 		}
 	}
-	// A round trip through fileConfig preserves every value.
-	c := Config{
-		Addr: "a", WSPath: "/w", APIKeys: []string{"k"}, JWTSecret: "s", JWTPublicKeyFile: "f",
-		InsecureQueryAuth: true, AllowedOrigins: []string{"o"}, MaxMessageBytes: 1, PingInterval: 2,
-		PongTimeout: 3, ClientQueueBytes: 4, HistoryMaxBytes: 10, MaxSubscriptions: 5, MaxConnections: 11, MaxUserConnections: 12, RateLimit: 6, RateBurst: 7,
-		RateLimitStrikes: 8, IOUring: true, Broker: "b", RedisURL: "u", RedisPrefix: "rp", ShutdownTimeout: 9, LogFormat: "lf", LogLevel: "ll",
-		Namespaces: []Namespace{{Prefix: "p"}},
+	for f := range ct.Fields() {
+		if _, ok := owner[f.Name]; !ok && f.Name != "Namespaces" {
+			t.Errorf("Config.%s has no option", f.Name)
+		}
 	}
-	fc := fileConfigFrom(&c)
-	var got Config
-	fc.apply(&got)
-	if !reflect.DeepEqual(got, c) {
-		t.Errorf("round trip: got %+v, want %+v", got, c)
+}
+
+// TestOptionsUnique: no two options share a flag, an environment variable
+// or a file key.
+func TestOptionsUnique(t *testing.T) {
+	seen := make(map[string]string)
+	for _, o := range options() {
+		for _, k := range append([]string{"flag " + o.name, "key " + o.file}, o.envs...) {
+			if prev, ok := seen[k]; ok {
+				t.Errorf("%s used by %s and %s", k, prev, o.name)
+			}
+			seen[k] = o.name
+		}
 	}
 }
 
@@ -712,13 +747,18 @@ func TestValidateNeverEchoesAPIKey(t *testing.T) {
 // TestYAMLIntKeysComplete: every whole-number key of the file is checked for
 // fractions, which yaml.v3 would cut.
 func TestYAMLIntKeysComplete(t *testing.T) {
-	for _, typ := range []reflect.Type{reflect.TypeFor[fileConfig](), reflect.TypeFor[Namespace]()} {
-		for f := range typ.Fields() {
-			key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			isInt := f.Type.Kind() == reflect.Int
-			if isInt != yamlIntKeys[key] {
-				t.Errorf("%s.%s (yaml %q, %s): in yamlIntKeys %v", typ.Name(), f.Name, key, f.Type, yamlIntKeys[key])
-			}
+	keys := yamlIntKeys()
+	for _, o := range options() {
+		var c Config
+		isInt := o.set != nil && o.set(&c, "7") == nil && o.set(&c, "7.5") != nil && o.set(&c, "7KiB") != nil && o.set(&c, "7s") != nil
+		if isInt != keys[o.file] {
+			t.Errorf("option %s (key %q, kind %s): in yamlIntKeys %v", o.name, o.file, o.kind, keys[o.file])
+		}
+	}
+	for f := range reflect.TypeFor[Namespace]().Fields() {
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if isInt := f.Type.Kind() == reflect.Int; isInt != keys[key] {
+			t.Errorf("Namespace.%s (yaml %q, %s): in yamlIntKeys %v", f.Name, key, f.Type, keys[key])
 		}
 	}
 }

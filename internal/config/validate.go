@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/url"
 	"os"
 	"strings"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/herald-rt/herald/internal/protocol"
 )
@@ -34,79 +31,21 @@ func (c *Config) Validate() error {
 	if err := checkListenAddr(c.Addr); err != nil {
 		return fmt.Errorf("invalid addr %q: %w", c.Addr, err)
 	}
-	if c.DebugAddr != "" {
-		if err := checkListenAddr(c.DebugAddr); err != nil {
-			return fmt.Errorf("invalid debug-addr %q: %w", c.DebugAddr, err)
+	for _, o := range options() {
+		if o.checkFn != nil {
+			if err := o.checkFn(c); err != nil {
+				return err
+			}
 		}
-	}
-	if err := validateWSPath(c.WSPath); err != nil {
-		return err
-	}
-	if c.MaxMessageBytes <= 0 {
-		return fmt.Errorf("invalid max-message-bytes %d: must be greater than 0", c.MaxMessageBytes)
-	}
-	if c.ClientQueueBytes <= 0 {
-		return fmt.Errorf("invalid client-queue-bytes %d: must be greater than 0", c.ClientQueueBytes)
-	}
-	if c.HistoryMaxBytes <= 0 {
-		return fmt.Errorf("invalid history-max-bytes %d: must be greater than 0", c.HistoryMaxBytes)
-	}
-	if c.PingInterval <= 0 {
-		return fmt.Errorf("invalid ping-interval %s: must be greater than 0", c.PingInterval)
 	}
 	if c.PongTimeout <= c.PingInterval {
 		return fmt.Errorf("invalid pong-timeout %s: must be greater than ping-interval (%s)", c.PongTimeout, c.PingInterval)
-	}
-	if c.CompressionThreshold < 0 {
-		return fmt.Errorf("invalid compression-threshold %d: must not be negative", c.CompressionThreshold)
-	}
-	if c.IdempotencyWindow < 0 {
-		return fmt.Errorf("invalid idempotency-window %s: must not be negative", c.IdempotencyWindow)
-	}
-	switch c.Broker {
-	case "memory":
-	case "redis":
-		if _, err := redis.ParseURL(c.RedisURL); err != nil {
-			var ue *url.Error
-			if errors.As(err, &ue) { // it quotes the URL, password and all
-				err = errors.New("not a URL (percent-encode special characters in the password)")
-			}
-			return fmt.Errorf("invalid redis-url %q: %v", RedactURL(c.RedisURL), err)
-		}
-		if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, ": \t\r\n") {
-			return fmt.Errorf("invalid redis-prefix %q: want a non-empty word without spaces or ':' (prefixes a and a:m would share keys)", c.RedisPrefix)
-		}
-	default:
-		return fmt.Errorf("invalid broker %q: want memory or redis", c.Broker)
-	}
-	if c.ShutdownTimeout <= 0 {
-		return fmt.Errorf("invalid shutdown-timeout %s: must be greater than 0", c.ShutdownTimeout)
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return fmt.Errorf("invalid log-format %q: want text or json", c.LogFormat)
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return fmt.Errorf("invalid log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	if !(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 0) {
 		return fmt.Errorf("invalid rate-limit %g: must be a finite number >= 0 (0 disables)", c.RateLimit)
 	}
 	if c.RateLimit > 0 && c.RateBurst < 1 {
 		return fmt.Errorf("invalid rate-burst %d: must be at least 1 when rate-limit is set", c.RateBurst)
-	}
-	if c.RateLimitStrikes < 1 {
-		return fmt.Errorf("invalid rate-limit-strikes %d: must be at least 1", c.RateLimitStrikes)
-	}
-	if c.MaxSubscriptions < 1 {
-		return fmt.Errorf("invalid max-subscriptions %d: must be at least 1", c.MaxSubscriptions)
-	}
-	if c.MaxConnections < 0 {
-		return fmt.Errorf("invalid max-connections %d: must be >= 0 (0 derives it from the descriptor limit)", c.MaxConnections)
-	}
-	if c.MaxUserConnections < 0 {
-		return fmt.Errorf("invalid max-user-connections %d: must be >= 0 (0: no limit)", c.MaxUserConnections)
 	}
 	if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.InsecureQueryAuth {
 		return errors.New("no authentication configured: set --jwt-secret, --jwt-public-key or --insecure-query-auth")
