@@ -1,0 +1,307 @@
+package socketio
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+)
+
+// nativeFrame is a herald frame as a Socket.IO socket needs it.
+type nativeFrame struct {
+	Type         string            `json:"type"`
+	Channel      string            `json:"channel"`
+	Data         json.RawMessage   `json:"data"`
+	Event        string            `json:"event"`
+	From         string            `json:"from"`
+	Timestamp    time.Time         `json:"timestamp"`
+	Offset       uint64            `json:"offset"`
+	Epoch        string            `json:"epoch"`
+	Recovered    *bool             `json:"recovered"`
+	Duplicate    bool              `json:"duplicate"`
+	Publications []json.RawMessage `json:"publications"`
+	Truncated    bool              `json:"truncated"`
+	Code         string            `json:"code"`
+	Message      string            `json:"message"`
+	ID           json.RawMessage   `json:"id"`
+}
+
+// WriteNative takes one frame herald's session wrote for this socket (a
+// native JSON frame: a reply, a publication, a join or leave) and sends its
+// Socket.IO form. It may be called from any goroutine; frames are sent in
+// the order of the calls.
+func (c *Conn) WriteNative(frame []byte) {
+	var f nativeFrame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		c.srv.report(KindBadPacket, errNotNative)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.hold > 0 {
+		if k := c.callOf(&f); k == nil || k.kind != callRecover {
+			c.held = append(c.held, frame)
+			return
+		}
+	}
+	c.handleLocked(&f)
+}
+
+// Deliver sends one publication: shared is AppendDelivery's encoding
+// (the same bytes for every socket), m the publication it encodes.
+func (c *Conn) Deliver(shared []byte, m *protocol.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.hold > 0 {
+		c.held = append(c.held, AppendNativeMessage(m))
+		return
+	}
+	c.deliverLocked(shared, m)
+}
+
+// AppendNativeMessage is m as herald's native message frame.
+func AppendNativeMessage(m *protocol.Message) []byte {
+	return protocol.AppendMessage(nil, m)
+}
+
+func (c *Conn) callOf(f *nativeFrame) *call {
+	if len(f.ID) == 0 {
+		return nil
+	}
+	id, err := strconv.ParseUint(string(f.ID), 10, 64)
+	if err != nil {
+		return nil
+	}
+	return c.calls[id]
+}
+
+func (c *Conn) handleLocked(f *nativeFrame) {
+	switch f.Type {
+	case protocol.TypeMessage:
+		m := protocol.Message{Channel: f.Channel, Data: f.Data, Time: f.Timestamp, From: f.From, Offset: f.Offset, Event: f.Event}
+		c.deliverLocked(AppendDelivery(nil, &m), &m)
+		return
+	case protocol.TypeJoin, protocol.TypeLeave:
+		return // presence notices are not forwarded to Socket.IO sockets
+	case protocol.TypeConnected, protocol.TypePong:
+		return
+	}
+	k := c.callOf(f)
+	if k == nil {
+		if f.Type == protocol.TypeError {
+			c.send(wire.AppendEvent([]byte{byte(wire.EMessage)}, "/", -1, EvError, errorArg(f.Channel, f.Code, f.Message)))
+		}
+		return
+	}
+	id, _ := strconv.ParseUint(string(f.ID), 10, 64)
+	delete(c.calls, id)
+	if f.Type == protocol.TypeError {
+		c.failedLocked(k, f)
+		return
+	}
+	switch k.kind {
+	case callSubscribe, callRefilter, callRecover:
+		c.subscribedLocked(k, f)
+	case callUnsubscribe:
+		delete(c.rooms, k.channel)
+		if k.ack >= 0 {
+			b := append([]byte(`{"ok":true,"channel":`), wire.AppendJSONString(nil, k.channel)...)
+			c.sendAck(k.ack, append(b, '}'))
+		}
+		c.roomsEventLocked()
+	case callPublish:
+		if k.ack >= 0 {
+			b := append([]byte(`{"ok":true,"channel":`), wire.AppendJSONString(nil, f.Channel)...)
+			b = appendPos(b, f.Offset, f.Epoch)
+			if f.Duplicate {
+				b = append(b, `,"duplicate":true`...)
+			}
+			c.sendAck(k.ack, append(b, '}'))
+		}
+	case callHistory:
+		g := k.group
+		for _, p := range f.Publications {
+			e := append([]byte(`{"channel":`), wire.AppendJSONString(nil, f.Channel)...)
+			if p = bytes.TrimSpace(p); len(p) > 2 {
+				e = append(append(e, ','), p[1:]...)
+			} else {
+				e = append(e, '}')
+			}
+			g.pubs = append(g.pubs, e)
+		}
+		g.truncated = g.truncated || f.Truncated
+		c.groupDoneLocked(g)
+	}
+}
+
+func appendPos(b []byte, offset uint64, epoch string) []byte {
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, offset, 10)
+	b = append(b, `,"epoch":`...)
+	return wire.AppendJSONString(b, epoch)
+}
+
+// subscribedLocked records a room and answers the subscribe.
+func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
+	pos := c.rooms[k.channel]
+	if pos == nil {
+		pos = &position{}
+		c.rooms[k.channel] = pos
+	}
+	pos.epoch, pos.offset = f.Epoch, f.Offset
+	if k.since != nil && f.Recovered != nil && *f.Recovered {
+		// The replay follows this reply: the socket is where it said it
+		// was until the replay's events move it on.
+		pos.offset = *k.since
+	}
+	switch k.kind {
+	case callRecover:
+		if f.Recovered == nil || !*f.Recovered {
+			c.lost = true
+		}
+		c.recoveredOneLocked()
+		return
+	case callRefilter:
+		return
+	}
+	if k.ack >= 0 {
+		b := append([]byte(`{"ok":true,"channel":`), wire.AppendJSONString(nil, k.channel)...)
+		b = appendPos(b, f.Offset, f.Epoch)
+		if f.Recovered != nil {
+			b = append(b, `,"recovered":`...)
+			b = strconv.AppendBool(b, *f.Recovered)
+		}
+		c.sendAck(k.ack, append(b, '}'))
+	}
+	c.roomsEventLocked()
+}
+
+// failedLocked answers a command herald refused.
+func (c *Conn) failedLocked(k *call, f *nativeFrame) {
+	switch k.kind {
+	case callRecover:
+		delete(c.rooms, k.channel)
+		c.lost = true
+		c.recoveredOneLocked()
+	case callRefilter:
+		c.send(wire.AppendEvent([]byte{byte(wire.EMessage)}, "/", -1, EvError, errorArg(k.channel, f.Code, f.Message)))
+	case callHistory:
+		if k.group.failed == nil {
+			k.group.failed = errorArg(k.channel, f.Code, f.Message)
+		}
+		c.groupDoneLocked(k.group)
+	default:
+		c.refuseLocked(k.ack, k.channel, f.Code, f.Message)
+	}
+}
+
+func (c *Conn) refuseLocked(ack int64, channel, code, msg string) { c.refuse(ack, channel, code, msg) }
+
+// groupDoneLocked answers a request:history once every room has replied.
+func (c *Conn) groupDoneLocked(g *group) {
+	if g.left--; g.left > 0 || g.ack < 0 {
+		return
+	}
+	if g.failed != nil {
+		c.sendAck(g.ack, g.failed)
+		return
+	}
+	b := []byte(`{"ok":true,"publications":[`)
+	b = append(b, bytes.Join(g.pubs, []byte{','})...)
+	b = append(b, ']')
+	if g.truncated {
+		b = append(b, `,"truncated":true`...)
+	}
+	c.sendAck(g.ack, append(b, '}'))
+}
+
+// recoveredOneLocked counts one recovered room; after the last, the CONNECT
+// answer goes out — with the pid the client had when every room
+// recovered, a new one (so socket.recovered is false) when one did not —
+// followed by what herald sent meanwhile.
+func (c *Conn) recoveredOneLocked() {
+	if c.hold--; c.hold > 0 {
+		return
+	}
+	if c.lost {
+		c.pid = randomID()
+	}
+	c.send(c.connectAnswer(c.nsps["/"]))
+	c.connSent = true
+	held := c.held
+	c.held = nil
+	for _, frame := range held {
+		var f nativeFrame
+		if json.Unmarshal(frame, &f) == nil {
+			c.handleLocked(&f)
+		}
+	}
+	c.roomsEventLocked()
+}
+
+// connectAnswer is the CONNECT answer of "/": sid, and pid with recovery.
+func (c *Conn) connectAnswer(sid string) []byte {
+	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SConnect, 0, "/", -1)
+	b = append(b, `{"sid":`...)
+	b = wire.AppendJSONString(b, sid)
+	if c.pid != "" {
+		b = append(b, `,"pid":`...)
+		b = wire.AppendJSONString(b, c.pid)
+	}
+	return append(b, '}')
+}
+
+// deliverLocked sends a publication with this socket's tail.
+func (c *Conn) deliverLocked(shared []byte, m *protocol.Message) {
+	if pos := c.rooms[m.Channel]; pos != nil && m.Offset > pos.offset {
+		pos.offset = m.Offset
+	}
+	if !c.filter.wants(m.Event) {
+		return
+	}
+	_ = c.ess.Send(shared, c.tailLocked())
+}
+
+// tailLocked is what follows a delivery's shared bytes: the recovery
+// offset (with recovery on) and the closing bracket.
+func (c *Conn) tailLocked() []byte {
+	if c.pid == "" {
+		return closeBracket
+	}
+	b := append(make([]byte, 0, 64), ',', '"')
+	b = appendRecovery(b, c.rooms)
+	return append(b, '"', ']')
+}
+
+var closeBracket = []byte{']'}
+
+// roomsEventLocked emits EvRooms with the socket's rooms and, last, its
+// recovery offset (with recovery on).
+func (c *Conn) roomsEventLocked() {
+	if c.pid == "" || !c.connSent {
+		return
+	}
+	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SEvent, 0, "/", -1)
+	b = append(b, '[')
+	b = wire.AppendJSONString(b, EvRooms)
+	b = append(b, `,{"rooms":[`...)
+	i := 0
+	for ch := range c.rooms {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = wire.AppendJSONString(b, ch)
+		i++
+	}
+	b = append(b, "]}"...)
+	c.send(append(b, c.tailLocked()...))
+}

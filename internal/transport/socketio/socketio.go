@@ -1,0 +1,414 @@
+// Package socketio serves Socket.IO v5 clients (socket.io-client 4.x) on
+// herald: a Socket.IO socket is a herald session whose commands arrive as
+// Socket.IO events and whose replies leave as acks, on the Engine.IO
+// sessions of package engine.
+//
+// The socket is a translator only: rooms are herald channels, and every
+// built-in event becomes the native command /ws clients send (subscribe,
+// unsubscribe, message, history), run by herald's own session (a Runner),
+// with its permissions, limits and recovery; the native replies come back
+// through WriteNative and are turned into acks. See docs/socketio.md for the
+// mapping.
+package socketio
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/transport/socketio/engine"
+	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+)
+
+// Runner is herald's session behind one connected socket. Run runs one
+// native command (a JSON object exactly as a /ws client sends it); its
+// replies, and the publications of the channels it subscribed, come back
+// through the Conn's WriteNative. Close ends the session; Run is not called
+// after it. Run and Close are called by one goroutine at a time.
+type Runner interface {
+	Run(cmd []byte)
+	Close()
+}
+
+// Refusal is a refused CONNECT, answered with a CONNECT_ERROR packet
+// {"message":Message,"data":{"code":Code}}.
+type Refusal struct{ Code, Message string }
+
+func (r *Refusal) Error() string { return r.Message }
+
+// Credentials are what a CONNECT presents: its auth payload's token (or
+// else the handshake's bearer header or token query parameter), and the
+// handshake's query with the auth payload's string fields laid over it
+// (userId, role and org, for --insecure-query-auth).
+type Credentials struct {
+	Token string
+	Query url.Values
+}
+
+// Options configure a Server.
+type Options struct {
+	// Connect authenticates a CONNECT to "/" and starts herald's session
+	// for c; a *Refusal error is sent to the client as is, any other as
+	// "internal error". Unused in conformance mode.
+	Connect func(c *Conn, cred Credentials) (Runner, error)
+	// ConnectTimeout closes an Engine.IO session that has not connected to
+	// a namespace in this time (default 45s).
+	ConnectTimeout time.Duration
+	// Recovery turns on connection state recovery: a pid in the CONNECT
+	// answer and a recovery offset as every delivery's last argument.
+	Recovery bool
+	// Conformance answers as the protocol test suites' reference server:
+	// no authentication, namespaces "/" and "/custom", "auth" emitted on
+	// connection, "message" echoed as "message-back", "message-with-ack"
+	// acked, binary attachments carried. Never for production.
+	Conformance bool
+	// OnError is told of every refused or malformed Socket.IO packet, with
+	// a short kind (a metric label).
+	OnError func(kind string, err error)
+}
+
+// Error kinds reported to Options.OnError (besides engine's).
+const (
+	KindBadPacket      = "sio_bad_packet"     // undecodable Socket.IO packet: the session is closed
+	KindBadAck         = "sio_bad_ack"        // an ACK for an id never asked: closed
+	KindBadNamespace   = "sio_bad_namespace"  // CONNECT to an unknown namespace: CONNECT_ERROR
+	KindNotConnected   = "sio_not_connected"  // a packet for a namespace not connected: dropped
+	KindBinary         = "sio_binary"         // binary attachments: refused with an error
+	KindConnectTimeout = "sio_connect_timeout" // no CONNECT in time: closed
+	KindRefused        = "sio_refused"        // CONNECT refused (authentication)
+)
+
+// Server serves Socket.IO on one path; it is an http.Handler.
+type Server struct {
+	o   Options
+	eng *engine.Server
+}
+
+// NewServer returns a server whose Engine.IO layer takes eo (its Open is
+// set here).
+func NewServer(eo engine.Options, o Options) *Server {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 45 * time.Second
+	}
+	s := &Server{o: o}
+	eo.Open = s.open
+	s.eng = engine.New(eo)
+	return s
+}
+
+// ServeHTTP serves Engine.IO requests.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eng.ServeHTTP(w, r) }
+
+// Close closes every session.
+func (s *Server) Close() { s.eng.Close() }
+
+// NumSessions reports the Engine.IO sessions open.
+func (s *Server) NumSessions() int { return s.eng.NumSessions() }
+
+func (s *Server) report(kind string, err error) {
+	if s.o.OnError != nil {
+		s.o.OnError(kind, err)
+	}
+}
+
+func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, error) {
+	c := &Conn{
+		srv:   s,
+		ess:   ess,
+		query: r.URL.Query(),
+		authz: r.Header.Get("Authorization"),
+		nsps:  map[string]string{},
+		calls: map[uint64]*call{},
+		rooms: map[string]*position{},
+	}
+	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
+	return c, nil
+}
+
+// randomID returns 96 random bits, base64url.
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Conn is one Engine.IO session's Socket.IO side. OnMessage and OnClose
+// are called by the engine; WriteNative by herald's session, from any
+// goroutine.
+type Conn struct {
+	srv   *Server
+	ess   *engine.Session
+	query url.Values
+	authz string
+	timer *time.Timer
+
+	// Read side, touched by OnMessage only (the engine serializes it).
+	attWant int          // binary attachments the packet in attPkt awaits
+	attPkt  wire.SPacket // a binary packet waiting for its attachments
+	atts    [][]byte
+
+	mu       sync.Mutex
+	closed   bool
+	nsps     map[string]string // connected namespace → socket id
+	runner   Runner            // herald's session, while "/" is connected
+	pid      string            // recovery session id ("" when recovery is off)
+	nextID   uint64
+	calls    map[uint64]*call
+	rooms    map[string]*position // channel → last position sent
+	filter   eventFilter
+	hold     int      // recovery subscribes not yet answered
+	held     [][]byte // native frames held until the CONNECT answer is out
+	lost     bool     // a recovery subscribe did not recover everything
+	connSent bool     // the CONNECT answer of "/" is out
+}
+
+// ID is the Engine.IO session id.
+func (c *Conn) ID() string { return c.ess.ID() }
+
+// Transport names the Engine.IO transport in use.
+func (c *Conn) Transport() string { return c.ess.Transport() }
+
+// Close ends the Engine.IO session (and with it the socket).
+func (c *Conn) Close(reason string) { c.ess.Close(reason) }
+
+func (c *Conn) connectTimeout() {
+	c.mu.Lock()
+	connected := len(c.nsps) > 0
+	c.mu.Unlock()
+	if !connected {
+		c.srv.report(KindConnectTimeout, errors.New("no CONNECT packet in time"))
+		c.ess.Close("connect timeout")
+	}
+}
+
+// OnClose ends herald's session.
+func (c *Conn) OnClose(string) {
+	c.timer.Stop()
+	c.mu.Lock()
+	c.closed = true
+	r := c.runner
+	c.runner = nil
+	c.mu.Unlock()
+	if r != nil {
+		r.Close()
+	}
+}
+
+// OnMessage decodes one Socket.IO packet (or binary attachment) and runs
+// it.
+func (c *Conn) OnMessage(data []byte, binary bool) {
+	if binary {
+		if c.attWant == 0 {
+			c.protocolError(KindBadPacket, errors.New("binary message without a binary packet"))
+			return
+		}
+		c.atts = append(c.atts, data)
+		if len(c.atts) < c.attWant {
+			return
+		}
+		p, atts := c.attPkt, c.atts
+		c.attWant, c.atts, c.attPkt = 0, nil, wire.SPacket{}
+		c.dispatch(p, atts)
+		return
+	}
+	if c.attWant > 0 {
+		c.protocolError(KindBadPacket, errors.New("text packet while attachments were due"))
+		return
+	}
+	p, err := wire.ParseSPacket(data)
+	if err != nil {
+		c.protocolError(KindBadPacket, err)
+		return
+	}
+	if p.Attachments > 0 {
+		c.attWant, c.attPkt = p.Attachments, p
+		return
+	}
+	c.dispatch(p, nil)
+}
+
+// protocolError closes the session for a malformed packet.
+func (c *Conn) protocolError(kind string, err error) {
+	c.srv.report(kind, err)
+	c.ess.Close("parse error")
+}
+
+func (c *Conn) dispatch(p wire.SPacket, atts [][]byte) {
+	switch p.Type {
+	case wire.SConnect:
+		c.connect(p)
+		return
+	case wire.SConnectError:
+		c.protocolError(KindBadPacket, errors.New("CONNECT_ERROR from a client"))
+		return
+	}
+	c.mu.Lock()
+	_, ok := c.nsps[p.Nsp]
+	c.mu.Unlock()
+	if !ok {
+		c.srv.report(KindNotConnected, errors.New("packet for a namespace not connected"))
+		return
+	}
+	switch p.Type {
+	case wire.SDisconnect:
+		c.disconnect(p.Nsp)
+	case wire.SAck, wire.SBinaryAck:
+		// The server asks no acks: an ACK answers nothing it sent.
+		c.protocolError(KindBadAck, errors.New("ACK for an id the server never sent"))
+	case wire.SEvent, wire.SBinaryEvent:
+		if c.srv.o.Conformance {
+			c.conformanceEvent(p, atts)
+			return
+		}
+		if p.Type == wire.SBinaryEvent {
+			c.srv.report(KindBinary, errors.New("binary attachments are not supported"))
+			c.refuse(p.ID, "", "binary_unsupported", "binary attachments are not supported; send JSON")
+			return
+		}
+		c.event(p)
+	}
+}
+
+// send queues one packet, whole, to the client.
+func (c *Conn) send(pkt []byte) { _ = c.ess.Send(pkt, nil) }
+
+// sendPacket queues a Socket.IO packet in an Engine.IO message.
+func (c *Conn) sendPacket(p wire.SPacket) {
+	c.send(wire.AppendSPacket([]byte{byte(wire.EMessage)}, p))
+}
+
+// connect answers a CONNECT: "/" only (and "/custom" in conformance).
+func (c *Conn) connect(p wire.SPacket) {
+	if c.srv.o.Conformance {
+		c.conformanceConnect(p)
+		return
+	}
+	if p.Nsp != "/" {
+		c.srv.report(KindBadNamespace, errors.New("CONNECT to namespace "+p.Nsp))
+		c.connectError(p.Nsp, "", "Invalid namespace")
+		return
+	}
+	c.mu.Lock()
+	_, again := c.nsps["/"]
+	c.mu.Unlock()
+	if again {
+		c.srv.report(KindBadPacket, errors.New("second CONNECT to /"))
+		return
+	}
+	var payload struct{ PID, Offset string }
+	fields := map[string]json.RawMessage{}
+	if p.Data != nil {
+		_ = json.Unmarshal(p.Data, &fields) // ParseSPacket checked it is an object
+	}
+	cred := Credentials{Query: url.Values{}}
+	for k, v := range c.query {
+		cred.Query[k] = v
+	}
+	for _, k := range []string{"userId", "role", "org", "token"} {
+		raw, ok := fields[k]
+		if !ok {
+			continue
+		}
+		var str string
+		if json.Unmarshal(raw, &str) != nil {
+			var num json.Number
+			if json.Unmarshal(raw, &num) != nil {
+				continue
+			}
+			str = num.String()
+		}
+		cred.Query.Set(k, str)
+	}
+	_ = json.Unmarshal(fields["pid"], &payload.PID)
+	_ = json.Unmarshal(fields["offset"], &payload.Offset)
+	cred.Token = cred.Query.Get("token")
+	if _, ok := fields["token"]; !ok {
+		cred.Token = auth.TokenFrom(c.authz, func() url.Values { return c.query })
+	}
+	r, err := c.srv.o.Connect(c, cred)
+	if err != nil {
+		c.srv.report(KindRefused, err)
+		ref := (*Refusal)(nil)
+		if !errors.As(err, &ref) {
+			ref = &Refusal{Code: "internal", Message: "internal error"}
+		}
+		c.connectError("/", ref.Code, ref.Message)
+		return
+	}
+	c.timer.Stop()
+	sid := randomID()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		r.Close()
+		return
+	}
+	c.nsps["/"] = sid
+	c.runner = r
+	var restore map[string]position
+	if c.srv.o.Recovery {
+		c.pid = randomID()
+		if payload.PID != "" && len(payload.PID) <= 64 {
+			if rooms, ok := parseRecovery(payload.Offset); ok {
+				c.pid, restore = payload.PID, rooms
+			}
+		}
+	}
+	if len(restore) == 0 {
+		c.connSent = true
+		c.send(c.connectAnswer(sid))
+		c.mu.Unlock()
+		return
+	}
+	// Recovery: every room is subscribed again from its position; the
+	// CONNECT answer waits for all their answers (it says whether all
+	// recovered: the same pid, or a new one), and whatever herald sends
+	// meanwhile waits behind it.
+	c.hold = len(restore)
+	cmds := make([][]byte, 0, len(restore))
+	for ch, pos := range restore {
+		id := c.newCall(&call{kind: callRecover, ack: -1, channel: ch, since: &pos.offset})
+		cmds = append(cmds, subscribeCmd(id, ch, c.filter.native(), &sinceArg{Offset: &pos.offset, Epoch: pos.epoch}))
+	}
+	c.mu.Unlock()
+	for _, cmd := range cmds {
+		r.Run(cmd)
+	}
+}
+
+// connectError answers a CONNECT with CONNECT_ERROR.
+func (c *Conn) connectError(nsp, code, msg string) {
+	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SConnectError, 0, nsp, -1)
+	b = append(b, `{"message":`...)
+	b = wire.AppendJSONString(b, msg)
+	if code != "" {
+		b = append(b, `,"data":{"code":`...)
+		b = wire.AppendJSONString(b, code)
+		b = append(b, '}')
+	}
+	c.send(append(b, '}'))
+}
+
+// disconnect ends a namespace's socket; the Engine.IO session stays.
+func (c *Conn) disconnect(nsp string) {
+	c.mu.Lock()
+	delete(c.nsps, nsp)
+	var r Runner
+	if nsp == "/" {
+		r, c.runner = c.runner, nil
+		clear(c.rooms)
+		clear(c.calls)
+		c.filter = eventFilter{}
+		c.hold, c.held, c.lost, c.connSent = 0, nil, false, false
+	}
+	c.mu.Unlock()
+	if r != nil {
+		r.Close()
+	}
+}
