@@ -75,13 +75,13 @@ type Options struct {
 
 // Error kinds reported to Options.OnError (besides engine's).
 const (
-	KindBadPacket      = "sio_bad_packet"     // undecodable Socket.IO packet: the session is closed
-	KindBadAck         = "sio_bad_ack"        // an ACK for an id never asked: closed
-	KindBadNamespace   = "sio_bad_namespace"  // CONNECT to an unknown namespace: CONNECT_ERROR
-	KindNotConnected   = "sio_not_connected"  // a packet for a namespace not connected: dropped
-	KindBinary         = "sio_binary"         // binary attachments: refused with an error
+	KindBadPacket      = "sio_bad_packet"      // undecodable Socket.IO packet: the session is closed
+	KindBadAck         = "sio_bad_ack"         // an ACK for an id never asked: closed
+	KindBadNamespace   = "sio_bad_namespace"   // CONNECT to an unknown namespace: CONNECT_ERROR
+	KindNotConnected   = "sio_not_connected"   // a packet for a namespace not connected: dropped
+	KindBinary         = "sio_binary"          // binary attachments: refused with an error
 	KindConnectTimeout = "sio_connect_timeout" // no CONNECT in time: closed
-	KindRefused        = "sio_refused"        // CONNECT refused (authentication)
+	KindRefused        = "sio_refused"         // CONNECT refused (authentication)
 )
 
 // Server serves Socket.IO on one path; it is an http.Handler.
