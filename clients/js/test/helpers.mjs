@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const SECRET = 'js-sdk-test-secret-0123456789abcdef0123456789';
 export const API_KEY = 'js-sdk-test-api-key-0123';
+// Node's fetch, kept before a test installs a DOM's.
+const nodeFetch = globalThis.fetch;
 
 let bin = process.env.HERALD_BIN;
 
@@ -54,7 +56,7 @@ export async function startHerald({ args = [], port } = {}) {
     for (let i = 0; i < 400; i++) {
       if (proc.exitCode !== null) throw new Error(`herald exited: ${h.log}`);
       try {
-        const r = await fetch(`http://${base}/healthz`);
+        const r = await nodeFetch(`http://${base}/healthz`);
         if (r.ok) return;
       } catch {}
       await sleep(25);
@@ -87,7 +89,7 @@ export function token({ sub = 'alice', org, ttlSec = 3600, secret = SECRET, chan
 
 /** Calls the server API; resolves with the JSON answer. */
 export async function api(h, endpoint, body) {
-  const r = await fetch(`http://${h.base}${endpoint}`, {
+  const r = await nodeFetch(`http://${h.base}${endpoint}`, {
     method: body ? 'POST' : 'GET',
     headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
     body: body && JSON.stringify(body),
@@ -139,11 +141,12 @@ export async function startProxy(target) {
 
 export const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
-/** Resolves when pred() is truthy, checked every 10 ms; rejects after `ms` (a failure bound). */
+/** Resolves when pred() (or the promise it returns) is truthy, checked every 10 ms; rejects after
+ *  `ms` (a failure bound). */
 export async function until(pred, what = 'condition', ms = 15000) {
   const end = Date.now() + ms;
   for (;;) {
-    const v = pred();
+    const v = await pred();
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
