@@ -24,6 +24,64 @@ var ErrUnavailable = errors.New("broker unavailable")
 // delivered. A publisher that retries should use an idempotency key.
 var ErrOutcomeUnknown = errors.New("no answer: it may have been done")
 
+// Broker is the contract every herald broker implements: per-channel
+// offsets and epochs, bounded history, idempotent publishing and the atomic
+// replay-then-live join, for one process or for several nodes. It is
+// declared here once; each implementation asserts it at compile time
+// (var _ broker.Broker = (*Broker)(nil)) and passes brokertest.
+//
+// The methods are safe for concurrent use. ctx bounds a call: its
+// cancellation or deadline ends a wait on shared state (a broker's own
+// timeout still applies); a broker that never waits may ignore it. An
+// error wrapping ErrUnavailable means the shared state could not be used
+// (with ErrOutcomeUnknown: the call may have been carried out).
+type Broker interface {
+	// Publish gives p the channel's next offset, keeps it in history as o
+	// says and hands it to the DeliverFunc of every node that follows the
+	// channel, in offset order.
+	Publish(ctx context.Context, channel string, p Publication, o PublishOptions) (PublishResult, error)
+	// Subscribe joins the channel's live stream: join runs with the
+	// recovery o.Since asks for (or the position alone) at a point where no
+	// later publication has been delivered yet and none is delivered until
+	// join returns, so replay and live stream meet exactly. join must add
+	// the subscriber to the fan-out and queue the replay before it returns;
+	// its error is Subscribe's.
+	Subscribe(ctx context.Context, channel string, o SubscribeOptions, join func(Recovery) error) error
+	// History returns retained publications, oldest first, and the
+	// channel's current position.
+	History(ctx context.Context, channel string, q HistoryQuery) ([]Publication, Position, error)
+	// Run does the broker's background work until ctx is done: every sweep
+	// it frees channels idle for idle on which inUse reports no local
+	// subscribers. Call it once; the broker is done when it returns.
+	Run(ctx context.Context, sweep, idle time.Duration, inUse func(channel string) bool)
+}
+
+// Optional capabilities: a broker may implement any of these, and the
+// server finds them by type assertion.
+
+// Liveness is implemented by a broker that can lose what it shares (the
+// Redis connection). A broker without it is always live.
+type Liveness interface {
+	// Live reports whether Publish and Subscribe can succeed now.
+	Live() bool
+}
+
+// Notifier is implemented by a broker shared by several nodes: it carries
+// a notification (a user's send or disconnect) to every other node.
+type Notifier interface {
+	// Notify sends kind and payload to every other node; notifications
+	// from one node arrive in the order it sent them.
+	Notify(ctx context.Context, kind byte, payload string) error
+}
+
+// HistoryMeter is implemented by a broker that keeps history in this
+// process, within a budget.
+type HistoryMeter interface {
+	// HistoryBytes is how many bytes of history all channels keep now, as
+	// counted against the budget.
+	HistoryBytes() int64
+}
+
 // Publication is one message in a channel's stream.
 type Publication struct {
 	Offset uint64          // 1 for the first publication of an epoch, then +1 each

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -173,7 +174,7 @@ type publishResponse struct {
 
 // publish is the data function shared by /api/publish, /api/broadcast,
 // /api/batch and /call.
-func (s *Server) publish(req publishRequest) (publishResponse, error) {
+func (s *Server) publish(ctx context.Context, req publishRequest) (publishResponse, error) {
 	if err := checkChannelName(req.Channel); err != nil {
 		return publishResponse{}, err
 	}
@@ -186,7 +187,7 @@ func (s *Server) publish(req publishRequest) (publishResponse, error) {
 	if len(req.IdempotencyKey) > protocol.MaxIdemKeyLen {
 		return publishResponse{}, badRequest(protocol.CodeBadRequest, "idempotencyKey longer than 128 bytes")
 	}
-	res, err := s.broker.Publish(req.Channel, broker.Publication{Data: req.Data, Event: req.Event},
+	res, err := s.broker.Publish(ctx, req.Channel, broker.Publication{Data: req.Data, Event: req.Event},
 		s.publishOptions(s.policy.Namespace(req.Channel), req.IdempotencyKey))
 	if err != nil {
 		return publishResponse{}, err
@@ -200,7 +201,7 @@ func (s *Server) apiPublish(r *http.Request) (any, error) {
 	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
 		return nil, err
 	}
-	return s.publish(req)
+	return s.publish(r.Context(), req)
 }
 
 type broadcastRequest struct {
@@ -209,7 +210,7 @@ type broadcastRequest struct {
 	Event    string          `json:"event"`
 }
 
-func (s *Server) broadcast(chs []string, data json.RawMessage, event string) (int, error) {
+func (s *Server) broadcast(ctx context.Context, chs []string, data json.RawMessage, event string) (int, error) {
 	if len(chs) == 0 {
 		return 0, badRequest(protocol.CodeChannelRequired, `"channels" must list at least one channel`)
 	}
@@ -226,7 +227,7 @@ func (s *Server) broadcast(chs []string, data json.RawMessage, event string) (in
 		if slices.Contains(chs[:i], ch) {
 			continue // a channel listed twice is published to once
 		}
-		res, err := s.publish(publishRequest{Channel: ch, Data: data, Event: event})
+		res, err := s.publish(ctx, publishRequest{Channel: ch, Data: data, Event: event})
 		var ae *apiError
 		if err != nil && done > 0 && errors.As(err, &ae) {
 			// Not "nothing was done": a retry publishes these again.
@@ -251,7 +252,7 @@ func (s *Server) apiBroadcast(r *http.Request) (any, error) {
 	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
 		return nil, err
 	}
-	n, err := s.broadcast(req.Channels, req.Data, req.Event)
+	n, err := s.broadcast(r.Context(), req.Channels, req.Data, req.Event)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +266,7 @@ type sendRequest struct {
 }
 
 // sendToUser delivers to every live connection of a user, subscribed or not.
-func (s *Server) sendToUser(user, ch string, data json.RawMessage) (int, error) {
+func (s *Server) sendToUser(ctx context.Context, user, ch string, data json.RawMessage) (int, error) {
 	if user == "" {
 		return 0, badRequest(protocol.CodeBadRequest, `"userId" is required`)
 	}
@@ -276,7 +277,7 @@ func (s *Server) sendToUser(user, ch string, data json.RawMessage) (int, error) 
 		return 0, &apiError{status: http.StatusRequestEntityTooLarge, code: "too_large", msg: "data larger than max-message-bytes"}
 	}
 	m := protocol.Message{Channel: ch, Data: data, Time: time.Now()}
-	if err := s.tellNodes(noteSend, nodeNote{User: user, Channel: ch, Data: data, Time: m.Time.UnixMicro()}); err != nil {
+	if err := s.tellNodes(ctx, noteSend, nodeNote{User: user, Channel: ch, Data: data, Time: m.Time.UnixMicro()}); err != nil {
 		return 0, err
 	}
 	n := s.hub.SendToUser(user, messageFrame(&m))
@@ -289,7 +290,7 @@ func (s *Server) apiSend(r *http.Request) (any, error) {
 	if err := decodeBody(r, s.bodyLimit(), &req); err != nil {
 		return nil, err
 	}
-	n, err := s.sendToUser(req.UserID, req.Channel, req.Data)
+	n, err := s.sendToUser(r.Context(), req.UserID, req.Channel, req.Data)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +302,7 @@ type disconnectRequest struct {
 	ClientID string `json:"clientId"`
 }
 
-func (s *Server) disconnect(req disconnectRequest) (int, error) {
+func (s *Server) disconnect(ctx context.Context, req disconnectRequest) (int, error) {
 	switch {
 	case req.UserID != "" && req.ClientID != "":
 		return 0, badRequest(protocol.CodeBadRequest, `give "userId" or "clientId", not both`)
@@ -309,7 +310,7 @@ func (s *Server) disconnect(req disconnectRequest) (int, error) {
 		// This node's connections first, Redis or not: cutting a user off
 		// must not wait for the broker.
 		n := s.disconnectLocal(req.UserID, req.ClientID)
-		if err := s.tellNodes(noteDisconnect, nodeNote{User: req.UserID, Client: req.ClientID}); err != nil {
+		if err := s.tellNodes(ctx, noteDisconnect, nodeNote{User: req.UserID, Client: req.ClientID}); err != nil {
 			var ae *apiError
 			if errors.As(err, &ae) {
 				return n, &apiError{status: ae.status, code: ae.code, msg: fmt.Sprintf("disconnected %d connection(s) on this node; the other nodes were not told: %s", n, ae.msg)}
@@ -326,7 +327,7 @@ func (s *Server) apiDisconnect(r *http.Request) (any, error) {
 	if err := decodeBody(r, 64<<10, &req); err != nil {
 		return nil, err
 	}
-	n, err := s.disconnect(req)
+	n, err := s.disconnect(r.Context(), req)
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +379,7 @@ func (s *Server) apiBatch(r *http.Request) (any, error) {
 		switch c.Method {
 		case "publish":
 			var res publishResponse
-			res, err = s.publish(publishRequest{Channel: c.Channel, Data: c.Data, Event: c.Event, IdempotencyKey: c.IdempotencyKey})
+			res, err = s.publish(r.Context(), publishRequest{Channel: c.Channel, Data: c.Data, Event: c.Event, IdempotencyKey: c.IdempotencyKey})
 			if err == nil {
 				n = res.Delivered
 				results[i].Offset, results[i].Epoch, results[i].Duplicate = &res.Offset, res.Epoch, res.Duplicate
@@ -388,11 +389,11 @@ func (s *Server) apiBatch(r *http.Request) (any, error) {
 				err = badRequest(protocol.CodeBadRequest, "idempotencyKey applies to publish only")
 				break
 			}
-			n, err = s.broadcast(c.Channels, c.Data, c.Event)
+			n, err = s.broadcast(r.Context(), c.Channels, c.Data, c.Event)
 		case "send":
-			n, err = s.sendToUser(c.UserID, c.Channel, c.Data)
+			n, err = s.sendToUser(r.Context(), c.UserID, c.Channel, c.Data)
 		case "disconnect":
-			n, err = s.disconnect(disconnectRequest{UserID: c.UserID, ClientID: c.ClientID})
+			n, err = s.disconnect(r.Context(), disconnectRequest{UserID: c.UserID, ClientID: c.ClientID})
 			field = &results[i].Disconnected
 		default:
 			err = badRequest(protocol.CodeBadRequest, "unknown method; expected publish, broadcast, send or disconnect")
@@ -504,7 +505,7 @@ func (s *Server) apiHistory(r *http.Request) (any, error) {
 		if off, err := strconv.ParseUint(v, 10, 64); err == nil {
 			epoch := q.Get("epoch")
 			if epoch == "" {
-				_, pos, err := s.broker.History(ch, broker.HistoryQuery{Limit: 1})
+				_, pos, err := s.broker.History(r.Context(), ch, broker.HistoryQuery{Limit: 1})
 				if err != nil {
 					return nil, err
 				}
@@ -517,7 +518,7 @@ func (s *Server) apiHistory(r *http.Request) (any, error) {
 			return nil, badRequest(protocol.CodeBadRequest, "since must be an offset or an RFC 3339 time")
 		}
 	}
-	pubs, pos, err := s.broker.History(ch, hq)
+	pubs, pos, err := s.broker.History(r.Context(), ch, hq)
 	if err != nil {
 		return nil, err
 	}
@@ -580,7 +581,7 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		var res publishResponse
-		res, err = s.publish(p)
+		res, err = s.publish(r.Context(), p)
 		d := map[string]any{"channel": p.Channel, "delivered": res.Delivered, "offset": res.Offset, "epoch": res.Epoch}
 		if res.Duplicate { // an idempotencyKey seen before: nothing was published
 			d["duplicate"] = true
@@ -592,7 +593,7 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		var n int
-		n, err = s.sendToUser(p.UserID, p.Channel, p.Data)
+		n, err = s.sendToUser(r.Context(), p.UserID, p.Channel, p.Data)
 		data = map[string]any{"userId": p.UserID, "channel": p.Channel, "delivered": n}
 	default:
 		fail(http.StatusBadRequest, "unknown handler: "+strconv.Quote(req.Key))

@@ -19,16 +19,17 @@ import (
 )
 
 // setupBroker makes the broker --broker names: the in-memory one, or the
-// Redis one shared by every node on the same Redis and prefix.
+// Redis one shared by every node on the same Redis and prefix. Whatever it
+// can do beyond broker.Broker is found by type assertion where it is used.
 func (s *Server) setupBroker() error {
-	var b Broker
+	var b broker.Broker
 	switch s.cfg.Broker {
 	case "redis":
 		opts, err := redis.ParseURL(s.cfg.RedisURL)
 		if err != nil { // config.Validate says why; this error must not quote the password
 			return fmt.Errorf("invalid redis-url %s", config.RedactURL(s.cfg.RedisURL))
 		}
-		s.redisbrk = redisbroker.New(redisbroker.Options{
+		b = redisbroker.New(redisbroker.Options{
 			Redis:    opts,
 			Prefix:   s.cfg.RedisPrefix,
 			Deliver:  s.deliver,
@@ -37,32 +38,32 @@ func (s *Server) setupBroker() error {
 			OnNotify: s.onNote,
 			Log:      s.log.With("broker", "redis"),
 		})
-		b = s.redisbrk
 	default:
-		s.membrk = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: s.cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
+		b = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: s.cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
+	}
+	if m, ok := b.(broker.HistoryMeter); ok {
 		s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_history_bytes",
 			Help: "Bytes of history all channels keep, as counted against --history-max-bytes (memory broker).",
-		}, func() float64 { return float64(s.membrk.HistoryBytes()) }))
-		s.metrics.BrokerUp.Set(1)
-		b = s.membrk
+		}, func() float64 { return float64(m.HistoryBytes()) }))
+	}
+	if _, ok := b.(broker.Liveness); !ok {
+		s.metrics.BrokerUp.Set(1) // always live
 	}
 	s.broker = guardedBroker{b: b, s: s}
 	return nil
 }
 
-// runBroker runs the broker's background work until ctx is done: sweeping
-// idle channels and, for Redis, the pub/sub subscription.
+// runBroker runs the broker's background work until ctx is done.
 func (s *Server) runBroker(ctx context.Context) {
-	if s.redisbrk != nil {
-		s.redisbrk.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
-		return
-	}
-	s.membrk.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
+	s.broker.b.Run(ctx, brokerSweep, brokerIdle, s.hub.HasSubscribers)
 }
 
 // brokerUp reports whether the broker can be used now.
-func (s *Server) brokerUp() bool { return s.redisbrk == nil || s.redisbrk.Live() }
+func (s *Server) brokerUp() bool {
+	l, ok := s.broker.b.(broker.Liveness)
+	return !ok || l.Live()
+}
 
 func (s *Server) brokerLive(live bool) {
 	if live {
@@ -87,21 +88,21 @@ func (s *Server) brokerGap(channel string) {
 // guardedBroker is the server's broker: a broker.ErrUnavailable becomes an
 // unavailableError, counted and logged sparingly.
 type guardedBroker struct {
-	b Broker
+	b broker.Broker
 	s *Server
 }
 
-func (g guardedBroker) Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
-	r, err := g.b.Publish(channel, p, o)
+func (g guardedBroker) Publish(ctx context.Context, channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
+	r, err := g.b.Publish(ctx, channel, p, o)
 	return r, g.s.brokerErr("publish", err)
 }
 
-func (g guardedBroker) Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
-	return g.s.brokerErr("subscribe", g.b.Subscribe(channel, o, join))
+func (g guardedBroker) Subscribe(ctx context.Context, channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
+	return g.s.brokerErr("subscribe", g.b.Subscribe(ctx, channel, o, join))
 }
 
-func (g guardedBroker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
-	p, pos, err := g.b.History(channel, q)
+func (g guardedBroker) History(ctx context.Context, channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+	p, pos, err := g.b.History(ctx, channel, q)
 	return p, pos, g.s.brokerErr("history", err)
 }
 
@@ -167,17 +168,18 @@ type nodeNote struct {
 	Time    int64           `json:"t,omitempty"` // µs since the epoch
 }
 
-// tellNodes sends n to the other nodes; with the memory broker there are
+// tellNodes sends n to the other nodes; a broker that is no Notifier has
 // none.
-func (s *Server) tellNodes(kind byte, n nodeNote) error {
-	if s.redisbrk == nil {
+func (s *Server) tellNodes(ctx context.Context, kind byte, n nodeNote) error {
+	nb, ok := s.broker.b.(broker.Notifier)
+	if !ok {
 		return nil
 	}
 	b, err := json.Marshal(n)
 	if err != nil {
 		return err
 	}
-	return s.brokerErr("notify", s.redisbrk.Notify(kind, string(b)))
+	return s.brokerErr("notify", nb.Notify(ctx, kind, string(b)))
 }
 
 // onNote carries out another node's notification on this node's

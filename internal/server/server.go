@@ -20,23 +20,12 @@ import (
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
-	"github.com/herald-rt/herald/internal/broker/memory"
-	redisbroker "github.com/herald-rt/herald/internal/broker/redis"
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
 )
-
-// Broker is what the server needs from a broker: offsets, history and the
-// atomic replay-then-live join (see package broker). Every implementation
-// passes broker/brokertest.
-type Broker interface {
-	Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error)
-	Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error
-	History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error)
-}
 
 // Broker sweep cadence: expired history is dropped and idle channel streams
 // freed every brokerSweep; a stream with no history and no subscribers is
@@ -52,10 +41,8 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	hub      *hub.Hub
-	broker   Broker
-	membrk   *memory.Broker      // the broker when it is the in-memory one
-	redisbrk *redisbroker.Broker // the broker when it is the Redis one
-	verifier *auth.Verifier      // nil when no key is configured (insecure query auth only)
+	broker   guardedBroker  // every call goes through it
+	verifier *auth.Verifier // nil when no key is configured (insecure query auth only)
 	policy   *auth.Policy
 	poller   *netpoll.Poller
 	apiKeys  [][]byte
@@ -224,7 +211,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer dbg.Close()
 	}
 	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath, "max_connections", s.maxConns, "broker", s.cfg.Broker)
-	if s.redisbrk != nil {
+	if s.cfg.Broker == "redis" {
 		s.log.Info("redis broker", "url", config.RedactURL(s.cfg.RedisURL), "prefix", s.cfg.RedisPrefix)
 	}
 	if s.cfg.InsecureQueryAuth {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -167,7 +168,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 	var already bool
 	ns := s.srv.policy.Namespace(cmd.Channel)
 	opts := broker.SubscribeOptions{Since: toSince(cmd.Since), History: historyOptions(ns)}
-	err := s.srv.broker.Subscribe(cmd.Channel, opts, func(r broker.Recovery) error {
+	err := s.srv.broker.Subscribe(context.Background(), cmd.Channel, opts, func(r broker.Recovery) error {
 		var err error
 		already, err = s.srv.hub.Subscribe(s.c, cmd.Channel, cmd.Events)
 		if err != nil {
@@ -247,7 +248,7 @@ func (s *session) publish(cmd *protocol.Command) {
 	if ns.Echo {
 		origin = ""
 	}
-	res, err := s.srv.broker.Publish(cmd.Channel, broker.Publication{
+	res, err := s.srv.broker.Publish(context.Background(), cmd.Channel, broker.Publication{
 		Data: cmd.Data, Event: cmd.Event, From: s.id.UserID, Origin: origin,
 	}, s.srv.publishOptions(ns, cmd.IdempotencyKey))
 	if err != nil {
@@ -270,7 +271,7 @@ func (s *session) history(cmd *protocol.Command) {
 	if limit == 0 || limit > protocol.MaxHistoryLimit {
 		limit = protocol.MaxHistoryLimit
 	}
-	pubs, pos, err := s.srv.broker.History(cmd.Channel, broker.HistoryQuery{Since: toSince(cmd.Since), Limit: limit})
+	pubs, pos, err := s.srv.broker.History(context.Background(), cmd.Channel, broker.HistoryQuery{Since: toSince(cmd.Since), Limit: limit})
 	if err != nil {
 		s.fail(err, cmd.Channel, cmd.ID)
 		return

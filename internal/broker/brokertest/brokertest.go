@@ -4,6 +4,7 @@
 package brokertest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -14,17 +15,10 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 )
 
-// Broker is what the suite exercises.
-type Broker interface {
-	Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error)
-	Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error
-	History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error)
-}
-
 // Factory returns a fresh, empty broker that calls deliver for every
 // accepted publication of a channel it has had a join on (a broker may
 // skip channels no one on its node follows, as the Redis one does).
-type Factory func(t *testing.T, deliver broker.DeliverFunc) Broker
+type Factory func(t *testing.T, deliver broker.DeliverFunc) broker.Broker
 
 // recorder collects deliveries per channel.
 type recorder struct {
@@ -44,10 +38,10 @@ func (r *recorder) deliver(ch string, p *broker.Publication) int {
 
 // join subscribes to each channel, as a node does for its first local
 // subscriber.
-func join(t *testing.T, b Broker, channels ...string) {
+func join(t *testing.T, b broker.Broker, channels ...string) {
 	t.Helper()
 	for _, ch := range channels {
-		if err := b.Subscribe(ch, broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+		if err := b.Subscribe(context.Background(), ch, broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,7 +59,7 @@ func Run(t *testing.T, f Factory) {
 		join(t, b, "a", "b")
 		var epoch string
 		for i := 1; i <= 20; i++ {
-			res, err := b.Publish("a", broker.Publication{Data: data(i)}, broker.PublishOptions{})
+			res, err := b.Publish(context.Background(), "a", broker.Publication{Data: data(i)}, broker.PublishOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +68,7 @@ func Run(t *testing.T, f Factory) {
 			}
 			epoch = res.Epoch
 		}
-		if _, err := b.Publish("b", broker.Publication{Data: data(1)}, broker.PublishOptions{}); err != nil {
+		if _, err := b.Publish(context.Background(), "b", broker.Publication{Data: data(1)}, broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		for i, p := range r.got["a"] {
@@ -90,20 +84,20 @@ func Run(t *testing.T, f Factory) {
 	t.Run("HistoryBoundedBySize", func(t *testing.T) {
 		b := f(t, nil)
 		for i := 1; i <= 25; i++ {
-			_, _ = b.Publish("h", broker.Publication{Data: data(i), Event: "e", From: "u", Origin: "c1"}, keep)
+			_, _ = b.Publish(context.Background(), "h", broker.Publication{Data: data(i), Event: "e", From: "u", Origin: "c1"}, keep)
 		}
-		items, pos, err := b.History("h", broker.HistoryQuery{})
+		items, pos, err := b.History(context.Background(), "h", broker.HistoryQuery{})
 		if err != nil || len(items) != 10 || items[0].Offset != 16 || items[9].Offset != 25 || pos.Offset != 25 {
 			t.Fatalf("history %v %+v %v", offsets(items), pos, err)
 		}
 		if items[0].Event != "e" || items[0].From != "u" || items[0].Origin != "" || string(items[0].Data) != "16" {
 			t.Fatalf("fields lost: %+v", items[0])
 		}
-		items, _, _ = b.History("h", broker.HistoryQuery{Limit: 3})
+		items, _, _ = b.History(context.Background(), "h", broker.HistoryQuery{Limit: 3})
 		if fmt.Sprint(offsets(items)) != "[23 24 25]" {
 			t.Fatalf("newest 3: %v", offsets(items))
 		}
-		items, _, _ = b.History("h", broker.HistoryQuery{Since: &broker.Since{Offset: 20, Epoch: pos.Epoch}, Limit: 2})
+		items, _, _ = b.History(context.Background(), "h", broker.HistoryQuery{Since: &broker.Since{Offset: 20, Epoch: pos.Epoch}, Limit: 2})
 		if fmt.Sprint(offsets(items)) != "[21 22]" {
 			t.Fatalf("since 20 limit 2: %v", offsets(items))
 		}
@@ -112,9 +106,9 @@ func Run(t *testing.T, f Factory) {
 	t.Run("NoHistoryWhenSizeZero", func(t *testing.T) {
 		b := f(t, nil)
 		for i := 1; i <= 3; i++ {
-			_, _ = b.Publish("n", broker.Publication{Data: data(i)}, broker.PublishOptions{})
+			_, _ = b.Publish(context.Background(), "n", broker.Publication{Data: data(i)}, broker.PublishOptions{})
 		}
-		items, pos, _ := b.History("n", broker.HistoryQuery{})
+		items, pos, _ := b.History(context.Background(), "n", broker.HistoryQuery{})
 		if len(items) != 0 || pos.Offset != 3 {
 			t.Fatalf("%v %+v", items, pos)
 		}
@@ -124,7 +118,7 @@ func Run(t *testing.T, f Factory) {
 		b := f(t, nil)
 		var epoch string
 		for i := 1; i <= 15; i++ {
-			res, _ := b.Publish("r", broker.Publication{Data: data(i)}, keep)
+			res, _ := b.Publish(context.Background(), "r", broker.Publication{Data: data(i)}, keep)
 			epoch = res.Epoch
 		}
 		cases := []struct {
@@ -142,17 +136,17 @@ func Run(t *testing.T, f Factory) {
 		}
 		for _, tc := range cases {
 			var got broker.Recovery
-			err := b.Subscribe("r", broker.SubscribeOptions{Since: &tc.since}, func(r broker.Recovery) error { got = r; return nil })
+			err := b.Subscribe(context.Background(), "r", broker.SubscribeOptions{Since: &tc.since}, func(r broker.Recovery) error { got = r; return nil })
 			if err != nil || got.Recovered != tc.recovered || fmt.Sprint(offsets(got.Publications)) != tc.offsets || got.Position.Offset != 15 || got.Position.Epoch != epoch {
 				t.Errorf("%s: recovered=%v pubs=%v pos=%+v err=%v", tc.name, got.Recovered, offsets(got.Publications), got.Position, err)
 			}
 		}
 		var got broker.Recovery
-		_ = b.Subscribe("r", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "r", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Position.Offset != 15 || len(got.Publications) != 0 {
 			t.Errorf("plain subscribe: %+v", got)
 		}
-		if err := b.Subscribe("r", broker.SubscribeOptions{}, func(broker.Recovery) error { return fmt.Errorf("boom") }); err == nil || err.Error() != "boom" {
+		if err := b.Subscribe(context.Background(), "r", broker.SubscribeOptions{}, func(broker.Recovery) error { return fmt.Errorf("boom") }); err == nil || err.Error() != "boom" {
 			t.Errorf("join error not returned: %v", err)
 		}
 	})
@@ -162,7 +156,7 @@ func Run(t *testing.T, f Factory) {
 		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 3, TTL: time.Minute}}
 		var mid time.Time
 		for i := 1; i <= 5; i++ {
-			_, _ = b.Publish("t", broker.Publication{Data: data(i)}, opts)
+			_, _ = b.Publish(context.Background(), "t", broker.Publication{Data: data(i)}, opts)
 			if i == 3 {
 				time.Sleep(5 * time.Millisecond)
 				mid = time.Now()
@@ -170,11 +164,11 @@ func Run(t *testing.T, f Factory) {
 			}
 		}
 		var got broker.Recovery
-		_ = b.Subscribe("t", broker.SubscribeOptions{Since: &broker.Since{Time: mid}}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "t", broker.SubscribeOptions{Since: &broker.Since{Time: mid}}, func(r broker.Recovery) error { got = r; return nil })
 		if !got.Recovered || fmt.Sprint(offsets(got.Publications)) != "[4 5]" {
 			t.Fatalf("since mid: %+v", got)
 		}
-		_ = b.Subscribe("t", broker.SubscribeOptions{Since: &broker.Since{Time: mid.Add(-time.Hour)}}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "t", broker.SubscribeOptions{Since: &broker.Since{Time: mid.Add(-time.Hour)}}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Recovered || fmt.Sprint(offsets(got.Publications)) != "[3 4 5]" {
 			t.Fatalf("since long ago (1 and 2 were dropped): %+v", got)
 		}
@@ -186,25 +180,25 @@ func Run(t *testing.T, f Factory) {
 		b := f(t, nil)
 		before := time.Now()
 		time.Sleep(2 * time.Millisecond)
-		_ = b.Subscribe("nh", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+		_ = b.Subscribe(context.Background(), "nh", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
 		time.Sleep(2 * time.Millisecond)
 		mid := time.Now()
 		time.Sleep(2 * time.Millisecond)
-		_, _ = b.Publish("nh", broker.Publication{Data: data(1)}, broker.PublishOptions{})
+		_, _ = b.Publish(context.Background(), "nh", broker.Publication{Data: data(1)}, broker.PublishOptions{})
 		time.Sleep(2 * time.Millisecond)
 		after := time.Now()
 		var got broker.Recovery
-		_ = b.Subscribe("nh", broker.SubscribeOptions{Since: &broker.Since{Time: mid}}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "nh", broker.SubscribeOptions{Since: &broker.Since{Time: mid}}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Recovered || len(got.Publications) != 0 {
 			t.Fatalf("since before an unkept publication: %+v", got)
 		}
-		_ = b.Subscribe("nh", broker.SubscribeOptions{Since: &broker.Since{Time: after}}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "nh", broker.SubscribeOptions{Since: &broker.Since{Time: after}}, func(r broker.Recovery) error { got = r; return nil })
 		if !got.Recovered {
 			t.Fatalf("since after the last publication: %+v", got)
 		}
 		// A channel first seen after since cannot vouch for what came
 		// before it (a restart, or a channel forgotten while idle).
-		_ = b.Subscribe("fresh", broker.SubscribeOptions{Since: &broker.Since{Time: before}}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "fresh", broker.SubscribeOptions{Since: &broker.Since{Time: before}}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Recovered {
 			t.Fatalf("since before the channel existed: %+v", got)
 		}
@@ -213,16 +207,16 @@ func Run(t *testing.T, f Factory) {
 	t.Run("HistoryTTL", func(t *testing.T) {
 		b := f(t, nil)
 		opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100, TTL: 100 * time.Millisecond}}
-		res, _ := b.Publish("ttl", broker.Publication{Data: data(1)}, opts)
-		_, _ = b.Publish("ttl", broker.Publication{Data: data(2)}, opts)
+		res, _ := b.Publish(context.Background(), "ttl", broker.Publication{Data: data(1)}, opts)
+		_, _ = b.Publish(context.Background(), "ttl", broker.Publication{Data: data(2)}, opts)
 		time.Sleep(200 * time.Millisecond)
-		_, _ = b.Publish("ttl", broker.Publication{Data: data(3)}, opts)
-		items, _, _ := b.History("ttl", broker.HistoryQuery{})
+		_, _ = b.Publish(context.Background(), "ttl", broker.Publication{Data: data(3)}, opts)
+		items, _, _ := b.History(context.Background(), "ttl", broker.HistoryQuery{})
 		if fmt.Sprint(offsets(items)) != "[3]" {
 			t.Fatalf("after TTL: %v", offsets(items))
 		}
 		var got broker.Recovery
-		_ = b.Subscribe("ttl", broker.SubscribeOptions{Since: &broker.Since{Offset: 1, Epoch: res.Epoch}}, func(r broker.Recovery) error { got = r; return nil })
+		_ = b.Subscribe(context.Background(), "ttl", broker.SubscribeOptions{Since: &broker.Since{Offset: 1, Epoch: res.Epoch}}, func(r broker.Recovery) error { got = r; return nil })
 		if got.Recovered {
 			t.Fatalf("offset 2 expired, yet recovered: %+v", got)
 		}
@@ -233,9 +227,9 @@ func Run(t *testing.T, f Factory) {
 		b := f(t, r.deliver)
 		join(t, b, "i")
 		o := broker.PublishOptions{History: keep.History, IdempotencyKey: "k1", IdempotencyWindow: time.Minute}
-		first, _ := b.Publish("i", broker.Publication{Data: data(1)}, o)
-		_, _ = b.Publish("i", broker.Publication{Data: data(2)}, broker.PublishOptions{})
-		again, _ := b.Publish("i", broker.Publication{Data: data(1)}, o)
+		first, _ := b.Publish(context.Background(), "i", broker.Publication{Data: data(1)}, o)
+		_, _ = b.Publish(context.Background(), "i", broker.Publication{Data: data(2)}, broker.PublishOptions{})
+		again, _ := b.Publish(context.Background(), "i", broker.Publication{Data: data(1)}, o)
 		if first.Duplicate || !again.Duplicate || again.Offset != first.Offset || first.Delivered != 1 || again.Delivered != 0 {
 			t.Fatalf("first %+v again %+v", first, again)
 		}
@@ -243,9 +237,9 @@ func Run(t *testing.T, f Factory) {
 			t.Fatalf("duplicate delivered: %d deliveries", len(r.got["i"]))
 		}
 		short := broker.PublishOptions{IdempotencyKey: "k2", IdempotencyWindow: 50 * time.Millisecond}
-		_, _ = b.Publish("i", broker.Publication{}, short)
+		_, _ = b.Publish(context.Background(), "i", broker.Publication{}, short)
 		time.Sleep(100 * time.Millisecond)
-		if res, _ := b.Publish("i", broker.Publication{}, short); res.Duplicate {
+		if res, _ := b.Publish(context.Background(), "i", broker.Publication{}, short); res.Duplicate {
 			t.Fatal("key outlived its window")
 		}
 	})
@@ -284,11 +278,11 @@ func (r *JoinRecorder) Deliver(ch string, p *broker.Publication) int {
 // DeliverFunc) must be every offset after since exactly once, in order. pub
 // and sub are one broker, or two nodes of one cluster; deliveries that
 // reach sub later than its publisher's answer are awaited for up to 5s.
-func JoinRace(t *testing.T, pub, sub Broker, r *JoinRecorder) {
+func JoinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder) {
 	t.Helper()
 	const workers, each = 4, 500
 	opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
-	first, err := pub.Publish("race", broker.Publication{}, opts)
+	first, err := pub.Publish(context.Background(), "race", broker.Publication{}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +293,7 @@ func JoinRace(t *testing.T, pub, sub Broker, r *JoinRecorder) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				if _, err := pub.Publish("race", broker.Publication{}, opts); err != nil {
+				if _, err := pub.Publish(context.Background(), "race", broker.Publication{}, opts); err != nil {
 					t.Error(err)
 					return
 				}
@@ -310,7 +304,7 @@ func JoinRace(t *testing.T, pub, sub Broker, r *JoinRecorder) {
 	for published.Load() < 50 && !t.Failed() { // join in the middle of the race
 		time.Sleep(50 * time.Microsecond)
 	}
-	err = sub.Subscribe("race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(rec broker.Recovery) error {
+	err = sub.Subscribe(context.Background(), "race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(rec broker.Recovery) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if !rec.Recovered {

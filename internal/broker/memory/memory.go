@@ -17,6 +17,12 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 )
 
+// Broker never waits on shared state: it ignores the contexts it is given.
+var (
+	_ broker.Broker       = (*Broker)(nil)
+	_ broker.HistoryMeter = (*Broker)(nil)
+)
+
 const numShards = 64
 
 // maxIdempotencyKeys bounds remembered keys per channel; the oldest go first.
@@ -131,7 +137,7 @@ func (b *Broker) lock(channel string) *stream {
 // Publish assigns the next offset, stores the publication in history when
 // the channel keeps one, and hands it to Deliver — all under the channel's
 // lock, so offsets are delivered in order and never race a recovering join.
-func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
+func (b *Broker) Publish(_ context.Context, channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
 	s := b.lock(channel)
 	defer s.mu.Unlock()
 	now := b.now()
@@ -296,7 +302,7 @@ func (s *stream) recover(b *Broker, since broker.Since, now time.Time) broker.Re
 // no publication can slip between the replay and the live stream: join must
 // add the subscriber to the live fan-out and queue the replay before it
 // returns. join's error is returned.
-func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
+func (b *Broker) Subscribe(_ context.Context, channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
 	s := b.lock(channel)
 	defer s.mu.Unlock()
 	now := b.now()
@@ -313,7 +319,7 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 }
 
 // History returns retained publications and the current position.
-func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+func (b *Broker) History(_ context.Context, channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
 	s := b.lock(channel)
 	defer s.mu.Unlock()
 	now := b.now()

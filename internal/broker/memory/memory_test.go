@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -11,7 +12,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, func(t *testing.T, deliver broker.DeliverFunc) brokertest.Broker {
+	brokertest.Run(t, func(t *testing.T, deliver broker.DeliverFunc) broker.Broker {
 		return New(Options{Deliver: deliver})
 	})
 }
@@ -19,9 +20,9 @@ func TestConformance(t *testing.T) {
 func TestSweepFreesIdleStreams(t *testing.T) {
 	b := New(Options{})
 	keep := broker.PublishOptions{History: broker.HistoryOptions{Size: 5, TTL: 50 * time.Millisecond}}
-	first, _ := b.Publish("hist", broker.Publication{}, keep)
-	_, _ = b.Publish("plain", broker.Publication{}, broker.PublishOptions{})
-	_, _ = b.Publish("busy", broker.Publication{}, broker.PublishOptions{})
+	first, _ := b.Publish(context.Background(), "hist", broker.Publication{}, keep)
+	_, _ = b.Publish(context.Background(), "plain", broker.Publication{}, broker.PublishOptions{})
+	_, _ = b.Publish(context.Background(), "busy", broker.Publication{}, broker.PublishOptions{})
 	inUse := func(ch string) bool { return ch == "busy" }
 	b.Sweep(0, inUse)
 	if b.Streams() != 2 { // hist keeps its history, busy has subscribers
@@ -34,7 +35,7 @@ func TestSweepFreesIdleStreams(t *testing.T) {
 	}
 	// History lost: the channel starts a new epoch, and recovery says so.
 	var got broker.Recovery
-	_ = b.Subscribe("hist", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error { got = r; return nil })
+	_ = b.Subscribe(context.Background(), "hist", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(r broker.Recovery) error { got = r; return nil })
 	if got.Recovered || got.Position.Epoch == first.Epoch || got.Position.Offset != 0 {
 		t.Fatalf("after loss: %+v", got)
 	}
@@ -46,7 +47,7 @@ func BenchmarkPublishWithHistory(b *testing.B) {
 	p := broker.Publication{Data: []byte(`{"x":1}`)}
 	b.ReportAllocs()
 	for b.Loop() {
-		_, _ = br.Publish("bench", p, o)
+		_, _ = br.Publish(context.Background(), "bench", p, o)
 	}
 }
 
@@ -55,13 +56,13 @@ func TestHistoryChannelKeepsEpochBeforeFirstPublication(t *testing.T) {
 	b := New(Options{Now: func() time.Time { return now }})
 	hist := broker.HistoryOptions{Size: 10, TTL: 5 * time.Minute}
 	var first broker.Recovery
-	_ = b.Subscribe("room", broker.SubscribeOptions{History: hist}, func(r broker.Recovery) error { first = r; return nil })
+	_ = b.Subscribe(context.Background(), "room", broker.SubscribeOptions{History: hist}, func(r broker.Recovery) error { first = r; return nil })
 	now = now.Add(2 * time.Minute) // longer than the idle sweep, shorter than the TTL
 	b.Sweep(time.Minute, nil)
-	_, _ = b.Publish("room", broker.Publication{}, broker.PublishOptions{History: hist})
+	_, _ = b.Publish(context.Background(), "room", broker.Publication{}, broker.PublishOptions{History: hist})
 	var got broker.Recovery
 	since := broker.Since{Offset: first.Position.Offset, Epoch: first.Position.Epoch}
-	_ = b.Subscribe("room", broker.SubscribeOptions{Since: &since, History: hist}, func(r broker.Recovery) error { got = r; return nil })
+	_ = b.Subscribe(context.Background(), "room", broker.SubscribeOptions{Since: &since, History: hist}, func(r broker.Recovery) error { got = r; return nil })
 	if !got.Recovered || len(got.Publications) != 1 {
 		t.Fatalf("recovery before any event: %+v", got)
 	}
@@ -73,7 +74,7 @@ func recoverFrom(t *testing.T, b *Broker, channel string, offset uint64, epoch s
 	t.Helper()
 	var got broker.Recovery
 	since := broker.Since{Offset: offset, Epoch: epoch}
-	if err := b.Subscribe(channel, broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), channel, broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return got
@@ -96,7 +97,7 @@ func TestHistoryBudget(t *testing.T) {
 	hist := broker.PublishOptions{History: broker.HistoryOptions{Size: 100, TTL: time.Minute}}
 	var last broker.PublishResult
 	for range 5 {
-		last, _ = b.Publish("a", broker.Publication{Data: data}, hist)
+		last, _ = b.Publish(context.Background(), "a", broker.Publication{Data: data}, hist)
 	}
 	if b.HistoryBytes() != 3000 || dropped != 2 || delivered != 5 {
 		t.Fatalf("after 5 to a: %d bytes, %d dropped, %d delivered; want 3000, 2, 5", b.HistoryBytes(), dropped, delivered)
@@ -109,7 +110,7 @@ func TestHistoryBudget(t *testing.T) {
 		t.Fatalf("recovery within what is kept: recovered %v, %d publications", r.Recovered, len(r.Publications))
 	}
 	// b has nothing of its own to evict: delivered, not kept, and the gap shows.
-	pb, _ := b.Publish("b", broker.Publication{Data: data}, hist)
+	pb, _ := b.Publish(context.Background(), "b", broker.Publication{Data: data}, hist)
 	if b.HistoryBytes() != 3000 || dropped != 3 || delivered != 6 {
 		t.Fatalf("after b: %d bytes, %d dropped, %d delivered; want 3000, 3, 6", b.HistoryBytes(), dropped, delivered)
 	}
@@ -122,7 +123,7 @@ func TestHistoryBudget(t *testing.T) {
 	if b.HistoryBytes() != 0 {
 		t.Fatalf("%d bytes after expiry, want 0", b.HistoryBytes())
 	}
-	pb, _ = b.Publish("b", broker.Publication{Data: data}, hist)
+	pb, _ = b.Publish(context.Background(), "b", broker.Publication{Data: data}, hist)
 	if r := recoverFrom(t, b, "b", pb.Offset-1, pb.Epoch); !r.Recovered || len(r.Publications) != 1 || b.HistoryBytes() != 1000 {
 		t.Fatalf("b after the budget came back: recovered %v, %d publications, %d bytes", r.Recovered, len(r.Publications), b.HistoryBytes())
 	}
@@ -140,7 +141,7 @@ func TestHistoryBudgetAccounting(t *testing.T) {
 	for i := range 20_000 {
 		ch := fmt.Sprint("c", rng.IntN(7))
 		o := broker.PublishOptions{History: broker.HistoryOptions{Size: 1 + rng.IntN(40), TTL: time.Duration(1+rng.IntN(50)) * time.Millisecond}}
-		_, _ = b.Publish(ch, broker.Publication{Data: make([]byte, rng.IntN(3000)), Event: "e", From: "u"}, o)
+		_, _ = b.Publish(context.Background(), ch, broker.Publication{Data: make([]byte, rng.IntN(3000)), Event: "e", From: "u"}, o)
 		now = now.Add(time.Duration(rng.IntN(500)) * time.Microsecond)
 		if i%500 == 0 {
 			b.Sweep(time.Millisecond, nil)
@@ -179,13 +180,13 @@ func TestRecoveryByTimeInTheMillisecondOfBirth(t *testing.T) {
 	now := birth
 	b := New(Options{Now: func() time.Time { return now }})
 	hist := broker.PublishOptions{History: broker.HistoryOptions{Size: 10, TTL: time.Minute}}
-	_, _ = b.Publish("room", broker.Publication{}, hist)
+	_, _ = b.Publish(context.Background(), "room", broker.Publication{}, hist)
 	now = birth.Add(300 * time.Microsecond)
-	_, _ = b.Publish("room", broker.Publication{}, hist)
+	_, _ = b.Publish(context.Background(), "room", broker.Publication{}, hist)
 	now = birth.Add(time.Second)
 	var got broker.Recovery
 	since := broker.Since{Time: birth.Truncate(time.Millisecond)} // as the wire gives it
-	_ = b.Subscribe("room", broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil })
+	_ = b.Subscribe(context.Background(), "room", broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil })
 	if !got.Recovered || len(got.Publications) != 2 {
 		t.Fatalf("since the millisecond of birth: %+v", got)
 	}

@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -45,14 +46,14 @@ func TestDeliveredCountsAJoinDuringThePublish(t *testing.T) {
 		}})
 	res := make(chan broker.PublishResult, 1)
 	go func() {
-		r, err := b.Publish("d", broker.Publication{Data: []byte(`"DELAYED-PUBLICATION"`)}, broker.PublishOptions{})
+		r, err := b.Publish(context.Background(), "d", broker.Publication{Data: []byte(`"DELAYED-PUBLICATION"`)}, broker.PublishOptions{})
 		if err != nil {
 			t.Error(err)
 		}
 		res <- r
 	}()
 	<-started // the publish has decided it does not listen; its script is not sent yet
-	if err := b.Subscribe("d", broker.SubscribeOptions{}, func(broker.Recovery) error { joined.Store(true); return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), "d", broker.SubscribeOptions{}, func(broker.Recovery) error { joined.Store(true); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	r := <-res

@@ -17,11 +17,11 @@ func TestIdempotencyKeyOutlivingItsStream(t *testing.T) {
 	b := start(t, Options{Prefix: prefix, StreamTTL: 100 * time.Millisecond})
 	o := broker.PublishOptions{IdempotencyKey: "k", IdempotencyWindow: time.Minute}
 	for i := 0; i < 2; i++ {
-		if _, err := b.Publish("e", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		if _, err := b.Publish(context.Background(), "e", broker.Publication{}, broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	first, err := b.Publish("e", broker.Publication{}, o)
+	first, err := b.Publish(context.Background(), "e", broker.Publication{}, o)
 	if err != nil || first.Offset != 3 {
 		t.Fatalf("first publish: %+v %v", first, err)
 	}
@@ -35,7 +35,7 @@ func TestIdempotencyKeyOutlivingItsStream(t *testing.T) {
 	// ...but Redis may still lose them (eviction, a restart): the key is
 	// then from an older epoch.
 	c.Del(ctx, prefix+":m:e", prefix+":h:e")
-	again, err := b.Publish("e", broker.Publication{}, o)
+	again, err := b.Publish(context.Background(), "e", broker.Publication{}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestIdempotencyKeyOutlivingItsStream(t *testing.T) {
 	if ttl := c.PTTL(ctx, prefix+":m:e").Val(); ttl < 0 {
 		t.Fatalf("meta hash PTTL %v: it never expires", ttl)
 	}
-	if dup, err := b.Publish("e", broker.Publication{}, o); err != nil || !dup.Duplicate || dup.Offset != 1 || dup.Epoch != again.Epoch {
+	if dup, err := b.Publish(context.Background(), "e", broker.Publication{}, o); err != nil || !dup.Duplicate || dup.Offset != 1 || dup.Epoch != again.Epoch {
 		t.Fatalf("the key again in the new epoch: %+v %v, want the duplicate of offset 1", dup, err)
 	}
 }

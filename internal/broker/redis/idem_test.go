@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -17,14 +18,14 @@ func TestIdempotencyKeysPerChannel(t *testing.T) {
 		return broker.PublishOptions{IdempotencyKey: key, IdempotencyWindow: time.Minute}
 	}
 	for i := 0; i < 3; i++ { // channel "a" stands at offset 3
-		if _, err := b.Publish("a", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		if _, err := b.Publish(context.Background(), "a", broker.Publication{}, broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := b.Publish("a", broker.Publication{Data: []byte(`1`)}, o("b:c")); err != nil {
+	if _, err := b.Publish(context.Background(), "a", broker.Publication{Data: []byte(`1`)}, o("b:c")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.Publish("a:b", broker.Publication{Data: []byte(`2`)}, o("c"))
+	res, err := b.Publish(context.Background(), "a:b", broker.Publication{Data: []byte(`2`)}, o("c"))
 	if err != nil {
 		t.Fatal(err)
 	}

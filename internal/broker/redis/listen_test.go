@@ -24,7 +24,7 @@ func numsub(t *testing.T, stream string) int64 {
 
 func joinNow(t *testing.T, b *Broker, channel string) {
 	t.Helper()
-	if err := b.Subscribe(channel, broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), channel, broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -53,7 +53,7 @@ func TestNodeListensOnlyToItsChannels(t *testing.T) {
 	}
 	for _, ch := range []string{"x", "y", "z"} {
 		for _, n := range []*Broker{a, b} {
-			if _, err := n.Publish(ch, broker.Publication{}, broker.PublishOptions{}); err != nil {
+			if _, err := n.Publish(context.Background(), ch, broker.Publication{}, broker.PublishOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -72,11 +72,11 @@ func TestNodeListensOnlyToItsChannels(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	r, err := b.Publish("x", broker.Publication{}, broker.PublishOptions{})
+	r, err := b.Publish(context.Background(), "x", broker.Publication{}, broker.PublishOptions{})
 	if err != nil || r.Delivered != 0 || r.Offset != 3 {
 		t.Fatalf("publish on a node not listening: %+v %v", r, err)
 	}
-	r, err = a.Publish("x", broker.Publication{}, broker.PublishOptions{})
+	r, err = a.Publish(context.Background(), "x", broker.Publication{}, broker.PublishOptions{})
 	if err != nil || r.Delivered != 1 || r.Offset != 4 {
 		t.Fatalf("publish on the listening node: %+v %v", r, err)
 	}
@@ -101,11 +101,11 @@ func TestSweepUnsubscribes(t *testing.T) {
 	if n := numsub(t, prefix+":c:s"); n != 0 {
 		t.Fatalf("%d listeners after the sweep, want 0", n)
 	}
-	if r, err := b.Publish("s", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 0 {
+	if r, err := b.Publish(context.Background(), "s", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 0 {
 		t.Fatalf("publish after the sweep: %+v %v", r, err)
 	}
 	joinNow(t, b, "s")
-	if r, err := b.Publish("s", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 1 || r.Offset != 2 {
+	if r, err := b.Publish(context.Background(), "s", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 1 || r.Offset != 2 {
 		t.Fatalf("publish after joining again: %+v %v", r, err)
 	}
 	time.Sleep(20 * time.Millisecond) // an unsubscribed publication would have come by now
@@ -137,11 +137,11 @@ func TestJoinsRaceSweeps(t *testing.T) {
 	}()
 	defer func() { cancel(); wg.Wait() }()
 	for i := 0; i < 1000; i++ {
-		err := b.Subscribe("race", broker.SubscribeOptions{}, func(broker.Recovery) error { subscribed.Store(true); return nil })
+		err := b.Subscribe(context.Background(), "race", broker.SubscribeOptions{}, func(broker.Recovery) error { subscribed.Store(true); return nil })
 		if err != nil {
 			t.Fatalf("join %d: %v", i, err)
 		}
-		r, err := b.Publish("race", broker.Publication{}, broker.PublishOptions{})
+		r, err := b.Publish(context.Background(), "race", broker.Publication{}, broker.PublishOptions{})
 		if err != nil || r.Delivered != 1 {
 			t.Fatalf("join %d: the publication after it: %+v %v", i, r, err)
 		}

@@ -19,7 +19,7 @@ func TestPublishAcrossSubscriptionLossAnswersAtOnce(t *testing.T) {
 	cOpts := &redis.Options{Network: "unix", Addr: p.ln.Addr().String()}
 	b := start(t, Options{Redis: cOpts, Prefix: srv.Prefix(), Timeout: 2 * time.Second,
 		Deliver: func(string, *broker.Publication) int { return 1 }})
-	if _, err := b.Publish("w", broker.Publication{}, broker.PublishOptions{}); err != nil {
+	if _, err := b.Publish(context.Background(), "w", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The pub/sub connection was made first (by Run); only the command
@@ -30,7 +30,7 @@ func TestPublishAcrossSubscriptionLossAnswersAtOnce(t *testing.T) {
 	var res broker.PublishResult
 	go func() {
 		t0 := time.Now()
-		res, _ = b.Publish("w", broker.Publication{}, broker.PublishOptions{})
+		res, _ = b.Publish(context.Background(), "w", broker.Publication{}, broker.PublishOptions{})
 		done <- time.Since(t0)
 	}()
 	time.Sleep(100 * time.Millisecond)

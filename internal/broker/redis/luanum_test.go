@@ -15,7 +15,7 @@ func TestBigOffsets(t *testing.T) {
 	prefix := srv.Prefix()
 	b := start(t, Options{Prefix: prefix})
 	ho := broker.PublishOptions{History: broker.HistoryOptions{Size: 10}}
-	first, err := b.Publish("big", broker.Publication{}, ho)
+	first, err := b.Publish(context.Background(), "big", broker.Publication{}, ho)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestBigOffsets(t *testing.T) {
 	if err := c.HSet(context.Background(), prefix+":m:big", "o", strconv.FormatUint(before, 10)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.Publish("big", broker.Publication{}, ho)
+	res, err := b.Publish(context.Background(), "big", broker.Publication{}, ho)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestBigOffsets(t *testing.T) {
 	if res.Offset != before+1 || res.Epoch != first.Epoch {
 		errs = append(errs, fmt.Sprintf("publish answered %+v, want offset %d", res.Position, uint64(before+1)))
 	}
-	if _, _, err := b.History("big", broker.HistoryQuery{}); err != nil {
+	if _, _, err := b.History(context.Background(), "big", broker.HistoryQuery{}); err != nil {
 		errs = append(errs, fmt.Sprintf("history: %v", err))
 	}
 	if len(errs) > 0 {

@@ -30,11 +30,11 @@ func TestQueuedNotificationSurvivesALoss(t *testing.T) {
 		OnNotify: func(kind byte, payload string) { notes <- payload }})
 	a := start(t, Options{Prefix: prefix})
 	joinNow(t, b, "slow")
-	if _, err := a.Publish("slow", broker.Publication{}, broker.PublishOptions{}); err != nil {
+	if _, err := a.Publish(context.Background(), "slow", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	<-inDeliver // b's only worker is busy with that publication
-	if err := a.Notify('d', "disconnect-user-x"); err != nil {
+	if err := a.Notify(context.Background(), 'd', "disconnect-user-x"); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(5 * time.Second); len(b.queues[0]) == 0; time.Sleep(time.Millisecond) {

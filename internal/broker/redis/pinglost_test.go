@@ -57,7 +57,7 @@ func TestJoinAfterPingTimeoutLoss(t *testing.T) {
 		t.Fatalf("%d listeners of p in Redis", n)
 	}
 	for i := 0; i < 3; i++ {
-		err := b.Subscribe("p", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+		err := b.Subscribe(context.Background(), "p", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
 		if err == nil {
 			return
 		}

@@ -45,6 +45,12 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 )
 
+var (
+	_ broker.Broker   = (*Broker)(nil)
+	_ broker.Liveness = (*Broker)(nil)
+	_ broker.Notifier = (*Broker)(nil)
+)
+
 const numShards = 64
 
 // Options configure a Broker.
@@ -290,8 +296,10 @@ func (b *Broker) lookup(channel string) *local {
 	return l
 }
 
-func (b *Broker) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), b.o.Timeout)
+// ctx bounds one call to Redis by Options.Timeout and by parent, the
+// caller's context.
+func (b *Broker) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, b.o.Timeout)
 }
 
 // errRedial is what a PubSub gets when it tries to dial a second time.
@@ -303,7 +311,7 @@ func unavailable(err error) error { return fmt.Errorf("%w: %v", broker.ErrUnavai
 // Publish runs the publish script, then waits (at most Options.Timeout) for
 // the publication to come back through pub/sub and be delivered on this
 // node, so that PublishResult.Delivered counts this node's deliveries.
-func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
+func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
 	if !b.live.Load() {
 		return broker.PublishResult{}, broker.ErrUnavailable
 	}
@@ -326,7 +334,7 @@ func (b *Broker) Publish(channel string, p broker.Publication, o broker.PublishO
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
 		idem, window = b.key("i", field(channel)+o.IdempotencyKey), max(o.IdempotencyWindow.Milliseconds(), 1)
 	}
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem},
 		newEpoch(), max(b.streamTTL(o.History), window), o.History.Size, o.History.TTL.Milliseconds(), window,
@@ -457,7 +465,7 @@ func (l *local) settle() {
 // joins at the marker the same script published; see the package comment.
 // join runs under the channel's local lock: it must add the subscriber to
 // the live fan-out and queue the replay before it returns.
-func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
+func (b *Broker) Subscribe(ctx context.Context, channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
 	if !b.live.Load() {
 		return broker.ErrUnavailable
 	}
@@ -477,7 +485,7 @@ func (b *Broker) Subscribe(channel string, o broker.SubscribeOptions, join func(
 		delete(l.joins, id)
 		l.mu.Unlock()
 	}()
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	if err := b.listen(ctx, l); err != nil {
 		return err
@@ -541,7 +549,7 @@ func (b *Broker) listen(ctx context.Context, l *local) error {
 				// Its own deadline, not what is left of the join's: go-redis
 				// takes a write cut short by a deadline for a broken
 				// connection, and the connection is every channel's.
-				wctx, cancel := b.ctx()
+				wctx, cancel := b.ctx(context.Background())
 				err = b.ps.Subscribe(wctx, b.stream(l.name))
 				cancel()
 			}
@@ -591,11 +599,11 @@ func (b *Broker) confirmed(stream string) {
 }
 
 // History returns retained publications and the current position.
-func (b *Broker) History(channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
+func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQuery) ([]broker.Publication, broker.Position, error) {
 	if !b.live.Load() { // as Publish and Subscribe: at once, not after dialling a Redis that is gone
 		return nil, broker.Position{}, broker.ErrUnavailable
 	}
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	st, err := b.read(ctx, channel, broker.HistoryOptions{}, true, "")
 	if err != nil {
@@ -990,11 +998,11 @@ func (b *Broker) onMarker(s string) {
 // Notify sends kind and payload to every other node's Options.OnNotify
 // (not to this one's). Notifications from one node arrive in the order it
 // sent them; they are not ordered with publications.
-func (b *Broker) Notify(kind byte, payload string) error {
+func (b *Broker) Notify(ctx context.Context, kind byte, payload string) error {
 	if !b.live.Load() {
 		return broker.ErrUnavailable
 	}
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	if err := b.rdb.Publish(ctx, b.pubsub, "n"+field(b.node)+string(kind)+payload).Err(); err != nil {
 		return failed(err)
@@ -1060,7 +1068,7 @@ func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 	if len(gone) == 0 {
 		return
 	}
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctx(context.Background())
 	defer cancel()
 	if err := b.ps.Unsubscribe(ctx, gone...); err != nil {
 		// Their states are gone, so no new connection subscribes them; a

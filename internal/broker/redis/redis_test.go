@@ -52,7 +52,7 @@ func start(t *testing.T, o Options) *Broker {
 }
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, func(t *testing.T, deliver broker.DeliverFunc) brokertest.Broker {
+	brokertest.Run(t, func(t *testing.T, deliver broker.DeliverFunc) broker.Broker {
 		return start(t, Options{Prefix: srv.Prefix(), Deliver: deliver})
 	})
 }
@@ -77,7 +77,7 @@ func TestTwoNodes(t *testing.T) {
 	a := start(t, Options{Prefix: prefix, Deliver: on(&ra)})
 	b := start(t, Options{Prefix: prefix, Deliver: on(&rb)})
 	for _, n := range []*Broker{a, b} {
-		if err := n.Subscribe("x", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+		if err := n.Subscribe(context.Background(), "x", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,7 +86,7 @@ func TestTwoNodes(t *testing.T) {
 		if i%2 == 1 {
 			n = b
 		}
-		if _, err := n.Publish("x", broker.Publication{Data: []byte(fmt.Sprint(i))}, broker.PublishOptions{}); err != nil {
+		if _, err := n.Publish(context.Background(), "x", broker.Publication{Data: []byte(fmt.Sprint(i))}, broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,7 +130,7 @@ func TestSubscriptionLossIsAGap(t *testing.T) {
 		lives = append(lives, l)
 		mu.Unlock()
 	}})
-	if err := b.Subscribe("g", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), "g", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	c := srv.Client()
@@ -160,10 +160,10 @@ func TestSubscriptionLossIsAGap(t *testing.T) {
 	}
 	// go-redis subscribed the new connection to g again; a join there
 	// waits for that to be confirmed, and then listens.
-	if err := b.Subscribe("g", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), "g", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.Publish("g", broker.Publication{}, broker.PublishOptions{})
+	res, err := b.Publish(context.Background(), "g", broker.Publication{}, broker.PublishOptions{})
 	if err != nil || res.Offset != 1 || res.Delivered != 1 {
 		t.Fatalf("publish after resubscribing: %+v %v", res, err)
 	}
@@ -184,16 +184,16 @@ func TestOffsetGapIsReported(t *testing.T) {
 	prefix := srv.Prefix()
 	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { note("gap " + ch) },
 		Deliver: func(ch string, p *broker.Publication) int { note(fmt.Sprint(ch, " ", p.Offset)); return 1 }})
-	if err := b.Subscribe("og", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), "og", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Publish("og", broker.Publication{}, broker.PublishOptions{}); err != nil {
+	if _, err := b.Publish(context.Background(), "og", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c := srv.Client()
 	defer c.Close()
 	c.HIncrBy(context.Background(), prefix+":m:og", "o", 1) // offset 2 never published
-	if _, err := b.Publish("og", broker.Publication{}, broker.PublishOptions{}); err != nil {
+	if _, err := b.Publish(context.Background(), "og", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -210,10 +210,10 @@ func TestJoinIntoANewStream(t *testing.T) {
 	gaps := make(chan string, 10)
 	prefix := srv.Prefix()
 	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { gaps <- ch }})
-	if err := b.Subscribe("ns", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), "ns", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	old, err := b.Publish("ns", broker.Publication{}, broker.PublishOptions{})
+	old, err := b.Publish(context.Background(), "ns", broker.Publication{}, broker.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestJoinIntoANewStream(t *testing.T) {
 	defer c.Close()
 	c.Del(context.Background(), prefix+":m:ns", prefix+":h:ns")
 	var got broker.Recovery
-	if err := b.Subscribe("ns", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
+	if err := b.Subscribe(context.Background(), "ns", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if got.Position.Epoch == old.Epoch || got.Position.Offset != 0 {
@@ -236,7 +236,7 @@ func TestJoinIntoANewStream(t *testing.T) {
 		t.Fatal("the old epoch's subscribers were not told")
 	}
 	// The next publication is no gap for the new subscriber.
-	if _, err := b.Publish("ns", broker.Publication{}, broker.PublishOptions{}); err != nil {
+	if _, err := b.Publish(context.Background(), "ns", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -262,13 +262,13 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t0 := time.Now()
-	if _, err := b.Publish("d", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) {
+	if _, err := b.Publish(context.Background(), "d", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("publish: %v", err)
 	}
-	if err := b.Subscribe("d", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); !errors.Is(err, broker.ErrUnavailable) {
+	if err := b.Subscribe(context.Background(), "d", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("subscribe: %v", err)
 	}
-	if _, _, err := b.History("d", broker.HistoryQuery{}); !errors.Is(err, broker.ErrUnavailable) {
+	if _, _, err := b.History(context.Background(), "d", broker.HistoryQuery{}); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("history: %v", err)
 	}
 	if d := time.Since(t0); d > 3*time.Second {
@@ -288,7 +288,7 @@ func TestNotify(t *testing.T) {
 	a := start(t, Options{Prefix: prefix, OnNotify: func(k byte, p string) { mine <- note{k, p} }})
 	start(t, Options{Prefix: prefix, OnNotify: func(k byte, p string) { got <- note{k, p} }})
 	for i := 0; i < 3; i++ {
-		if err := a.Notify('u', fmt.Sprint("payload ", i)); err != nil {
+		if err := a.Notify(context.Background(), 'u', fmt.Sprint("payload ", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -329,7 +329,32 @@ func TestNotLiveAfterRun(t *testing.T) {
 	if b.Live() {
 		t.Fatal("live after Run returned")
 	}
-	if _, err := b.Publish("x", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
+	if _, err := b.Publish(context.Background(), "x", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
 		t.Fatalf("publish after Run: %v, want ErrUnavailable only", err)
+	}
+}
+
+// The caller's context reaches Redis: a call whose context is already done
+// ends with ErrUnavailable and does nothing.
+func TestCallerContextEndsTheCall(t *testing.T) {
+	b := start(t, Options{Prefix: srv.Prefix()})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Publish(ctx, "c", broker.Publication{Data: []byte(`1`)}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("Publish with a done context: %v, want ErrUnavailable", err)
+	}
+	if _, _, err := b.History(ctx, "c", broker.HistoryQuery{}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("History with a done context: %v, want ErrUnavailable", err)
+	}
+	if err := b.Notify(ctx, 'u', "x"); !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("Notify with a done context: %v, want ErrUnavailable", err)
+	}
+	joined := false
+	if err := b.Subscribe(ctx, "c", broker.SubscribeOptions{}, func(broker.Recovery) error { joined = true; return nil }); !errors.Is(err, broker.ErrUnavailable) || joined {
+		t.Errorf("Subscribe with a done context: %v (joined %v), want ErrUnavailable", err, joined)
+	}
+	_, pos, err := b.History(context.Background(), "c", broker.HistoryQuery{})
+	if err != nil || pos.Offset != 0 {
+		t.Errorf("after the calls: offset %d, %v; want nothing published", pos.Offset, err)
 	}
 }

@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"context"
 	"io"
 	"net"
 	"path/filepath"
@@ -83,16 +84,16 @@ func TestSlowReplyPublishesOnce(t *testing.T) {
 	cOpts := &redis.Options{Network: "unix", Addr: p.ln.Addr().String(), ReadTimeout: 200 * time.Millisecond}
 	b := start(t, Options{Redis: cOpts, Prefix: srv.Prefix()})
 	ho := broker.PublishOptions{History: broker.HistoryOptions{Size: 10}}
-	if _, err := b.Publish("twice", broker.Publication{Data: []byte(`"before"`)}, ho); err != nil {
+	if _, err := b.Publish(context.Background(), "twice", broker.Publication{Data: []byte(`"before"`)}, ho); err != nil {
 		t.Fatal(err)
 	}
 	p.slow.Store(p.count.Load() + 1) // the connections open now get slow replies
-	res, err := b.Publish("twice", broker.Publication{Data: []byte(`"once"`)}, ho)
+	res, err := b.Publish(context.Background(), "twice", broker.Publication{Data: []byte(`"once"`)}, ho)
 	p.slow.Store(0)
 	t.Logf("publish answered %+v, %v", res, err)
 	var items []broker.Publication
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if items, _, err = b.History("twice", broker.HistoryQuery{}); err == nil || time.Now().After(deadline) {
+		if items, _, err = b.History(context.Background(), "twice", broker.HistoryQuery{}); err == nil || time.Now().After(deadline) {
 			break
 		}
 	}

@@ -55,7 +55,7 @@ func TestRedisRollbackIsANewEpoch(t *testing.T) {
 		var res broker.PublishResult
 		var err error
 		for deadline := time.Now().Add(4 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if res, err = b.Publish("r", broker.Publication{Data: []byte(data)}, ho); err == nil {
+			if res, err = b.Publish(context.Background(), "r", broker.Publication{Data: []byte(data)}, ho); err == nil {
 				return res
 			}
 			if time.Now().After(deadline) {
@@ -79,7 +79,7 @@ func TestRedisRollbackIsANewEpoch(t *testing.T) {
 	pub("5'")
 	pub("6'")
 	var rec broker.Recovery
-	err := b.Subscribe("r", broker.SubscribeOptions{Since: &broker.Since{Offset: seen.Offset, Epoch: seen.Epoch}, History: ho.History},
+	err := b.Subscribe(context.Background(), "r", broker.SubscribeOptions{Since: &broker.Since{Offset: seen.Offset, Epoch: seen.Epoch}, History: ho.History},
 		func(r broker.Recovery) error { rec = r; return nil })
 	if err != nil {
 		t.Fatal(err)

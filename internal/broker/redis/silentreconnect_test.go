@@ -45,7 +45,7 @@ func TestSilentReconnectByJoin(t *testing.T) {
 	joinNow(t, sub, "busy")
 	const n = 1200
 	for i := 0; i < n; i++ {
-		if _, err := pub.Publish("busy", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		if _, err := pub.Publish(context.Background(), "busy", broker.Publication{}, broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestSilentReconnectByJoin(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	joined := make(chan error, 1)
 	go func() {
-		joined <- sub.Subscribe("other", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+		joined <- sub.Subscribe(context.Background(), "other", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
 	}()
 	time.Sleep(300 * time.Millisecond)
 	close(release)

@@ -54,7 +54,7 @@ func TestStalledNodeIsCutOffByRedis(t *testing.T) {
 	pub := start(t, Options{Redis: own.Options()})
 	body := []byte(`"` + strings.Repeat("x", 1000) + `"`)
 	for i := 0; i < 3000; i++ { // 3 MB, far past the 256 KiB limit
-		if _, err := pub.Publish("flood", broker.Publication{Data: body}, broker.PublishOptions{}); err != nil {
+		if _, err := pub.Publish(context.Background(), "flood", broker.Publication{Data: body}, broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -56,7 +56,7 @@ func TestJoinSubscribeOnABrokenConnection(t *testing.T) {
 	<-lives // the first true
 	armed.Store(true)
 	join := func() error {
-		return b.Subscribe("broken", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+		return b.Subscribe(context.Background(), "broken", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
 	}
 	// The broken connection is a lost subscription: this join fails for
 	// it (ErrUnavailable), as a client's subscribe would.
@@ -80,7 +80,7 @@ func TestJoinSubscribeOnABrokenConnection(t *testing.T) {
 	if err := join(); err != nil {
 		t.Fatalf("join again: %v", err)
 	}
-	if r, err := b.Publish("broken", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 1 {
+	if r, err := b.Publish(context.Background(), "broken", broker.Publication{}, broker.PublishOptions{}); err != nil || r.Delivered != 1 {
 		t.Fatalf("publish after the join: %+v %v", r, err)
 	}
 }
@@ -100,7 +100,7 @@ func TestJoinPastItsDeadlineLeavesTheConnection(t *testing.T) {
 	b.subMu.Lock()
 	joined := make(chan error, 1)
 	go func() {
-		joined <- b.Subscribe("late", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
+		joined <- b.Subscribe(context.Background(), "late", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil })
 	}()
 	time.Sleep(500 * time.Millisecond)
 	b.subMu.Unlock()

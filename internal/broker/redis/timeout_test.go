@@ -17,7 +17,7 @@ import (
 func slowPublish(t *testing.T, b *Broker, prefix, ch string, n int) broker.PublishOptions {
 	t.Helper()
 	ho := broker.PublishOptions{History: broker.HistoryOptions{Size: 10}}
-	if _, err := b.Publish(ch, broker.Publication{}, ho); err != nil {
+	if _, err := b.Publish(context.Background(), ch, broker.Publication{}, ho); err != nil {
 		t.Fatal(err)
 	}
 	c := srv.Client()
@@ -47,13 +47,13 @@ func TestPublishTimeoutOutcomeUnknown(t *testing.T) {
 	}
 	b := start(t, Options{Redis: opts, Prefix: prefix})
 	ho := slowPublish(t, b, prefix, "slow", 500000)
-	_, err = b.Publish("slow", broker.Publication{Data: []byte(`"once"`)}, ho)
+	_, err = b.Publish(context.Background(), "slow", broker.Publication{Data: []byte(`"once"`)}, ho)
 	if !errors.Is(err, broker.ErrUnavailable) || !errors.Is(err, broker.ErrOutcomeUnknown) {
 		t.Fatalf("publish with a slow script: %v, want ErrUnavailable and ErrOutcomeUnknown", err)
 	}
 	var items []broker.Publication
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if items, _, err = b.History("slow", broker.HistoryQuery{}); err == nil {
+		if items, _, err = b.History(context.Background(), "slow", broker.HistoryQuery{}); err == nil {
 			break
 		}
 	}
@@ -71,7 +71,7 @@ func TestPublishTimeoutOutcomeUnknown(t *testing.T) {
 	dead := &redis.Options{Network: "unix", Addr: t.TempDir() + "/none.sock"}
 	nb := New(Options{Redis: dead, Prefix: prefix})
 	nb.live.Store(true) // as if the subscription were live, to reach the call
-	if _, err := nb.Publish("x", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
+	if _, err := nb.Publish(context.Background(), "x", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
 		t.Fatalf("publish to a Redis that is not there: %v, want ErrUnavailable only", err)
 	}
 }
@@ -89,7 +89,7 @@ func TestTimeoutBoundsRedisCalls(t *testing.T) {
 	b := start(t, Options{Redis: clOpts, Prefix: prefix, Timeout: 50 * time.Millisecond})
 	ho := slowPublish(t, b, prefix, "slowcall", 500000)
 	t0 := time.Now()
-	_, err = b.Publish("slowcall", broker.Publication{}, ho)
+	_, err = b.Publish(context.Background(), "slowcall", broker.Publication{}, ho)
 	if d := time.Since(t0); d > 250*time.Millisecond {
 		t.Fatalf("publish with Timeout 50ms took %v (err %v)", d, err)
 	}
