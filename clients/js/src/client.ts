@@ -249,7 +249,6 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       if (f.offset <= p.offset) return; // already delivered
       p.offset = f.offset;
     }
-    delete (f as any).type;
     this.emit('message', (this.latest = f as unknown as Message));
   }
 
@@ -475,6 +474,7 @@ export class Client extends Emitter<ClientEvents> {
       case 'connected':
         return this.connected(f as any);
       case 'message': {
+        delete (f as any).type;
         const s = this.subscriptions.get(f.channel);
         if (s && s.state === 'subscribed') s._message(f);
         else if (!s) this.emit('message', f as any);

@@ -157,7 +157,7 @@ describe('against herald', () => {
 
   test('token expiry (4001) calls getToken and reconnects at once, recovering', async (t) => {
     let calls = 0;
-    const c = client(h.ws, { getToken: () => token({ sub: 'alice', org: 'a', ttlSec: ++calls === 1 ? 1 : 3600 }) });
+    const c = client(h.ws, { getToken: () => token({ sub: 'alice', org: 'a', ttlSec: ++calls === 1 ? 2 : 3600 }) });
     t.after(() => c.close());
     const s = c.subscribe('org:a:t');
     await next(s, 'subscribed');

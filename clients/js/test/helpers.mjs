@@ -79,9 +79,10 @@ export async function startHerald({ args = [], port } = {}) {
 const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
 
 /** An HS256 token for herald's --jwt-secret (or `secret`). */
-export function token({ sub = 'alice', org, ttlSec = 3600, secret = SECRET, channels } = {}) {
+export function token({ sub = 'alice', org, role, ttlSec = 3600, secret = SECRET, channels } = {}) {
   const claims = { sub, exp: Math.floor(Date.now() / 1000) + ttlSec };
   if (org) claims.org = org;
+  if (role) claims.role = role;
   if (channels) claims.channels = channels;
   const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
   return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
