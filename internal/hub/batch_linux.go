@@ -85,7 +85,7 @@ func (b *batchWriter) flush(clients []*Client, yield func()) {
 		switch {
 		case batch == nil:
 			if closing != nil {
-				go c.finishClose(closing)
+				c.hub.group.Go(func() { c.finishClose(closing) })
 			}
 		case c.raw == nil || len(batch) > maxBatchIovecs || b.broken != nil:
 			// No descriptor, more frames than a request takes, or the

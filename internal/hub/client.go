@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
@@ -31,13 +32,16 @@ type clientState uint8
 
 const (
 	stateOpen    clientState = iota
-	stateClosing             // close frame queued; no more data accepted
+	stateClosing             // close queued; no more data accepted
 	stateClosed              // gone: socket dropped or close handshake done
 )
 
-// Client is one WebSocket connection as the hub sees it: an identity, a set
-// of subscriptions and a bounded send queue drained by at most one writer
-// goroutine, which exists only while there is something to write.
+// Client is one connection as the hub sees it, whatever its transport: an
+// identity, a set of subscriptions and a bounded send queue of bytes drained
+// by at most one writer goroutine, which exists only while there is
+// something to write. Its transport (see Transport, Wire, PerClient) says
+// which bytes a shared message, a keepalive and a close are; the hub only
+// queues and writes them.
 //
 // Lock order: docs/architecture.md#lock-order (shard locks before mu).
 type Client struct {
@@ -52,9 +56,12 @@ type Client struct {
 	// ExpiresAt, when non-zero, is when the client's credentials expire.
 	ExpiresAt time.Time
 
-	deflate bool            // permessage-deflate negotiated
-	onGone  func()          // see ClientOptions.OnGone
-	raw     syscall.RawConn // for non-blocking writes; nil if nc has no fd
+	tr     Transport
+	wire   Wire
+	per    PerClient       // nil: the shared bytes alone
+	oneWay bool            // the peer never sends: no pong timeout
+	onGone func()          // see ClientOptions.OnGone
+	raw    syscall.RawConn // for non-blocking writes; nil if nc has no fd
 
 	lastRead atomic.Int64 // unix nanos of the last frame received
 	lastPing atomic.Int64 // unix nanos of the last ping queued
@@ -69,15 +76,18 @@ type Client struct {
 	queuedBytes int
 	burst       int // bytes of queuedBytes sent with SendBurst, exempt from the bound
 	writing     bool
-	closeFrame  []byte
+	closeFrame  []byte // the transport's last bytes, non-nil while they wait to be written
 	closeCode   int
-	peerClosed  bool     // the peer closed first: end right after our reply
-	subs        []string // channels subscribed; a slice: most clients have few
+	awaitPeer   bool           // after closeFrame, wait for the peer's answer (Transport.Close)
+	grace       *gogroup.Timer // ends the connection if the peer does not answer in time
+	peerClosed  bool           // the peer closed first: end right after our reply
+	subs        []string       // channels subscribed; a slice: most clients have few
 	registered  bool
 	// unregistered: unregister ran before Register marked c registered, so
 	// Register, which may be past the indexes already, removes c. Both are
 	// read and set under mu: exactly one of the two removes c.
 	unregistered bool
+	goneDone     bool // Gone has begun: no grace timer is needed any more
 	unregOnce    sync.Once
 	goneOnce     sync.Once
 	done         chan struct{} // closed when the reader has stopped (Gone)
@@ -89,16 +99,30 @@ type ClientOptions struct {
 	UserID    string
 	OrgID     string
 	ExpiresAt time.Time
-	// Deflate is set when the connection negotiated permessage-deflate.
-	Deflate bool
+	// Transport frames the client's keepalives and close; nil sends no
+	// keepalive and nothing at a close (the connection is dropped).
+	Transport Transport
+	// Wire is the encoding of shared messages the client is sent.
+	Wire Wire
+	// PerClient, when set, adds per-client bytes around each shared
+	// message (see PerClient).
+	PerClient PerClient
+	// OneWay is set for a transport whose peer never sends (Server-Sent
+	// Events): the client is pinged but never closed for silence.
+	OneWay bool
 	// OnGone, when set, runs once when the connection has ended (see Gone).
 	OnGone func()
 }
 
-// NewClient wraps an upgraded connection. The caller reads from nc and calls
-// Touch for every frame and Gone when reading stops; every write to nc goes
-// through the Client, which also ends the connection itself (Gone) when a
-// write fails or the peer does not answer a close in time.
+// NewClient wraps a connection whose transport has been set up (a
+// WebSocket upgraded, an event stream's response head prepared). The
+// caller reads from nc, if its protocol reads, and calls Touch for every
+// message and Gone when reading stops; every write to nc goes through the
+// Client, which also ends the connection itself (Gone) when a write fails
+// or the peer does not answer a close in time. When nc has no descriptor
+// (rawio.RawConn is nil), it is written with blocking Write calls on a
+// goroutine of its own (a Write may wait for its peer, bounded by the
+// hub's stuck-write check).
 func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 	now := time.Now()
 	c := &Client{
@@ -108,23 +132,36 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		UserID:      o.UserID,
 		OrgID:       o.OrgID,
 		ExpiresAt:   o.ExpiresAt,
-		deflate:     o.Deflate,
+		tr:          o.Transport,
+		wire:        o.Wire,
+		per:         o.PerClient,
+		oneWay:      o.OneWay,
 		onGone:      o.OnGone,
 		ConnectedAt: now,
 		done:        make(chan struct{}),
 		raw:         rawio.RawConn(nc),
+	}
+	if c.tr == nil {
+		c.tr = bare{}
 	}
 	c.lastRead.Store(now.UnixNano())
 	c.lastPing.Store(now.UnixNano())
 	return c
 }
 
-// Greet registers c with the hub and writes prefix and then frame in one
-// system call, bounded by greetTimeout. c holds its writer role from before
-// it is registered until that write is done, so whatever is queued for c
-// once it is registered follows frame; setup, when not nil, runs after
-// registration and before the write, and what it queues goes out in the
-// same write. Call Greet once, instead of Register.
+// bare is the Transport of a client given none.
+type bare struct{}
+
+func (bare) Ping() []byte                     { return nil }
+func (bare) Close(int, string) ([]byte, bool) { return nil, false }
+
+// Greet registers c with the hub and writes prefix (a handshake response)
+// and then frame (a first message framed by the transport; may be nil) in
+// one system call, bounded by greetTimeout. c holds its writer role from
+// before it is registered until that write is done, so whatever is queued
+// for c once it is registered follows frame; setup, when not nil, runs
+// after registration and before the write, and what it queues goes out in
+// the same write. Call Greet once, instead of Register.
 //
 // It returns ErrServerFull or ErrUserFull, having written nothing and
 // registered nothing, when a connection limit refuses c (end c with Gone);
@@ -195,12 +232,15 @@ func (c *Client) Greet(prefix, frame []byte, setup func()) error {
 // empty, so only a peer that is gone can hold it up.
 const greetTimeout = 10 * time.Second
 
-// Touch records that a frame arrived from the client.
+// Touch records that a message (or a keepalive's answer) arrived from the
+// client.
 func (c *Client) Touch() { c.lastRead.Store(time.Now().UnixNano()) }
 
-// Send queues one complete frame (see Seal). It never blocks. It returns
-// false when the client is closing or the frame would overflow the queue, in
-// which case the client is closed as a slow consumer.
+// Send queues bytes framed by the client's transport (an answer to its
+// command, a pong), to be written as they are. It never blocks. It returns
+// false when the client is closing or the bytes would overflow the queue,
+// in which case the client is closed as a slow consumer. frame must not
+// change once queued.
 func (c *Client) Send(frame []byte) bool {
 	c.mu.Lock()
 	if c.state != stateOpen {
@@ -237,6 +277,12 @@ func (c *Client) closeSlowAndUnlock() {
 func (c *Client) appendAndUnlock(frame []byte) {
 	c.queue = append(c.queue, frame)
 	c.queuedBytes += len(frame)
+	c.writeAndUnlock()
+}
+
+// writeAndUnlock releases c.mu and makes sure a writer will flush the
+// queue. c.mu must be held.
+func (c *Client) writeAndUnlock() {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
@@ -253,17 +299,60 @@ func (c *Client) QueuedBurst() int {
 	return c.burst
 }
 
-// SendFrame queues the variant of f (compressed or not) that suits c; see Send.
-func (c *Client) SendFrame(f *Frame) bool { return c.Send(f.bytesFor(c)) }
+// Bytes returns m as c's wire encodes it (encoding it if no recipient on
+// that wire has yet), without any per-client bytes.
+func (c *Client) Bytes(m *Message) []byte { return m.Bytes(c.wire) }
 
-// SendBurst queues frames together, exempt from the queue bound: a replay
-// of history, whose size the caller has bounded. Frames sent later with
-// Send are bounded as usual. It returns false when the client is closing.
-func (c *Client) SendBurst(frames []*Frame) bool {
-	bufs := make([][]byte, len(frames))
-	n := 0
-	for i, f := range frames {
-		bufs[i] = f.bytesFor(c)
+// SendMessage queues m, encoded for c's wire (see Message), with c's
+// per-client bytes around it; otherwise as Send.
+func (c *Client) SendMessage(m *Message) bool {
+	b := m.Bytes(c.wire)
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	if c.per == nil {
+		if c.overflowsLocked(len(b)) {
+			c.closeSlowAndUnlock()
+			return false
+		}
+		c.appendAndUnlock(b)
+		return true
+	}
+	before, after := c.per.Wrap(m, b)
+	if c.overflowsLocked(len(before) + len(b) + len(after)) {
+		c.closeSlowAndUnlock()
+		return false
+	}
+	c.queue = appendWrapped(c.queue, before, b, after)
+	c.queuedBytes += len(before) + len(b) + len(after)
+	c.writeAndUnlock()
+	return true
+}
+
+// appendWrapped appends the non-empty parts of one wrapped message.
+func appendWrapped(q [][]byte, before, b, after []byte) [][]byte {
+	if len(before) > 0 {
+		q = append(q, before)
+	}
+	q = append(q, b)
+	if len(after) > 0 {
+		q = append(q, after)
+	}
+	return q
+}
+
+// SendBurst queues first (bytes framed by the transport, such as the answer
+// to a subscribe; nil for none) and then msgs, together and exempt from the
+// queue bound: a replay of history, or an answer whose size the caller has
+// bounded. What is sent later is bounded as usual. It returns false when
+// the client is closing.
+func (c *Client) SendBurst(first []byte, msgs []*Message) bool {
+	bufs := make([][]byte, len(msgs))
+	n := len(first)
+	for i, m := range msgs {
+		bufs[i] = m.Bytes(c.wire)
 		n += len(bufs[i])
 	}
 	c.mu.Lock()
@@ -271,39 +360,27 @@ func (c *Client) SendBurst(frames []*Frame) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.queue = append(c.queue, bufs...)
+	if first != nil {
+		c.queue = append(c.queue, first)
+	}
+	if c.per == nil {
+		c.queue = append(c.queue, bufs...)
+	} else {
+		for i, b := range bufs {
+			before, after := c.per.Wrap(msgs[i], b)
+			c.queue = appendWrapped(c.queue, before, b, after)
+			n += len(before) + len(after)
+		}
+	}
 	c.queuedBytes += n
 	c.burst += n
-	start := !c.writing
-	c.writing = true
-	c.mu.Unlock()
-	if start {
-		c.hub.writers.schedule(c)
-	}
+	c.writeAndUnlock()
 	return true
 }
 
-// sendControl queues a control frame (a ping, or the pong for a client's
-// ping), within the queue bound like any frame: a client that sends pings
-// and reads nothing is closed as a slow consumer, not buffered without end.
-func (c *Client) sendControl(frame []byte) {
-	c.mu.Lock()
-	if c.state != stateOpen {
-		c.mu.Unlock()
-		return
-	}
-	if c.overflowsLocked(len(frame)) {
-		c.closeSlowAndUnlock()
-		return
-	}
-	c.appendAndUnlock(frame)
-}
-
-// Pong queues a pong control frame answering a client ping.
-func (c *Client) Pong(payload []byte) { c.sendControl(controlFrame(opPong, payload)) }
-
-// Close sends what is queued, then a close frame with code and reason, and
-// ends the connection. It is idempotent; the first code wins.
+// Close sends what is queued, then the transport's close (see
+// Transport.Close) with code and reason, and ends the connection. It is
+// idempotent; the first code wins.
 func (c *Client) Close(code int, reason string) {
 	c.mu.Lock()
 	if c.state != stateOpen {
@@ -315,8 +392,9 @@ func (c *Client) Close(code int, reason string) {
 	c.afterBeginClose(false)
 }
 
-// CloseReply answers the peer's close frame with code after what is queued,
-// then ends the connection without waiting for anything more.
+// CloseReply answers the peer's close (a WebSocket close frame) with the
+// transport's close for code after what is queued, then ends the connection
+// without waiting for anything more.
 func (c *Client) CloseReply(code int) {
 	c.mu.Lock()
 	c.peerClosed = true
@@ -339,7 +417,10 @@ func (c *Client) CloseReply(code int) {
 func (c *Client) beginCloseLocked(code int, reason string, drop bool) {
 	c.state = stateClosing
 	c.closeCode = code
-	c.closeFrame = closeFrame(code, reason)
+	c.closeFrame, c.awaitPeer = c.tr.Close(code, reason)
+	if c.closeFrame == nil {
+		c.closeFrame = []byte{} // non-nil: the close is still to be made
+	}
 	if drop {
 		clear(c.queue)
 		c.queue = c.queue[:0]
@@ -357,13 +438,8 @@ func (c *Client) afterBeginClose(slow bool) {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(slowCloseGrace))
 	}
 	c.mu.Lock()
-	start := !c.writing
-	c.writing = true
-	c.mu.Unlock()
-	if start {
-		c.hub.writers.schedule(c)
-	}
-	go c.unregister()
+	c.writeAndUnlock()
+	c.hub.group.Go(c.unregister)
 }
 
 // writeLoop is the blocking-mode writer: a client whose socket filled up
@@ -403,17 +479,21 @@ func (c *Client) blockingWrite(batch [][]byte, bufs net.Buffers) bool {
 	return true
 }
 
-// finishClose writes the close frame, half-closes the socket and gives the
-// client closeGrace to answer before the read side is cut.
+// finishClose writes the transport's close; when the transport awaits the
+// peer's answer, it half-closes the socket and gives the client closeGrace
+// to answer before the read side is cut, else it ends the connection.
 func (c *Client) finishClose(frame []byte) {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := c.nc.Write(frame)
+	var err error
+	if len(frame) > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, err = c.nc.Write(frame)
+	}
 	c.mu.Lock()
 	c.state = stateClosed
 	c.writing = false
-	peerClosed := c.peerClosed
+	end := err != nil || c.peerClosed || !c.awaitPeer
 	c.mu.Unlock()
-	if err != nil || peerClosed {
+	if end {
 		c.Gone(0)
 		return
 	}
@@ -422,11 +502,25 @@ func (c *Client) finishClose(frame []byte) {
 	}
 	// The reader ends the connection when the peer's close arrives; if it
 	// does not come in time, end it here.
-	time.AfterFunc(closeGrace, func() { c.Gone(0) })
+	c.goneAfter(closeGrace)
+}
+
+// goneAfter ends the connection after d unless it has ended by then.
+func (c *Client) goneAfter(d time.Duration) {
+	t := c.hub.group.AfterFunc(d, func() { c.Gone(0) })
+	c.mu.Lock()
+	old := c.grace
+	c.grace = t
+	gone := c.goneDone
+	c.mu.Unlock()
+	old.Stop()
+	if gone {
+		t.Stop() // Gone ran meanwhile and missed t
+	}
 }
 
 // abort drops the socket at once.
-func (c *Client) abort() { go c.Gone(0) }
+func (c *Client) abort() { c.hub.group.Go(func() { c.Gone(0) }) }
 
 // Gone is called by the reader when the connection has ended for any reason.
 // code is the close code seen, for metrics (0 if none).
@@ -436,7 +530,11 @@ func (c *Client) Gone(code int) {
 	c.state = stateClosed
 	c.queue = nil
 	c.closeFrame = nil
+	grace := c.grace
+	c.grace = nil
+	c.goneDone = true
 	c.mu.Unlock()
+	grace.Stop()
 	if wasOpen {
 		label := "abnormal"
 		if code != 0 {

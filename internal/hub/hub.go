@@ -1,6 +1,9 @@
 // Package hub keeps track of who is connected and who is subscribed to what,
-// and delivers frames to them. It never blocks on a socket: each Client has a
-// bounded queue drained by its own writer.
+// and delivers messages to them, whatever transport carries each. It never
+// blocks on a socket: each Client has a bounded queue of bytes drained by
+// its own writer. It knows no protocol's framing: transports register the
+// encodings of shared messages (wires) and frame their keepalives and
+// closes (see Transport and Message in wire.go).
 //
 // State is sharded (by channel name, user id and client id) so that publishes,
 // subscribes and connects on different keys do not contend on one lock.
@@ -18,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/protocol"
 )
@@ -50,9 +54,10 @@ type Options struct {
 	// MaxUserConnections bounds the clients of one user registered at once;
 	// 0 means no bound.
 	MaxUserConnections int
-	// CompressMin is the smallest payload sent compressed to clients that
-	// negotiated permessage-deflate; 0 never compresses.
-	CompressMin int
+	// Group counts the goroutines the hub starts per client (writers that
+	// finish a write in blocking mode, closes, removals, grace timers);
+	// nil: a group of the hub's own. Its owner waits on it after Shutdown.
+	Group *gogroup.Group
 	// OnRemove, when set, is called after a client left the hub, with the
 	// channels it was subscribed to. No hub lock is held while it runs.
 	OnRemove func(c *Client, channels []string)
@@ -78,11 +83,11 @@ type Hub struct {
 	numChannels atomic.Int64
 	numSubs     atomic.Int64
 
-	closing   atomic.Bool
-	pingData  []byte
-	deflaters *sync.Pool // *flate.Writer
-	writers   *writerPool
-	writevs   sync.Pool // *writev, for writes outside the pool's workers (Greet)
+	closing atomic.Bool
+	wires   wires
+	group   *gogroup.Group
+	writers *writerPool
+	writevs sync.Pool // *writev, for writes outside the pool's workers (Greet)
 }
 
 type channelShard struct {
@@ -186,8 +191,10 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
 		h.users[i].users = make(map[string][]*Client)
 		h.clients[i].clients = make(map[string]*Client)
 	}
-	h.pingData = controlFrame(opPing, nil)
-	h.deflaters = newDeflaterPool()
+	h.group = o.Group
+	if h.group == nil {
+		h.group = new(gogroup.Group)
+	}
 	h.writers = newWriterPool(log, o.IOUring, m.UringWorkers)
 	h.writevs.New = func() any { return newWritev() }
 	return h
@@ -376,16 +383,16 @@ func (h *Hub) unsubscribeShard(c *Client, name string) {
 	s.mu.Unlock()
 }
 
-// Publish queues frame to every subscriber of channel except exclude (which
+// Publish queues m to every subscriber of channel except exclude (which
 // may be nil) whose event filter accepts event, and returns how many clients
-// it was queued to. It never waits on a client: one whose queue is full is
+// it was queued to. m is encoded once per wire its subscribers use. It never waits on a client: one whose queue is full is
 // closed as a slow consumer.
 //
 // Subscribers are queued, and so written, in subscription order, starting
 // at a random one and wrapping around: nobody is always last, and the
 // kernel and the writer meet sockets and clients mostly in the order they
 // were made, which is cheaper than a random order (docs/performance.md).
-func (h *Hub) Publish(name string, frame *Frame, exclude *Client, event string) int {
+func (h *Hub) Publish(name string, m *Message, exclude *Client, event string) int {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -395,32 +402,32 @@ func (h *Hub) Publish(name string, frame *Frame, exclude *Client, event string) 
 	}
 	members := ch.members
 	start := rand.IntN(len(members))
-	n := publishTo(members[start:], frame, exclude, event)
-	return n + publishTo(members[:start], frame, exclude, event)
+	n := publishTo(members[start:], m, exclude, event)
+	return n + publishTo(members[:start], m, exclude, event)
 }
 
-// publishTo queues frame to each of members, as Publish does.
-func publishTo(members []member, frame *Frame, exclude *Client, event string) int {
+// publishTo queues msg to each of members, as Publish does.
+func publishTo(members []member, msg *Message, exclude *Client, event string) int {
 	n := 0
 	for i := range members {
 		m := &members[i]
 		if m.c == exclude || !m.wants(event) {
 			continue
 		}
-		if m.c.SendFrame(frame) {
+		if m.c.SendMessage(msg) {
 			n++
 		}
 	}
 	return n
 }
 
-// Announce queues frame, a notice about c (its join or leave), to every
+// Announce queues msg, a notice about c (its join or leave), to every
 // other subscriber of channel, regardless of event filters. With
 // whileMember, only if c still is one: checked under the channel's lock,
 // this orders a join before c's leave, since a client removed meanwhile has
 // left the channel before its leave is announced, and then its join is not
 // sent at all.
-func (h *Hub) Announce(name string, frame *Frame, c *Client, whileMember bool) {
+func (h *Hub) Announce(name string, msg *Message, c *Client, whileMember bool) {
 	s := &h.channels[h.shard(name)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -433,7 +440,7 @@ func (h *Hub) Announce(name string, frame *Frame, c *Client, whileMember bool) {
 	}
 	for _, m := range ch.members {
 		if m.c != c {
-			m.c.SendFrame(frame)
+			m.c.SendMessage(msg)
 		}
 	}
 }
@@ -470,15 +477,15 @@ func (h *Hub) Presence(name string) []PresenceInfo {
 	return out
 }
 
-// SendToUser queues frame to every live connection of userID, subscribed or
+// SendToUser queues m to every live connection of userID, subscribed or
 // not, and returns how many.
-func (h *Hub) SendToUser(userID string, frame *Frame) int {
+func (h *Hub) SendToUser(userID string, m *Message) int {
 	s := &h.users[h.shard(userID)]
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
 	for _, c := range s.users[userID] {
-		if c.SendFrame(frame) {
+		if c.SendMessage(m) {
 			n++
 		}
 	}
@@ -619,15 +626,17 @@ func (h *Hub) sweep(now time.Time) {
 		case !c.ExpiresAt.IsZero() && now.After(c.ExpiresAt):
 			h.log.Info("credentials expired, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseUnauthorized, "token expired")
-		case n-c.lastRead.Load() > timeout:
+		case !c.oneWay && n-c.lastRead.Load() > timeout:
 			h.log.Info("no pong, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseNoPong, "no pong")
 			// The peer is likely gone, and the writer may be stuck on a full
 			// socket: do not wait longer than the close grace.
-			time.AfterFunc(closeGrace, func() { c.Gone(0) })
+			c.goneAfter(closeGrace)
 		case n-c.lastPing.Load() >= ping:
 			c.lastPing.Store(n)
-			c.sendControl(h.pingData)
+			if ping := c.tr.Ping(); ping != nil {
+				c.Send(ping)
+			}
 		}
 	})
 }

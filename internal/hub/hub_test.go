@@ -3,7 +3,6 @@ package hub
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,39 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/flate"
-
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/testnet"
 )
-
-func TestSealHeaderSizes(t *testing.T) {
-	for _, n := range []int{0, 1, 125, 126, 65535, 65536, 200000} {
-		payload := bytes.Repeat([]byte{'a'}, n)
-		f := TextFrame(payload)
-		if f[0] != 0x81 {
-			t.Fatalf("n=%d: first byte %#x, want FIN|text", n, f[0])
-		}
-		var got, hl int
-		switch l := int(f[1]); {
-		case l&0x80 != 0:
-			t.Fatalf("n=%d: server frame must not be masked", n)
-		case l <= 125:
-			got, hl = l, 2
-		case l == 126:
-			got, hl = int(binary.BigEndian.Uint16(f[2:])), 4
-		default:
-			got, hl = int(binary.BigEndian.Uint64(f[2:])), 10
-		}
-		if got != n || len(f) != hl+n || !bytes.Equal(f[hl:], payload) {
-			t.Fatalf("n=%d: header says %d, frame %d bytes", n, got, len(f))
-		}
-	}
-	cf := closeFrame(4008, "slow consumer")
-	if cf[0] != 0x88 || int(cf[1]) != 2+len("slow consumer") || binary.BigEndian.Uint16(cf[2:]) != 4008 {
-		t.Fatalf("close frame % x", cf)
-	}
-}
 
 // countConn is a net.Conn that counts what is written to it.
 type countConn struct {
@@ -293,41 +262,6 @@ func testWriterPoolYields(t *testing.T, h *Hub, per int) {
 	}
 	if got, want := yields.Load(), int64(clients/per-workers); got < want {
 		t.Fatalf("workers yielded %d times over %d flushes, want at least %d", got, clients, want)
-	}
-}
-
-func BenchmarkDeflateFrame(b *testing.B) {
-	payload := bytes.Repeat([]byte(`{"activeUsers":12,"requestsPerMinute":45,"avgResponseTime":234},`), 64)
-	pool := newDeflaterPool()
-	b.SetBytes(int64(len(payload)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if deflateFrame(payload, pool) == nil {
-			b.Fatal("not compressed")
-		}
-	}
-}
-
-func TestDeflateFrameRoundTrip(t *testing.T) {
-	payload := bytes.Repeat([]byte(`{"metric":"value"} `), 100)
-	f := deflateFrame(payload, newDeflaterPool())
-	if f == nil || f[0] != 0xC1 {
-		t.Fatalf("frame header % x, want FIN|RSV1|text", f[:2])
-	}
-	hl := 2
-	if f[1] == 126 {
-		hl = 4
-	}
-	r := flate.NewReader(io.MultiReader(bytes.NewReader(f[hl:]), bytes.NewReader([]byte{0, 0, 0xff, 0xff})))
-	got, err := io.ReadAll(r)
-	if err != nil && err != io.ErrUnexpectedEOF {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, payload) {
-		t.Fatal("round trip mismatch")
-	}
-	if deflateFrame([]byte("x"), newDeflaterPool()) != nil {
-		t.Fatal("incompressible payload should stay plain")
 	}
 }
 
@@ -717,9 +651,10 @@ func eventuallyHub(t *testing.T, cond func() bool, what func() string) {
 	}
 }
 
-// TestPongsWithinQueueBound: pongs for a client's pings count against the
-// queue bound, so a client that pings and never reads is closed as a slow
-// consumer instead of queueing without end.
+// TestPongsWithinQueueBound: pongs for a client's pings (which its
+// transport queues with Send) count against the queue bound, so a client
+// that pings and never reads is closed as a slow consumer instead of
+// queueing without end.
 func TestPongsWithinQueueBound(t *testing.T) {
 	h := newTestHub(4 << 10)
 	stuck := &countConn{block: make(chan struct{})}
@@ -730,7 +665,7 @@ func TestPongsWithinQueueBound(t *testing.T) {
 	}
 	payload := make([]byte, 125)
 	for range 1000 {
-		c.Pong(payload)
+		c.Send(payload)
 	}
 	if q := c.pending(); q > 4<<10 || !c.Closing() {
 		t.Fatalf("queue holds %d bytes of pongs with a 4 KiB bound (closing: %v), want closed as slow", q, c.Closing())

@@ -102,7 +102,7 @@ func (p *writerPool) run(ctx context.Context) {
 	p.cond.Broadcast()
 	wg.Wait()
 	for _, c := range rest {
-		go c.writeLoop()
+		c.hub.group.Go(c.writeLoop)
 	}
 }
 
@@ -174,7 +174,7 @@ func (p *writerPool) schedule(c *Client) {
 	}
 	p.mu.Unlock()
 	if !running {
-		go c.writeLoop()
+		c.hub.group.Go(c.writeLoop)
 		return
 	}
 	p.cond.Signal()
@@ -185,7 +185,7 @@ func (c *Client) flushOnce(w *writev) {
 	batch, closing := c.next()
 	if batch == nil {
 		if closing != nil {
-			go c.finishClose(closing)
+			c.hub.group.Go(func() { c.finishClose(closing) })
 		}
 		return
 	}
@@ -228,7 +228,7 @@ func (c *Client) afterWrite(batch [][]byte, n int, done bool, err error, t *tall
 		return
 	}
 	if !done {
-		go c.writeRest(batch, n)
+		c.hub.group.Go(func() { c.writeRest(batch, n) })
 		return
 	}
 	t.messages += len(batch)
@@ -251,8 +251,8 @@ func (c *Client) handOffLocked() {
 	}
 }
 
-// next is a writer's next step: the queued frames to write, or else the
-// close frame to send last (the caller then finishes the close), or else
+// next is a writer's next step: the queued bytes to write, or else the
+// transport's close to send last (the caller then finishes the close), or else
 // nothing, in which case the client is no longer being written.
 func (c *Client) next() (batch [][]byte, closing []byte) {
 	c.mu.Lock()

@@ -15,3 +15,6 @@ import "errors"
 
 // ErrClosed is returned by Add after Close.
 var ErrClosed = errors.New("netpoll: closed")
+
+// goSpawn starts f on a plain goroutine.
+func goSpawn(f func()) { go f() }

@@ -36,8 +36,9 @@ type Poller struct {
 	entries map[uint64]*Desc
 	closed  bool
 
-	ops   sync.Pool // *ctlOp
-	yield func()    // runtime.Gosched, after each batch of events
+	ops   sync.Pool    // *ctlOp
+	yield func()       // runtime.Gosched, after each batch of events
+	spawn func(func()) // starts a handler run's goroutine
 }
 
 // Desc is one registered connection.
@@ -46,6 +47,8 @@ type Desc struct {
 	id  uint64
 	raw syscall.RawConn
 	fn  func(*Desc)
+	// dispatchFn is dispatch, bound once: spawning it allocates nothing.
+	dispatchFn func()
 	// run serialises handler runs. One-shot readiness already prevents
 	// overlap except for the instant between Resume and the handler's
 	// return; the mutex closes that gap and orders the runs for the race
@@ -113,8 +116,10 @@ func (d *Desc) dispatch() {
 	d.fn(d)
 }
 
-// New creates a poller. Call Run to dispatch readiness.
-func New() (*Poller, error) {
+// New creates a poller. Call Run to dispatch readiness. spawn starts each
+// handler run's goroutine (so that its owner can count them); nil starts
+// plain goroutines.
+func New(spawn func(func())) (*Poller, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("netpoll: epoll_create1: %w", err)
@@ -135,7 +140,10 @@ func New() (*Poller, error) {
 		_ = ep.Close()
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
-	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc), yield: runtime.Gosched}
+	if spawn == nil {
+		spawn = goSpawn
+	}
+	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc), yield: runtime.Gosched, spawn: spawn}
 	p.ops.New = newCtlOp
 	return p, nil
 }
@@ -155,6 +163,7 @@ func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 	}
 	p.next++
 	d := &Desc{p: p, id: p.next, raw: raw, fn: fn}
+	d.dispatchFn = d.dispatch
 	p.entries[d.id] = d
 	p.mu.Unlock()
 	if err := d.ctl(syscall.EPOLL_CTL_ADD); err != nil {
@@ -228,7 +237,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		for i := 0; i < n; i++ {
 			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
 			if d := p.entries[id]; d != nil {
-				go d.dispatch()
+				p.spawn(d.dispatchFn)
 			}
 		}
 		p.mu.Unlock()

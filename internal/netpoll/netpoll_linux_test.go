@@ -22,7 +22,7 @@ const readinessDriven = true
 // is handed out batch by batch, the poller yielding after each batch it
 // dispatched, so that handlers run before more are started.
 func TestRunYieldsAfterEachBatch(t *testing.T) {
-	p, err := New()
+	p, err := New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ type Poller struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
+	spawn  func(func())
 }
 
 // Desc is one registered connection.
@@ -24,8 +25,14 @@ type Desc struct {
 	once   sync.Once
 }
 
-// New creates a poller.
-func New() (*Poller, error) { return &Poller{done: make(chan struct{})}, nil }
+// New creates a poller. spawn starts each connection's goroutine (so that
+// its owner can count them); nil starts plain goroutines.
+func New(spawn func(func())) (*Poller, error) {
+	if spawn == nil {
+		spawn = goSpawn
+	}
+	return &Poller{done: make(chan struct{}), spawn: spawn}, nil
+}
 
 // Add registers conn; fn runs (with conn's Desc) each time after Add or
 // Resume. Its first run may come before Add returns.
@@ -36,7 +43,7 @@ func (p *Poller) Add(_ syscall.Conn, fn func(*Desc)) (*Desc, error) {
 		return nil, ErrClosed
 	}
 	d := &Desc{resume: make(chan struct{}, 1), stop: make(chan struct{})}
-	go func() {
+	p.spawn(func() {
 		for {
 			fn(d)
 			select {
@@ -47,7 +54,7 @@ func (p *Poller) Add(_ syscall.Conn, fn func(*Desc)) (*Desc, error) {
 				return
 			}
 		}
-	}()
+	})
 	return d, nil
 }
 

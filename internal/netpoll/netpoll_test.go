@@ -15,7 +15,7 @@ import (
 // then return without an error.
 func running(t testing.TB) *Poller {
 	t.Helper()
-	p, err := New()
+	p, err := New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestNoLostReadiness(t *testing.T) {
 func TestRunEnds(t *testing.T) {
 	for _, how := range []string{"cancel", "close"} {
 		t.Run(how, func(t *testing.T) {
-			p, err := New()
+			p, err := New(nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,7 +168,7 @@ func TestRunEnds(t *testing.T) {
 }
 
 func TestAddAfterClose(t *testing.T) {
-	p, err := New()
+	p, err := New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

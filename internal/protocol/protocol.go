@@ -297,6 +297,14 @@ func AppendPublication(b []byte, m *Message) []byte {
 	return appendPubFields(b, m)
 }
 
+// JoinLeave is a notice that a connection joined or left a channel.
+type JoinLeave struct {
+	Type     string // TypeJoin or TypeLeave
+	Channel  string
+	ClientID string
+	UserID   string
+}
+
 // AppendJoinLeave appends {"type":"join"|"leave","channel","user":{"clientId","userId"}}.
 func AppendJoinLeave(b []byte, typ, channel, clientID, userID string) []byte {
 	b = append(b, `{"type":`...)

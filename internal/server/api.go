@@ -280,7 +280,7 @@ func (s *Server) sendToUser(ctx context.Context, user, ch string, data json.RawM
 	if err := s.tellNodes(ctx, noteSend, nodeNote{User: user, Channel: ch, Data: data, Time: m.Time.UnixMicro()}); err != nil {
 		return 0, err
 	}
-	n := s.hub.SendToUser(user, messageFrame(&m))
+	n := s.hub.SendToUser(user, s.hub.Publication(m))
 	s.metrics.Publications.WithLabelValues("api").Inc()
 	return n, nil
 }

@@ -193,7 +193,7 @@ func (s *Server) onNote(kind byte, payload string) {
 	switch kind {
 	case noteSend:
 		m := protocol.Message{Channel: n.Channel, Data: n.Data, Time: time.UnixMicro(n.Time)}
-		s.hub.SendToUser(n.User, messageFrame(&m))
+		s.hub.SendToUser(n.User, s.hub.Publication(m))
 	case noteDisconnect:
 		s.disconnectLocal(n.User, n.Client)
 	}

@@ -48,13 +48,13 @@ func TestConnectionRefusalsAreLoggedSparingly(t *testing.T) {
 	s.fullRefusals.every.Interval, s.userRefusals.every.Interval = time.Hour, time.Hour
 	for range 5 {
 		ref := s.limitRefusal(hub.ErrServerFull, "u1", nil)
-		if ref == nil || ref.status != http.StatusServiceUnavailable || ref.code != "server_full" {
+		if ref == nil || ref.Status != http.StatusServiceUnavailable || ref.Code != "server_full" {
 			t.Fatalf("server full: %+v", ref)
 		}
 	}
 	for range 4 {
 		ref := s.limitRefusal(hub.ErrUserFull, "u2", nil)
-		if ref == nil || ref.status != http.StatusTooManyRequests || ref.code != "user_connection_limit" {
+		if ref == nil || ref.Status != http.StatusTooManyRequests || ref.Code != "user_connection_limit" {
 			t.Fatalf("user full: %+v", ref)
 		}
 	}

@@ -21,10 +21,12 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/config"
+	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport/ws"
 )
 
 // Broker sweep cadence: expired history is dropped and idle channel streams
@@ -49,6 +51,14 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 	upgrades sync.Pool // *rawUpgrade
+	// group counts every per-connection goroutine (see gogroup): Serve
+	// returns once all have exited, or its shutdown budget is spent.
+	group gogroup.Group
+	// wsWires and wsTransport are the native WebSocket transport's wires
+	// and hub.Transport.
+	wsWires     ws.Wires
+	wsTransport *ws.Transport
+	mux         *http.ServeMux
 	// Floods of events logged sparingly (one line per 10 s, with the count):
 	// publications dropped for the history budget, upgrades refused by
 	// --max-connections and by --max-user-connections.
@@ -129,39 +139,46 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		MaxSubscriptions:   cfg.MaxSubscriptions,
 		MaxConnections:     s.maxConns,
 		MaxUserConnections: cfg.MaxUserConnections,
-		CompressMin:        compressMin(cfg),
 		OnRemove:           s.onRemove,
 		IOUring:            cfg.IOUring,
+		Group:              &s.group,
 	}, log, s.metrics)
+	s.wsWires = ws.Register(s.hub, compressMin(cfg))
+	s.wsTransport = ws.NewTransport()
 	if err := s.setupBroker(); err != nil {
 		return nil, err
 	}
-	p, err := netpoll.New()
+	p, err := netpoll.New(s.group.Go)
 	if err != nil {
 		return nil, err
 	}
 	s.poller = p
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET "+s.cfg.WSPath, s.handleWS)
+	s.mux.HandleFunc("GET /healthz", s.handleHealth)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	s.routeAPI(s.mux)
+	for _, t := range s.transports() {
+		if err := t.Mount(s.mux, host{s}); err != nil {
+			return nil, fmt.Errorf("transport %s: %w", t.Name(), err)
+		}
+	}
 	return s, nil
 }
 
 // Hub exposes the hub (for tests and embedding).
 func (s *Server) Hub() *hub.Hub { return s.hub }
 
-// Handler returns the HTTP handler serving every endpoint.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+s.cfg.WSPath, s.handleWS)
-	mux.HandleFunc("GET /healthz", s.handleHealth)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
-	s.routeAPI(mux)
-	return mux
-}
+// Handler returns the HTTP handler serving every endpoint: the API, health,
+// metrics, the native WebSocket path and every transport's endpoints.
+func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve accepts connections on ln until ctx is done, then shuts down
-// gracefully: close every WebSocket client with 1001 after flushing its
-// queue (the port still answers meanwhile, /healthz with 503), then stop
-// accepting and let HTTP requests in flight finish, and return once all are
-// done or ShutdownTimeout has passed.
+// gracefully: close every client with 1001 after flushing its queue (the
+// port still answers meanwhile, /healthz with 503), then stop accepting and
+// let HTTP requests in flight finish, and return once all are done and
+// every goroutine started for a connection has exited, or ShutdownTimeout
+// has passed.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hctx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()
@@ -196,12 +213,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// and hands every other connection to net/http through fl.
 	fl := newForkListener(ln)
 	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(fl) }()
-	go func() {
+	s.group.Go(func() { errc <- hs.Serve(fl) })
+	s.group.Go(func() {
 		if err := s.acceptLoop(fl); err != nil {
 			errc <- err
 		}
-	}()
+	})
 	if s.cfg.DebugAddr != "" {
 		dbg, err := s.serveDebug(s.cfg.DebugAddr)
 		if err != nil {
@@ -249,6 +266,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	<-hubDone
 	<-brokerDone
 	<-pollerDone
+	// Every goroutine started for a connection (see group) has a bounded
+	// exit: wait for them within what is left of the budget.
+	if gerr := s.group.Wait(sctx); gerr != nil {
+		s.log.Warn("connection goroutines still running at the end of the shutdown budget", "running", s.group.Running())
+		if err == nil {
+			err = gerr
+		}
+	}
 	_ = s.poller.Close()
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -365,19 +390,12 @@ func (l *sampledLog) note(n int64, log func(count int64)) {
 // deliver is the broker's DeliverFunc: encode the publication once and fan
 // it out to this node's subscribers.
 func (s *Server) deliver(channel string, p *broker.Publication) int {
-	m := message(channel, p)
-	frame := messageFrame(&m)
+	m := s.hub.Publication(message(channel, p))
 	var exclude *hub.Client
 	if p.Origin != "" {
 		exclude = s.hub.Client(p.Origin)
 	}
-	return s.hub.Publish(channel, frame, exclude, p.Event)
-}
-
-// messageFrame encodes a delivery once, into a frame for every recipient.
-func messageFrame(m *protocol.Message) *hub.Frame {
-	size := 112 + len(m.Channel) + len(m.Data) + len(m.From) + len(m.Event)
-	return hub.NewFrame(protocol.AppendMessage(hub.NewFrameBuffer(size), m))
+	return s.hub.Publish(channel, m, exclude, p.Event)
 }
 
 // message converts a broker publication for encoding.
@@ -412,9 +430,9 @@ func (s *Server) announce(typ, channel string, c *hub.Client) {
 	if !s.policy.Namespace(channel).JoinLeave {
 		return
 	}
-	f := hub.NewFrame(protocol.AppendJoinLeave(hub.NewFrameBuffer(96+len(channel)+len(c.ID)+len(c.UserID)), typ, channel, c.ID, c.UserID))
+	m := s.hub.Notice(protocol.JoinLeave{Type: typ, Channel: channel, ClientID: c.ID, UserID: c.UserID})
 	// A join not once c has left: its leave may be out already.
-	s.hub.Announce(channel, f, c, typ == protocol.TypeJoin)
+	s.hub.Announce(channel, m, c, typ == protocol.TypeJoin)
 }
 
 // Listen opens the server's TCP listener. Accepted connections get no TCP

@@ -7,7 +7,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -15,29 +14,53 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/hub"
-	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport"
 )
 
-// session is the server side of one connection: identity, limits, reading
-// and command dispatch. Reading and commands run in onReadable, which the
-// poller never runs twice at once for a connection.
+// session is the server side of one connection, whatever transport
+// carries it: identity, limits and the commands (transport.Session). Its
+// commands run one at a time, on the goroutine its transport reads on; its
+// answers go to the transport.Out each command is given.
 type session struct {
 	srv     *Server
 	c       *hub.Client
 	id      auth.Identity
-	nc      net.Conn
-	deflate bool          // permessage-deflate negotiated
 	limiter *rate.Limiter // nil when rate limiting is off
 	strikes int           // consecutive rate-limited commands
-	descMu  sync.Mutex
-	desc    *netpoll.Desc // nil before watch and once gone
-	ended   bool          // gone has run
 }
 
-// handle runs one client command.
-func (s *session) handle(data []byte) {
-	if !s.admit("") { // before decoding: a flood costs no decode
+var _ transport.Session = (*session)(nil)
+
+// newSession makes the session of a connection admitted with id, and its
+// hub client on nc (see transport.Host.NewSession).
+func (s *Server) newSession(id auth.Identity, nc net.Conn, o hub.ClientOptions) *session {
+	sess := &session{srv: s, id: id}
+	o.ID, o.UserID, o.OrgID, o.ExpiresAt = newClientID(), id.UserID, id.OrgID, id.ExpiresAt
+	sess.c = s.hub.NewClient(nc, o)
+	if s.cfg.RateLimit > 0 {
+		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
+	}
+	return sess
+}
+
+// Client implements transport.Session.
+func (s *session) Client() *hub.Client { return s.c }
+
+// Identity implements transport.Session.
+func (s *session) Identity() auth.Identity { return s.id }
+
+// Admit implements transport.Session.
+func (s *session) Admit(out transport.Out) bool { return s.admit("", out) }
+
+// Error implements transport.Session.
+func (s *session) Error(out transport.Out, code protocol.Code, msg string) {
+	s.sendError(out, code, msg, "", nil)
+}
+
+// Handle implements transport.Session: one command in the native JSON.
+func (s *session) Handle(data []byte, out transport.Out) {
+	if !s.admit("", out) { // before decoding: a flood costs no decode
 		return
 	}
 	cmd, err := protocol.DecodeCommand(data)
@@ -45,10 +68,22 @@ func (s *session) handle(data []byte) {
 		err = cmd.Validate()
 	}
 	if err != nil {
-		s.fail(err, cmd.Channel, cmd.ID)
+		s.fail(out, err, cmd.Channel, cmd.ID)
 		return
 	}
-	s.run(&cmd)
+	s.run(&cmd, out)
+}
+
+// Run implements transport.Session: a command the transport decoded.
+func (s *session) Run(cmd *protocol.Command, out transport.Out) {
+	if !s.admit(cmd.Channel, out) {
+		return
+	}
+	if err := cmd.Validate(); err != nil {
+		s.fail(out, err, cmd.Channel, cmd.ID)
+		return
+	}
+	s.run(cmd, out)
 }
 
 // subscribeAll subscribes the connection to channels, as if it had sent a
@@ -56,14 +91,14 @@ func (s *session) handle(data []byte) {
 // upgrade request's subscribe parameter. Each counts against the rate
 // limit like a command. Past --max-subscriptions names the rest are
 // answered with one error, not one each.
-func (s *session) subscribeAll(channels []string) {
+func (s *session) subscribeAll(channels []string, out transport.Out) {
 	if limit := s.srv.cfg.MaxSubscriptions; limit > 0 && len(channels) > limit {
-		s.sendError(protocol.CodeTooManySubs, "the subscribe parameter names "+strconv.Itoa(len(channels))+
+		s.sendError(out, protocol.CodeTooManySubs, "the subscribe parameter names "+strconv.Itoa(len(channels))+
 			" channels; a connection may hold "+strconv.Itoa(limit)+": the first ones were subscribed", "", nil)
 		channels = channels[:limit]
 	}
 	for _, ch := range channels {
-		if !s.admit(ch) {
+		if !s.admit(ch, out) {
 			if s.c.Closing() {
 				return
 			}
@@ -71,17 +106,17 @@ func (s *session) subscribeAll(channels []string) {
 		}
 		cmd := protocol.Command{Type: protocol.TypeSubscribe, Channel: ch}
 		if err := cmd.Validate(); err != nil {
-			s.fail(err, ch, nil)
+			s.fail(out, err, ch, nil)
 			continue
 		}
-		s.subscribe(&cmd)
+		s.subscribe(&cmd, out)
 	}
 }
 
 // admit applies the rate limit to one command: it reports whether the
 // command may run, answers it with an error (naming channel, when known)
 // when not, and closes a client that keeps going past the limit.
-func (s *session) admit(channel string) bool {
+func (s *session) admit(channel string, out transport.Out) bool {
 	if s.c.Closing() {
 		return false
 	}
@@ -96,7 +131,7 @@ func (s *session) admit(channel string) bool {
 		if s.strikes == 1 {
 			s.srv.log.Info("client rate limited", "client", s.c.ID, "user", s.id.UserID)
 		}
-		s.sendError(protocol.CodeRateLimited, "too many commands; slow down", channel, nil)
+		s.sendError(out, protocol.CodeRateLimited, "too many commands; slow down", channel, nil)
 		return false
 	}
 	s.strikes = 0
@@ -104,37 +139,37 @@ func (s *session) admit(channel string) bool {
 }
 
 // run runs a decoded and validated command.
-func (s *session) run(cmd *protocol.Command) {
+func (s *session) run(cmd *protocol.Command, out transport.Out) {
 	switch cmd.Type {
 	case protocol.TypeSubscribe:
-		s.subscribe(cmd)
+		s.subscribe(cmd, out)
 	case protocol.TypeUnsubscribe:
-		s.unsubscribe(cmd)
+		s.unsubscribe(cmd, out)
 	case protocol.TypeMessage:
-		s.publish(cmd)
+		s.publish(cmd, out)
 	case protocol.TypeHistory:
-		s.history(cmd)
+		s.history(cmd, out)
 	case protocol.TypePresence:
-		s.presence(cmd)
+		s.presence(cmd, out)
 	case protocol.TypePing:
-		s.c.Send(hub.Seal(protocol.AppendPong(hub.NewFrameBuffer(64), time.Now(), cmd.ID)))
+		out.Reply(protocol.AppendPong(out.Buffer(64), time.Now(), cmd.ID))
 	case protocol.TypePong:
 		// An application-level answer to nothing in particular: accepted.
 	case "":
-		s.sendError(protocol.CodeUnknownType, `missing "type"`, "", cmd.ID)
+		s.sendError(out, protocol.CodeUnknownType, `missing "type"`, "", cmd.ID)
 	default:
-		s.sendError(protocol.CodeUnknownType, "unknown type; expected subscribe, unsubscribe, message, history, presence or ping", "", cmd.ID)
+		s.sendError(out, protocol.CodeUnknownType, "unknown type; expected subscribe, unsubscribe, message, history, presence or ping", "", cmd.ID)
 	}
 }
 
 // checkChannel validates the channel field and asks the policy about op.
-func (s *session) checkChannel(cmd *protocol.Command, op auth.Op) bool {
+func (s *session) checkChannel(cmd *protocol.Command, op auth.Op, out transport.Out) bool {
 	if cmd.Channel == "" {
-		s.sendError(protocol.CodeChannelRequired, `"channel" is required`, "", cmd.ID)
+		s.sendError(out, protocol.CodeChannelRequired, `"channel" is required`, "", cmd.ID)
 		return false
 	}
 	if err := s.srv.policy.Authorize(s.id, op, cmd.Channel); err != nil {
-		s.fail(err, cmd.Channel, cmd.ID)
+		s.fail(out, err, cmd.Channel, cmd.ID)
 		return false
 	}
 	return true
@@ -155,13 +190,13 @@ func toSince(in *protocol.Since) *broker.Since {
 // subscribe joins the channel's live stream — after replaying what the
 // client missed when it gives "since" — atomically with respect to
 // publications, so nothing is lost or repeated between replay and live.
-func (s *session) subscribe(cmd *protocol.Command) {
-	if !s.checkChannel(cmd, auth.OpSubscribe) {
+func (s *session) subscribe(cmd *protocol.Command, out transport.Out) {
+	if !s.checkChannel(cmd, auth.OpSubscribe, out) {
 		return
 	}
 	if cmd.Since != nil {
 		if err := s.srv.policy.Authorize(s.id, auth.OpHistory, cmd.Channel); err != nil {
-			s.fail(err, cmd.Channel, cmd.ID)
+			s.fail(out, err, cmd.Channel, cmd.ID)
 			return
 		}
 	}
@@ -181,30 +216,30 @@ func (s *session) subscribe(cmd *protocol.Command) {
 		// each time): past that the oldest part is left out and the client
 		// told recovered:false.
 		budget := s.burstBudget()
-		frames := make([]*hub.Frame, 1, 1+len(r.Publications))
+		replay := make([]*hub.Message, 0, len(r.Publications))
 		total := 0
 		for i := len(r.Publications) - 1; i >= 0; i-- {
 			p := &r.Publications[i]
 			if !hub.WantsEvent(cmd.Events, p.Event) {
 				continue
 			}
-			m := message(cmd.Channel, p)
-			f := messageFrame(&m)
-			if total+len(f.Plain()) > budget {
+			m := s.srv.hub.Publication(message(cmd.Channel, p))
+			size := len(s.c.Bytes(m))
+			if total+size > budget {
 				r.Recovered = false
 				break
 			}
-			total += len(f.Plain())
-			frames = append(frames, f)
+			total += size
+			replay = append(replay, m)
 		}
-		slices.Reverse(frames[1:])
+		slices.Reverse(replay)
 		var recovered *bool
 		if cmd.Since != nil {
 			recovered = &r.Recovered
 		}
 		pos := protocol.Position{Offset: r.Position.Offset, Epoch: r.Position.Epoch}
-		frames[0] = hub.NewFrame(protocol.AppendSubscribed(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID))
-		s.c.SendBurst(frames)
+		doc := protocol.AppendSubscribed(out.Buffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID)
+		out.Subscribed(doc, transport.Subscription{Channel: cmd.Channel, Position: pos, Recovered: recovered}, replay)
 		if cmd.Since != nil {
 			s.srv.metrics.Recoveries.WithLabelValues(strconv.FormatBool(r.Recovered)).Inc()
 		}
@@ -214,7 +249,7 @@ func (s *session) subscribe(cmd *protocol.Command) {
 		if errors.Is(err, hub.ErrClientClosing) {
 			return
 		}
-		s.fail(err, cmd.Channel, cmd.ID)
+		s.fail(out, err, cmd.Channel, cmd.ID)
 		return
 	}
 	if !already {
@@ -222,13 +257,13 @@ func (s *session) subscribe(cmd *protocol.Command) {
 	}
 }
 
-func (s *session) unsubscribe(cmd *protocol.Command) {
+func (s *session) unsubscribe(cmd *protocol.Command, out transport.Out) {
 	if cmd.Channel == "" {
-		s.sendError(protocol.CodeChannelRequired, `"channel" is required`, "", cmd.ID)
+		s.sendError(out, protocol.CodeChannelRequired, `"channel" is required`, "", cmd.ID)
 		return
 	}
 	if !protocol.ValidChannel(cmd.Channel) {
-		s.sendError(protocol.CodeInvalidChannel, "invalid channel name", cmd.Channel, cmd.ID)
+		s.sendError(out, protocol.CodeInvalidChannel, "invalid channel name", cmd.Channel, cmd.ID)
 		return
 	}
 	// Unsubscribing from a channel one is not in is acknowledged: the outcome
@@ -236,11 +271,11 @@ func (s *session) unsubscribe(cmd *protocol.Command) {
 	if s.srv.hub.Unsubscribe(s.c, cmd.Channel) {
 		s.srv.announce(protocol.TypeLeave, cmd.Channel, s.c)
 	}
-	s.ack(protocol.TypeUnsubscribed, cmd)
+	s.ack(protocol.TypeUnsubscribed, cmd, out)
 }
 
-func (s *session) publish(cmd *protocol.Command) {
-	if !s.checkChannel(cmd, auth.OpPublish) {
+func (s *session) publish(cmd *protocol.Command, out transport.Out) {
+	if !s.checkChannel(cmd, auth.OpPublish, out) {
 		return
 	}
 	ns := s.srv.policy.Namespace(cmd.Channel)
@@ -252,19 +287,19 @@ func (s *session) publish(cmd *protocol.Command) {
 		Data: cmd.Data, Event: cmd.Event, From: s.id.UserID, Origin: origin,
 	}, s.srv.publishOptions(ns, cmd.IdempotencyKey))
 	if err != nil {
-		s.fail(err, cmd.Channel, cmd.ID)
+		s.fail(out, err, cmd.Channel, cmd.ID)
 		return
 	}
 	s.srv.metrics.Publications.WithLabelValues("client").Inc()
 	if len(cmd.ID) > 0 {
 		pos := protocol.Position{Offset: res.Offset, Epoch: res.Epoch}
-		s.c.Send(hub.Seal(protocol.AppendPublished(hub.NewFrameBuffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, res.Duplicate, cmd.ID)))
+		out.Reply(protocol.AppendPublished(out.Buffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, res.Duplicate, cmd.ID))
 	}
 }
 
 // history answers with retained publications: after since, or the newest.
-func (s *session) history(cmd *protocol.Command) {
-	if !s.checkChannel(cmd, auth.OpHistory) {
+func (s *session) history(cmd *protocol.Command, out transport.Out) {
+	if !s.checkChannel(cmd, auth.OpHistory, out) {
 		return
 	}
 	limit := cmd.Limit
@@ -273,7 +308,7 @@ func (s *session) history(cmd *protocol.Command) {
 	}
 	pubs, pos, err := s.srv.broker.History(context.Background(), cmd.Channel, broker.HistoryQuery{Since: toSince(cmd.Since), Limit: limit})
 	if err != nil {
-		s.fail(err, cmd.Channel, cmd.ID)
+		s.fail(out, err, cmd.Channel, cmd.ID)
 		return
 	}
 	// One reply is bounded like a replay, and sent as a burst like one: a
@@ -287,13 +322,13 @@ func (s *session) history(cmd *protocol.Command) {
 		msgs[i] = message(cmd.Channel, &pubs[i])
 		size += historyEntryBytes(&pubs[i])
 	}
-	s.c.SendBurst([]*hub.Frame{hub.NewFrame(protocol.AppendHistory(hub.NewFrameBuffer(size), cmd.Channel,
-		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, truncated, cmd.ID))})
+	out.Burst(protocol.AppendHistory(out.Buffer(size), cmd.Channel,
+		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, truncated, cmd.ID))
 }
 
 // presence lists the connections on a channel.
-func (s *session) presence(cmd *protocol.Command) {
-	if !s.checkChannel(cmd, auth.OpPresence) {
+func (s *session) presence(cmd *protocol.Command, out transport.Out) {
+	if !s.checkChannel(cmd, auth.OpPresence, out) {
 		return
 	}
 	p := s.srv.presence(cmd.Channel)
@@ -304,10 +339,10 @@ func (s *session) presence(cmd *protocol.Command) {
 	p.Clients, p.Truncated = fitPresence(p.Clients, s.burstBudget())
 	b, err := json.Marshal(p)
 	if err != nil {
-		s.fail(err, cmd.Channel, cmd.ID)
+		s.fail(out, err, cmd.Channel, cmd.ID)
 		return
 	}
-	s.c.SendBurst([]*hub.Frame{hub.NewFrame(append(hub.NewFrameBuffer(len(b)), b...))})
+	out.Burst(append(out.Buffer(len(b)), b...))
 }
 
 // burstBudget is how many bytes one more burst to this client may carry: a
@@ -316,12 +351,12 @@ func (s *session) presence(cmd *protocol.Command) {
 // negative.
 func (s *session) burstBudget() int { return s.srv.maxReplayBytes() - s.c.QueuedBurst() }
 
-func (s *session) ack(typ string, cmd *protocol.Command) {
-	s.c.Send(hub.Seal(protocol.AppendAck(hub.NewFrameBuffer(48+len(cmd.Channel)+len(cmd.ID)), typ, cmd.Channel, cmd.ID)))
+func (s *session) ack(typ string, cmd *protocol.Command, out transport.Out) {
+	out.Reply(protocol.AppendAck(out.Buffer(48+len(cmd.Channel)+len(cmd.ID)), typ, cmd.Channel, cmd.ID))
 }
 
 // fail reports err to the client with its protocol code.
-func (s *session) fail(err error, channel string, id json.RawMessage) {
+func (s *session) fail(out transport.Out, err error, channel string, id json.RawMessage) {
 	code := protocol.CodeOf(err)
 	msg := "internal error"
 	if pe := (*protocol.Error)(nil); errors.As(err, &pe) {
@@ -329,11 +364,11 @@ func (s *session) fail(err error, channel string, id json.RawMessage) {
 	} else if code == protocol.CodeInternal {
 		s.srv.log.Error("command failed", "client", s.c.ID, "err", err)
 	}
-	s.sendError(code, msg, channel, id)
+	s.sendError(out, code, msg, channel, id)
 }
 
-func (s *session) sendError(code protocol.Code, msg, channel string, id json.RawMessage) {
+func (s *session) sendError(out transport.Out, code protocol.Code, msg, channel string, id json.RawMessage) {
 	s.srv.metrics.ClientErrors.WithLabelValues(string(code)).Inc()
 	s.srv.log.Debug("error frame", "client", s.c.ID, "user", s.id.UserID, "code", code, "channel", channel)
-	s.c.Send(hub.Seal(protocol.AppendError(hub.NewFrameBuffer(96+len(msg)+len(channel)+len(id)), code, msg, channel, id)))
+	out.Reply(protocol.AppendError(out.Buffer(96+len(msg)+len(channel)+len(id)), code, msg, channel, id))
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
+	wst "github.com/herald-rt/herald/internal/transport/ws"
 )
 
 // The fast upgrade path. net/http costs a WebSocket connect more than the
@@ -50,6 +51,9 @@ const headSize = 1024
 // buffer goes back unless frames the client sent behind the head, or the
 // whole connection, went on with it.
 var headPool = sync.Pool{New: func() any { b := make([]byte, 0, headSize); return &b }}
+
+// rawReaders holds the raw readers (internal/rawio) heads are read with.
+var rawReaders = sync.Pool{New: func() any { return new(rawio.Reader) }}
 
 // forkListener is the listener net/http serves: the connections the fast
 // path left to it. Closing it (http.Server.Shutdown does) closes the real
@@ -118,9 +122,9 @@ func (s *Server) acceptLoop(fl *forkListener) error {
 		}
 		pause = 0
 		if tc, ok := c.(*net.TCPConn); ok {
-			go s.sniff(tc, fl)
+			s.group.Go(func() { s.sniff(tc, fl) })
 		} else {
-			go fl.hand(c) // not TCP: net/http serves it as it is
+			s.group.Go(func() { fl.hand(c) }) // not TCP: net/http serves it as it is
 		}
 	}
 }
@@ -160,12 +164,12 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 // head ends; end is -1 when the bytes are something else, the head is too
 // large, or reading failed (err).
 func (s *Server) readHead(c net.Conn, buf []byte) (_ []byte, end int, err error) {
-	r := readerPool.Get().(*connReader)
-	defer r.release()
 	var rd io.Reader = c
 	if rc := rawio.RawConn(c); rc != nil {
-		r.raw.Reset(rc)
-		rd = &r.raw
+		r := rawReaders.Get().(*rawio.Reader)
+		r.Reset(rc)
+		defer func() { r.Reset(nil); rawReaders.Put(r) }()
+		rd = r
 	}
 	for {
 		if len(buf) == cap(buf) {
@@ -230,7 +234,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 	u.hc.head.Reset(head)
 	u.up.Negotiate = nil
 	if s.cfg.Compression {
-		u.ext = wsflate.Extension{Parameters: deflateParams}
+		u.ext = wsflate.Extension{Parameters: wst.DeflateParams}
 		u.up.Negotiate = u.negotiate
 	}
 	_, err := u.up.Upgrade(&u.hc)
@@ -242,9 +246,9 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 		} else {
 			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr())
 			if len(response) > 0 {
-				response.flushTo(c) // the upgrader's own error response
+				response.FlushTo(c) // the upgrader's own error response
 			} else { // gobwas answers nothing to a request line or header it cannot parse
-				writeRefusal(c, &refusal{status: http.StatusBadRequest, code: string(protocol.CodeBadRequest), msg: "malformed HTTP request"})
+				writeRefusal(c, &refusal{Status: http.StatusBadRequest, Code: string(protocol.CodeBadRequest), Message: "malformed HTTP request"})
 			}
 		}
 		_ = c.Close()
@@ -253,7 +257,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 	}
 	var pending *bufio.Reader
 	if len(rest) > 0 {
-		pending = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), readBufferSize)
+		pending = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), wst.ReadBufferSize)
 	}
 	// The response is written before startSession returns (Greet); only
 	// then can its buffer go back with u.
@@ -273,7 +277,7 @@ type rawUpgrade struct {
 	ref                                   *refusal
 	up                                    ws.Upgrader
 	ext                                   wsflate.Extension
-	negotiate                             func(httphead.Option) (httphead.Option, error) // negotiateDeflate for u.ext, bound once
+	negotiate                             func(httphead.Option) (httphead.Option, error) // wst.NegotiateDeflate for u.ext, bound once
 	hc                                    handshakeConn
 }
 
@@ -285,22 +289,8 @@ func (s *Server) newRawUpgrade() any {
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
-	u.negotiate = func(opt httphead.Option) (httphead.Option, error) { return negotiateDeflate(&u.ext, opt) }
+	u.negotiate = func(opt httphead.Option) (httphead.Option, error) { return wst.NegotiateDeflate(&u.ext, opt) }
 	return u
-}
-
-// negotiateDeflate is wsflate's negotiation of a permessage-deflate offer,
-// except that an offer it cannot parse (an unknown parameter, a bad value, a
-// parameter twice) is declined, as RFC 7692 §5 says a server must: the
-// connection is upgraded without compression, or with a later offer the
-// client listed. wsflate returns an error instead, which fails the
-// handshake with a 500 that quotes the offer back.
-func negotiateDeflate(ext *wsflate.Extension, opt httphead.Option) (httphead.Option, error) {
-	accept, err := ext.Negotiate(opt)
-	if err != nil {
-		return httphead.Option{}, nil
-	}
-	return accept, nil
 }
 
 // putUpgrade clears u and returns it to the pool.
@@ -347,7 +337,7 @@ func (u *rawUpgrade) query() url.Values {
 func (u *rawUpgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	u.id, u.ref = u.s.admit(u.origin, u.host, auth.TokenFrom(u.authorization, u.query), u.query, u.c.RemoteAddr())
 	if u.ref != nil {
-		return nil, ws.RejectConnectionError(ws.RejectionStatus(u.ref.status))
+		return nil, ws.RejectConnectionError(ws.RejectionStatus(u.ref.Status))
 	}
 	return nil, nil
 }
@@ -356,7 +346,7 @@ func (u *rawUpgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 // response to; the response is held until it can go out with the first frame.
 type handshakeConn struct {
 	head bytes.Reader
-	out  heldBytes
+	out  wst.HeldBytes
 }
 
 func (h *handshakeConn) Read(p []byte) (int, error)  { return h.head.Read(p) }
@@ -366,9 +356,9 @@ func (h *handshakeConn) Write(p []byte) (int, error) { return h.out.Write(p) }
 // rest of the API, and closes the connection after it.
 func writeRefusal(c net.Conn, ref *refusal) {
 	var body bytes.Buffer
-	_ = json.NewEncoder(&body).Encode(errorBody(ref.code, ref.msg))
+	_ = json.NewEncoder(&body).Encode(errorBody(ref.Code, ref.Message))
 	resp := &http.Response{
-		StatusCode: ref.status,
+		StatusCode: ref.Status,
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header: http.Header{
@@ -381,7 +371,7 @@ func writeRefusal(c net.Conn, ref *refusal) {
 		Body:          io.NopCloser(&body),
 		Close:         true,
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
+	_ = c.SetWriteDeadline(time.Now().Add(wst.HandshakeWriteTimeout))
 	_ = resp.Write(c)
 }
 

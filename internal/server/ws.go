@@ -10,17 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 	"unicode/utf8"
-
-	"github.com/gobwas/httphead"
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsflate"
-	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport"
+	wst "github.com/herald-rt/herald/internal/transport/ws"
 )
 
 // maxInsecureUserID bounds user ids taken from query parameters.
@@ -38,34 +34,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	id, ref := s.admit(r.Header.Get("Origin"), r.Host, auth.TokenFromRequest(r), r.URL.Query, r.RemoteAddr)
 	if ref != nil {
-		writeError(w, ref.status, ref.code, ref.msg)
+		writeError(w, ref.Status, ref.Code, ref.Message)
 		return
 	}
-	var up ws.HTTPUpgrader // writes only to hw's buffer: no timeout needed
-	var ext *wsflate.Extension
-	if s.cfg.Compression {
-		ext = &wsflate.Extension{Parameters: deflateParams}
-		up.Negotiate = func(opt httphead.Option) (httphead.Option, error) { return negotiateDeflate(ext, opt) }
-	}
-	hw := &holdResponse{ResponseWriter: w}
-	nc, rw, _, err := up.Upgrade(r, hw)
+	u, err := wst.UpgradeHTTP(w, r, s.cfg.Compression)
 	if err != nil {
 		s.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
-		if nc != nil {
-			hw.buf.flushTo(nc) // the upgrader's error response
-			_ = nc.Close()
-		}
 		return
 	}
-	var pending *bufio.Reader
-	if rw != nil && rw.Reader.Buffered() > 0 {
-		pending = rw.Reader // frames the client sent right behind the handshake
-	}
-	deflate := false
-	if ext != nil {
-		_, deflate = ext.Accepted()
-	}
-	s.startSession(nc, id, deflate, hw.buf, pending, subscribeParam(r.URL.RawQuery))
+	s.startSession(u.NC, id, u.Deflate, u.Response, u.Pending, subscribeParam(r.URL.RawQuery))
 }
 
 // subscribeParam returns the channels an upgrade request's query names in
@@ -83,10 +60,7 @@ func subscribeParam(rawQuery string) []string {
 }
 
 // refusal is an upgrade request turned down before the upgrade.
-type refusal struct {
-	status    int
-	code, msg string
-}
+type refusal = transport.Refusal
 
 // admit decides an upgrade request: not while draining, only from an allowed
 // origin, only with a valid identity. query is called only when needed;
@@ -94,7 +68,7 @@ type refusal struct {
 // net.Addr is formatted only for a refusal.
 func (s *Server) admit(origin, host, token string, query func() url.Values, remote any) (auth.Identity, *refusal) {
 	if s.draining.Load() {
-		return auth.Identity{}, &refusal{http.StatusServiceUnavailable, "shutting_down", "server is shutting down"}
+		return auth.Identity{}, &refusal{Status: http.StatusServiceUnavailable, Code: "shutting_down", Message: "server is shutting down"}
 	}
 	// A full server refuses before the token is checked: at the limit,
 	// where reconnect storms happen, a refusal should cost little (an
@@ -105,14 +79,14 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	if !s.originAllowed(origin, host) {
 		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
 		s.log.Info("upgrade refused: origin not allowed", "origin", origin, "remote", remote)
-		return auth.Identity{}, &refusal{http.StatusForbidden, "origin_not_allowed", "origin not allowed"}
+		return auth.Identity{}, &refusal{Status: http.StatusForbidden, Code: "origin_not_allowed", Message: "origin not allowed"}
 	}
 	id, err := s.authenticate(token, query)
 	if err != nil {
 		reason := auth.Reason(err)
 		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
 		s.log.Info("upgrade refused: unauthorized", "reason", reason, "remote", remote)
-		return auth.Identity{}, &refusal{http.StatusUnauthorized, string(protocol.CodeUnauthorized), "unauthorized: " + reason}
+		return auth.Identity{}, &refusal{Status: http.StatusUnauthorized, Code: string(protocol.CodeUnauthorized), Message: "unauthorized: " + reason}
 	}
 	return id, nil
 }
@@ -128,22 +102,16 @@ func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 		s.fullRefusals.note(1, func(count int64) {
 			s.log.Warn("upgrade refused: the server holds --max-connections connections", "max_connections", s.maxConns, "refused", count, "remote", remote)
 		})
-		return &refusal{http.StatusServiceUnavailable, "server_full", "server is at its connection limit; try again later"}
+		return &refusal{Status: http.StatusServiceUnavailable, Code: "server_full", Message: "server is at its connection limit; try again later"}
 	case errors.Is(err, hub.ErrUserFull):
 		s.metrics.ConnectionsRefused.WithLabelValues("user_limit").Inc()
 		s.userRefusals.note(1, func(count int64) {
 			s.log.Info("upgrade refused: the user holds --max-user-connections connections", "user", user, "max_user_connections", s.cfg.MaxUserConnections, "refused", count, "remote", remote)
 		})
-		return &refusal{http.StatusTooManyRequests, "user_connection_limit", "too many connections for this user"}
+		return &refusal{Status: http.StatusTooManyRequests, Code: "user_connection_limit", Message: "too many connections for this user"}
 	}
 	return nil
 }
-
-// deflateParams is the permessage-deflate negotiation offered when
-// compression is on. No context takeover either way: nothing to keep per
-// connection, and each publication can be compressed once for every
-// subscriber.
-var deflateParams = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
 
 // startSession runs an upgraded connection: the client is created, the held
 // 101 response and the connected frame leave in one system call (before the
@@ -154,30 +122,26 @@ var deflateParams = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoCo
 // parameter: the connection is subscribed to them before its greeting is
 // written, and their subscribed replies leave in the same write.
 func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader, subs []string) {
-	sess := &session{srv: s, id: id, nc: nc, deflate: deflate}
-	c := s.hub.NewClient(nc, hub.ClientOptions{
-		ID:        newClientID(),
-		UserID:    id.UserID,
-		OrgID:     id.OrgID,
-		ExpiresAt: id.ExpiresAt,
-		Deflate:   deflate,
-		OnGone:    sess.gone,
-	})
-	sess.c = c
-	if s.cfg.RateLimit > 0 {
-		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
+	wc := &wst.Conn{
+		NC:          nc,
+		Deflate:     deflate,
+		MaxMessage:  s.cfg.MaxMessageBytes,
+		ReadTimeout: s.cfg.PongTimeout,
+		Log:         s.log,
+		Metrics:     s.metrics,
 	}
-	connected := hub.Seal(protocol.AppendConnected(hub.NewFrameBuffer(160), &protocol.Connected{
-		ClientID:     c.ID,
-		UserID:       id.UserID,
-		Role:         id.Role,
-		OrgID:        id.OrgID,
-		Time:         time.Now(),
-		PingInterval: s.cfg.PingInterval,
-	}))
+	sess := s.newSession(id, nc, hub.ClientOptions{
+		Transport: s.wsTransport,
+		Wire:      s.wsWires.For(deflate),
+		OnGone:    wc.Gone,
+	})
+	wc.Sess = sess
+	c := sess.c
+	info := s.connected(sess)
+	connected := wst.Seal(protocol.AppendConnected(wst.NewFrameBuffer(160), &info))
 	var setup func()
 	if len(subs) > 0 {
-		setup = func() { sess.subscribeAll(subs) }
+		setup = func() { sess.subscribeAll(subs, wst.Out{C: c}) }
 	}
 	if err := c.Greet(response, connected, setup); err != nil {
 		if ref := s.limitRefusal(err, id.UserID, nc.RemoteAddr()); ref != nil {
@@ -192,47 +156,11 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, respo
 	}
 	s.log.Debug("client connected", "client", c.ID, "user", id.UserID, "org", id.OrgID, "deflate", deflate)
 	if pending != nil {
-		go sess.watch(pending)
+		s.group.Go(func() { wc.Watch(s.poller, pending) })
 	} else {
-		sess.watch(nil)
+		wc.Watch(s.poller, nil)
 	}
 }
-
-// holdResponse is the ResponseWriter handed to the upgrader: its Hijack
-// points the connection's buffered writer at buf, so the handshake response
-// can go out together with the first frame instead of in a write of its own.
-type holdResponse struct {
-	http.ResponseWriter
-	buf heldBytes
-}
-
-func (h *holdResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err == nil {
-		rw.Writer.Reset(&h.buf)
-	}
-	return nc, rw, err
-}
-
-// heldBytes collects what the upgrader flushes after the hijack.
-type heldBytes []byte
-
-func (b *heldBytes) Write(p []byte) (int, error) {
-	*b = append(*b, p...)
-	return len(p), nil
-}
-
-// flushTo writes the held bytes to nc, bounded in time (error responses).
-func (b heldBytes) flushTo(nc net.Conn) {
-	if len(b) == 0 {
-		return
-	}
-	_ = nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
-	_, _ = nc.Write(b)
-}
-
-// handshakeWriteTimeout bounds writing the handshake response.
-const handshakeWriteTimeout = 10 * time.Second
 
 // authenticate establishes the connection's identity from a verified token
 // or, only with --insecure-query-auth, from query parameters.

@@ -1,4 +1,4 @@
-package hub
+package ws
 
 import (
 	"bytes"
@@ -16,30 +16,30 @@ const (
 	opPong  = 0xA
 )
 
-// headroom is the space reserved in front of a payload for the largest
+// Headroom is the space reserved in front of a payload for the largest
 // server-to-client frame header (2 + 8 bytes; server frames are unmasked).
-const headroom = 10
+const Headroom = 10
 
 // NewFrameBuffer returns an empty buffer with room for a frame header in front,
 // for use with appending encoders followed by Seal.
 func NewFrameBuffer(capacity int) []byte {
-	return make([]byte, headroom, headroom+capacity)
+	return make([]byte, Headroom, Headroom+capacity)
 }
 
 // Seal turns buf (created by NewFrameBuffer and appended to) into one complete
 // final text frame without copying the payload. The result is immutable by
-// convention: the same slice is queued to every subscriber.
+// convention: the same slice may be queued to many clients.
 func Seal(buf []byte) []byte { return sealOp(buf, opText) }
 
 func sealOp(buf []byte, op byte) []byte {
-	n := len(buf) - headroom
+	n := len(buf) - Headroom
 	var start int
 	switch {
 	case n <= 125:
-		start = headroom - 2
+		start = Headroom - 2
 		buf[start+1] = byte(n)
 	case n <= 0xFFFF:
-		start = headroom - 4
+		start = Headroom - 4
 		buf[start+1] = 126
 		binary.BigEndian.PutUint16(buf[start+2:], uint16(n))
 	default:
@@ -62,9 +62,12 @@ func controlFrame(op byte, payload []byte) []byte {
 	return sealOp(append(b, payload...), op)
 }
 
-// closeFrame builds a close frame with code and a reason cut to fit the
+// PongFrame returns the pong answering a ping with payload.
+func PongFrame(payload []byte) []byte { return controlFrame(opPong, payload) }
+
+// CloseFrame builds a close frame with code and a reason cut to fit the
 // 125-byte control frame limit.
-func closeFrame(code int, reason string) []byte {
+func CloseFrame(code int, reason string) []byte {
 	if len(reason) > 123 {
 		reason = reason[:123]
 	}
@@ -73,35 +76,15 @@ func closeFrame(code int, reason string) []byte {
 	return controlFrame(opClose, append(p, reason...))
 }
 
-// Frame is a message encoded once for all its recipients: the plain text
-// frame, and — made at most once, on first need — a permessage-deflate
-// compressed variant for clients that negotiated compression.
-type Frame struct {
-	plain    []byte
-	payload  []byte
-	once     sync.Once
-	deflated []byte
-}
-
-// NewFrame seals buf (from NewFrameBuffer, appended to) into a Frame.
-func NewFrame(buf []byte) *Frame {
-	return &Frame{plain: Seal(buf), payload: buf[headroom:]}
-}
-
-// Plain returns the uncompressed frame.
-func (f *Frame) Plain() []byte { return f.plain }
-
-// bytesFor returns the variant to send to c.
-func (f *Frame) bytesFor(c *Client) []byte {
-	min := c.hub.opts.CompressMin
-	if !c.deflate || min <= 0 || len(f.payload) < min {
-		return f.plain
+// payloadOf returns the payload of a frame made by sealOp.
+func payloadOf(frame []byte) []byte {
+	switch frame[1] & 0x7f {
+	case 126:
+		return frame[4:]
+	case 127:
+		return frame[10:]
 	}
-	f.once.Do(func() { f.deflated = deflateFrame(f.payload, c.hub.deflaters) })
-	if f.deflated == nil {
-		return f.plain
-	}
-	return f.deflated
+	return frame[2:]
 }
 
 // deflateFrame compresses payload as one permessage-deflate message with
@@ -109,8 +92,8 @@ func (f *Frame) bytesFor(c *Client) []byte {
 // with RSV1 set. It returns nil when compression does not make it smaller.
 func deflateFrame(payload []byte, pool *sync.Pool) []byte {
 	var buf bytes.Buffer
-	buf.Grow(headroom + len(payload)/2)
-	buf.Write(make([]byte, headroom))
+	buf.Grow(Headroom + len(payload)/2)
+	buf.Write(make([]byte, Headroom))
 	w := pool.Get().(*flate.Writer)
 	w.Reset(&buf)
 	_, err := w.Write(payload)
@@ -120,11 +103,11 @@ func deflateFrame(payload []byte, pool *sync.Pool) []byte {
 	pool.Put(w)
 	b := buf.Bytes()
 	// A sync flush ends with 00 00 ff ff, which RFC 7692 says to drop.
-	if err != nil || len(b) < headroom+4 || !bytes.HasSuffix(b, []byte{0, 0, 0xff, 0xff}) {
+	if err != nil || len(b) < Headroom+4 || !bytes.HasSuffix(b, []byte{0, 0, 0xff, 0xff}) {
 		return nil
 	}
 	b = b[:len(b)-4]
-	if len(b)-headroom >= len(payload) {
+	if len(b)-Headroom >= len(payload) {
 		return nil
 	}
 	out := sealOp(b, opText)

@@ -1,10 +1,12 @@
-package server
+package ws
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -16,16 +18,51 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/klauspost/compress/flate"
 
+	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/rawio"
+	"github.com/herald-rt/herald/internal/transport"
 )
 
-// readBufferSize is the size of the pooled read buffers; a connection holds
+// ReadBufferSize is the size of the pooled read buffers; a connection holds
 // one only while a read is in progress.
-const readBufferSize = 4096
+const ReadBufferSize = 4096
+
+// Conn is the reading side of a native WebSocket connection: it reads
+// frames when the poller says the socket is readable, answers pings and
+// closes through the hub client, and hands every text message to its
+// session as a native command. It holds no buffer and no goroutine while
+// the connection is idle. Set its fields, make the session with OnGone set
+// to Gone, then call Watch; the fields must not change afterwards.
+type Conn struct {
+	NC      net.Conn
+	Sess    transport.Session
+	Deflate bool // permessage-deflate negotiated
+	// MaxMessage bounds a message (after inflating); ReadTimeout bounds
+	// reading one once it has begun (the pong timeout).
+	MaxMessage  int64
+	ReadTimeout time.Duration
+	Log         *slog.Logger
+	Metrics     *metrics.Metrics
+	// OnText, when set, takes each complete text message (valid UTF-8)
+	// instead of the session's Handle: for a protocol carried in WebSocket
+	// messages (Engine.IO packets). Its rate limiting is its own.
+	OnText func(data []byte)
+	// Out is where the connection's own answers go (a refused binary
+	// frame, a rate-limited ping); nil: the native protocol's, Out{C}.
+	Out transport.Out
+
+	c      *hub.Client
+	out    transport.Out
+	descMu sync.Mutex
+	desc   *netpoll.Desc // nil before Watch and once gone
+	ended  bool          // Gone has run
+}
 
 var (
-	readerPool = sync.Pool{New: func() any { return &connReader{br: bufio.NewReaderSize(nil, readBufferSize)} }}
+	readerPool = sync.Pool{New: func() any { return &connReader{br: bufio.NewReaderSize(nil, ReadBufferSize)} }}
 	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	// inflaterPool holds permessage-deflate decompressors (no context
 	// takeover, so any connection can use any of them).
@@ -34,20 +71,26 @@ var (
 	flateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 )
 
-// watch starts reading: the bytes that came behind the handshake first, if
-// any, then whenever the socket is readable.
-func (s *session) watch(pending *bufio.Reader) {
+// Watch starts reading: the bytes that came behind the handshake first, if
+// any, then whenever the socket is readable, as p tells. Call it once the
+// client is greeted.
+func (s *Conn) Watch(p *netpoll.Poller, pending *bufio.Reader) {
+	s.c = s.Sess.Client()
+	s.out = s.Out
+	if s.out == nil {
+		s.out = Out{C: s.c}
+	}
 	if pending != nil && !s.drain(pending) {
 		return
 	}
-	sc, ok := s.nc.(syscall.Conn)
+	sc, ok := s.NC.(syscall.Conn)
 	if !ok {
 		s.c.Gone(0)
 		return
 	}
-	d, err := s.srv.poller.Add(sc, s.onReadable)
+	d, err := p.Add(sc, s.onReadable)
 	if err != nil {
-		s.srv.log.Warn("cannot watch connection", "err", err)
+		s.Log.Warn("cannot watch connection", "err", err)
 		s.c.Gone(0)
 		return
 	}
@@ -60,8 +103,8 @@ func (s *session) watch(pending *bufio.Reader) {
 	}
 }
 
-// gone is the hub client's OnGone hook: stop watching the socket.
-func (s *session) gone() {
+// Gone is the hub client's OnGone hook: stop watching the socket.
+func (s *Conn) Gone() {
 	s.descMu.Lock()
 	d := s.desc
 	s.desc = nil
@@ -77,9 +120,9 @@ func (s *session) gone() {
 // poller never runs it twice at once for a connection. It may run before
 // watch has stored d (when the client's first command was already there),
 // so it uses the d it is given.
-func (s *session) onReadable(d *netpoll.Desc) {
+func (s *Conn) onReadable(d *netpoll.Desc) {
 	r := readerPool.Get().(*connReader)
-	br := r.reset(s.nc, s.c.RawConn())
+	br := r.reset(s.NC, s.c.RawConn())
 	ok := s.drain(br)
 	r.release()
 	if !ok {
@@ -103,13 +146,13 @@ func (s *session) onReadable(d *netpoll.Desc) {
 // waits here); once it has begun, it must arrive within --pong-timeout, as
 // a client silent that long is closed (4002) anyway: a half-sent frame
 // cannot pin a reader.
-func (s *session) drain(br *bufio.Reader) bool {
+func (s *Conn) drain(br *bufio.Reader) bool {
 	for {
 		if _, err := br.Peek(1); err != nil {
 			s.readFailed(err)
 			return false
 		}
-		_ = s.nc.SetReadDeadline(time.Now().Add(s.srv.cfg.PongTimeout))
+		_ = s.NC.SetReadDeadline(time.Now().Add(s.ReadTimeout))
 		if err := s.readMessage(br); err != nil {
 			s.readFailed(err)
 			return false
@@ -117,7 +160,7 @@ func (s *session) drain(br *bufio.Reader) bool {
 		// More bytes buffered means the next message has begun: its Peek
 		// cannot wait, so the deadline is only cleared when leaving.
 		if br.Buffered() == 0 {
-			_ = s.nc.SetReadDeadline(time.Time{})
+			_ = s.NC.SetReadDeadline(time.Time{})
 			return true
 		}
 	}
@@ -133,7 +176,7 @@ var errPeerClosed = errors.New("peer closed")
 // is read and handled without allocating: idle connections leave no garbage
 // behind them, and the heap does not grow between collections.
 type frameReader struct {
-	s        *session
+	s        *Conn
 	rd       wsutil.Reader
 	msgState wsflate.MessageState
 	exts     [1]wsutil.RecvExtension // deflateRecv{&msgState}
@@ -177,7 +220,7 @@ var errBadDeflate = ws.ProtocolError("invalid permessage-deflate data")
 // returns after that control frame rather than wait for a data frame: a
 // client that only answers pings sends nothing else, and its reader must
 // not sit on the socket (with the frame deadline running) until it does.
-func (s *session) readMessage(br *bufio.Reader) error {
+func (s *Conn) readMessage(br *bufio.Reader) error {
 	fr := frameReaders.Get().(*frameReader)
 	fr.s = s
 	var err error
@@ -230,10 +273,10 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 	fr.rd = wsutil.Reader{
 		Source:         br,
 		State:          ws.StateServerSide,
-		MaxMessageSize: s.srv.cfg.MaxMessageBytes,
+		MaxMessageSize: s.MaxMessage,
 		OnIntermediate: fr.onCtl,
 	}
-	if s.deflate {
+	if s.Deflate {
 		fr.rd.State = fr.rd.State.Set(ws.StateExtended)
 		fr.rd.Extensions = fr.exts[:]
 	}
@@ -264,7 +307,7 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 
 // inflate decompresses a permessage-deflate message in place, bounded by
 // --max-message-bytes.
-func (s *session) inflate(buf *bytes.Buffer) error {
+func (s *Conn) inflate(buf *bytes.Buffer) error {
 	in := append(bytes.Clone(buf.Bytes()), flateTail...)
 	fr := inflaterPool.Get().(io.ReadCloser)
 	defer inflaterPool.Put(fr)
@@ -272,7 +315,7 @@ func (s *session) inflate(buf *bytes.Buffer) error {
 		return err
 	}
 	buf.Reset()
-	limit := s.srv.cfg.MaxMessageBytes
+	limit := s.MaxMessage
 	n, err := buf.ReadFrom(io.LimitReader(fr, limit+1))
 	if n > limit {
 		return wsutil.ErrMessageTooLarge
@@ -285,12 +328,12 @@ func (s *session) inflate(buf *bytes.Buffer) error {
 
 // control handles a ping, pong or close frame; every reply goes through the
 // connection's single writer.
-func (s *session) control(hdr ws.Header, p []byte) error {
+func (s *Conn) control(hdr ws.Header, p []byte) error {
 	s.c.Touch()
 	switch hdr.OpCode {
 	case ws.OpPing:
-		if s.admit("") { // a flood of pings is limited like one of commands
-			s.c.Pong(p)
+		if s.Sess.Admit(s.out) { // a flood of pings is limited like one of commands
+			s.c.Send(PongFrame(p))
 		}
 	case ws.OpPong:
 	case ws.OpClose:
@@ -317,37 +360,41 @@ func (s *session) control(hdr ws.Header, p []byte) error {
 }
 
 // message handles one complete data message.
-func (s *session) message(op ws.OpCode, data []byte) {
-	s.srv.metrics.MessagesIn.Inc()
-	s.srv.metrics.BytesIn.Add(float64(len(data)))
+func (s *Conn) message(op ws.OpCode, data []byte) {
+	s.Metrics.MessagesIn.Inc()
+	s.Metrics.BytesIn.Add(float64(len(data)))
 	if op != ws.OpText {
-		if !s.admit("") { // a binary frame counts against the rate limit like a command
+		if !s.Sess.Admit(s.out) { // a binary frame counts against the rate limit like a command
 			return
 		}
-		s.sendError(protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames", "", nil)
+		s.Sess.Error(s.out, protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames")
 		return
 	}
 	if !utf8.Valid(data) {
-		s.srv.log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.id.UserID)
+		s.Log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
 		return
 	}
-	s.handle(data)
+	if s.OnText != nil {
+		s.OnText(data)
+		return
+	}
+	s.Sess.Handle(data, s.out)
 }
 
 // readFailed ends the connection after a read error, with the close code
 // the error calls for.
-func (s *session) readFailed(err error) {
+func (s *Conn) readFailed(err error) {
 	var pe ws.ProtocolError
 	switch {
 	case errors.Is(err, errPeerClosed):
 		return // the close reply is queued; the writer ends the connection
 	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
-		s.srv.log.Info("message too large, closing", "client", s.c.ID, "user", s.id.UserID)
+		s.Log.Info("message too large, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseMessageTooBig, "message too big")
 		return
 	case errors.As(err, &pe):
-		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
+		s.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, string(pe))
 		return
 	case errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
@@ -355,14 +402,39 @@ func (s *session) readFailed(err error) {
 		// protocol errors: a 64-bit length with its top bit set (the other
 		// is not returned when reading). A length written in more bytes than
 		// it needs is accepted, as gobwas reads it.
-		s.srv.log.Info("protocol violation, closing", "client", s.c.ID, "user", s.id.UserID, "err", err)
+		s.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
 		return
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.srv.log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.id.UserID, "timeout", s.srv.cfg.PongTimeout)
+		s.Log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.ReadTimeout)
 		s.c.Close(protocol.CloseNoPong, "message not completed in time")
 		return
 	}
-	s.srv.log.Debug("client gone", "client", s.c.ID, "user", s.id.UserID, "err", err)
+	s.Log.Debug("client gone", "client", s.c.ID, "user", s.c.UserID, "err", err)
 	s.c.Gone(0)
+}
+
+// connReader is a pooled read buffer: a connection holds one only while it
+// reads. Reads are raw system calls (internal/rawio).
+type connReader struct {
+	br  *bufio.Reader
+	raw rawio.Reader
+}
+
+// reset points r at c, read through rc when c has a descriptor.
+func (r *connReader) reset(c net.Conn, rc syscall.RawConn) *bufio.Reader {
+	if rc != nil {
+		r.raw.Reset(rc)
+		r.br.Reset(&r.raw)
+	} else {
+		r.br.Reset(c)
+	}
+	return r.br
+}
+
+// release returns r to readerPool.
+func (r *connReader) release() {
+	r.br.Reset(nil)
+	r.raw.Reset(nil)
+	readerPool.Put(r)
 }
