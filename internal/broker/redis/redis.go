@@ -117,12 +117,25 @@ type Broker struct {
 	seq    atomic.Uint64 // join ids
 	live   atomic.Bool
 	gen    atomic.Uint64 // subscription generation: +1 on each loss
-	// salt is appended to every epoch this node reports: the Redis
-	// instance's run id, read when the subscription goes live. A Redis that
-	// restarted (from a snapshot older than what it had acknowledged) or
-	// failed over to a replica has another, so every epoch changes and no
-	// recovery can claim offsets it handed out again.
-	salt   atomic.Pointer[string]
+	// salt is appended to every epoch this node reports: "-" and the id of
+	// the Redis instance's history, which the instance key holds (see
+	// verify). A Redis whose history may have been rolled back (restarted
+	// from older files or without them, failed over to a replica) gets a new
+	// id, so every epoch changes and no recovery can claim offsets handed
+	// out again; one whose history provably survived a restart keeps it, so
+	// its subscribers recover.
+	salt atomic.Pointer[string]
+	// run is the run id of the Redis process this node verified (see
+	// verify); fence refuses a pool connection to any other, so nothing is
+	// written to a restarted Redis before this node has verified it.
+	run atomic.Pointer[string]
+	// vc makes the connections verify uses, which the fence does not check.
+	vc *redis.Client
+	// seen keeps, across a lost subscription, the newest position this
+	// node delivered or published per channel (stored epoch, without the
+	// salt), for verify to check against what Redis holds; verify clears it.
+	seenMu sync.Mutex
+	seen   map[string]broker.Position
 	queues []chan item
 	now    func() time.Time
 }
@@ -214,7 +227,21 @@ func New(o Options) *Broker {
 	ro := *o.Redis
 	ro.MaxRetries = -1
 	ro.ContextTimeoutEnabled = true
-	b := &Broker{o: o, rdb: redis.NewClient(&ro), pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now}
+	b := &Broker{o: o, pubsub: o.Prefix + ":pub", node: hex.EncodeToString(id[:]), seed: maphash.MakeSeed(), now: time.Now, seen: make(map[string]broker.Position)}
+	vo := ro
+	vo.PoolSize = 1
+	b.vc = redis.NewClient(&vo)
+	fo := ro
+	fo.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		if err := b.fence(ctx, cn); err != nil {
+			return err
+		}
+		if ro.OnConnect != nil {
+			return ro.OnConnect(ctx, cn)
+		}
+		return nil
+	}
+	b.rdb = redis.NewClient(&fo)
 	pso := ro
 	// RESP2: Redis applies its pub/sub output-buffer limit only to RESP2
 	// subscribers (a RESP3 one counts as a normal client, unlimited by
@@ -245,6 +272,7 @@ func New(o Options) *Broker {
 	}
 	none := ""
 	b.salt.Store(&none)
+	b.run.Store(&none)
 	return b
 }
 
@@ -336,10 +364,11 @@ func (b *Broker) Publish(ctx context.Context, channel string, p broker.Publicati
 	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
-	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem},
+	r, err := publishScript.Run(ctx, b.rdb, []string{meta, b.key("h", channel), idem, b.instance()},
 		newEpoch(), max(b.streamTTL(o.History), window), o.History.Size, o.History.TTL.Milliseconds(), window,
-		b.stream(channel), channel, p.Origin, encodeBody(&p)).Slice()
+		b.stream(channel), channel, p.Origin, encodeBody(&p), instanceID(salt)).Slice()
 	if err != nil {
+		b.changed(err, gen)
 		return broker.PublishResult{}, failed(err)
 	}
 	off, err := offsetOf(r, 4, 1)
@@ -382,7 +411,7 @@ func offsetOf(r []any, n, i int) (uint64, error) {
 func failed(err error) error {
 	var op *net.OpError
 	var re redis.Error
-	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &re) || errors.Is(err, redis.ErrPoolTimeout) {
+	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &re) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, errRestarted) {
 		return unavailable(err)
 	}
 	return fmt.Errorf("%w: %w: %v", broker.ErrUnavailable, broker.ErrOutcomeUnknown, err)
@@ -490,7 +519,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, o broker.Subscri
 	if err := b.listen(ctx, l); err != nil {
 		return err
 	}
-	st, err := b.read(ctx, channel, o.History, o.Since != nil, "j"+field(channel)+field(id))
+	st, err := b.read(ctx, channel, o.History, o.Since != nil, "j"+field(channel)+field(id), gen)
 	if err != nil {
 		return err
 	}
@@ -605,7 +634,7 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
-	st, err := b.read(ctx, channel, broker.HistoryOptions{}, true, "")
+	st, err := b.read(ctx, channel, broker.HistoryOptions{}, true, "", b.gen.Load())
 	if err != nil {
 		return nil, broker.Position{}, err
 	}
@@ -623,7 +652,7 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 
 // read runs the read script; marker, when set, is published in the same
 // step.
-func (b *Broker) read(ctx context.Context, channel string, h broker.HistoryOptions, items bool, marker string) (broker.Stream, error) {
+func (b *Broker) read(ctx context.Context, channel string, h broker.HistoryOptions, items bool, marker string, gen uint64) (broker.Stream, error) {
 	ch := ""
 	if marker != "" {
 		ch = b.stream(channel)
@@ -633,9 +662,10 @@ func (b *Broker) read(ctx context.Context, channel string, h broker.HistoryOptio
 		want = "1"
 	}
 	salt := b.salt.Load()
-	r, err := readScript.Run(ctx, b.rdb, []string{b.key("m", channel), b.key("h", channel)},
-		newEpoch(), b.streamTTL(h), h.Size, h.TTL.Milliseconds(), want, ch, marker).Slice()
+	r, err := readScript.Run(ctx, b.rdb, []string{b.key("m", channel), b.key("h", channel), b.instance()},
+		newEpoch(), b.streamTTL(h), h.Size, h.TTL.Milliseconds(), want, ch, marker, instanceID(salt)).Slice()
 	if err != nil {
+		b.changed(err, gen)
 		return broker.Stream{}, unavailable(err)
 	}
 	off, err := offsetOf(r, 5, 1)
@@ -700,6 +730,7 @@ func (b *Broker) Run(ctx context.Context, sweep, idle time.Duration, inUse func(
 	b.live.Store(false) // done: Publish and Subscribe answer ErrUnavailable
 	wg.Wait()
 	_ = b.rdb.Close()
+	_ = b.vc.Close()
 	_ = b.psc.Close()
 }
 
@@ -788,7 +819,7 @@ func (b *Broker) receiveOn(ctx context.Context, ps *redis.PubSub, backoff *time.
 				continue
 			}
 			if !b.live.Load() {
-				if err := b.readSalt(ctx); err != nil {
+				if err := b.verify(ctx); err != nil {
 					b.lost(ctx, err, backoff)
 					return
 				}
@@ -846,8 +877,12 @@ func (b *Broker) resetAll() {
 			ls = append(ls, l)
 		}
 		sh.mu.Unlock()
+		salt := *b.salt.Load()
 		for _, l := range ls {
 			l.mu.Lock()
+			if raw, ok := strings.CutSuffix(l.epoch, salt); ok && l.epoch != "" {
+				b.seen[l.name] = broker.Position{Epoch: raw, Offset: l.last}
+			}
 			l.epoch, l.last = "", 0
 			if l.sub == subLive {
 				// renew subscribes the new connection to it; that
@@ -1010,22 +1045,103 @@ func (b *Broker) Notify(ctx context.Context, kind byte, payload string) error {
 	return nil
 }
 
-// readSalt reads the Redis instance's run id into the epoch salt.
-func (b *Broker) readSalt(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, b.o.Timeout)
-	defer cancel()
-	info, err := b.rdb.Info(ctx, "server").Result()
+// instance is the key of the Redis instance's history: a hash of its id
+// (e, the salt of every epoch), the run id of the Redis process it was last
+// verified on (r), and whether that Redis was durable each time a node
+// verified it (d, "1" or "0").
+func (b *Broker) instance() string { return b.o.Prefix + ":instance" }
+
+// instanceID is the instance id a salt carries.
+func instanceID(salt *string) string { return strings.TrimPrefix(*salt, "-") }
+
+// errRestarted refuses a pool connection to a Redis process this node has
+// not verified (see fence).
+var errRestarted = errors.New("redis restarted: its history is being verified")
+
+// fence refuses a new pool connection to any Redis process but the one
+// this node verified: a Redis that restarted gets no publish or join from
+// this node (which would move its offsets past what verify checks) until
+// this node has verified its history.
+func (b *Broker) fence(ctx context.Context, cn *redis.Conn) error {
+	info, err := cn.Info(ctx, "server").Result()
 	if err != nil {
 		return err
 	}
+	if id := runID(info); id == "" || id != *b.run.Load() {
+		return errRestarted
+	}
+	return nil
+}
+
+func runID(info string) string {
 	for line := range strings.SplitSeq(info, "\n") {
-		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok && len(id) >= 8 {
-			salt := "-" + id[:8]
-			b.salt.Store(&salt)
-			return nil
+		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return id
 		}
 	}
-	return errors.New("INFO server has no run_id")
+	return ""
+}
+
+// changed answers a script refused because the instance's id is not this
+// node's salt (Redis was flushed, or another node found its history rolled
+// back and gave it a new id): the subscription of generation gen is closed,
+// so that the receive loop treats it as lost (local subscribers recover)
+// and verifies the instance again.
+func (b *Broker) changed(err error, gen uint64) {
+	if err == nil || !strings.HasPrefix(err.Error(), "HERALDINSTANCE") {
+		return
+	}
+	b.subMu.Lock()
+	if b.gen.Load() == gen {
+		_ = b.ps.Close()
+	}
+	b.subMu.Unlock()
+}
+
+// verify decides, before the subscription goes live, whether the history
+// Redis holds is the one this node's epochs described, and sets the salt
+// and the verified run id. It is: the instance key exists, and either it
+// was verified on this same Redis process (no restart since) or Redis was
+// durable (appendonly yes, appendfsync always) every time a node verified
+// it and is now, and is not a replica promoted since; and no channel this node delivered (the positions kept in
+// seen) has a lower offset in the same channel epoch. Otherwise the
+// instance gets a new id: every epoch changes and no subscriber recovers
+// over history that may have been rolled back. Called by the receive
+// goroutine only.
+func (b *Broker) verify(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.o.Timeout)
+	defer cancel()
+	args := make([]any, 0, 2+3*len(b.seen))
+	args = append(args, newEpoch()[:8], b.durable(ctx))
+	for ch, p := range b.seen {
+		args = append(args, b.key("m", ch), p.Epoch, strconv.FormatUint(p.Offset, 10))
+	}
+	r, err := verifyScript.Run(ctx, b.vc, []string{b.instance()}, args...).StringSlice()
+	if err != nil {
+		return err
+	}
+	if len(r) != 3 || r[0] == "" || r[1] == "" {
+		return fmt.Errorf("verify script answered %q", r)
+	}
+	salt := "-" + r[0]
+	if r[2] != "1" && *b.salt.Load() != "" {
+		b.o.Log.Warn("redis history may have been rolled back (restarted without durable files, older files, or a flush): new epochs, subscribers recover with recovered:false", "instance", r[0])
+	}
+	b.salt.Store(&salt)
+	b.run.Store(&r[1])
+	clear(b.seen)
+	return nil
+}
+
+// durable reports "1" when Redis says it writes every change to its
+// append-only file before answering (appendonly yes, appendfsync always),
+// else "0" (also when CONFIG GET is not allowed).
+func (b *Broker) durable(ctx context.Context) string {
+	v, err := b.vc.ConfigGet(ctx, "append*").Result()
+	if err != nil || v["appendonly"] != "yes" || v["appendfsync"] != "always" {
+		return "0"
+	}
+	return "1"
 }
 
 // Sweep forgets local state of channels idle for idle with no publish or
