@@ -62,7 +62,7 @@ func publishEventually(t *testing.T, b *Broker, channel, data string) broker.Pub
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var res broker.PublishResult
-		if res, err = b.Publish(channel, broker.Publication{Data: []byte(data)}, broker.PublishOptions{History: restartHistory}); err == nil {
+		if res, err = b.Publish(context.Background(), channel, broker.Publication{Data: []byte(data)}, broker.PublishOptions{History: restartHistory}); err == nil {
 			return res
 		}
 	}
@@ -77,7 +77,7 @@ func recoverEventually(t *testing.T, b *Broker, channel string, since broker.Pos
 	var rec broker.Recovery
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		err = b.Subscribe(channel, broker.SubscribeOptions{Since: &broker.Since{Offset: since.Offset, Epoch: since.Epoch}, History: restartHistory},
+		err = b.Subscribe(context.Background(), channel, broker.SubscribeOptions{Since: &broker.Since{Offset: since.Offset, Epoch: since.Epoch}, History: restartHistory},
 			func(r broker.Recovery) error { rec = r; return nil })
 		if err == nil {
 			return rec

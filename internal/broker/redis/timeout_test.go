@@ -52,7 +52,7 @@ func TestPublishTimeoutOutcomeUnknown(t *testing.T) {
 		t.Fatalf("publish with a slow script: %v, want ErrUnavailable and ErrOutcomeUnknown", err)
 	}
 	var items []broker.Publication
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { // a failure bound: the script runs for seconds on a loaded machine
 		if items, _, err = b.History(context.Background(), "slow", broker.HistoryQuery{}); err == nil {
 			break
 		}
