@@ -11,23 +11,8 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 )
 
-func numsub(t *testing.T, stream string) int64 {
-	t.Helper()
-	c := srv.Client()
-	defer c.Close()
-	n, err := c.PubSubNumSub(context.Background(), stream).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n[stream]
-}
-
-func joinNow(t *testing.T, b *Broker, channel string) {
-	t.Helper()
-	if err := b.Subscribe(context.Background(), channel, broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-}
+// Listening: a node listens to the channels its subscribers follow, and sweeps
+// forget the others without losing a join.
 
 // A node receives the publications of the channels it has joined, not the
 // others': a node with no subscriber on a channel does no work for it, and

@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"sync"
@@ -12,12 +13,39 @@ import (
 	"github.com/herald-rt/herald/internal/broker"
 )
 
+// Shutdown: Run ends, and the broker is done after it.
+
+// Once Run has returned the broker is done: not live, and its calls say
+// nothing was done rather than "outcome unknown".
+func TestNotLiveAfterRun(t *testing.T) {
+	b := New(Options{Redis: srv.Options(), Prefix: srv.Prefix()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Run(ctx, time.Hour, time.Hour, nil)
+	}()
+	for deadline := time.Now().Add(5 * time.Second); !b.Live(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not live")
+		}
+	}
+	cancel()
+	<-done
+	if b.Live() {
+		t.Fatal("live after Run returned")
+	}
+	if _, err := b.Publish(context.Background(), "x", broker.Publication{}, broker.PublishOptions{}); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
+		t.Fatalf("publish after Run: %v, want ErrUnavailable only", err)
+	}
+}
+
 // A Redis that accepts the new pub/sub connection but never answers its
 // handshake (a peer gone silent, as in a network partition) holds renew
 // for Options.Timeout at most: Sweep (and a join) wait no longer behind it,
 // and Run's shutdown ends. renew used to wait on Run's ctx, which has no
 // deadline, and under subMu: forever with ReadTimeout -1.
-func TestShutdownDuringRenewToASilentRedis(t *testing.T) {
+func TestShutdownWhileRenewingOnASilentRedis(t *testing.T) {
 	hole := filepath.Join(t.TempDir(), "silent.sock")
 	ln, err := net.Listen("unix", hole)
 	if err != nil {

@@ -1,7 +1,6 @@
 package redisbroker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,38 +8,65 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/herald-rt/herald/internal/broker"
+	"github.com/herald-rt/herald/internal/broker/brokertest"
 )
 
-// wrapped is the test Redis's options with every connection, pub/sub ones
-// included, wrapped by wrap.
-func wrapped(wrap func(net.Conn) net.Conn) *redis.Options {
-	o := srv.Options()
-	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := new(net.Dialer).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
+// Joins: a subscriber joins the live stream exactly where its replay ends, and
+// a failed join leaves the node working.
+
+// A join on one node while another node's publishers race it: the replay
+// plus what the joining node delivers afterwards is every offset once, in
+// order.
+func TestJoinOnOtherNodeRacesPublishers(t *testing.T) {
+	prefix := srv.Prefix()
+	var r brokertest.JoinRecorder
+	pub := start(t, Options{Prefix: prefix})
+	sub := start(t, Options{Prefix: prefix, Deliver: r.Deliver})
+	brokertest.JoinRace(t, pub, sub, &r)
+}
+
+// A join that finds the channel's stream made again (its keys expired or
+// lost under subscribers of the old epoch) reports a gap for those, and the
+// new subscriber starts in the new epoch.
+func TestJoinIntoANewStream(t *testing.T) {
+	gaps := make(chan string, 10)
+	prefix := srv.Prefix()
+	b := start(t, Options{Prefix: prefix, OnGap: func(ch string) { gaps <- ch }})
+	if err := b.Subscribe(context.Background(), "ns", broker.SubscribeOptions{}, func(broker.Recovery) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	old, err := b.Publish(context.Background(), "ns", broker.Publication{}, broker.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	c.Del(context.Background(), prefix+":m:ns", prefix+":h:ns")
+	var got broker.Recovery
+	if err := b.Subscribe(context.Background(), "ns", broker.SubscribeOptions{}, func(r broker.Recovery) error { got = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got.Position.Epoch == old.Epoch || got.Position.Offset != 0 {
+		t.Fatalf("joined at %+v, want offset 0 of a new epoch", got.Position)
+	}
+	select {
+	case ch := <-gaps:
+		if ch != "ns" {
+			t.Fatalf("gap on %q", ch)
 		}
-		return wrap(c), nil
+	default:
+		t.Fatal("the old epoch's subscribers were not told")
 	}
-	return o
-}
-
-// failingConn fails (and closes) the first write that subscribes to a
-// channel's stream once armed.
-type failingConn struct {
-	net.Conn
-	armed *atomic.Bool
-}
-
-func (c failingConn) Write(p []byte) (int, error) {
-	if bytes.Contains(p, []byte("subscribe")) && bytes.Contains(p, []byte(":c:")) && c.armed.CompareAndSwap(true, false) {
-		_ = c.Conn.Close()
-		return 0, errors.New("test: connection broken under SUBSCRIBE")
+	// The next publication is no gap for the new subscriber.
+	if _, err := b.Publish(context.Background(), "ns", broker.Publication{}, broker.PublishOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	return c.Conn.Write(p)
+	select {
+	case ch := <-gaps:
+		t.Fatalf("a gap on %q after the join into the new stream", ch)
+	case <-time.After(50 * time.Millisecond):
+	}
 }
 
 // A join whose SUBSCRIBE hits a broken pub/sub connection fails, the loss
