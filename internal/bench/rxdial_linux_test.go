@@ -202,7 +202,7 @@ func TestRawDialCancel(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_ = f.connect(ctx)
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 20*time.Second { // not the minute's dial timeout
 		t.Fatalf("connect returned after %v", d)
 	}
 	res, err := f.finish(finishMsg{Published: []uint64{0}, Failed: []uint64{0}})

@@ -26,6 +26,10 @@ const (
 	TypePresence    = "presence"
 )
 
+// UnknownTypeMessage is the message of the unknown_type error a command of
+// any other type gets: it names every command type above.
+const UnknownTypeMessage = "unknown type; expected subscribe, unsubscribe, message, history, presence, ping or pong"
+
 // Frame types the server sends.
 const (
 	TypeConnected    = "connected"

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -254,5 +255,15 @@ func TestTimeJSON(t *testing.T) {
 	b, err := json.Marshal(struct{ At Time }{Time(at)})
 	if err != nil || string(b) != `{"At":"2026-11-22T08:00:00.123Z"}` {
 		t.Fatalf("got %s, %v", b, err)
+	}
+}
+
+// TestUnknownTypeMessageNamesEveryCommand: the unknown_type error lists every
+// command type a client may send, pong included.
+func TestUnknownTypeMessageNamesEveryCommand(t *testing.T) {
+	for _, typ := range []string{TypeSubscribe, TypeUnsubscribe, TypeMessage, TypeHistory, TypePresence, TypePing, TypePong} {
+		if !regexp.MustCompile(`\b` + typ + `\b`).MatchString(UnknownTypeMessage) {
+			t.Errorf("%q does not name %s", UnknownTypeMessage, typ)
+		}
 	}
 }

@@ -158,7 +158,7 @@ func (s *session) run(cmd *protocol.Command, out transport.Out) {
 	case "":
 		s.sendError(out, protocol.CodeUnknownType, `missing "type"`, "", cmd.ID)
 	default:
-		s.sendError(out, protocol.CodeUnknownType, "unknown type; expected subscribe, unsubscribe, message, history, presence or ping", "", cmd.ID)
+		s.sendError(out, protocol.CodeUnknownType, protocol.UnknownTypeMessage, "", cmd.ID)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 // WebSocket clients with 1001 at once, even while an HTTP request is still
 // sending its body; that request gets what is left of the budget.
 func TestShutdownClosesClientsBeforeSlowRequests(t *testing.T) {
-	ts := start(t, func(c *config.Config) { c.ShutdownTimeout = 3 * time.Second })
+	ts := start(t, func(c *config.Config) { c.ShutdownTimeout = 20 * time.Second })
 	a := ts.dial("alice", "")
 	slow, err := net.Dial("tcp", ts.addr)
 	if err != nil {
@@ -29,10 +29,12 @@ func TestShutdownClosesClientsBeforeSlowRequests(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the request is in its handler, reading the body
 	began := time.Now()
 	go func() { _ = ts.stop() }()
-	if code := a.expectClose(2 * time.Second); code != websocket.CloseGoingAway {
+	if code := a.expectClose(15 * time.Second); code != websocket.CloseGoingAway {
 		t.Fatalf("close code %d, want 1001", code)
 	}
-	if d := time.Since(began); d > time.Second {
+	// Waiting for the slow request would take the whole 20 s budget: 10 s
+	// is a failure bound for a loaded machine, not a measure.
+	if d := time.Since(began); d > 10*time.Second {
 		t.Fatalf("the client's 1001 came %v after the shutdown began: it waited for the slow request", d)
 	}
 }

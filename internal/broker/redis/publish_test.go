@@ -62,7 +62,7 @@ func TestPublishCountsAJoinMadeWhileItRuns(t *testing.T) {
 func TestPublishAcrossSubscriptionLossAnswersAtOnce(t *testing.T) {
 	p := newSlowProxy(t, srv.Socket, 300*time.Millisecond)
 	cOpts := &redis.Options{Network: "unix", Addr: p.ln.Addr().String()}
-	b := start(t, Options{Redis: cOpts, Prefix: srv.Prefix(), Timeout: 2 * time.Second,
+	b := start(t, Options{Redis: cOpts, Prefix: srv.Prefix(), Timeout: 20 * time.Second,
 		Deliver: func(string, *broker.Publication) int { return 1 }})
 	if _, err := b.Publish(context.Background(), "w", broker.Publication{}, broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
@@ -85,8 +85,8 @@ func TestPublishAcrossSubscriptionLossAnswersAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := <-done
-	if d > time.Second {
-		t.Fatalf("publish took %v (Timeout 2s) after the subscription was lost and back; result %+v", d, res)
+	if d > 10*time.Second { // a failure bound for a loaded machine, half the Timeout
+		t.Fatalf("publish took %v (Timeout 20s) after the subscription was lost and back; result %+v", d, res)
 	}
 }
 
