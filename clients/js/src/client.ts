@@ -239,7 +239,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
           ? { ...since }
           : pos;
     this._setState('subscribed');
-    this.emit('subscribed', since ? { ...pos, recovered: !!f.recovered } : pos);
+    this.emit('subscribed', since ? { ...pos, recovered: !!f.recovered } : { ...pos });
   }
 
   /** @internal */

@@ -250,10 +250,13 @@ test('a subscription drops replayed duplicates and keeps its position across rec
   const s = c.subscribe('org:a');
   const got = [];
   s.on('message', (m) => got.push(m.offset));
+  const acks = [];
+  s.on('subscribed', (e) => acks.push(e));
   const ack = (conn, f) => conn.frame({ type: 'subscribed', channel: 'org:a', id: conn.sent.at(-1).id, ...f });
   ack(t.conns[0], { offset: 10, epoch: 'e' });
   for (const o of [11, 12, 12, 11, 13]) t.conns[0].frame({ type: 'message', channel: 'org:a', offset: o, data: o, timestamp: 't' });
   assert.deepEqual(got, [11, 12, 13]);
+  assert.deepEqual(acks, [{ offset: 10, epoch: 'e' }], 'the event is not the position the client moves on');
   t.conns[0].drop(1006);
   mock.timers.tick(5000);
   await flush();
