@@ -18,7 +18,8 @@ func TestConformance(t *testing.T) {
 }
 
 func TestSweepFreesIdleStreams(t *testing.T) {
-	b := New(Options{})
+	now := time.Now() // a clock of the test's own: the TTL passes when the test says
+	b := New(Options{Now: func() time.Time { return now }})
 	keep := broker.PublishOptions{History: broker.HistoryOptions{Size: 5, TTL: 50 * time.Millisecond}}
 	first, _ := b.Publish(context.Background(), "hist", broker.Publication{}, keep)
 	_, _ = b.Publish(context.Background(), "plain", broker.Publication{}, broker.PublishOptions{})
@@ -28,7 +29,7 @@ func TestSweepFreesIdleStreams(t *testing.T) {
 	if b.Streams() != 2 { // hist keeps its history, busy has subscribers
 		t.Fatalf("streams = %d, want 2", b.Streams())
 	}
-	time.Sleep(80 * time.Millisecond)
+	now = now.Add(80 * time.Millisecond)
 	b.Sweep(0, inUse)
 	if b.Streams() != 1 {
 		t.Fatalf("streams = %d after expiry, want 1", b.Streams())
