@@ -82,6 +82,12 @@ type HistoryMeter interface {
 	HistoryBytes() int64
 }
 
+// ErrIdempotencyFull is returned by a keyed publish when the broker cannot
+// remember one more idempotency key for its whole window (its bound on the
+// keys' memory is reached): nothing was published. Keys are never forgotten
+// inside their window to make room, which would let a retry publish twice.
+var ErrIdempotencyFull = errors.New("idempotency keys full")
+
 // Publication is one message in a channel's stream.
 type Publication struct {
 	Offset uint64          // 1 for the first publication of an epoch, then +1 each

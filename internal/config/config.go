@@ -41,6 +41,13 @@ type Config struct {
 	// HistoryMaxBytes bounds the history all channels keep together (data,
 	// event and publisher, plus 128 bytes per publication). Default 512 MiB.
 	HistoryMaxBytes int64
+	// MaxQueuedBytes bounds what the whole process holds for clients: send
+	// queues, replies, messages being received and idempotency keys. 0 (the
+	// default) derives it from the machine's memory (see package budget).
+	MaxQueuedBytes int64
+	// MaxUserQueuedBytes bounds the same for all connections of one user
+	// together. 0 (the default) derives it from MaxQueuedBytes.
+	MaxUserQueuedBytes int64
 	// MaxSubscriptions bounds channels per connection. Default 1000.
 	MaxSubscriptions int
 	// MaxConnections bounds the WebSocket connections open at once; past it

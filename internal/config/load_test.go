@@ -496,7 +496,7 @@ func TestLoadHelp(t *testing.T) {
 	allFlags := []string{
 		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
-		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
+		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-queued-bytes", "max-user-queued-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
 		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "broker", "redis-url", "redis-prefix", "shutdown-timeout", "debug-addr", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
@@ -697,6 +697,8 @@ func TestValidate(t *testing.T) {
 		{"debug addr without port", func(c *Config) { c.DebugAddr = "localhost" }, `invalid debug-addr "localhost"`},
 		{"negative max connections", func(c *Config) { c.MaxConnections = -1 }, "invalid max-connections -1"},
 		{"negative max user connections", func(c *Config) { c.MaxUserConnections = -2 }, "invalid max-user-connections -2"},
+		{"negative max queued bytes", func(c *Config) { c.MaxQueuedBytes = -1 }, "invalid max-queued-bytes -1"},
+		{"negative max user queued bytes", func(c *Config) { c.MaxUserQueuedBytes = -1 }, "invalid max-user-queued-bytes -1"},
 		{"no auth", func(c *Config) { c.JWTSecret = "" },
 			"no authentication configured: set --jwt-secret, --jwt-public-key or --insecure-query-auth"},
 		{"missing public key", func(c *Config) { c.JWTPublicKeyFile = filepath.Join(dir, "missing.pem") }, "invalid jwt-public-key"},

@@ -47,6 +47,10 @@ func options() []option {
 			func(c *Config) *int64 { return &c.ClientQueueBytes }).check(positive("client-queue-bytes", func(c *Config) int64 { return c.ClientQueueBytes })),
 		bytesOpt("history-max-bytes", "512MiB", "history kept by all channels together (memory broker); past it a channel drops its oldest, and recovery reports the gap",
 			func(c *Config) *int64 { return &c.HistoryMaxBytes }).check(positive("history-max-bytes", func(c *Config) int64 { return c.HistoryMaxBytes })),
+		bytesOpt("max-queued-bytes", "0", "what the whole process holds for clients (send queues, replies, messages being received, idempotency keys); past it the holder is refused. 0: a quarter of the machine's (or cgroup's) memory",
+			func(c *Config) *int64 { return &c.MaxQueuedBytes }).check(atLeast("max-queued-bytes", 0, " (0: derived from memory)", func(c *Config) int64 { return c.MaxQueuedBytes })),
+		bytesOpt("max-user-queued-bytes", "0", "the same for all connections of one user together. 0: a sixteenth of max-queued-bytes, between 32MiB and 256MiB",
+			func(c *Config) *int64 { return &c.MaxUserQueuedBytes }).check(atLeast("max-user-queued-bytes", 0, " (0: derived from max-queued-bytes)", func(c *Config) int64 { return c.MaxUserQueuedBytes })),
 		intOpt("max-subscriptions", "1000", "most channels one connection may subscribe to",
 			func(c *Config) *int { return &c.MaxSubscriptions }).check(atLeast("max-subscriptions", 1, "", func(c *Config) int { return c.MaxSubscriptions })),
 		intOpt("max-connections", "0", "most WebSocket connections open at once; past it an upgrade gets 503. 0: the descriptor limit less a sixteenth (at least 64), kept for the API, metrics and files",
@@ -132,7 +136,7 @@ func positive[T int64 | time.Duration](name string, v func(*Config) T) func(*Con
 	}
 }
 
-func atLeast(name string, least int, note string, v func(*Config) int) func(*Config) error {
+func atLeast[T int | int64](name string, least T, note string, v func(*Config) T) func(*Config) error {
 	return func(c *Config) error {
 		x := v(c)
 		switch {

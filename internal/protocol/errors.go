@@ -24,7 +24,8 @@ const (
 	CodeBadRequest         Code = "bad_request"          // a field has the wrong shape
 	CodeUnauthorized       Code = "unauthorized"         // missing, invalid or expired credentials
 	CodeNotFound           Code = "not_found"
-	CodeUnavailable        Code = "unavailable" // the broker (Redis) cannot be reached: nothing was done; retry
+	CodeUnavailable        Code = "unavailable"      // the broker (Redis) cannot be reached: nothing was done; retry
+	CodeIdempotencyFull    Code = "idempotency_full" // the server cannot remember one more idempotency key for its window: nothing published; retry later
 	CodeInternal           Code = "internal"
 )
 

@@ -39,7 +39,13 @@ func (s *Server) setupBroker() error {
 			Log:      s.log.With("broker", "redis"),
 		})
 	default:
-		b = memory.New(memory.Options{Deliver: s.deliver, MaxBytes: s.cfg.HistoryMaxBytes, OnDrop: s.historyDropped})
+		mb := memory.New(memory.Options{Deliver: s.deliver, MaxBytes: s.cfg.HistoryMaxBytes, OnDrop: s.historyDropped,
+			MaxKeyBytes: s.budget.Limit() / 4, KeyBudget: s.budget})
+		s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_idempotency_key_bytes",
+			Help: "Bytes idempotency keys take (memory broker), counted in --max-queued-bytes and bounded to a quarter of it.",
+		}, func() float64 { return float64(mb.KeyBytes()) }))
+		b = mb
 	}
 	if m, ok := b.(broker.HistoryMeter); ok {
 		s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -94,7 +100,7 @@ type guardedBroker struct {
 
 func (g guardedBroker) Publish(ctx context.Context, channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
 	r, err := g.b.Publish(ctx, channel, p, o)
-	return r, g.s.brokerErr("publish", err)
+	return r, g.s.idempotencyErr(g.s.brokerErr("publish", err))
 }
 
 func (g guardedBroker) Subscribe(ctx context.Context, channel string, o broker.SubscribeOptions, join func(broker.Recovery) error) error {
@@ -141,12 +147,19 @@ func (e unavailableError) message() string {
 
 // As lets errors.As find the answer either caller looks for.
 func (e unavailableError) As(target any) bool {
+	return answerAs(target, http.StatusServiceUnavailable, protocol.CodeUnavailable, e.message())
+}
+
+// answerAs sets target, when it is a *protocol.Error or an *apiError, to
+// the answer a client (code, msg) or an API caller (status too) gets, for
+// an error type's As method.
+func answerAs(target any, status int, code protocol.Code, msg string) bool {
 	switch t := target.(type) {
 	case **protocol.Error:
-		*t = protocol.NewError(protocol.CodeUnavailable, e.message())
+		*t = protocol.NewError(code, msg)
 		return true
 	case **apiError:
-		*t = &apiError{status: http.StatusServiceUnavailable, code: string(protocol.CodeUnavailable), msg: e.message()}
+		*t = &apiError{status: status, code: string(code), msg: msg}
 		return true
 	}
 	return false

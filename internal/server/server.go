@@ -15,11 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
+	"github.com/herald-rt/herald/internal/budget"
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/hub"
@@ -65,6 +67,11 @@ type Server struct {
 	// Also: channels closed for a gap between nodes, operations refused
 	// with the broker unavailable.
 	drops, fullRefusals, userRefusals, gaps, unavailable sampledLog
+	keyRefusals                                          sampledLog // keyed publishes refused: idempotency keys full
+	// budget counts what is held for clients (--max-queued-bytes,
+	// --max-user-queued-bytes); keysRefused counts idempotency_full.
+	budget      *budget.Budget
+	keysRefused prometheus.Counter
 	// maxConns is the connection limit in force: --max-connections, or the
 	// one derived from the descriptor limit; 0 means none.
 	maxConns int
@@ -105,6 +112,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		userRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		gaps:         sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		unavailable:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		keyRefusals:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		maxConns:     cfg.MaxConnections,
 		httpRead:     httpReadTimeout,
 		httpWrite:    httpWriteTimeout,
@@ -132,6 +140,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}
 		s.verifier = v
 	}
+	s.setupBudget()
 	s.hub = hub.New(hub.Options{
 		QueueBytes:         queueBytes(cfg),
 		PingInterval:       cfg.PingInterval,

@@ -6,6 +6,7 @@ package brokertest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -241,6 +242,46 @@ func Run(t *testing.T, f Factory) {
 		time.Sleep(100 * time.Millisecond)
 		if res, _ := b.Publish(context.Background(), "i", broker.Publication{}, short); res.Duplicate {
 			t.Fatal("key outlived its window")
+		}
+	})
+
+	// A key is remembered for its whole window however many other keys
+	// come after it: a retry is a duplicate, or refused for room
+	// (ErrIdempotencyFull), but never published a second time.
+	t.Run("IdempotencyKeyOutlastsManyOthers", func(t *testing.T) {
+		var r recorder
+		b := f(t, r.deliver)
+		join(t, b, "chat")
+		keyed := func(key string) broker.PublishOptions {
+			return broker.PublishOptions{IdempotencyKey: key, IdempotencyWindow: 5 * time.Minute}
+		}
+		job := json.RawMessage(`"job-17"`)
+		first, err := b.Publish(context.Background(), "chat", broker.Publication{Data: job}, keyed("job-17"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10_001 {
+			if _, err := b.Publish(context.Background(), "chat", broker.Publication{Data: data(i)}, keyed(fmt.Sprint("other-", i))); err != nil && !errors.Is(err, broker.ErrIdempotencyFull) {
+				t.Fatal(err)
+			}
+		}
+		again, err := b.Publish(context.Background(), "chat", broker.Publication{Data: job}, keyed("job-17"))
+		if err != nil && !errors.Is(err, broker.ErrIdempotencyFull) {
+			t.Fatal(err)
+		}
+		if err == nil && (!again.Duplicate || again.Offset != first.Offset || again.Delivered != 0) {
+			t.Fatalf("a retry inside the window was published again: first %+v, retry %+v", first, again)
+		}
+		n := 0
+		r.mu.Lock()
+		for _, p := range r.got["chat"] {
+			if string(p.Data) == string(job) {
+				n++
+			}
+		}
+		r.mu.Unlock()
+		if n != 1 {
+			t.Fatalf("job-17 delivered %d times", n)
 		}
 	})
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/herald-rt/herald/internal/broker"
+	"github.com/herald-rt/herald/internal/budget"
 )
 
 // Broker never waits on shared state: it ignores the contexts it is given.
@@ -25,8 +26,18 @@ var (
 
 const numShards = 64
 
-// maxIdempotencyKeys bounds remembered keys per channel; the oldest go first.
-const maxIdempotencyKeys = 10000
+// keyOverhead is what remembering an idempotency key costs besides the
+// key's bytes: its map entry, its place in the channel's key order and the
+// string's allocation, rounded up.
+const keyOverhead = 128
+
+// keyedStreamOverhead is what a channel's first remembered key costs besides
+// the key itself: the key map, and the stream the keys keep alive (a stream
+// with live keys is not swept), rounded up.
+const keyedStreamOverhead = 1024
+
+// keyBytes is what remembering key counts against the key budget.
+func keyBytes(key string) int64 { return int64(len(key)) + keyOverhead }
 
 // Broker is the in-memory broker. The zero value is not usable; call New.
 type Broker struct {
@@ -37,6 +48,11 @@ type Broker struct {
 	maxBytes int64        // history budget of all channels together; 0: none
 	used     atomic.Int64 // bytes of history held (pubBytes of each)
 	onDrop   func(n int)
+	// Idempotency keys: their bytes, the broker's own bound on them, and
+	// the process budget they are also counted in (see Options).
+	keyBytes    atomic.Int64
+	maxKeyBytes int64
+	keyBudget   *budget.Budget
 }
 
 // pubOverhead is what a kept publication costs besides its data, event and
@@ -74,6 +90,7 @@ type stream struct {
 type idemEntry struct {
 	offset  uint64
 	expires time.Time
+	cost    int64 // bytes counted for it (see keyBytes)
 }
 
 // Options configure a Broker.
@@ -94,11 +111,22 @@ type Options struct {
 	// OnDrop, when set, is told of publications dropped from history (or
 	// not kept) to stay within MaxBytes. It runs under a channel's lock.
 	OnDrop func(n int)
+	// MaxKeyBytes bounds the idempotency keys of all channels together, in
+	// bytes of key plus a fixed overhead per key and per channel holding
+	// keys; 0 means no bound of the broker's own. KeyBudget, when set, counts
+	// the same bytes in the process budget (budget.Keys). A key is
+	// remembered for its whole window, never forgotten early: a keyed
+	// publish whose key does not fit in either (once expired keys are
+	// dropped) is refused with broker.ErrIdempotencyFull, and nothing is
+	// published.
+	MaxKeyBytes int64
+	KeyBudget   *budget.Budget
 }
 
 // New creates a broker.
 func New(o Options) *Broker {
-	b := &Broker{seed: maphash.MakeSeed(), deliver: o.Deliver, now: o.Now, maxBytes: o.MaxBytes, onDrop: o.OnDrop}
+	b := &Broker{seed: maphash.MakeSeed(), deliver: o.Deliver, now: o.Now, maxBytes: o.MaxBytes, onDrop: o.OnDrop,
+		maxKeyBytes: o.MaxKeyBytes, keyBudget: o.KeyBudget}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -137,6 +165,9 @@ func (b *Broker) lock(channel string) *stream {
 // Publish assigns the next offset, stores the publication in history when
 // the channel keeps one, and hands it to Deliver — all under the channel's
 // lock, so offsets are delivered in order and never race a recovering join.
+// A keyed publish whose key cannot be remembered for its whole window
+// (Options.MaxKeyBytes, Options.KeyBudget) is refused with
+// broker.ErrIdempotencyFull before anything is published.
 func (b *Broker) Publish(_ context.Context, channel string, p broker.Publication, o broker.PublishOptions) (broker.PublishResult, error) {
 	s := b.lock(channel)
 	defer s.mu.Unlock()
@@ -146,6 +177,13 @@ func (b *Broker) Publish(_ context.Context, channel string, p broker.Publication
 	if o.IdempotencyKey != "" {
 		if e, ok := s.keys[o.IdempotencyKey]; ok && now.Before(e.expires) {
 			return broker.PublishResult{Position: broker.Position{Offset: e.offset, Epoch: s.epoch}, Duplicate: true}, nil
+		}
+	}
+	var keyCost int64
+	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
+		var ok bool
+		if keyCost, ok = s.reserveKey(b, o.IdempotencyKey, now); !ok {
+			return broker.PublishResult{}, broker.ErrIdempotencyFull
 		}
 	}
 	s.offset++
@@ -160,7 +198,7 @@ func (b *Broker) Publish(_ context.Context, channel string, p broker.Publication
 		s.lostTime = now // not kept: recovery by time past it sees the gap
 	}
 	if o.IdempotencyKey != "" && o.IdempotencyWindow > 0 {
-		s.remember(o.IdempotencyKey, idemEntry{offset: p.Offset, expires: now.Add(o.IdempotencyWindow)}, now)
+		s.remember(b, o.IdempotencyKey, idemEntry{offset: p.Offset, expires: now.Add(o.IdempotencyWindow), cost: keyCost})
 	}
 	n := 0
 	if b.deliver != nil {
@@ -265,25 +303,94 @@ func (s *stream) trim(b *Broker, now time.Time) {
 	}
 }
 
-// remember records an idempotency key, bounded per channel. s.mu must be held.
-func (s *stream) remember(key string, e idemEntry, now time.Time) {
+// reserveKey counts what remembering key on s costs (dropping s's expired
+// keys first), and reports whether it fits and the key's own cost (without
+// the channel's, which its last key gives back). s.mu must be held;
+// key is not remembered on s, or only expired.
+func (s *stream) reserveKey(b *Broker, key string, now time.Time) (int64, bool) {
+	s.expireKeys(b, now)
+	cost := keyBytes(key)
+	if _, ok := s.keys[key]; ok { // expired but still held: its place is reused
+		cost = 0
+	}
+	n := cost
+	if s.keys == nil {
+		n += keyedStreamOverhead // given back by expireKeys with the last key
+	}
+	if !b.reserveKeys(n) {
+		return 0, false
+	}
+	return cost, true
+}
+
+// reserveKeys counts n more bytes of keys, unless that would pass
+// MaxKeyBytes or the process budget.
+func (b *Broker) reserveKeys(n int64) bool {
+	if n == 0 {
+		return true
+	}
+	if u := b.keyBytes.Add(n); b.maxKeyBytes > 0 && u > b.maxKeyBytes {
+		b.keyBytes.Add(-n)
+		return false
+	}
+	if b.keyBudget != nil && !b.keyBudget.Reserve(budget.Keys, n) {
+		b.keyBytes.Add(-n)
+		return false
+	}
+	return true
+}
+
+// releaseKeys gives back n bytes of keys.
+func (b *Broker) releaseKeys(n int64) {
+	if n == 0 {
+		return
+	}
+	b.keyBytes.Add(-n)
+	if b.keyBudget != nil {
+		b.keyBudget.Release(n)
+	}
+}
+
+// KeyBytes is how many bytes idempotency keys take, as counted against
+// Options.MaxKeyBytes.
+func (b *Broker) KeyBytes() int64 { return b.keyBytes.Load() }
+
+// remember records an idempotency key whose cost reserveKey counted. s.mu
+// must be held.
+func (s *stream) remember(b *Broker, key string, e idemEntry) {
 	if s.keys == nil {
 		s.keys = make(map[string]idemEntry)
 	}
-	// Drop expired keys from the front, and the oldest past the bound.
-	for len(s.keyOrder) > 0 {
-		k := s.keyOrder[0]
-		old, ok := s.keys[k]
-		if ok && now.Before(old.expires) && len(s.keyOrder) < maxIdempotencyKeys {
-			break
-		}
-		delete(s.keys, k)
-		s.keyOrder = s.keyOrder[1:]
-	}
-	if _, ok := s.keys[key]; !ok {
+	if old, ok := s.keys[key]; ok {
+		e.cost += old.cost // an expired entry replaced: its bytes stay counted, once
+	} else {
 		s.keyOrder = append(s.keyOrder, key)
 	}
 	s.keys[key] = e
+}
+
+// expireKeys forgets s's expired keys and gives their bytes back. Keys are
+// remembered in publish order, and a channel's window is its namespace's,
+// so they expire from the front; a key whose window differs is forgotten
+// when it and every key before it have expired. s.mu must be held.
+func (s *stream) expireKeys(b *Broker, now time.Time) {
+	for len(s.keyOrder) > 0 {
+		k := s.keyOrder[0]
+		e, ok := s.keys[k]
+		if ok && now.Before(e.expires) {
+			break
+		}
+		s.keyOrder[0] = ""
+		s.keyOrder = s.keyOrder[1:]
+		if ok {
+			delete(s.keys, k)
+			b.releaseKeys(e.cost)
+		}
+	}
+	if len(s.keys) == 0 && s.keys != nil {
+		s.keys, s.keyOrder = nil, nil
+		b.releaseKeys(keyedStreamOverhead)
+	}
 }
 
 // recover computes what a subscriber asking for since gets. s.mu must be held.
@@ -356,14 +463,7 @@ func (b *Broker) Sweep(idle time.Duration, inUse func(channel string) bool) {
 		for name, s := range sh.streams {
 			s.mu.Lock()
 			s.trim(b, now)
-			for k, e := range s.keys {
-				if !now.Before(e.expires) {
-					delete(s.keys, k)
-				}
-			}
-			if len(s.keys) == 0 {
-				s.keyOrder = nil
-			}
+			s.expireKeys(b, now)
 			// A channel that keeps history keeps its epoch for the history's TTL.
 			keep := max(idle, s.opts.TTL)
 			free := s.count == 0 && len(s.keys) == 0 && now.Sub(s.touched) >= keep && (inUse == nil || !inUse(name))

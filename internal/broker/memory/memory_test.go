@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/herald-rt/herald/internal/broker"
 	"github.com/herald-rt/herald/internal/broker/brokertest"
+	"github.com/herald-rt/herald/internal/budget"
 )
 
 func TestConformance(t *testing.T) {
@@ -190,5 +192,71 @@ func TestRecoveryByTimeInTheMillisecondOfBirth(t *testing.T) {
 	_ = b.Subscribe(context.Background(), "room", broker.SubscribeOptions{Since: &since}, func(r broker.Recovery) error { got = r; return nil })
 	if !got.Recovered || len(got.Publications) != 2 {
 		t.Fatalf("since the millisecond of birth: %+v", got)
+	}
+}
+
+// TestIdempotencyKeyBudget: keys are bounded by bytes, never by forgetting
+// one inside its window. Past the bound a keyed publish is refused (nothing
+// published); a retry of a remembered key is still a duplicate; once the
+// window has passed the keys' bytes are given back, to the broker's bound and
+// to the process budget, and keyed publishes are accepted again.
+func TestIdempotencyKeyBudget(t *testing.T) {
+	now := time.Now()
+	process := budget.New(1<<20, 0)
+	const maxKeys = 64 << 10
+	delivered := 0
+	b := New(Options{Now: func() time.Time { return now }, MaxKeyBytes: maxKeys, KeyBudget: process,
+		Deliver: func(string, *broker.Publication) int { delivered++; return 1 }})
+	keyed := func(key string) broker.PublishOptions {
+		return broker.PublishOptions{IdempotencyKey: key, IdempotencyWindow: 5 * time.Minute}
+	}
+	first, err := b.Publish(context.Background(), "chat", broker.Publication{}, keyed("job-17"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, refused := 1, 0
+	for i := range 10_000 {
+		_, err := b.Publish(context.Background(), fmt.Sprint("c", i%50), broker.Publication{}, keyed(fmt.Sprint("other-", i)))
+		switch {
+		case err == nil:
+			accepted++
+		case errors.Is(err, broker.ErrIdempotencyFull):
+			refused++
+		default:
+			t.Fatal(err)
+		}
+		if b.KeyBytes() > maxKeys {
+			t.Fatalf("keys hold %d bytes past their bound %d", b.KeyBytes(), maxKeys)
+		}
+	}
+	if refused == 0 || delivered != accepted {
+		t.Fatalf("accepted %d, refused %d, delivered %d: the bound refused nothing, or a refused publish was delivered", accepted, refused, delivered)
+	}
+	if b.KeyBytes() != process.Used() || process.Refused(budget.Process, budget.Keys) != 0 {
+		t.Fatalf("keys count %d bytes, the process budget %d (refused %d)", b.KeyBytes(), process.Used(), process.Refused(budget.Process, budget.Keys))
+	}
+	again, err := b.Publish(context.Background(), "chat", broker.Publication{}, keyed("job-17"))
+	if err != nil || !again.Duplicate || again.Offset != first.Offset {
+		t.Fatalf("retry inside the window: %+v, %v", again, err)
+	}
+	now = now.Add(5*time.Minute + time.Second)
+	b.Sweep(time.Hour, nil)
+	if b.KeyBytes() != 0 || process.Used() != 0 {
+		t.Fatalf("expired keys still counted: broker %d, process %d", b.KeyBytes(), process.Used())
+	}
+	if _, err := b.Publish(context.Background(), "chat", broker.Publication{}, keyed("job-18")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The process budget refuses too, when it is the tighter bound.
+	small := budget.New(4096, 0)
+	b = New(Options{Now: func() time.Time { return now }, KeyBudget: small})
+	for i := 0; ; i++ {
+		if _, err := b.Publish(context.Background(), "c", broker.Publication{}, keyed(fmt.Sprint("k", i))); err != nil {
+			if !errors.Is(err, broker.ErrIdempotencyFull) || small.Refused(budget.Process, budget.Keys) != 1 || small.Used() > 4096 {
+				t.Fatalf("after %d keys: %v, refused %d, used %d", i, err, small.Refused(budget.Process, budget.Keys), small.Used())
+			}
+			break
+		}
 	}
 }
