@@ -88,8 +88,9 @@ func (s *session) Run(cmd *protocol.Command, out transport.Out) {
 
 // subscribeAll subscribes the connection to channels, as if it had sent a
 // subscribe command (without id) for each: the channels named in its
-// upgrade request's subscribe parameter. Each counts against the rate
-// limit like a command. Past --max-subscriptions names the rest are
+// upgrade request's subscribe parameter. They count against
+// --max-subscriptions only, not the rate limit: they are one request, not
+// a flood of commands. Past --max-subscriptions names the rest are
 // answered with one error, not one each.
 func (s *session) subscribeAll(channels []string, out transport.Out) {
 	if limit := s.srv.cfg.MaxSubscriptions; limit > 0 && len(channels) > limit {
@@ -98,11 +99,8 @@ func (s *session) subscribeAll(channels []string, out transport.Out) {
 		channels = channels[:limit]
 	}
 	for _, ch := range channels {
-		if !s.admit(ch, out) {
-			if s.c.Closing() {
-				return
-			}
-			continue // its rate_limited error is in its place
+		if s.c.Closing() {
+			return
 		}
 		cmd := protocol.Command{Type: protocol.TypeSubscribe, Channel: ch}
 		if err := cmd.Validate(); err != nil {

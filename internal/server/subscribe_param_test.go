@@ -1,8 +1,10 @@
 package server_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/herald-rt/herald/internal/config"
@@ -72,15 +74,25 @@ func TestSubscribeInUpgradeRequestRefusals(t *testing.T) {
 	c.sync()
 }
 
-// TestSubscribeInUpgradeRequestRateLimited: each channel counts against the
-// rate limit like a subscribe command.
-func TestSubscribeInUpgradeRequestRateLimited(t *testing.T) {
-	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst = 1, 2 })
-	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=a,b,c"
-	c := ts.dialURL(ts.wsURL(q), nil) // reads connected
-	c.expect("subscribed")
-	c.expect("subscribed")
-	c.expectError("rate_limited")
+// TestSubscribeParamIsNotRateLimited: issue 24's third defect. With the
+// default limits, 250 channels in the upgrade request were 200 subscribed,
+// 49 rate_limited and a close with 4029 (and a reconnecting client looped
+// forever). They count against --max-subscriptions only: all 250 are
+// subscribed and the connection stays open.
+func TestSubscribeParamIsNotRateLimited(t *testing.T) {
+	ts := start(t, nil)
+	names := make([]string, 250)
+	for i := range names {
+		names[i] = fmt.Sprint("ch", i)
+	}
+	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=" + strings.Join(names, ",")
+	c := ts.dialURL(ts.wsURL(q), nil)
+	for _, ch := range names {
+		if m := c.expect("subscribed"); m["channel"] != ch {
+			t.Fatalf("got %v, want subscribed to %q", m, ch)
+		}
+	}
+	c.sync()
 }
 
 // TestSubscribeInUpgradeRequestNetHTTP: the same on net/http's upgrade path
@@ -123,22 +135,22 @@ func TestSubscribeInUpgradeRequestTooMany(t *testing.T) {
 	c.sync() // and nothing else came before the pong
 }
 
-// TestSubscribeParamPastTheRateLimit: every channel of the subscribe
-// parameter gets its reply in its place, past the rate limit too: a
-// rate_limited error naming it (it used to be one error without channel,
-// and nothing for the channels after it).
-func TestSubscribeParamPastTheRateLimit(t *testing.T) {
-	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst = 1, 2 })
-	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=a,b,c,d"
+// TestSubscribeParamWithATinyRateLimit: however low the rate limit, every
+// channel of the subscribe parameter is subscribed, and the commands that
+// follow still have the limiter's whole burst, then are refused.
+func TestSubscribeParamWithATinyRateLimit(t *testing.T) {
+	// One token per 1000 s: none comes back during the test.
+	ts := start(t, func(c *config.Config) { c.RateLimit, c.RateBurst, c.RateLimitStrikes = 0.001, 3, 5 })
+	q := "token=" + url.QueryEscape(token(t, "carol", "")) + "&subscribe=a,b,c,d,e,f"
 	c := ts.dialURL(ts.wsURL(q), nil)
-	for _, ch := range []string{"a", "b"} { // the burst
+	for _, ch := range []string{"a", "b", "c", "d", "e", "f"} {
 		if m := c.expect("subscribed"); m["channel"] != ch {
 			t.Fatalf("subscribed %v, want channel %q", m, ch)
 		}
 	}
-	for _, ch := range []string{"c", "d"} {
-		if e := c.expectError("rate_limited"); e["channel"] != ch {
-			t.Fatalf("error %v in place of channel %q, want it naming the channel", e, ch)
-		}
+	for range 3 {
+		c.sync()
 	}
+	c.send(map[string]any{"type": "ping", "id": "over"})
+	c.expectError("rate_limited")
 }
