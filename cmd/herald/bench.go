@@ -13,22 +13,13 @@ import (
 	"github.com/herald-rt/herald/internal/bench"
 )
 
+// benchUsage is the help text; %s is where the scenarios' list goes.
 const benchUsage = `Usage: herald bench SCENARIO [flags]
 
 Load generator for herald. Targets loopback addresses only (127.0.0.0/8, ::1).
 
 Scenarios:
-  idle      --conns authenticated connections, each subscribed to --channel; hold for
-            --hold; reports server RSS per connection (needs --server-pid) and connect rate
-  fanout    --conns subscribers of one channel; publish --rate/s of --payload bytes for
-            --duration through POST /api/publish (--api-key) or --publish-via ws
-  channels  each connection subscribes to user:{id} and to a group:K channel shared by
-            --group-size connections; publish to the groups at --rate/s
-  connect   open --conns connections as fast as --concurrency dialers can, each waiting
-            for connected and subscribed; reports connects+subscribes/s and latency
-  recovery  subscribers drop and reconnect with "since" while publications flow; needs a
-            server with per-channel offsets (reports that clearly when there are none)
-
+%s
 Latency is receive time minus the publication's intended send time on a fixed schedule
 (no coordinated omission). Progress goes to stderr once a second; the report to stdout.
 Ctrl-C stops and prints a partial report. Loss, drops and errors are reported, not failed
@@ -51,6 +42,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.WorkerMain(os.Stdin, stdout)
 	}
 	cfg := bench.Defaults()
+	usage := fmt.Sprintf(benchUsage, bench.ScenarioUsage())
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.URL, "url", envOr("HERALD_URL", "ws://127.0.0.1:8080/ws"), "server WebSocket URL, loopback only; several, comma-separated, are the nodes of one cluster (--broker redis): worker k connects to node k mod n, the publisher to the first (env HERALD_URL)")
 	fs.StringVar(&cfg.APIURL, "api-url", "", "server API base URL (default: http:// on the --url host and port)")
@@ -86,18 +78,18 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rest := args
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		cfg.Scenario, rest = rest[0], rest[1:]
-		if err := parseFlags(fs, rest, stdout, benchUsage); err != nil {
+		if err := parseFlags(fs, rest, stdout, usage); err != nil {
 			return err
 		}
 	} else {
-		if err := parseFlags(fs, rest, stdout, benchUsage); err != nil {
+		if err := parseFlags(fs, rest, stdout, usage); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
 			return usageError{errors.New("bench: a SCENARIO is required (idle, fanout, channels, connect, recovery; see herald bench --help)")}
 		}
 		cfg.Scenario = fs.Arg(0)
-		if err := parseFlags(fs, fs.Args()[1:], stdout, benchUsage); err != nil {
+		if err := parseFlags(fs, fs.Args()[1:], stdout, usage); err != nil {
 			return err
 		}
 	}

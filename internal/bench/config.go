@@ -20,9 +20,6 @@ import (
 	"time"
 )
 
-// Scenarios lists the scenario names.
-var Scenarios = []string{"idle", "fanout", "channels", "connect", "recovery"}
-
 // Config is one benchmark run.
 type Config struct {
 	// Scenario is idle, fanout, channels, connect or recovery.
@@ -167,12 +164,9 @@ func (c *Config) urls() []string { return strings.Split(c.URL, ",") }
 
 // Validate checks c, including that every target is a loopback address.
 func (c *Config) Validate() error {
-	known := false
-	for _, s := range Scenarios {
-		known = known || s == c.Scenario
-	}
-	if !known {
-		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
+	sc := scenarioNamed(c.Scenario)
+	if sc == nil {
+		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, ScenarioNames())
 	}
 	urls := c.urls()
 	for _, u := range urls {
@@ -215,8 +209,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--reader must be epoll or goroutine, not %q", c.Reader)
 	case c.Reader == "epoll" && !epollSupported:
 		return errNoEpoll
-	case c.SubscribeInURL && c.Scenario == "recovery":
-		return errors.New("--subscribe-in-url does not apply to recovery (resubscribing with since needs the subscribe command)")
 	}
 	if c.publishes() {
 		if c.Rate <= 0 || c.Rate > maxPublishRate {
@@ -229,8 +221,10 @@ func (c *Config) Validate() error {
 			return errors.New("--api-key is required to publish through the server API (or use --publish-via ws)")
 		}
 	}
-	if c.Scenario == "recovery" && (c.DropEvery <= 0 || c.DropDown < 0) {
-		return errors.New("--drop-every must be > 0 and --drop-down ≥ 0")
+	if sc.check != nil {
+		if err := sc.check(c); err != nil {
+			return err
+		}
 	}
 	per := (c.Conns + c.Workers - 1) / c.Workers
 	if limit := maxOpenFiles() - 200; per > limit {
@@ -245,14 +239,16 @@ var errNoEpoll = errors.New("--reader epoll is built for Linux only (not for 386
 // reader is the receive path the fleets use: recovery reconnects inside the
 // reader, so it always uses goroutine.
 func (c *Config) reader() string {
-	if c.Scenario == "recovery" {
-		return "goroutine"
+	if sc := scenarioNamed(c.Scenario); sc != nil && sc.reader != "" {
+		return sc.reader
 	}
 	return c.Reader
 }
 
+// publishes reports whether c's scenario publishes.
 func (c *Config) publishes() bool {
-	return c.Scenario == "fanout" || c.Scenario == "channels" || c.Scenario == "recovery"
+	sc := scenarioNamed(c.Scenario)
+	return sc != nil && sc.publishes
 }
 
 // streams is the number of publication streams (channels published to).

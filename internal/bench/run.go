@@ -18,364 +18,231 @@ import (
 // Quiet) and the report to stdout, and returns the report. When ctx is
 // cancelled (Ctrl-C) it stops what it is doing and reports what it measured
 // so far, marked interrupted.
+//
+// Run is the driver every scenario shares: prepare, connect, the
+// scenario's measurement window, finish, report. What a scenario does of its
+// own is in its scenario_*.go file.
 func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	sc := scenarioNamed(cfg.Scenario)
 	t, _ := parseTarget(cfg.urls()[0], cfg.APIURL)
-	wallStart := time.Now()
-	genCPU0 := selfCPU()
-	r := &Report{
-		Scenario:       cfg.Scenario,
-		Target:         targets(cfg),
-		Workers:        cfg.Workers,
-		Reader:         cfg.reader(),
-		SubscribeInURL: cfg.SubscribeInURL,
-		StartedAt:      wallStart.UTC().Format(time.RFC3339),
-		Conns:          cfg.Conns,
-		ServerPID:      cfg.ServerPID,
-	}
-
-	if cfg.Scenario == "recovery" {
-		ok, note, err := probeOffsets(ctx, cfg, t)
+	wallStart, genCPU0 := time.Now(), selfCPU()
+	run := &runState{cfg: cfg, t: t, r: newReport(cfg, wallStart)}
+	r := run.r
+	if sc.prepare != nil {
+		ok, err := sc.prepare(ctx, run)
 		if err != nil {
-			return nil, fmt.Errorf("recovery probe: %w", err)
+			return nil, err
 		}
 		if !ok {
-			r.Notes = append(r.Notes, note)
 			r.WallSeconds = time.Since(wallStart).Seconds()
 			r.GeneratorCPUSeconds = (selfCPU() - genCPU0).Seconds()
 			return r, r.Write(stdout, cfg.JSON)
 		}
-		r.Notes = append(r.Notes, note)
 	}
-
-	var before procSample
 	if cfg.ServerPID != 0 {
 		s, err := sampleProc(cfg.ServerPID)
 		if err != nil {
 			return nil, fmt.Errorf("--server-pid %d: %w", cfg.ServerPID, err)
 		}
-		before = s
+		run.before = s
 		r.ServerRSSBeforeKiB = s.rssKiB
 	}
-
 	fleets, err := startFleets(ctx, cfg, t, stderr)
 	if err != nil {
 		return nil, err
 	}
+	run.fleets = fleets
 	finished := false
 	defer func() {
 		if !finished {
-			for _, f := range fleets {
-				if rf, ok := f.(*remoteFleet); ok {
-					rf.kill()
-				}
-			}
+			killWorkers(fleets)
 		}
 	}()
-
 	stopProgress := startProgress(cfg, fleets, stderr)
 	defer stopProgress()
 
-	// Connect phase.
-	connStart := time.Now()
-	if cfg.ServerPID != 0 {
-		before = sampleOrZero(cfg.ServerPID)
-	}
-	connGen0 := generatorCPU(fleets)
-	var wg sync.WaitGroup
-	for _, f := range fleets {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = f.connect(ctx) }()
-	}
-	wg.Wait()
-	connEnd := time.Now()
-	connGen := generatorCPU(fleets) - connGen0
-	var afterConnect procSample
-	if cfg.ServerPID != 0 {
-		afterConnect = sampleOrZero(cfg.ServerPID)
-		r.ServerRSSAfterKiB = afterConnect.rssKiB
-	}
-	connected := 0
-	for _, f := range fleets {
-		connected += int(f.progress().Connected)
-	}
-	if connected == 0 && ctx.Err() == nil {
-		r.Notes = append(r.Notes, "no connection could be made; see connect errors")
-	}
-
-	// Measurement phase.
-	var winStart, winEnd procSample
+	connSpan, connGen := run.connectPhase(ctx)
 	winGen0 := generatorCPU(fleets)
-	fin := finishMsg{Published: make([]uint64, cfg.streams()), Failed: make([]uint64, cfg.streams())}
-	var pub pubResult
-	var expected uint64
-	switch cfg.Scenario {
-	case "idle":
-		winStart = sampleOrZero(cfg.ServerPID)
-		sleepCtx(ctx, cfg.Hold)
-		winEnd = sampleOrZero(cfg.ServerPID)
-	case "connect":
-		winStart, winEnd = before, afterConnect
-	default:
-		if connected == 0 || ctx.Err() != nil {
-			break
-		}
-		subs := make([]int, cfg.streams())
-		for _, f := range fleets {
-			for s, n := range f.subscribers() {
-				if s < len(subs) {
-					subs[s] += n
-				}
-			}
-		}
-		sinks, wsSinks, err := makeSinks(ctx, cfg, t)
-		if err != nil {
-			r.Notes = append(r.Notes, "publisher: "+err.Error())
-			break
-		}
-		// The recovery dropper runs while publishing, so that every
-		// connection it dropped can be back before the drain ends.
-		dropping := func(on bool) {
-			if cfg.Scenario == "recovery" {
-				for _, f := range fleets {
-					f.dropping(on)
-				}
-			}
-		}
-		dropping(true)
-		winStart = sampleOrZero(cfg.ServerPID)
-		sched := schedule{
-			count:        cfg.publications(),
-			interval:     time.Duration(float64(time.Second) / cfg.Rate),
-			streams:      cfg.streams(),
-			channel:      channelFunc(cfg),
-			payload:      cfg.Payload,
-			compressible: cfg.Compressible,
-			lanes:        cfg.Publishers,
-			cutoff:       cfg.Duration + cfg.Grace,
-			spin:         cfg.spin(),
-		}
-		pub = runSchedule(ctx, sched, sinks)
-		dropping(false)
-		if pub.cutOff {
-			r.Notes = append(r.Notes, fmt.Sprintf("the publisher fell so far behind that it stopped at --duration + --grace (%s) with %d of %d publications unsent: the server cannot take this rate", sched.cutoff, sched.count-pub.sent, sched.count))
-		}
-		// A ws publisher learns what the server refused from its answers,
-		// a round trip behind the publications: wait for them, so that
-		// the drain waits only for deliveries of what was published.
-		deadline := time.Now().Add(cfg.Grace)
-		for _, s := range wsSinks {
-			s.settle(ctx, deadline)
-			refused, errs := s.refusals()
-			for st, n := range refused {
-				pub.failed[st] += n
-				pub.sent -= n
-			}
-			for k, v := range errs {
-				pub.errors[k] += v
-			}
-		}
-		if pub.errors["server error frame rate_limited"] > 0 || pub.errors["ws publisher: closed by server: 4029"] > 0 {
-			r.Notes = append(r.Notes, "the server rate-limited the ws publisher: start it with --rate-limit 0 to publish faster than 100/s per connection")
-		}
-		fin = finishMsg{Published: pub.published, Failed: pub.failed}
-		for s := range subs {
-			expected += (fin.Published[s] - fin.Failed[s]) * uint64(subs[s])
-		}
-		drained := drain(ctx, fleets, expected, time.Until(deadline))
-		winEnd = sampleOrZero(cfg.ServerPID)
-		for _, s := range sinks {
-			s.close()
-		}
-		if !drained && ctx.Err() == nil {
-			r.Notes = append(r.Notes, fmt.Sprintf("not every delivery arrived within --grace %s", cfg.Grace))
-		}
-	}
+	w := window{fin: finishMsg{Published: make([]uint64, cfg.streams()), Failed: make([]uint64, cfg.streams())}}
+	sc.measure(ctx, run, &w)
 	// The workers' part of this reading comes with their results: their
 	// CPU when the finish command came. Their progress lines are up to
 	// 250 ms old, while the window's start (their ready lines) is fresh.
 	winGen1 := selfCPU()
 	stopProgress()
 
-	// Finish: close connections and collect.
-	results := make([]*fleetResult, len(fleets))
-	errs := make([]error, len(fleets))
-	for i, f := range fleets {
-		wg.Add(1)
-		go func() { defer wg.Done(); results[i], errs[i] = f.finish(fin) }()
-	}
-	wg.Wait()
+	results, errs := finishFleets(fleets, w.fin)
 	finished = true
-	for i, f := range fleets {
-		if _, ok := f.(*remoteFleet); ok {
-			cpu := f.progress().CPUSeconds // a failed worker's latest
-			if results[i] != nil {
-				cpu = results[i].CPUAtFinish
-			}
-			winGen1 += time.Duration(cpu * float64(time.Second))
-		}
-	}
-	var endSample procSample
-	if cfg.ServerPID != 0 {
-		var err error
-		if endSample, err = sampleProc(cfg.ServerPID); err != nil {
-			r.ServerExited = true
-			r.Notes = append(r.Notes, fmt.Sprintf("the server (pid %d) exited during the run: its CPU and memory are left out, and what failed after it is its doing", cfg.ServerPID))
-		}
-		r.ServerRSSEndKiB = endSample.rssKiB
-		if cfg.Scenario == "idle" && winEnd.rssKiB != 0 {
-			r.ServerRSSEndKiB = winEnd.rssKiB
-		}
-	}
+	winGen1 += workersCPUAtFinish(fleets, results)
+	run.sampleServerEnd()
 	m := mergeResults(results)
-	for i, err := range errs {
-		if err != nil {
-			r.Notes = append(r.Notes, fmt.Sprintf("worker %d: %v", i, err))
-			r.WorkersFailed++
-			// Its subscribers' accounting went with it: what they were
-			// expected to receive is neither delivered nor lost.
-			for s, n := range fleets[i].subscribers() {
-				if s < len(fin.Published) {
-					r.Unaccounted += (fin.Published[s] - fin.Failed[s]) * uint64(n)
-				}
-			}
-		}
-	}
-
+	run.noteWorkerFailures(errs, w.fin)
 	r.Interrupted = ctx.Err() != nil
-	r.Connected = m.Connected
-	r.ConnectErrors = m.ConnectErrors
-	r.Dropped = m.Dropped
-	r.ErrorFrames = m.ErrorFrames
-	span := time.Duration(m.ConnectEndNs - m.ConnectStartNs)
-	if span <= 0 {
-		span = connEnd.Sub(connStart)
+	fillConnect(r, &m, connSpan)
+	if sc.publishes {
+		fillPublishing(r, cfg, &m, &w)
 	}
-	r.ConnectSeconds = span.Seconds()
-	if span > 0 {
-		r.ConnectRate = float64(m.Connected) / span.Seconds()
+	if sc.report != nil {
+		sc.report(run, &m, &w)
 	}
-	if h := importHist(m.ConnectHist); h.TotalCount() > 0 {
-		l := summarize(h)
-		r.ConnectLatency = &l
-	}
-	if cfg.publishes() {
-		r.Rate = cfg.Rate
-		r.PayloadBytes = cfg.Payload
-		r.PublishVia = cfg.PublishVia
-		r.Publishers = cfg.Publishers
-		r.Scheduled = cfg.publications()
-		r.Published = pub.sent
-		r.PublishErrors = nonEmpty(pub.errors)
-		r.PublisherBehindMax = float64(pub.behindMax) / float64(time.Millisecond)
-		if pub.late != nil && pub.late.TotalCount() > 0 {
-			l := summarize(pub.late)
-			r.PublisherLate = &l
-		}
-		r.SpinMS = float64(cfg.spin()) / float64(time.Millisecond)
-		if !pub.start.IsZero() {
-			r.PublishSeconds = pub.end.Sub(pub.start).Seconds()
-		}
-		r.Expected = expected
-		r.Delivered = m.Delivered
-		r.Lost = m.Lost
-		r.Duplicated = m.Duplicated
-		r.Reordered = m.Reordered
-		r.Late = m.Late
-		r.Unparsed = m.Unparsed
-		if h := importHist(m.LatencyHist); h.TotalCount() > 0 {
-			l := summarize(h)
-			r.Latency = &l
-		}
-		if !pub.start.IsZero() && m.LastDeliveryNs > pub.start.UnixNano() {
-			end := max(m.LastDeliveryNs, pub.end.UnixNano())
-			r.DeliveriesPerSec = float64(m.Delivered) / time.Duration(end-pub.start.UnixNano()).Seconds()
-		}
-		r.Compressible = cfg.Compressible
-		r.WireBytes = m.WireBytes
-		if m.Delivered > 0 {
-			r.WireBytesPerDelivery = float64(m.WireBytes) / float64(m.Delivered)
-			r.MessageBytesPerDelivery = float64(m.MessageBytes) / float64(m.Delivered)
-		}
-		if cfg.Compress && !cfg.Compressible && cfg.Payload >= 512 {
-			r.Notes = append(r.Notes, "--compress without --compressible: the default pad is a run of 'x', which deflates unrealistically well")
-		}
-		if cfg.Publishers > 1 && m.Reordered > 0 {
-			r.Notes = append(r.Notes, "with --publishers > 1, publications of different lanes may reach the server out of order: reordering is expected")
-		}
-	}
-	if cfg.Scenario == "recovery" {
-		rc := m.Recovery
-		r.Recovery = &rc
-	}
-	if cfg.Compress {
-		r.Compression = &Compression{Offered: true, AcceptedConns: m.DeflateConns, CompressedFrames: m.CompressedFrames}
-		switch {
-		case m.Connected > 0 && m.DeflateConns == 0:
-			r.Notes = append(r.Notes, "the server did NOT accept permessage-deflate (offered with --compress): every delivery was uncompressed")
-		case m.DeflateConns < m.Connected:
-			r.Notes = append(r.Notes, fmt.Sprintf("the server accepted permessage-deflate on only %d of %d connections", m.DeflateConns, m.Connected))
-		}
-	}
-	if cfg.ServerPID != 0 && !winStart.at.IsZero() && !winEnd.at.IsZero() {
-		cpu := winEnd.cpu - winStart.cpu
-		wall := winEnd.at.Sub(winStart.at)
-		r.ServerCPUSeconds = cpu.Seconds()
-		if wall > 0 {
-			r.ServerCPUPercent = 100 * cpu.Seconds() / wall.Seconds()
-		}
-		switch cfg.Scenario {
-		case "idle", "connect":
-			if r.Connected > 0 && afterConnect.rssKiB > 0 {
-				r.RSSPerConnKiB = float64(afterConnect.rssKiB-before.rssKiB) / float64(r.Connected)
-			}
-			// Idle connections are measured at the end of the hold: with a
-			// hold longer than the server's ping interval that is the steady
-			// state, pings answered, not the moment after the storm.
-			if cfg.Scenario == "idle" && r.Connected > 0 && winEnd.rssKiB > 0 {
-				r.RSSPerConnAfterConnectKiB = r.RSSPerConnKiB
-				r.RSSPerConnKiB = float64(winEnd.rssKiB-before.rssKiB) / float64(r.Connected)
-			}
-			if cfg.Scenario == "connect" && r.Connected > 0 {
-				r.ServerCPUPerConnU = float64(cpu.Microseconds()) / float64(r.Connected)
-			}
-		default:
-			if m.Delivered > 0 {
-				r.ServerCPUPerDelivU = float64(cpu.Microseconds()) / float64(m.Delivered)
-			}
-		}
-		if cpu < 200*time.Millisecond && cfg.publishes() {
-			r.Notes = append(r.Notes, "server CPU is read from /proc in 10 ms ticks: short windows make per-delivery CPU imprecise")
-		}
-	}
-	var workerCPU float64
-	for _, res := range results {
-		if res != nil {
-			workerCPU += res.CPUSeconds
-		}
-	}
-	r.GeneratorCPUSeconds = (selfCPU() - genCPU0).Seconds() + workerCPU
+	fillCompression(r, cfg, &m)
+	run.fillServerCost(sc, &m, &w)
+	r.GeneratorCPUSeconds = (selfCPU() - genCPU0).Seconds() + workersCPU(results)
 	if m.Connected > 0 {
 		r.GeneratorCPUPerConnU = float64(connGen.Microseconds()) / float64(m.Connected)
 	}
-	if m.Delivered > 0 && cfg.publishes() {
+	if m.Delivered > 0 && sc.publishes {
 		r.GeneratorCPUPerDelU = (winGen1 - winGen0).Seconds() * 1e6 / float64(m.Delivered)
 	}
 	r.WallSeconds = time.Since(wallStart).Seconds()
 	if err := r.Write(stdout, cfg.JSON); err != nil {
 		return r, err
 	}
+	return r, runError(r, cfg)
+}
+
+// newReport is the report of a run of cfg begun at start, before anything
+// is measured.
+func newReport(cfg Config, start time.Time) *Report {
+	return &Report{
+		Scenario:       cfg.Scenario,
+		Target:         targets(cfg),
+		Workers:        cfg.Workers,
+		Reader:         cfg.reader(),
+		SubscribeInURL: cfg.SubscribeInURL,
+		StartedAt:      start.UTC().Format(time.RFC3339),
+		Conns:          cfg.Conns,
+		ServerPID:      cfg.ServerPID,
+	}
+}
+
+// connectPhase connects every fleet and returns how long it took (by the
+// clock here; the fleets' own span is preferred when they report one) and
+// the generator's CPU for it. It takes the server's samples around it.
+func (run *runState) connectPhase(ctx context.Context) (time.Duration, time.Duration) {
+	cfg := run.cfg
+	connStart := time.Now()
+	if cfg.ServerPID != 0 {
+		run.before = sampleOrZero(cfg.ServerPID)
+	}
+	gen0 := generatorCPU(run.fleets)
+	var wg sync.WaitGroup
+	for _, f := range run.fleets {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = f.connect(ctx) }()
+	}
+	wg.Wait()
+	span := time.Since(connStart)
+	gen := generatorCPU(run.fleets) - gen0
+	if cfg.ServerPID != 0 {
+		run.afterConnect = sampleOrZero(cfg.ServerPID)
+		run.r.ServerRSSAfterKiB = run.afterConnect.rssKiB
+	}
+	for _, f := range run.fleets {
+		run.connected += int(f.progress().Connected)
+	}
+	if run.connected == 0 && ctx.Err() == nil {
+		run.r.Notes = append(run.r.Notes, "no connection could be made; see connect errors")
+	}
+	return span, gen
+}
+
+// finishFleets closes every fleet's connections and collects the results.
+func finishFleets(fleets []fleet, fin finishMsg) ([]*fleetResult, []error) {
+	results := make([]*fleetResult, len(fleets))
+	errs := make([]error, len(fleets))
+	var wg sync.WaitGroup
+	for i, f := range fleets {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i], errs[i] = f.finish(fin) }()
+	}
+	wg.Wait()
+	return results, errs
+}
+
+// killWorkers ends the worker processes of a run that did not finish.
+func killWorkers(fleets []fleet) {
+	for _, f := range fleets {
+		if rf, ok := f.(*remoteFleet); ok {
+			rf.kill()
+		}
+	}
+}
+
+// workersCPUAtFinish is the worker processes' CPU when the finish command
+// came (a failed worker's latest progress).
+func workersCPUAtFinish(fleets []fleet, results []*fleetResult) time.Duration {
+	var d time.Duration
+	for i, f := range fleets {
+		if _, ok := f.(*remoteFleet); ok {
+			cpu := f.progress().CPUSeconds
+			if results[i] != nil {
+				cpu = results[i].CPUAtFinish
+			}
+			d += time.Duration(cpu * float64(time.Second))
+		}
+	}
+	return d
+}
+
+// workersCPU is the CPU the fleets report in all.
+func workersCPU(results []*fleetResult) float64 {
+	var cpu float64
+	for _, res := range results {
+		if res != nil {
+			cpu += res.CPUSeconds
+		}
+	}
+	return cpu
+}
+
+// sampleServerEnd reads the server once the fleets are done; a server that
+// is gone is noted.
+func (run *runState) sampleServerEnd() {
+	cfg, r := run.cfg, run.r
+	if cfg.ServerPID == 0 {
+		return
+	}
+	end, err := sampleProc(cfg.ServerPID)
+	if err != nil {
+		r.ServerExited = true
+		r.Notes = append(r.Notes, fmt.Sprintf("the server (pid %d) exited during the run: its CPU and memory are left out, and what failed after it is its doing", cfg.ServerPID))
+	}
+	r.ServerRSSEndKiB = end.rssKiB
+}
+
+// noteWorkerFailures notes each failed worker; what its subscribers were
+// expected to receive went with it, neither delivered nor lost.
+func (run *runState) noteWorkerFailures(errs []error, fin finishMsg) {
+	r := run.r
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("worker %d: %v", i, err))
+		r.WorkersFailed++
+		for s, n := range run.fleets[i].subscribers() {
+			if s < len(fin.Published) {
+				r.Unaccounted += (fin.Published[s] - fin.Failed[s]) * uint64(n)
+			}
+		}
+	}
+}
+
+// runError is the error a finished run returns besides its report.
+func runError(r *Report, cfg Config) error {
 	switch {
 	case r.ServerExited:
-		return r, fmt.Errorf("the server (pid %d) exited during the run", cfg.ServerPID)
+		return fmt.Errorf("the server (pid %d) exited during the run", cfg.ServerPID)
 	case r.WorkersFailed > 0:
-		return r, fmt.Errorf("%d of %d worker processes failed: their connections' results are missing", r.WorkersFailed, r.Workers)
+		return fmt.Errorf("%d of %d worker processes failed: their connections' results are missing", r.WorkersFailed, r.Workers)
 	case r.Connected == 0 && r.Conns > 0 && !r.Interrupted:
-		return r, errNoConnection
+		return errNoConnection
 	}
-	return r, nil
+	return nil
 }
 
 // errNoConnection ends a run in which not one connection was made: nothing
