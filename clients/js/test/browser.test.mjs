@@ -50,27 +50,27 @@ test('the analytics page in Chromium: Live, events, Reconnecting on a cut, Live 
   const seq = { 1: 0, 2: 0 };
   const publish = (org) => emit(backend, org, ...makeEvent(org, ++seq[org]));
 
-  await until(async () => (await status('1').textContent()) === 'Live' && (await status('2').textContent()) === 'Live', 'Live', 20000).catch(async (e) => {
+  await until(async () => (await status('1').textContent()) === 'Live' && (await status('2').textContent()) === 'Live', 'Live', 30000).catch(async (e) => {
     throw new Error(`${e.message}: ${await page.content()} ${errors}`);
   });
   // Both dashboards are subscribed before the first events.
   await until(async () => (await api(h, '/api/channels')).channels.length === 2, 'both subscriptions');
   for (let i = 0; i < 3; i++) await Promise.all([publish('1'), publish('2')]);
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid=feed-1] li').length === 3, null, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=feed-1] li').length === 3, null, { timeout: 30000 });
   assert.deepEqual(await seqs('1'), [['1', 1], ['1', 2], ['1', 3]]);
 
   // Cut the page's connections; keep publishing while they are down (the proxy refuses reconnects).
   proxy.refuse(true);
   proxy.cut();
-  await page.waitForFunction(() => document.querySelector('[data-testid=status-1]').textContent.startsWith('Reconnecting'), null, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelector('[data-testid=status-1]').textContent.startsWith('Reconnecting'), null, { timeout: 30000 });
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: path.join(artifacts, 'analytics-reconnecting.png') });
   for (let i = 0; i < 4; i++) await Promise.all([publish('1'), publish('2')]);
   proxy.refuse(false);
-  await page.waitForFunction(() => ['1', '2'].every((o) => document.querySelector(`[data-testid=status-${o}]`).textContent === 'Live'), null, { timeout: 20000 });
+  await page.waitForFunction(() => ['1', '2'].every((o) => document.querySelector(`[data-testid=status-${o}]`).textContent === 'Live'), null, { timeout: 30000 });
   await publish('1');
   await publish('2');
-  await page.waitForFunction(() => ['1', '2'].every((o) => document.querySelectorAll(`[data-testid=feed-${o}] li`).length === 8), null, { timeout: 15000 });
+  await page.waitForFunction(() => ['1', '2'].every((o) => document.querySelectorAll(`[data-testid=feed-${o}] li`).length === 8), null, { timeout: 30000 });
   for (const org of ['1', '2']) {
     assert.deepEqual(await seqs(org), Array.from({ length: 8 }, (_, i) => [org, i + 1]), `org ${org}: every event once, in order, none of the other org's`);
   }

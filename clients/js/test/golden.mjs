@@ -80,7 +80,7 @@ export async function runCase(h, c, settle) {
 export function settleTo(golden) {
   return (i, received) => {
     const want = golden.steps[i].receive || {};
-    return until(() => Object.entries(want).every(([n, fs]) => (received[n] || []).length >= fs.length), `frames of step ${i}`, 5000);
+    return until(() => Object.entries(want).every(([n, fs]) => (received[n] || []).length >= fs.length), `frames of step ${i}`, 20000);
   };
 }
 

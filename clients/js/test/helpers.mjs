@@ -144,7 +144,7 @@ export const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
 /** Resolves when pred() (or the promise it returns) is truthy, checked every 10 ms; rejects after
  *  `ms` (a failure bound). */
-export async function until(pred, what = 'condition', ms = 15000) {
+export async function until(pred, what = 'condition', ms = 30000) {
   const end = Date.now() + ms;
   for (;;) {
     const v = await pred();
@@ -155,7 +155,7 @@ export async function until(pred, what = 'condition', ms = 15000) {
 }
 
 /** Resolves with the first value `emitter.on(type)` gives that matches pred. */
-export function next(emitter, type, pred = () => true, ms = 15000) {
+export function next(emitter, type, pred = () => true, ms = 30000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       off();

@@ -51,19 +51,19 @@ test('hooks under StrictMode: one subscription, live state, latest, every messag
   const { c, commands } = countingClient();
   const view = render(app(c, 'org:a:x'));
   const text = (id) => view.getByTestId(id).textContent;
-  await waitFor(() => assert.equal(text('state'), 'connected'), { timeout: 10000 });
-  await waitFor(() => assert.equal(c.subscribe('org:a:x').state, 'subscribed'), { timeout: 10000 });
+  await waitFor(() => assert.equal(text('state'), 'connected'), { timeout: 20000 });
+  await waitFor(() => assert.equal(c.subscribe('org:a:x').state, 'subscribed'), { timeout: 20000 });
   assert.deepEqual(commands('subscribe'), ['org:a:x'], 'the double mount subscribed once');
   assert.deepEqual(commands('unsubscribe'), []);
 
   for (const n of [1, 2]) await api(srv, '/api/publish', { channel: 'org:a:x', event: 'metrics', data: { n } });
-  await waitFor(() => assert.equal(text('all'), '1,2'), { timeout: 10000 });
+  await waitFor(() => assert.equal(text('all'), '1,2'), { timeout: 20000 });
   assert.equal(text('latest'), '{"n":2}');
-  await waitFor(() => assert.equal(text('presence'), '1'), { timeout: 10000 });
+  await waitFor(() => assert.equal(text('presence'), '1'), { timeout: 20000 });
 
   // Switch channels: the old one is left, the new one subscribed once.
   view.rerender(app(c, 'org:a:y'));
-  await waitFor(() => assert.equal(c.subscribe('org:a:y').state, 'subscribed'), { timeout: 10000 });
+  await waitFor(() => assert.equal(c.subscribe('org:a:y').state, 'subscribed'), { timeout: 20000 });
   assert.deepEqual(commands('subscribe'), ['org:a:x', 'org:a:y']);
   assert.deepEqual(commands('unsubscribe'), ['org:a:x']);
   assert.equal(text('latest'), '-');
@@ -87,7 +87,7 @@ test('useConnectionState follows the client to disconnected when its attempts ru
     return h('p', { 'data-testid': 's' }, useConnectionState());
   }
   const view = render(h(StrictMode, null, h(HeraldProvider, { client: c }, h(State))));
-  await waitFor(() => assert.equal(view.getByTestId('s').textContent, 'disconnected'), { timeout: 10000 });
+  await waitFor(() => assert.equal(view.getByTestId('s').textContent, 'disconnected'), { timeout: 20000 });
   assert.equal(c.status.reason.kind, 'attempts_exhausted');
   view.unmount();
   c.close();
