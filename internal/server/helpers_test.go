@@ -145,7 +145,7 @@ func (c *wsClient) readWithin(d time.Duration) (map[string]any, error) {
 
 func (c *wsClient) read() map[string]any {
 	c.t.Helper()
-	m, err := c.readWithin(5 * time.Second)
+	m, err := c.readWithin(20 * time.Second) // a failure bound for a loaded machine
 	if err != nil {
 		c.t.Fatalf("read: %v", err)
 	}

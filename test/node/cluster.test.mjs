@@ -18,7 +18,7 @@ let redis;
 const nodes = [];
 
 async function healthy(base, want = 200) {
-  const deadline = Date.now() + 10000;
+  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
   for (;;) {
     try {
       const r = await fetch(`http://${base}/healthz`);

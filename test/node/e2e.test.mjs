@@ -17,7 +17,7 @@ before(async () => {
   const port = await freePort();
   base = `127.0.0.1:${port}`;
   proc = spawn(BIN, ['serve', '--addr', base, '--jwt-secret', SECRET, '--api-key', API_KEY, '--insecure-query-auth', '--log-level', 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const deadline = Date.now() + 10000;
+  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
   for (;;) {
     try {
       const r = await fetch(`http://${base}/healthz`);
