@@ -36,6 +36,7 @@ type testServer struct {
 // start runs herald with test defaults changed by mutate.
 func start(t *testing.T, mutate func(*config.Config)) *testServer {
 	t.Helper()
+	server.CheckGoroutines(t)
 	s := servertest.Start(t, mutate)
 	return &testServer{Server: s, t: t, srv: s.Server, addr: s.Addr}
 }

@@ -61,6 +61,11 @@ type Server struct {
 	wsWires     ws.Wires
 	wsTransport *ws.Transport
 	mux         *http.ServeMux
+	// sniffing holds the connections whose request head the accept loop
+	// is reading (*net.TCPConn keys); sniffCut is set once Serve has cut
+	// them at its shutdown.
+	sniffing sync.Map
+	sniffCut atomic.Bool
 	// Floods of events logged sparingly (one line per 10 s, with the count):
 	// publications dropped for the history budget, upgrades refused by
 	// --max-connections and by --max-user-connections.
@@ -271,6 +276,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("HTTP requests did not finish in time; cut", "err", err)
 		_ = hs.Close()
 	}
+	s.cutSniffers()
 	stopHub()
 	<-hubDone
 	<-brokerDone

@@ -69,3 +69,56 @@ func TestHealthzWhileDraining(t *testing.T) {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
+
+// TestServeWaitsForConnectionGoroutines: Serve returns only once every
+// goroutine started for a connection has ended, and then counts none —
+// including the close grace of a client that never answers its close (a
+// delayed call pending for 2 s) and the reader and close of one that does.
+func TestServeWaitsForConnectionGoroutines(t *testing.T) {
+	ts := start(t, nil)
+	mute, _ := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "mute", "")), nil)
+	defer mute.Close()
+	polite := ts.dial("polite", "")
+	release := make(chan struct{})
+	ts.srv.GoConn(func() { <-release }) // a connection goroutine that has not ended yet
+	done := make(chan error, 1)
+	go func() { done <- ts.stop() }()
+	if code := polite.expectClose(5 * time.Second); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned (%v) while a connection goroutine still ran", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Serve returned %v", err)
+	}
+	if n := ts.srv.ConnGoroutines(); n != 0 {
+		t.Fatalf("%d connection goroutines still counted after Serve returned", n)
+	}
+}
+
+// TestShutdownCutsUnfinishedHeads: a connection still sending its request
+// head when the server shuts down is cut, so Serve's wait for connection
+// goroutines does not sit out the head timeout (longer than the shutdown
+// budget here) and ends with none still counted.
+func TestShutdownCutsUnfinishedHeads(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.ShutdownTimeout = 2 * time.Second })
+	slow, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := slow.Write([]byte("GET /ws HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // accepted, its head being read
+	if err := ts.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := ts.srv.ConnGoroutines(); n != 0 {
+		t.Fatalf("%d connection goroutines still counted after Serve returned", n)
+	}
+}

@@ -22,6 +22,7 @@ import (
 // loop's for a request head, are d.
 func serveShort(t *testing.T, d time.Duration) (addr, secret string) {
 	t.Helper()
+	checkGoroutines(t)
 	cfg := config.Default()
 	cfg.JWTSecret = "0123456789abcdef0123456789abcdef"
 	cfg.APIKeys = []string{"0123456789abcdef0123"}

@@ -135,7 +135,12 @@ func (s *Server) acceptLoop(fl *forkListener) error {
 func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 	pooled := headPool.Get().(*[]byte)
 	_ = c.SetReadDeadline(time.Now().Add(s.headRead))
+	s.sniffing.Store(c, nil)
+	if s.sniffCut.Load() { // Serve is past cutSniffers: this one was missed
+		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}
 	buf, end, err := s.readHead(c, (*pooled)[:0])
+	s.sniffing.Delete(c)
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
 	case err != nil:
@@ -157,6 +162,18 @@ func (s *Server) sniff(c *net.TCPConn, fl *forkListener) {
 		*pooled = buf[:0]
 		headPool.Put(pooled)
 	}
+}
+
+// cutSniffers ends the head reads still under way once the listener has
+// closed: their connections get no answer, as a connection the listener
+// never accepted would not, and the shutdown does not wait out their head
+// timeout.
+func (s *Server) cutSniffers() {
+	s.sniffCut.Store(true)
+	s.sniffing.Range(func(k, _ any) bool {
+		_ = k.(*net.TCPConn).SetReadDeadline(time.Unix(1, 0))
+		return true
+	})
 }
 
 // readHead reads from c into buf until it holds the head of a WebSocket
