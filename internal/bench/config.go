@@ -168,6 +168,25 @@ func (c *Config) Validate() error {
 	if sc == nil {
 		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, ScenarioNames())
 	}
+	for _, check := range []func() error{c.checkTargets, c.checkConnections, c.checkTimes, c.checkPublisher, c.checkReader} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if sc.check != nil {
+		if err := sc.check(c); err != nil {
+			return err
+		}
+	}
+	per := (c.Conns + c.Workers - 1) / c.Workers
+	if limit := maxOpenFiles() - 200; per > limit {
+		return fmt.Errorf("%d connections per process exceed the open-file limit (%d usable); use more --workers", per, limit)
+	}
+	return nil
+}
+
+// checkTargets checks the URLs (loopback only) and the secret.
+func (c *Config) checkTargets() error {
 	urls := c.urls()
 	for _, u := range urls {
 		if _, err := parseTarget(u, c.APIURL); err != nil {
@@ -180,6 +199,11 @@ func (c *Config) Validate() error {
 	if c.JWTSecret == "" {
 		return errors.New("--jwt-secret is required (the server's HS256 secret; tokens are minted locally)")
 	}
+	return nil
+}
+
+// checkConnections checks how many connections, and how they are made.
+func (c *Config) checkConnections() error {
 	switch {
 	case c.Conns < 1 || c.Conns > maxConns:
 		return fmt.Errorf("--conns must be 1…%d", maxConns)
@@ -191,44 +215,53 @@ func (c *Config) Validate() error {
 		return errors.New("--workers must not exceed --conns")
 	case c.ReadBuffer < 256 || c.ReadBuffer > 1<<20:
 		return errors.New("--read-buffer must be 256 B … 1 MiB")
+	case c.GroupSize < 1:
+		return errors.New("--group-size must be ≥ 1")
+	}
+	return nil
+}
+
+// checkTimes checks the durations.
+func (c *Config) checkTimes() error {
+	switch {
 	case c.ConnectTimeout <= 0 || c.TokenTTL < time.Minute:
 		return errors.New("--connect-timeout must be > 0 and the token TTL ≥ 1m")
 	case c.Hold < 0 || c.Hold > maxDuration || c.Duration <= 0 || c.Duration > maxDuration || c.Grace < 0 || c.Grace > 10*time.Minute:
 		return errors.New("--hold and --duration must be within 0…1h, --grace within 0…10m")
+	}
+	return nil
+}
+
+// checkPublisher checks the publisher's options, and what publishing needs.
+func (c *Config) checkPublisher() error {
+	switch {
 	case c.Payload < 0 || c.Payload > 1<<20:
 		return errors.New("--payload must be 0 … 1 MiB")
-	case c.GroupSize < 1:
-		return errors.New("--group-size must be ≥ 1")
 	case c.Publishers < 1 || c.Publishers > 256:
 		return errors.New("--publishers must be 1…256")
 	case c.Spin < 0 || c.Spin > 10*time.Millisecond:
 		return errors.New("--spin must be 0 … 10ms")
 	case c.PublishVia != "api" && c.PublishVia != "ws":
 		return fmt.Errorf("--publish-via must be api or ws, not %q", c.PublishVia)
+	case !c.publishes():
+		return nil
+	case c.Rate <= 0 || c.Rate > maxPublishRate:
+		return fmt.Errorf("--rate must be > 0 and ≤ %d", maxPublishRate)
+	case c.Rate*c.Duration.Seconds() < 1:
+		return errors.New("--rate × --duration must be at least one publication")
+	case c.PublishVia == "api" && c.APIKey == "":
+		return errors.New("--api-key is required to publish through the server API (or use --publish-via ws)")
+	}
+	return nil
+}
+
+// checkReader checks the receive path.
+func (c *Config) checkReader() error {
+	switch {
 	case c.Reader != "epoll" && c.Reader != "goroutine":
 		return fmt.Errorf("--reader must be epoll or goroutine, not %q", c.Reader)
 	case c.Reader == "epoll" && !epollSupported:
 		return errNoEpoll
-	}
-	if c.publishes() {
-		if c.Rate <= 0 || c.Rate > maxPublishRate {
-			return fmt.Errorf("--rate must be > 0 and ≤ %d", maxPublishRate)
-		}
-		if n := c.Rate * c.Duration.Seconds(); n < 1 {
-			return errors.New("--rate × --duration must be at least one publication")
-		}
-		if c.PublishVia == "api" && c.APIKey == "" {
-			return errors.New("--api-key is required to publish through the server API (or use --publish-via ws)")
-		}
-	}
-	if sc.check != nil {
-		if err := sc.check(c); err != nil {
-			return err
-		}
-	}
-	per := (c.Conns + c.Workers - 1) / c.Workers
-	if limit := maxOpenFiles() - 200; per > limit {
-		return fmt.Errorf("%d connections per process exceed the open-file limit (%d usable); use more --workers", per, limit)
 	}
 	return nil
 }

@@ -399,67 +399,34 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 		return fmt.Errorf("first frame is not connected: %.100q", p)
 	}
 	chans := f.spec.channelsOf(bc.idx)
-	cmds := make([][]byte, 0, 2)
-	for k, ch := range chans {
-		from := since
-		if k > 0 {
-			from = nil // recovery tracks the first channel only
+	if !f.spec.SubscribeInURL { // else the upgrade request named the channels
+		cmds := make([][]byte, 0, 2)
+		for k, ch := range chans {
+			from := since
+			if k > 0 {
+				from = nil // recovery tracks the first channel only
+			}
+			cmds = append(cmds, appendSubscribe(make([]byte, 0, 96), ch, from))
 		}
-		cmds = append(cmds, appendSubscribe(make([]byte, 0, 96), ch, from))
-	}
-	if f.spec.SubscribeInURL {
-		cmds = nil // the upgrade request named the channels
-	}
-	if len(cmds) > 0 {
 		if err := c.writeTexts(cmds...); err != nil {
 			return fmt.Errorf("subscribe: %w", err)
 		}
 	}
-	acked := 0
-	for acked < len(chans) {
+	for acked := 0; acked < len(chans); {
 		op, p, err := c.readFrame()
 		if err != nil {
 			return fmt.Errorf("waiting for subscribed: %w", err)
 		}
-		if op == ws.OpPing {
+		switch {
+		case op == ws.OpPing:
 			_ = c.writeFrame(ws.OpPong, p)
 			continue
-		}
-		if op == ws.OpClose {
+		case op == ws.OpClose:
 			return fmt.Errorf("closed by server while subscribing: %d", closeCode(p))
 		}
 		switch string(frameType(p)) {
 		case "subscribed":
-			if f.spec.DropEvery > 0 && string(stringField(p, "channel")) == chans[0] {
-				// The channel's position at subscribe time: recovery resumes
-				// from here until a delivery moves it. After a resubscribe in
-				// the same epoch the stored offset stays (this one is the
-				// newest, and the replay after it moves the stored one); in
-				// another the stored position belongs to a lost history, and
-				// deliveries carry no epoch to replace it.
-				if off, ok := uintField(p, "offset"); ok {
-					if epoch := stringField(p, "epoch"); since == nil || string(epoch) != bc.epoch {
-						bc.offset, bc.hasOff = off, true
-						bc.epoch = string(epoch)
-					}
-				}
-			}
-			if since != nil && string(stringField(p, "channel")) == chans[0] {
-				switch {
-				case bytesContains(p, `"recovered":true`):
-					f.mu.Lock()
-					f.rec.Recovered++
-					f.mu.Unlock()
-				case bytesContains(p, `"recovered":false`):
-					f.mu.Lock()
-					f.rec.NotRecovered++
-					f.mu.Unlock()
-				default:
-					f.mu.Lock()
-					f.rec.NoFlag++
-					f.mu.Unlock()
-				}
-			}
+			f.subscribed(bc, p, since, chans[0])
 			acked++
 		case "error":
 			return fmt.Errorf("subscribe refused: %s", stringField(p, "code"))
@@ -470,6 +437,42 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 		}
 	}
 	return nil
+}
+
+// subscribed takes a subscribed reply p during setup: for the tracked
+// channel first, the position recovery resumes from and, with since, what
+// the reply says was recovered.
+func (f *localFleet) subscribed(bc *bconn, p []byte, since *bconn, first string) {
+	if string(stringField(p, "channel")) != first {
+		return
+	}
+	if f.spec.DropEvery > 0 {
+		// The channel's position at subscribe time: recovery resumes from
+		// here until a delivery moves it. After a resubscribe in the same
+		// epoch the stored offset stays (this one is the newest, and the
+		// replay after it moves the stored one); in another the stored
+		// position belongs to a lost history, and deliveries carry no epoch
+		// to replace it.
+		if off, ok := uintField(p, "offset"); ok {
+			if epoch := stringField(p, "epoch"); since == nil || string(epoch) != bc.epoch {
+				bc.offset, bc.hasOff = off, true
+				bc.epoch = string(epoch)
+			}
+		}
+	}
+	if since == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case bytesContains(p, `"recovered":true`):
+		f.rec.Recovered++
+	case bytesContains(p, `"recovered":false`):
+		f.rec.NotRecovered++
+	default:
+		f.rec.NoFlag++
+	}
 }
 
 func bytesContains(p []byte, s string) bool { return strings.Contains(string(p), s) }
@@ -489,6 +492,22 @@ func classifyErr(err error) string {
 	if errors.As(err, &de) && de.status != 0 {
 		return "http " + strconv.Itoa(de.status)
 	}
+	if label := classifyKnownErr(err); label != "" {
+		return label
+	}
+	s := err.Error()
+	if strings.HasPrefix(s, "subscribe refused") || strings.HasPrefix(s, "first frame") || strings.HasPrefix(s, "closed by server") {
+		if len(s) > 60 {
+			s = s[:60]
+		}
+		return s
+	}
+	return "other"
+}
+
+// classifyKnownErr labels the errors classifyErr knows by identity; "" for
+// others.
+func classifyKnownErr(err error) string {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -508,14 +527,7 @@ func classifyErr(err error) string {
 	case errors.Is(err, errContextTakeover):
 		return "deflate context takeover"
 	}
-	s := err.Error()
-	if strings.HasPrefix(s, "subscribe refused") || strings.HasPrefix(s, "first frame") || strings.HasPrefix(s, "closed by server") {
-		if len(s) > 60 {
-			s = s[:60]
-		}
-		return s
-	}
-	return "other"
+	return ""
 }
 
 // readLoop is the receive hot path of one connection: no allocation per
@@ -525,17 +537,10 @@ func (f *localFleet) readLoop(bc *bconn) {
 	for {
 		op, p, err := bc.ws.readFrame()
 		if err != nil {
-			if f.stopping.Load() {
+			if f.stopping.Load() || !f.lost(bc, "read: "+shortErr(err)) {
 				return
 			}
-			if f.spec.DropEvery > 0 && f.reconnect(bc) {
-				continue
-			}
-			if f.stopping.Load() {
-				return // the end came while it reconnected: not a drop
-			}
-			f.drop(bc, "read: "+shortErr(err))
-			return
+			continue
 		}
 		if op != ws.OpClose || !f.stopping.Load() {
 			// The server's answer to finish's own close frame is teardown,
@@ -558,16 +563,24 @@ func (f *localFleet) readLoop(bc *bconn) {
 			}
 			code := closeCode(p)
 			_ = bc.ws.nc.Close()
-			if f.spec.DropEvery > 0 && f.reconnect(bc) {
-				continue
-			}
-			if f.stopping.Load() {
+			if !f.lost(bc, "close "+strconv.Itoa(code)) {
 				return
 			}
-			f.drop(bc, "close "+strconv.Itoa(code))
-			return
 		}
 	}
+}
+
+// lost handles a connection the reader lost for reason: recovery
+// reconnects it (true: read on); otherwise it is dropped, unless the end
+// came meanwhile (then it is not a drop).
+func (f *localFleet) lost(bc *bconn, reason string) bool {
+	if f.spec.DropEvery > 0 && f.reconnect(bc) {
+		return true
+	}
+	if !f.stopping.Load() {
+		f.drop(bc, reason)
+	}
+	return false
 }
 
 // countFrame adds a text frame read outside readLoop (during a recovery

@@ -63,91 +63,136 @@ type pubResult struct {
 // i ≡ l (mod lanes) in order. It stops when all are sent or ctx is done.
 func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 	lanes := len(sinks)
-	res := pubResult{
-		published: make([]uint64, s.streams),
-		failed:    make([]uint64, s.streams),
-		errors:    map[string]int{},
+	sr := &scheduleRun{
+		s: s, sinks: sinks, ctx: ctx, pctx: ctx,
+		res: pubResult{
+			published: make([]uint64, s.streams),
+			failed:    make([]uint64, s.streams),
+			errors:    map[string]int{},
+		},
+		attempted: make([][]uint64, lanes),
+		counts:    make([][]uint64, lanes),
+		behind:    make([]time.Duration, lanes),
+		late:      make([]*hdrhistogram.Histogram, lanes),
 	}
-	attempted := make([][]uint64, lanes) // per lane, per stream: highest seq+1 and count
-	counts := make([][]uint64, lanes)
-	behind := make([]time.Duration, lanes)
-	late := make([]*hdrhistogram.Histogram, lanes)
-	var mu sync.Mutex
-	var sent atomic.Uint64
-	var cut atomic.Bool
-	start := time.Now().Add(20 * time.Millisecond)
-	cutoff := start.Add(s.cutoff)
-	res.start = start
+	sr.start = time.Now().Add(20 * time.Millisecond)
+	sr.cutoff = sr.start.Add(s.cutoff)
+	sr.res.start = sr.start
 	// A publication still going out at the cutoff (a server that stopped
 	// reading) ends with it: sinks bound their requests and writes by pctx.
-	pctx := ctx
 	if s.cutoff > 0 {
 		var cancel context.CancelFunc
-		pctx, cancel = context.WithDeadline(ctx, cutoff)
+		sr.pctx, cancel = context.WithDeadline(ctx, sr.cutoff)
 		defer cancel()
 	}
 	var wg sync.WaitGroup
 	for l := range lanes {
-		attempted[l] = make([]uint64, s.streams)
-		counts[l] = make([]uint64, s.streams)
-		late[l] = newHist()
+		sr.attempted[l] = make([]uint64, s.streams)
+		sr.counts[l] = make([]uint64, s.streams)
+		sr.late[l] = newHist()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 0, s.payload+64)
-			timer := time.NewTimer(time.Hour)
-			defer timer.Stop()
-			for i := uint64(l); i < s.count; i += uint64(lanes) {
-				due := start.Add(time.Duration(i) * s.interval)
-				if d := time.Until(due); d > 0 {
-					if !waitUntil(ctx, timer, due, s.spin) {
-						return
-					}
-				} else {
-					if ctx.Err() != nil {
-						return
-					}
-					if s.cutoff > 0 && time.Now().After(cutoff) {
-						cut.Store(true)
-						return
-					}
-					behind[l] = max(behind[l], -d)
-				}
-				recordUS(late[l], time.Since(due).Microseconds())
-				stream := int(i % uint64(s.streams))
-				seq := i / uint64(s.streams)
-				buf = appendPayloadKind(buf[:0], seq, due.UnixNano(), s.payload, s.compressible)
-				attempted[l][stream] = seq + 1
-				counts[l][stream]++
-				if err := sinks[l].publish(pctx, stream, s.channel(stream), buf); err != nil {
-					if pctx.Err() != nil {
-						// Interrupted or cut off mid-request: it may or may
-						// not have gone out.
-						counts[l][stream]--
-						if ctx.Err() == nil {
-							cut.Store(true)
-						}
-						return
-					}
-					mu.Lock()
-					res.failed[stream]++
-					res.errors[err.Error()]++
-					mu.Unlock()
-					continue
-				}
-				sent.Add(1)
-			}
+			sr.lane(l)
 		}()
 	}
 	wg.Wait()
+	return sr.result()
+}
+
+// scheduleRun is one runSchedule: its lanes write their own slots of the
+// per-lane slices, and res's failures and errors under mu.
+type scheduleRun struct {
+	s             schedule
+	sinks         []sink
+	ctx, pctx     context.Context // the run's; pctx also ends at the cutoff
+	start, cutoff time.Time
+	mu            sync.Mutex
+	res           pubResult
+	sent          atomic.Uint64
+	cut           atomic.Bool
+	attempted     [][]uint64 // per lane, per stream: highest seq+1
+	counts        [][]uint64 // per lane, per stream: how many it sent
+	behind        []time.Duration
+	late          []*hdrhistogram.Histogram
+}
+
+// lane sends lane l's publications in order until all are sent, ctx is
+// done or the cutoff passes.
+func (sr *scheduleRun) lane(l int) {
+	s, lanes := sr.s, uint64(len(sr.sinks))
+	buf := make([]byte, 0, s.payload+64)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for i := uint64(l); i < s.count; i += lanes {
+		due := sr.start.Add(time.Duration(i) * s.interval)
+		if !sr.await(l, timer, due) {
+			return
+		}
+		recordUS(sr.late[l], time.Since(due).Microseconds())
+		stream := int(i % uint64(s.streams))
+		seq := i / uint64(s.streams)
+		buf = appendPayloadKind(buf[:0], seq, due.UnixNano(), s.payload, s.compressible)
+		if !sr.publish(l, stream, seq, buf) {
+			return
+		}
+	}
+}
+
+// await waits for due, or notes how far behind lane l is; false when the
+// lane must stop (ctx done, or past the cutoff).
+func (sr *scheduleRun) await(l int, timer *time.Timer, due time.Time) bool {
+	d := time.Until(due)
+	switch {
+	case d > 0:
+		return waitUntil(sr.ctx, timer, due, sr.s.spin)
+	case sr.ctx.Err() != nil:
+		return false
+	case sr.s.cutoff > 0 && time.Now().After(sr.cutoff):
+		sr.cut.Store(true)
+		return false
+	}
+	sr.behind[l] = max(sr.behind[l], -d)
+	return true
+}
+
+// publish sends one publication on lane l; false when the lane must stop
+// (interrupted or cut off mid-request).
+func (sr *scheduleRun) publish(l, stream int, seq uint64, payload []byte) bool {
+	sr.attempted[l][stream] = seq + 1
+	sr.counts[l][stream]++
+	err := sr.sinks[l].publish(sr.pctx, stream, sr.s.channel(stream), payload)
+	switch {
+	case err == nil:
+		sr.sent.Add(1)
+	case sr.pctx.Err() != nil:
+		// Interrupted or cut off mid-request: it may or may not have gone
+		// out.
+		sr.counts[l][stream]--
+		if sr.ctx.Err() == nil {
+			sr.cut.Store(true)
+		}
+		return false
+	default:
+		sr.mu.Lock()
+		sr.res.failed[stream]++
+		sr.res.errors[err.Error()]++
+		sr.mu.Unlock()
+	}
+	return true
+}
+
+// result sums the lanes up, once they are done.
+func (sr *scheduleRun) result() pubResult {
+	res := sr.res
 	res.end = time.Now()
-	res.sent = sent.Load()
-	res.cutOff = cut.Load()
-	for st := range s.streams {
+	res.sent = sr.sent.Load()
+	res.cutOff = sr.cut.Load()
+	for st := range sr.s.streams {
 		var hi, n uint64
-		for l := range lanes {
-			hi = max(hi, attempted[l][st])
-			n += counts[l][st]
+		for l := range sr.sinks {
+			hi = max(hi, sr.attempted[l][st])
+			n += sr.counts[l][st]
 		}
 		res.published[st] = hi
 		// Seqs below the highest that no lane sent (stopped early) count as
@@ -155,9 +200,9 @@ func runSchedule(ctx context.Context, s schedule, sinks []sink) pubResult {
 		res.failed[st] += hi - n
 	}
 	res.late = newHist()
-	for l := range lanes {
-		res.behindMax = max(res.behindMax, behind[l])
-		res.late.Merge(late[l])
+	for l := range sr.sinks {
+		res.behindMax = max(res.behindMax, sr.behind[l])
+		res.late.Merge(sr.late[l])
 	}
 	return res
 }

@@ -111,6 +111,37 @@ func (f *localFleet) reconnect(bc *bconn) bool {
 	return true
 }
 
+// awaitSubscribed reads c until the subscribed reply.
+func awaitSubscribed(c *wsConn) error {
+	for {
+		op, p, err := c.readFrame()
+		if err != nil {
+			return fmt.Errorf("waiting for subscribed: %w", err)
+		}
+		if op == ws.OpText && string(frameType(p)) == "subscribed" {
+			return nil
+		}
+		if op == ws.OpText && string(frameType(p)) == "error" {
+			return fmt.Errorf("subscribe refused: %s", p)
+		}
+	}
+}
+
+// publishOnce publishes one payload of cfg's kind to ch, as the run's
+// publisher would.
+func publishOnce(ctx context.Context, cfg Config, t target, ch string) error {
+	pc := cfg
+	pc.Publishers = 1
+	sinks, _, err := makeSinks(ctx, pc, t)
+	if err != nil {
+		return err
+	}
+	data := appendPayloadKind(nil, 0, time.Now().UnixNano(), cfg.Payload, cfg.Compressible)
+	err = sinks[0].publish(ctx, 0, ch, data)
+	sinks[0].close()
+	return err
+}
+
 // probeOffsets checks whether the server carries per-channel offsets: one
 // connection subscribes to a fresh channel, one publication goes out, and
 // the delivery is inspected for "offset". It reports ok=false with an
@@ -130,28 +161,10 @@ func probeOffsets(ctx context.Context, cfg Config, t target) (bool, string, erro
 	if err := c.writeText([]byte(`{"type":"subscribe","channel":"` + ch + `"}`)); err != nil {
 		return false, "", err
 	}
-	for {
-		op, p, err := c.readFrame()
-		if err != nil {
-			return false, "", fmt.Errorf("waiting for subscribed: %w", err)
-		}
-		if op == ws.OpText && string(frameType(p)) == "subscribed" {
-			break
-		}
-		if op == ws.OpText && string(frameType(p)) == "error" {
-			return false, "", fmt.Errorf("subscribe refused: %s", p)
-		}
-	}
-	pc := cfg
-	pc.Publishers = 1
-	sinks, _, err := makeSinks(ctx, pc, t)
-	if err != nil {
+	if err := awaitSubscribed(c); err != nil {
 		return false, "", err
 	}
-	data := appendPayloadKind(nil, 0, time.Now().UnixNano(), cfg.Payload, cfg.Compressible)
-	err = sinks[0].publish(ctx, 0, ch, data)
-	sinks[0].close()
-	if err != nil {
+	if err := publishOnce(ctx, cfg, t, ch); err != nil {
 		return false, "", err
 	}
 	for {

@@ -113,94 +113,137 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(r)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s\t"+f+"\n", append([]any{k}, a...)...) }
+	tb := table{tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	r.writeRun(tb)
+	r.writeConnections(tb)
+	if r.Scheduled > 0 {
+		r.writePublishing(tb)
+	}
+	r.writeCompression(tb)
+	if len(r.ErrorFrames) > 0 {
+		tb.row("error frames", "%s", fmtMap(r.ErrorFrames))
+	}
+	if r.ServerPID != 0 {
+		r.writeServer(tb)
+	}
+	r.writeGenerator(tb)
+	if rc := r.Recovery; rc != nil {
+		tb.row("recovery", "reconnects %d (failed %d), recovered true %d / false %d / absent %d", rc.Reconnects, rc.ReconnectFail, rc.Recovered, rc.NotRecovered, rc.NoFlag)
+	}
+	for _, n := range r.Notes {
+		tb.row("note", "%s", n)
+	}
+	return tb.tw.Flush()
+}
+
+// table is the report's text form: one row per line, key and value.
+type table struct{ tw *tabwriter.Writer }
+
+func (t table) row(k, f string, a ...any) {
+	fmt.Fprintf(t.tw, "%s\t"+f+"\n", append([]any{k}, a...)...)
+}
+
+// writeRun writes the title, the target and failed workers.
+func (r *Report) writeRun(tb table) {
 	title := "herald bench " + r.Scenario
 	if r.Interrupted {
 		title += " (INTERRUPTED: partial results)"
 	}
-	fmt.Fprintln(tw, title)
-	row("target", "%s  (workers %d, reader %s, wall %.1fs)", r.Target, r.Workers, r.Reader, r.WallSeconds)
+	fmt.Fprintln(tb.tw, title)
+	tb.row("target", "%s  (workers %d, reader %s, wall %.1fs)", r.Target, r.Workers, r.Reader, r.WallSeconds)
 	if r.WorkersFailed > 0 {
 		lost := ""
 		if r.Unaccounted > 0 {
 			lost = fmt.Sprintf("; %d expected deliveries went with them, neither delivered nor lost", r.Unaccounted)
 		}
-		row("WORKERS FAILED", "%d of %d: their connections are missing from every figure below%s", r.WorkersFailed, r.Workers, lost)
+		tb.row("WORKERS FAILED", "%d of %d: their connections are missing from every figure below%s", r.WorkersFailed, r.Workers, lost)
 	}
+}
+
+// writeConnections writes the connect phase.
+func (r *Report) writeConnections(tb table) {
 	how := ""
 	if r.SubscribeInURL {
 		how = " (subscribed in the upgrade request)"
 	}
-	row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s%s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate, how)
+	tb.row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s%s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate, how)
 	if len(r.ConnectErrors) > 0 {
-		row("connect errors", "%s", fmtMap(r.ConnectErrors))
+		tb.row("connect errors", "%s", fmtMap(r.ConnectErrors))
 	}
 	if l := r.ConnectLatency; l != nil && l.Count > 0 {
-		row("connect latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+		tb.row("connect latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
 	}
 	if len(r.Dropped) > 0 {
-		row("dropped early", "%s", fmtMap(r.Dropped))
+		tb.row("dropped early", "%s", fmtMap(r.Dropped))
 	}
-	if r.Scheduled > 0 {
-		row("publications", "%d sent of %d scheduled at %.4g/s over %.1fs via %s (%d lane(s)), %d-byte payload", r.Published, r.Scheduled, r.Rate, r.PublishSeconds, r.PublishVia, r.Publishers, r.PayloadBytes)
-		if l := r.PublisherLate; l != nil && l.Count > 0 {
-			spin := "spin off"
-			if r.SpinMS > 0 {
-				spin = "spin " + ms(r.SpinMS)
-			}
-			row("sent late by", "p50 %s  p99 %s  max %s  (%s; counted in latency)", ms(l.P50), ms(l.P99), ms(l.Max), spin)
+}
+
+// writePublishing writes what was published and delivered.
+func (r *Report) writePublishing(tb table) {
+	tb.row("publications", "%d sent of %d scheduled at %.4g/s over %.1fs via %s (%d lane(s)), %d-byte payload", r.Published, r.Scheduled, r.Rate, r.PublishSeconds, r.PublishVia, r.Publishers, r.PayloadBytes)
+	if l := r.PublisherLate; l != nil && l.Count > 0 {
+		spin := "spin off"
+		if r.SpinMS > 0 {
+			spin = "spin " + ms(r.SpinMS)
 		}
-		if r.PublisherBehindMax > 1 {
-			row("publisher lag", "fell up to %s behind schedule (counted in latency)", ms(r.PublisherBehindMax))
-		}
-		if len(r.PublishErrors) > 0 {
-			row("publish errors", "%s", fmtMap(r.PublishErrors))
-		}
-		row("deliveries", "%d of %d expected  (%.0f/s)", r.Delivered, r.Expected, r.DeliveriesPerSec)
-		row("lost/dup/reord", "%d / %d / %d%s", r.Lost, r.Duplicated, r.Reordered, lateNote(r.Late))
-		if l := r.Latency; l != nil && l.Count > 0 {
-			row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
-		}
-		if r.WireBytes > 0 {
-			row("wire bytes", "%s total, %.0f B/delivery (messages %.0f B/delivery inflated%s)", byteSize(r.WireBytes), r.WireBytesPerDelivery, r.MessageBytesPerDelivery, payloadKind(r.Compressible))
-		}
+		tb.row("sent late by", "p50 %s  p99 %s  max %s  (%s; counted in latency)", ms(l.P50), ms(l.P99), ms(l.Max), spin)
 	}
-	if c := r.Compression; c != nil {
-		switch {
-		case r.Connected == 0:
-			row("compression", "permessage-deflate offered (no connection was made)")
-		case c.AcceptedConns == 0:
-			row("compression", "permessage-deflate offered, NOT accepted by the server")
-		default:
-			row("compression", "permessage-deflate accepted on %d/%d connections; %d message frames arrived compressed", c.AcceptedConns, r.Connected, c.CompressedFrames)
-		}
+	if r.PublisherBehindMax > 1 {
+		tb.row("publisher lag", "fell up to %s behind schedule (counted in latency)", ms(r.PublisherBehindMax))
 	}
-	if len(r.ErrorFrames) > 0 {
-		row("error frames", "%s", fmtMap(r.ErrorFrames))
+	if len(r.PublishErrors) > 0 {
+		tb.row("publish errors", "%s", fmtMap(r.PublishErrors))
 	}
-	if r.ServerPID != 0 {
-		end := kib(r.ServerRSSEndKiB)
-		if r.ServerExited {
-			end = "none (EXITED)"
-		}
-		row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), end)
-		switch {
-		case r.Scenario == "idle" && r.RSSPerConnKiB != 0:
-			row("server RSS/conn", "%.2f KiB at the end of the hold (%.2f KiB right after connecting)", r.RSSPerConnKiB, r.RSSPerConnAfterConnectKiB)
-		case r.RSSPerConnKiB != 0:
-			row("server RSS/conn", "%.2f KiB", r.RSSPerConnKiB)
-		}
-		if !r.ServerExited || r.ServerCPUSeconds != 0 {
-			row("server CPU", "%.2fs (%.0f%% of one core)", r.ServerCPUSeconds, r.ServerCPUPercent)
-		}
-		if r.ServerCPUPerDelivU != 0 {
-			row("server CPU/delivery", "%.3f µs", r.ServerCPUPerDelivU)
-		}
-		if r.ServerCPUPerConnU != 0 {
-			row("server CPU/connect", "%.1f µs", r.ServerCPUPerConnU)
-		}
+	tb.row("deliveries", "%d of %d expected  (%.0f/s)", r.Delivered, r.Expected, r.DeliveriesPerSec)
+	tb.row("lost/dup/reord", "%d / %d / %d%s", r.Lost, r.Duplicated, r.Reordered, lateNote(r.Late))
+	if l := r.Latency; l != nil && l.Count > 0 {
+		tb.row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
 	}
+	if r.WireBytes > 0 {
+		tb.row("wire bytes", "%s total, %.0f B/delivery (messages %.0f B/delivery inflated%s)", byteSize(r.WireBytes), r.WireBytesPerDelivery, r.MessageBytesPerDelivery, payloadKind(r.Compressible))
+	}
+}
+
+// writeCompression writes whether permessage-deflate was taken.
+func (r *Report) writeCompression(tb table) {
+	c := r.Compression
+	switch {
+	case c == nil:
+	case r.Connected == 0:
+		tb.row("compression", "permessage-deflate offered (no connection was made)")
+	case c.AcceptedConns == 0:
+		tb.row("compression", "permessage-deflate offered, NOT accepted by the server")
+	default:
+		tb.row("compression", "permessage-deflate accepted on %d/%d connections; %d message frames arrived compressed", c.AcceptedConns, r.Connected, c.CompressedFrames)
+	}
+}
+
+// writeServer writes the server's memory and CPU.
+func (r *Report) writeServer(tb table) {
+	end := kib(r.ServerRSSEndKiB)
+	if r.ServerExited {
+		end = "none (EXITED)"
+	}
+	tb.row("server RSS", "%s before, %s after connect, %s at end", kib(r.ServerRSSBeforeKiB), kib(r.ServerRSSAfterKiB), end)
+	switch {
+	case r.Scenario == "idle" && r.RSSPerConnKiB != 0:
+		tb.row("server RSS/conn", "%.2f KiB at the end of the hold (%.2f KiB right after connecting)", r.RSSPerConnKiB, r.RSSPerConnAfterConnectKiB)
+	case r.RSSPerConnKiB != 0:
+		tb.row("server RSS/conn", "%.2f KiB", r.RSSPerConnKiB)
+	}
+	if !r.ServerExited || r.ServerCPUSeconds != 0 {
+		tb.row("server CPU", "%.2fs (%.0f%% of one core)", r.ServerCPUSeconds, r.ServerCPUPercent)
+	}
+	if r.ServerCPUPerDelivU != 0 {
+		tb.row("server CPU/delivery", "%.3f µs", r.ServerCPUPerDelivU)
+	}
+	if r.ServerCPUPerConnU != 0 {
+		tb.row("server CPU/connect", "%.1f µs", r.ServerCPUPerConnU)
+	}
+}
+
+// writeGenerator writes the generator's own CPU.
+func (r *Report) writeGenerator(tb table) {
 	gen := fmt.Sprintf("%.2fs", r.GeneratorCPUSeconds)
 	var per []string
 	if r.GeneratorCPUPerConnU != 0 {
@@ -212,14 +255,7 @@ func (r *Report) Write(w io.Writer, asJSON bool) error {
 	if len(per) > 0 {
 		gen += " (" + strings.Join(per, ", ") + ")"
 	}
-	row("generator CPU", "%s", gen)
-	if rc := r.Recovery; rc != nil {
-		row("recovery", "reconnects %d (failed %d), recovered true %d / false %d / absent %d", rc.Reconnects, rc.ReconnectFail, rc.Recovered, rc.NotRecovered, rc.NoFlag)
-	}
-	for _, n := range r.Notes {
-		row("note", "%s", n)
-	}
-	return tw.Flush()
+	tb.row("generator CPU", "%s", gen)
 }
 
 func lateNote(n uint64) string {

@@ -42,13 +42,8 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 			return r, r.Write(stdout, cfg.JSON)
 		}
 	}
-	if cfg.ServerPID != 0 {
-		s, err := sampleProc(cfg.ServerPID)
-		if err != nil {
-			return nil, fmt.Errorf("--server-pid %d: %w", cfg.ServerPID, err)
-		}
-		run.before = s
-		r.ServerRSSBeforeKiB = s.rssKiB
+	if err := run.sampleServerBefore(); err != nil {
+		return nil, err
 	}
 	fleets, err := startFleets(ctx, cfg, t, stderr)
 	if err != nil {
@@ -102,6 +97,21 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 		return r, err
 	}
 	return r, runError(r, cfg)
+}
+
+// sampleServerBefore reads the server (--server-pid) before anything is
+// connected; a pid that cannot be read ends the run.
+func (run *runState) sampleServerBefore() error {
+	if run.cfg.ServerPID == 0 {
+		return nil
+	}
+	s, err := sampleProc(run.cfg.ServerPID)
+	if err != nil {
+		return fmt.Errorf("--server-pid %d: %w", run.cfg.ServerPID, err)
+	}
+	run.before = s
+	run.r.ServerRSSBeforeKiB = s.rssKiB
+	return nil
 }
 
 // newReport is the report of a run of cfg begun at start, before anything

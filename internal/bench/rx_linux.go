@@ -296,23 +296,7 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 		}
 		switch h.op {
 		case ws.OpText:
-			if !h.compressed {
-				countText(bc, h, p, setup)
-				if why := f.onText(bc, p, out); why != "" {
-					return why
-				}
-				continue
-			}
-			inf := inflaters.Get().(*inflater)
-			m, err := inf.inflate(p, maxFrame)
-			if err != nil {
-				inflaters.Put(inf)
-				return "read: " + shortErr(fmt.Errorf("inflate: %w", err))
-			}
-			countText(bc, h, m, setup)
-			why := f.onText(bc, m, out)
-			inflaters.Put(inf)
-			if why != "" {
+			if why := f.textFrame(bc, h, p, setup, out); why != "" {
 				return why
 			}
 		case ws.OpPing:
@@ -326,7 +310,14 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 			return "close " + strconv.Itoa(closeCode(p))
 		}
 	}
-	// Compact.
+	rx.compact(need)
+	return ""
+}
+
+// compact moves what is left of the buffer (the start of the next frame) to
+// its front, and grows the buffer when need, the size of that frame, will
+// not fit.
+func (rx *rxState) compact(need int) {
 	if rx.r == rx.w {
 		rx.r, rx.w = 0, 0
 	} else if rx.r > 0 {
@@ -338,7 +329,23 @@ func (f *localFleet) frames(bc *bconn, out *rxOut) string {
 		copy(nb, rx.buf[:rx.w])
 		rx.buf = nb
 	}
-	return ""
+}
+
+// textFrame handles text frame p (inflated first when compressed) as
+// readLoop would; it returns a drop reason, or "".
+func (f *localFleet) textFrame(bc *bconn, h frameHeader, p []byte, setup bool, out *rxOut) string {
+	if !h.compressed {
+		countText(bc, h, p, setup)
+		return f.onText(bc, p, out)
+	}
+	inf := inflaters.Get().(*inflater)
+	defer inflaters.Put(inf)
+	m, err := inf.inflate(p, maxFrame)
+	if err != nil {
+		return "read: " + shortErr(fmt.Errorf("inflate: %w", err))
+	}
+	countText(bc, h, m, setup)
+	return f.onText(bc, m, out)
 }
 
 // countText adds text frame m (inflated) to bc's byte counts: during the

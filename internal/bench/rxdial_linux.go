@@ -203,60 +203,17 @@ func (f *localFleet) register(bc *bconn, i int, events uint32) error {
 
 // advance moves bc's setup on after a readiness event (events).
 func (l *rxLoop) advance(bc *bconn, events uint32) {
-	st, rx := bc.setup, &bc.rx
+	st := bc.setup
 	if st.state.Load() == setupAbandoned {
 		l.endSetup(bc, nil)
 		return
 	}
 	if len(st.req) > 0 {
-		if events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
-			return
-		}
-		n, err := rawWrite(rx.fd, st.req)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EINTR:
-			return
-		case err != nil:
-			l.endSetup(bc, &dialError{err: os.NewSyscallError("write", err)})
-			return
-		}
-		if st.req = st.req[n:]; len(st.req) > 0 {
-			return
-		}
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(bc.idx - l.f.spec.First)}
-		if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, rx.fd, &ev); err != nil {
-			l.endSetup(bc, os.NewSyscallError("epoll_ctl", err))
-		}
+		l.sendRequest(bc, events)
 		return // the response cannot be there before the request
 	}
-	if !st.upgraded && rx.w == len(rx.buf) {
-		l.endSetup(bc, &dialError{err: fmt.Errorf("upgrade response head larger than %d bytes", len(rx.buf))})
+	if !l.readResponse(bc) {
 		return
-	}
-	switch got, err := rx.fill(); {
-	case got == readSome:
-	case err != nil:
-		l.endSetup(bc, &dialError{err: os.NewSyscallError("read", err)})
-		return
-	case got == readEOF:
-		l.endSetup(bc, &dialError{err: fmt.Errorf("connection closed during the setup: %w", io.ErrUnexpectedEOF)})
-		return
-	default:
-		return // nothing yet
-	}
-	if !st.upgraded {
-		k := bytes.Index(rx.buf[rx.r:rx.w], []byte("\r\n\r\n"))
-		if k < 0 {
-			return
-		}
-		head := rx.buf[rx.r : rx.r+k+2] // every line with its CRLF
-		rx.r += k + 4
-		if err := st.response(head, rx.buf[rx.r:rx.w]); err != nil {
-			l.endSetup(bc, err)
-			return
-		}
-		st.upgraded = true
-		rx.deflate = st.check.deflate
 	}
 	if why := l.f.frames(bc, &l.out); why != "" {
 		if bc.setup == nil { // it ended with the last ack, then the rest broke
@@ -265,6 +222,67 @@ func (l *rxLoop) advance(bc *bconn, events uint32) {
 		}
 		l.endSetup(bc, setupFailure(why))
 	}
+}
+
+// sendRequest writes what is left of the upgrade request when the socket
+// takes it, then waits for the response.
+func (l *rxLoop) sendRequest(bc *bconn, events uint32) {
+	st, rx := bc.setup, &bc.rx
+	if events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
+		return
+	}
+	n, err := rawWrite(rx.fd, st.req)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return
+	case err != nil:
+		l.endSetup(bc, &dialError{err: os.NewSyscallError("write", err)})
+		return
+	}
+	if st.req = st.req[n:]; len(st.req) > 0 {
+		return
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(bc.idx - l.f.spec.First)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, rx.fd, &ev); err != nil {
+		l.endSetup(bc, os.NewSyscallError("epoll_ctl", err))
+	}
+}
+
+// readResponse reads what the socket has and takes the upgrade response's
+// head once it is complete; true when frames may follow in the buffer.
+func (l *rxLoop) readResponse(bc *bconn) bool {
+	st, rx := bc.setup, &bc.rx
+	if !st.upgraded && rx.w == len(rx.buf) {
+		l.endSetup(bc, &dialError{err: fmt.Errorf("upgrade response head larger than %d bytes", len(rx.buf))})
+		return false
+	}
+	switch got, err := rx.fill(); {
+	case got == readSome:
+	case err != nil:
+		l.endSetup(bc, &dialError{err: os.NewSyscallError("read", err)})
+		return false
+	case got == readEOF:
+		l.endSetup(bc, &dialError{err: fmt.Errorf("connection closed during the setup: %w", io.ErrUnexpectedEOF)})
+		return false
+	default:
+		return false // nothing yet
+	}
+	if st.upgraded {
+		return true
+	}
+	k := bytes.Index(rx.buf[rx.r:rx.w], []byte("\r\n\r\n"))
+	if k < 0 {
+		return false
+	}
+	head := rx.buf[rx.r : rx.r+k+2] // every line with its CRLF
+	rx.r += k + 4
+	if err := st.response(head, rx.buf[rx.r:rx.w]); err != nil {
+		l.endSetup(bc, err)
+		return false
+	}
+	st.upgraded = true
+	rx.deflate = st.check.deflate
+	return true
 }
 
 // response checks an upgrade response's head (status line and headers, each

@@ -52,12 +52,7 @@ type workerMsg struct {
 func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 	signal.Ignore(os.Interrupt)
 	enc := json.NewEncoder(stdout)
-	var encMu sync.Mutex
-	send := func(m workerMsg) {
-		encMu.Lock()
-		defer encMu.Unlock()
-		_ = enc.Encode(m)
-	}
+	w := &worker{enc: enc}
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	if !sc.Scan() {
@@ -69,12 +64,13 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 	}
 	f, err := newLocalFleet(spec)
 	if err != nil {
-		send(workerMsg{Type: "error", Error: err.Error()})
+		w.send(workerMsg{Type: "error", Error: err.Error()})
 		return err
 	}
+	w.f = f
 	// The CPU reading in prepared is where the connect phase's starts:
 	// start-up and token minting are not connecting.
-	send(workerMsg{Type: "prepared", Progress: progress{CPUSeconds: selfCPU().Seconds()}})
+	w.send(workerMsg{Type: "prepared", Progress: progress{CPUSeconds: selfCPU().Seconds()}})
 
 	cmds := make(chan workerCmd)
 	go func() {
@@ -86,61 +82,97 @@ func WorkerMain(stdin io.Reader, stdout io.Writer) error {
 			}
 		}
 	}()
+	return w.serve(cmds)
+}
 
+// worker is WorkerMain's state once its fleet is made.
+type worker struct {
+	f     *localFleet
+	enc   *json.Encoder
+	encMu sync.Mutex
+	// connectDone is closed when the connect command's connect returns
+	// (nil once reported); connecting says the command came.
+	connectDone chan struct{}
+	connecting  bool
+	p99         float64
+}
+
+// send writes one message to the parent.
+func (w *worker) send(m workerMsg) {
+	w.encMu.Lock()
+	defer w.encMu.Unlock()
+	_ = w.enc.Encode(m)
+}
+
+// prog is the fleet's progress with the worker's CPU and latest p99.
+func (w *worker) prog() progress {
+	p := w.f.progress()
+	p.P99ms = w.p99
+	p.CPUSeconds = selfCPU().Seconds()
+	return p
+}
+
+// serve reports progress every 250 ms and carries out the parent's
+// commands until finish (or the end of stdin).
+func (w *worker) serve(cmds <-chan workerCmd) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ticker := time.NewTicker(250 * time.Millisecond)
 	defer ticker.Stop()
-	connectDone := make(chan struct{})
-	connecting := false
-	ticks, p99 := 0, 0.0
-	prog := func() progress {
-		p := f.progress()
-		p.P99ms = p99
-		p.CPUSeconds = selfCPU().Seconds()
-		return p
-	}
+	w.connectDone = make(chan struct{})
+	ticks := 0
 	for {
 		select {
 		case <-ticker.C:
 			if ticks++; ticks%4 == 0 {
-				p99 = f.intervalP99()
+				w.p99 = w.f.intervalP99()
 			}
-			send(workerMsg{Type: "progress", Progress: prog()})
-		case <-connectDone:
-			connectDone = nil
-			send(workerMsg{Type: "ready", Progress: prog(), Subs: f.subscribers()})
+			w.send(workerMsg{Type: "progress", Progress: w.prog()})
+		case <-w.connectDone:
+			w.connectDone = nil
+			w.send(workerMsg{Type: "ready", Progress: w.prog(), Subs: w.f.subscribers()})
 		case c, ok := <-cmds:
 			if !ok || c.Cmd == "finish" {
-				atFinish := selfCPU().Seconds()
-				cancel()
-				f.dropping(false)
-				if connecting && connectDone != nil {
-					<-connectDone
-				}
-				res, err := f.finish(c.Finish)
-				if err != nil {
-					send(workerMsg{Type: "error", Error: err.Error()})
-					return err
-				}
-				res.CPUSeconds, res.CPUAtFinish = selfCPU().Seconds(), atFinish
-				if ok {
-					send(workerMsg{Type: "result", Result: res})
-				}
-				return nil
+				return w.finish(cancel, c, ok)
 			}
-			switch c.Cmd {
-			case "connect":
-				if !connecting {
-					connecting = true
-					done := connectDone
-					go func() { _ = f.connect(ctx); close(done) }()
-				}
-			case "drop", "nodrop":
-				f.dropping(c.Cmd == "drop")
-			}
+			w.command(ctx, c)
 		}
 	}
+}
+
+// command carries out connect, drop or nodrop.
+func (w *worker) command(ctx context.Context, c workerCmd) {
+	switch c.Cmd {
+	case "connect":
+		if !w.connecting {
+			w.connecting = true
+			done := w.connectDone
+			go func() { _ = w.f.connect(ctx); close(done) }()
+		}
+	case "drop", "nodrop":
+		w.f.dropping(c.Cmd == "drop")
+	}
+}
+
+// finish stops the fleet and sends its result (unless the parent is gone:
+// ok false).
+func (w *worker) finish(cancel context.CancelFunc, c workerCmd, ok bool) error {
+	atFinish := selfCPU().Seconds()
+	cancel()
+	w.f.dropping(false)
+	if w.connecting && w.connectDone != nil {
+		<-w.connectDone
+	}
+	res, err := w.f.finish(c.Finish)
+	if err != nil {
+		w.send(workerMsg{Type: "error", Error: err.Error()})
+		return err
+	}
+	res.CPUSeconds, res.CPUAtFinish = selfCPU().Seconds(), atFinish
+	if ok {
+		w.send(workerMsg{Type: "result", Result: res})
+	}
+	return nil
 }
 
 // remoteFleet is a worker process seen from the parent.
@@ -178,39 +210,7 @@ func startWorker(ctx context.Context, exe string, spec fleetSpec, stderr io.Writ
 		ready: make(chan workerMsg, 1), result: make(chan workerMsg, 1), failed: make(chan error, 1),
 	}
 	prepared := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		var once sync.Once
-		for sc.Scan() {
-			var m workerMsg
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				continue
-			}
-			switch m.Type {
-			case "prepared":
-				p := m.Progress
-				r.last.Store(&p)
-				once.Do(func() { close(prepared) })
-			case "progress":
-				p := m.Progress
-				r.last.Store(&p)
-			case "ready":
-				p := m.Progress
-				r.last.Store(&p)
-				r.ready <- m
-			case "result":
-				r.result <- m
-			case "error":
-				r.failed <- errors.New("worker: " + m.Error)
-				return
-			}
-		}
-		select {
-		case r.failed <- errors.New("worker exited"):
-		default:
-		}
-	}()
+	go r.readMessages(stdout, prepared)
 	if err := r.encode(spec); err != nil {
 		r.kill()
 		return nil, err
@@ -227,6 +227,42 @@ func startWorker(ctx context.Context, exe string, spec fleetSpec, stderr io.Writ
 	case <-time.After(2 * time.Minute):
 		r.kill()
 		return nil, errors.New("worker did not start in 2 minutes")
+	}
+}
+
+// readMessages reads the worker's messages until it exits, closing
+// prepared at the first "prepared".
+func (r *remoteFleet) readMessages(stdout io.Reader, prepared chan struct{}) {
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var once sync.Once
+	for sc.Scan() {
+		var m workerMsg
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			continue
+		}
+		switch m.Type {
+		case "prepared":
+			p := m.Progress
+			r.last.Store(&p)
+			once.Do(func() { close(prepared) })
+		case "progress":
+			p := m.Progress
+			r.last.Store(&p)
+		case "ready":
+			p := m.Progress
+			r.last.Store(&p)
+			r.ready <- m
+		case "result":
+			r.result <- m
+		case "error":
+			r.failed <- errors.New("worker: " + m.Error)
+			return
+		}
+	}
+	select {
+	case r.failed <- errors.New("worker exited"):
+	default:
 	}
 }
 

@@ -480,49 +480,63 @@ func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if h.Masked {
-		return 0, nil, errMaskedFrame
-	}
-	if !h.Fin || h.OpCode == ws.OpContinuation {
-		return 0, nil, errFragmented
-	}
-	if h.Length > maxFrame {
-		return 0, nil, errFrameTooLarge
-	}
-	rsv1, rsv2, rsv3 := ws.RsvBits(h.Rsv)
-	switch {
-	case rsv2 || rsv3:
-		return 0, nil, errRSV23
-	case rsv1 && !c.deflate:
-		return 0, nil, errRSV1NoDeflate
-	case rsv1 && h.OpCode.IsControl():
-		return 0, nil, wsflate.ErrUnexpectedCompressionBit
+	rsv1, err := c.checkHeader(h)
+	if err != nil {
+		return 0, nil, err
 	}
 	n := int(h.Length)
 	c.lastWire, c.lastCompressed = ws.HeaderSize(h)+n, rsv1
-	var p []byte
-	if n <= c.br.Size() {
-		if p, err = c.br.Peek(n); err != nil {
-			return 0, nil, err
-		}
-		c.pending = n
-	} else {
-		if cap(c.scratch) < n {
-			c.scratch = make([]byte, n)
-		}
-		p = c.scratch[:n]
-		if _, err := io.ReadFull(c.br, p); err != nil {
-			return 0, nil, err
-		}
-	}
-	if !rsv1 {
-		return h.OpCode, p, nil
+	p, err := c.payload(n)
+	if err != nil || !rsv1 {
+		return h.OpCode, p, err
 	}
 	c.inf = inflaters.Get().(*inflater)
 	if p, err = c.inf.inflate(p, maxFrame); err != nil {
 		return 0, nil, fmt.Errorf("inflate: %w", err)
 	}
 	return h.OpCode, p, nil
+}
+
+// checkHeader refuses a frame herald does not send, and reports whether it
+// is compressed.
+func (c *wsConn) checkHeader(h ws.Header) (rsv1 bool, err error) {
+	rsv1, rsv2, rsv3 := ws.RsvBits(h.Rsv)
+	switch {
+	case h.Masked:
+		return false, errMaskedFrame
+	case !h.Fin || h.OpCode == ws.OpContinuation:
+		return false, errFragmented
+	case h.Length > maxFrame:
+		return false, errFrameTooLarge
+	case rsv2 || rsv3:
+		return false, errRSV23
+	case rsv1 && !c.deflate:
+		return false, errRSV1NoDeflate
+	case rsv1 && h.OpCode.IsControl():
+		return false, wsflate.ErrUnexpectedCompressionBit
+	}
+	return rsv1, nil
+}
+
+// payload returns the next n bytes: in the read buffer when they fit (left
+// there until the next frame), else read into scratch.
+func (c *wsConn) payload(n int) ([]byte, error) {
+	if n <= c.br.Size() {
+		p, err := c.br.Peek(n)
+		if err != nil {
+			return nil, err
+		}
+		c.pending = n
+		return p, nil
+	}
+	if cap(c.scratch) < n {
+		c.scratch = make([]byte, n)
+	}
+	p := c.scratch[:n]
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // nextRand steps an xorshift64* generator (masks and handshake keys need
