@@ -28,7 +28,8 @@ export function connect(base, query) {
       const w = waiters.shift();
       if (w) w(msg); else frames.push(msg);
     });
-    const next = (ms = 20000) => // a failure bound for a loaded machine new Promise((res, rej) => {
+    // ms is a failure bound for a loaded machine.
+    const next = (ms = 20000) => new Promise((res, rej) => {
       if (frames.length) return res(frames.shift());
       const t = setTimeout(() => rej(new Error('timed out waiting for a frame')), ms);
       waiters.push((m) => { clearTimeout(t); res(m); });
