@@ -17,6 +17,10 @@ type Config struct {
 	Addr string
 	// WSPath is the WebSocket endpoint path. Default "/ws".
 	WSPath string
+	// ConformanceEchoPath, when set, is a WebSocket path whose connections
+	// echo every data message instead of speaking the protocol. Default ""
+	// (off).
+	ConformanceEchoPath string
 	// APIKeys are the keys accepted by the server API (/api/*, /call). Empty
 	// means the API answers 403 to everything.
 	APIKeys []string

@@ -494,7 +494,7 @@ func TestLoadErrors(t *testing.T) {
 func TestLoadHelp(t *testing.T) {
 	// Every flag herald serve must have, listed independently of the settings table.
 	allFlags := []string{
-		"config", "addr", "ws-path", "api-key", "jwt-secret", "jwt-public-key",
+		"config", "addr", "ws-path", "conformance-echo-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-queued-bytes", "max-user-queued-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
 		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "broker", "redis-url", "redis-prefix", "shutdown-timeout", "debug-addr", "log-format", "log-level",
@@ -676,6 +676,11 @@ func TestValidate(t *testing.T) {
 		{"ws path on an API endpoint", func(c *Config) { c.WSPath = "/api/publish" }, "conflicts with herald's /api/publish endpoint"},
 		{"ws path under healthz", func(c *Config) { c.WSPath = "/healthz/ws" }, "conflicts with herald's /healthz endpoint"},
 		{"ws path /call", func(c *Config) { c.WSPath = "/call" }, "/call endpoint"},
+		{"echo path off", func(c *Config) { c.ConformanceEchoPath = "" }, ""},
+		{"echo path", func(c *Config) { c.ConformanceEchoPath = "/echo" }, ""},
+		{"echo path on the ws path", func(c *Config) { c.ConformanceEchoPath = "/ws" }, `invalid conformance-echo-path "/ws": it is the ws-path`},
+		{"echo path on an endpoint", func(c *Config) { c.ConformanceEchoPath = "/metrics" }, "invalid conformance-echo-path \"/metrics\": conflicts with herald's /metrics endpoint"},
+		{"echo path without slash", func(c *Config) { c.ConformanceEchoPath = "echo" }, "must start with"},
 		{"ws path /metrics", func(c *Config) { c.WSPath = "/metrics" }, "/metrics endpoint"},
 		{"ws path /healthz", func(c *Config) { c.WSPath = "/healthz/" }, "/healthz endpoint"},
 		{"zero max message", func(c *Config) { c.MaxMessageBytes = 0 }, "invalid max-message-bytes 0"},

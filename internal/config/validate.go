@@ -68,18 +68,32 @@ func (c *Config) Validate() error {
 var ReservedPaths = []string{"/api", "/api/", "/api/publish", "/api/broadcast", "/api/send", "/api/batch",
 	"/api/disconnect", "/api/stats", "/api/channels", "/api/history", "/api/presence", "/call", "/metrics", "/healthz"}
 
-func validateWSPath(p string) error {
+func validateWSPath(p string) error { return validatePath("ws-path", p) }
+
+// validateEchoPath checks --conformance-echo-path: unset, or a path of its
+// own.
+func validateEchoPath(c *Config) error {
+	if c.ConformanceEchoPath == "" {
+		return nil
+	}
+	if c.ConformanceEchoPath == c.WSPath {
+		return fmt.Errorf("invalid conformance-echo-path %q: it is the ws-path", c.ConformanceEchoPath)
+	}
+	return validatePath("conformance-echo-path", c.ConformanceEchoPath)
+}
+
+func validatePath(option, p string) error {
 	if !strings.HasPrefix(p, "/") {
-		return fmt.Errorf("invalid ws-path %q: must start with \"/\"", p)
+		return fmt.Errorf("invalid %s %q: must start with \"/\"", option, p)
 	}
 	if strings.ContainsAny(p, "?# \t\r\n") {
-		return fmt.Errorf("invalid ws-path %q: must be a plain URL path", p)
+		return fmt.Errorf("invalid %s %q: must be a plain URL path", option, p)
 	}
 	// Paths served by herald itself. Other paths under /api/ are free (the
 	// seed-003 clients connect to /api/socket).
 	for _, r := range ReservedPaths {
 		if p == r || (!strings.HasPrefix(r, "/api") && strings.HasPrefix(p, r+"/")) {
-			return fmt.Errorf("invalid ws-path %q: conflicts with herald's %s endpoint", p, r)
+			return fmt.Errorf("invalid %s %q: conflicts with herald's %s endpoint", option, p, r)
 		}
 	}
 	return nil

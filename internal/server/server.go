@@ -169,6 +169,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.poller = p
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET "+s.cfg.WSPath, s.handleWS)
+	if s.cfg.ConformanceEchoPath != "" {
+		s.mux.HandleFunc("GET "+s.cfg.ConformanceEchoPath, s.handleWS) // it tells the two apart
+	}
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	s.routeAPI(s.mux)
@@ -242,6 +245,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer dbg.Close()
 	}
 	s.log.Info("herald listening", "addr", ln.Addr().String(), "ws_path", s.cfg.WSPath, "max_connections", s.maxConns, "broker", s.cfg.Broker)
+	if s.cfg.ConformanceEchoPath != "" {
+		s.log.Warn("conformance echo endpoint on: it echoes whatever its clients send, for conformance suites only; leave --conformance-echo-path unset in production", "path", s.cfg.ConformanceEchoPath)
+	}
 	if s.cfg.Broker == "redis" {
 		s.log.Info("redis broker", "url", config.RedactURL(s.cfg.RedisURL), "prefix", s.cfg.RedisPrefix)
 	}

@@ -219,13 +219,22 @@ func (s *Server) readHead(c net.Conn, buf []byte) (_ []byte, end int, err error)
 	}
 }
 
-// isWSRequestLine reports whether line is "GET <ws-path>[?query] HTTP/…".
+// isWSRequestLine reports whether line is "GET <ws-path>[?query] HTTP/…"
+// (or the same for --conformance-echo-path).
 func (s *Server) isWSRequestLine(line []byte) bool {
+	return isRequestLine(line, s.cfg.WSPath) || s.isEchoRequestLine(line)
+}
+
+func (s *Server) isEchoRequestLine(line []byte) bool {
+	return s.cfg.ConformanceEchoPath != "" && isRequestLine(line, s.cfg.ConformanceEchoPath)
+}
+
+func isRequestLine(line []byte, path string) bool {
 	rest, ok := bytes.CutPrefix(line, []byte("GET "))
 	if !ok {
 		return false
 	}
-	rest, ok = bytes.CutPrefix(rest, []byte(s.cfg.WSPath))
+	rest, ok = bytes.CutPrefix(rest, []byte(path))
 	return ok && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '?')
 }
 
@@ -278,7 +287,7 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 	}
 	// The response is written before startSession returns (Greet); only
 	// then can its buffer go back with u.
-	s.startSession(c, id, deflate, response, pending, subscribeParam(u.rawQuery))
+	s.startSession(c, id, deflate, response, pending, subscribeParam(u.rawQuery), s.isEchoRequestLine(head))
 	s.putUpgrade(u)
 }
 

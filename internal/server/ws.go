@@ -42,7 +42,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
 		return
 	}
-	s.startSession(u.NC, id, u.Deflate, u.Response, u.Pending, subscribeParam(r.URL.RawQuery))
+	echo := s.cfg.ConformanceEchoPath != "" && r.URL.Path == s.cfg.ConformanceEchoPath
+	s.startSession(u.NC, id, u.Deflate, u.Response, u.Pending, subscribeParam(r.URL.RawQuery), echo)
 }
 
 // subscribeParam returns the channels an upgrade request's query names in
@@ -120,8 +121,10 @@ func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 // handshake (pending), if any. No goroutine waits on an idle connection.
 // subs are the channels named in the upgrade request's subscribe
 // parameter: the connection is subscribed to them before its greeting is
-// written, and their subscribed replies leave in the same write.
-func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader, subs []string) {
+// written, and their subscribed replies leave in the same write. An echo
+// connection (--conformance-echo-path) gets no greeting, and echoes what it
+// is sent.
+func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader, subs []string, echo bool) {
 	wc := &wst.Conn{
 		NC:          nc,
 		Deflate:     deflate,
@@ -129,6 +132,7 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, respo
 		ReadTimeout: s.cfg.PongTimeout,
 		Log:         s.log,
 		Metrics:     s.metrics,
+		Echo:        echo,
 	}
 	sess := s.newSession(id, nc, hub.ClientOptions{
 		Transport: s.wsTransport,
@@ -140,6 +144,9 @@ func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, respo
 	info := s.connected(sess)
 	connected := wst.Seal(protocol.AppendConnected(wst.NewFrameBuffer(160), &info))
 	var setup func()
+	if echo {
+		connected, subs = nil, nil
+	}
 	if len(subs) > 0 {
 		setup = func() { sess.subscribeAll(subs, wst.Out{C: c}) }
 	}

@@ -53,6 +53,11 @@ type Conn struct {
 	// Out is where the connection's own answers go (a refused binary
 	// frame, a rate-limited ping); nil: the native protocol's, Out{C}.
 	Out transport.Out
+	// Echo, when set, sends every data message back unchanged, text or
+	// binary, in one frame of its kind (uncompressed, as every reply),
+	// instead of handing it on: the conformance endpoint. Each counts
+	// against the rate limit as a command does.
+	Echo bool
 
 	c      *hub.Client
 	out    transport.Out
@@ -363,16 +368,22 @@ func (s *Conn) control(hdr ws.Header, p []byte) error {
 func (s *Conn) message(op ws.OpCode, data []byte) {
 	s.Metrics.MessagesIn.Inc()
 	s.Metrics.BytesIn.Add(float64(len(data)))
+	if op == ws.OpText && !utf8.Valid(data) {
+		s.Log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
+		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
+		return
+	}
+	if s.Echo {
+		if s.Sess.Admit(s.out) {
+			s.c.Send(sealOp(append(NewFrameBuffer(len(data)), data...), byte(op)))
+		}
+		return
+	}
 	if op != ws.OpText {
 		if !s.Sess.Admit(s.out) { // a binary frame counts against the rate limit like a command
 			return
 		}
 		s.Sess.Error(s.out, protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames")
-		return
-	}
-	if !utf8.Valid(data) {
-		s.Log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
-		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
 		return
 	}
 	if s.OnText != nil {
