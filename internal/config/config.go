@@ -99,6 +99,10 @@ type Config struct {
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string
+	// ConformanceSocketIO serves the Socket.IO and Engine.IO protocol test
+	// suites' reference behaviour at /socket.io/ and /engine.io/, without
+	// authentication. For conformance runs only.
+	ConformanceSocketIO bool
 	// Namespaces are per-prefix channel rules; see Namespace. File only.
 	Namespaces []Namespace
 }

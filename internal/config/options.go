@@ -101,6 +101,8 @@ func options() []option {
 			}
 			return nil
 		}),
+		boolOpt("conformance-socketio", false, "answer at /socket.io/ and /engine.io/ as the Socket.IO protocol test suites' reference server, with no authentication; for conformance runs only, never in production",
+			func(c *Config) *bool { return &c.ConformanceSocketIO }),
 		stringOpt("log-format", "FORMAT", "text", "log format: text or json",
 			func(c *Config) *string { return &c.LogFormat }).check(oneOf("log-format", func(c *Config) string { return c.LogFormat }, "text", "json")),
 		stringOpt("log-level", "LEVEL", "info", "log level: debug, info, warn or error",

@@ -2,6 +2,10 @@ package socketio
 
 import (
 	"errors"
+	"net/http"
+	"time"
+
+	"github.com/herald-rt/herald/internal/transport/socketio/engine"
 
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
 )
@@ -30,8 +34,15 @@ func (c *Conn) conformanceConnect(p wire.SPacket) {
 	if payload == nil {
 		payload = []byte("{}")
 	}
-	c.send(wire.AppendEvent([]byte{byte(wire.EMessage)}, p.Nsp, -1, "auth", payload))
+	auth := wire.AppendEvent([]byte{byte(wire.EMessage)}, p.Nsp, -1, "auth", payload)
+	// The reference server writes the CONNECT answer and this event in two
+	// turns of its event loop, and the suite reads them with two one-shot
+	// listeners: arriving in one TCP segment, the second would be missed.
+	time.AfterFunc(conformanceGap, func() { c.send(auth) })
 }
+
+// conformanceGap separates the CONNECT answer from the "auth" event.
+const conformanceGap = 20 * time.Millisecond
 
 func (c *Conn) conformanceEvent(p wire.SPacket, atts [][]byte) {
 	name, args, err := wire.EventArgs(p.Data)
@@ -76,3 +87,23 @@ func (c *Conn) conformanceEvent(p wire.SPacket, atts [][]byte) {
 		_ = c.ess.SendBinary(a)
 	}
 }
+
+// NewEngineEcho returns the engine.io-protocol test suite's reference
+// server: an Engine.IO server (eo, its Open replaced) that sends every
+// message back as it came, text or binary.
+func NewEngineEcho(eo engine.Options) *engine.Server {
+	eo.Open = func(s *engine.Session, _ *http.Request) (engine.Handler, error) { return echo{s}, nil }
+	return engine.New(eo)
+}
+
+type echo struct{ s *engine.Session }
+
+func (e echo) OnMessage(data []byte, binary bool) {
+	if binary {
+		_ = e.s.SendBinary(data)
+		return
+	}
+	_ = e.s.Send(append([]byte{byte(wire.EMessage)}, data...), nil)
+}
+
+func (echo) OnClose(string) {}

@@ -317,7 +317,12 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sid string) {
 	ss.mu.Lock()
 	if ss.upgraded || ss.probe != nil || ss.closed {
 		ss.mu.Unlock()
-		s.fail(w, KindUpgradeRefused, codeBadRequest, "Bad request")
+		// Like the reference server: the WebSocket is accepted, then
+		// closed at once (a 400 would be an error event in the client).
+		s.report(KindUpgradeRefused, errors.New("websocket for a session already upgraded or upgrading"))
+		if c, err := acceptWS(w, r, s.o.MaxPayload); err == nil {
+			c.closeWith(1008, "session already upgraded")
+		}
 		return
 	}
 	ss.probe = probing // reserved while the upgrade runs

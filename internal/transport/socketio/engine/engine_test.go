@@ -373,10 +373,9 @@ func TestUpgrade(t *testing.T) {
 	if body := <-held; body != "6" {
 		t.Fatalf("held poll at probe: %q", body)
 	}
-	// A second WebSocket for the session is refused.
-	u := strings.Replace(f.url, "http", "ws", 1) + "&transport=websocket&sid=" + sid
-	if _, _, _, err := ws.Dial(context.Background(), u); err == nil {
-		t.Fatal("second websocket accepted")
+	// A second WebSocket for the session is closed at once.
+	if code := readUntilClose(t, f.dial("&sid="+sid)); code != ws.StatusPolicyViolation {
+		t.Fatalf("second websocket closed with %d", code)
 	}
 	_ = wsutil.WriteClientText(c, []byte("5"))
 	_ = wsutil.WriteClientText(c, []byte("4hello"))

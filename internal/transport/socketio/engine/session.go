@@ -53,6 +53,7 @@ type Session struct {
 	writing  bool          // a WebSocket writer goroutine runs
 	pending  chan struct{} // closed to wake the pending poll; nil when none
 	posting  bool          // a POST is being read
+	byClient bool          // closed at the client's request, no poll answered since
 	timer    *time.Timer
 	awaiting bool // a ping was sent, its pong not yet received
 }
@@ -118,6 +119,7 @@ func (ss *Session) close(reason string, byServer bool) {
 		return
 	}
 	ss.closed = true
+	ss.byClient = !byServer && ss.pending == nil // a held poll gets its noop now
 	if ss.timer != nil {
 		ss.timer.Stop()
 	}
@@ -134,7 +136,12 @@ func (ss *Session) close(reason string, byServer bool) {
 	if probe != nil && probe != probing {
 		probe.closeNow()
 	}
-	ss.srv.forget(ss)
+	if byServer {
+		ss.srv.forget(ss)
+	} else {
+		// Kept a moment, so a poll racing the client's close gets a noop.
+		time.AfterFunc(closedGrace, func() { ss.srv.forget(ss) })
+	}
 	// Close may be called from the handler's own OnMessage, which holds
 	// inMu: OnClose runs after it returns.
 	go ss.closeHandler(reason)
@@ -203,6 +210,14 @@ func (ss *Session) beat() {
 	ss.mu.Unlock()
 }
 
+// probeNoop is how soon a poll held during an upgrade's probe is answered
+// with a noop; closedGrace how long a session the client closed still
+// answers polls (with a noop) rather than 400.
+const (
+	probeNoop   = 100 * time.Millisecond
+	closedGrace = time.Second
+)
+
 var (
 	pingPacket  = []byte{byte(wire.EPing)}
 	noopPacket  = []byte{byte(wire.ENoop)}
@@ -268,12 +283,19 @@ func (ss *Session) poll(w http.ResponseWriter, r *http.Request) {
 		ss.srv.fail(w, KindDuplicatePoll, codeBadRequest, "Bad request")
 		ss.close("duplicate poll", true)
 		return
+	case ss.closed && ss.byClient:
+		// The one poll that crossed the client's own close (sent on
+		// another request) ends like one held at the close.
+		ss.byClient = false
+		ss.mu.Unlock()
+		writePayload(w, [][]byte{noopPacket})
+		return
 	case ss.closed:
 		ss.mu.Unlock()
 		ss.srv.fail(w, KindUnknownSID, codeUnknownSID, "Session ID unknown")
 		return
 	}
-	if len(ss.queue) == 0 && ss.probe == nil {
+	if len(ss.queue) == 0 {
 		// A poll is held up to a ping interval (the ping ends it): past the
 		// HTTP server's request deadlines.
 		rc := http.NewResponseController(w)
@@ -281,9 +303,19 @@ func (ss *Session) poll(w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetWriteDeadline(time.Now().Add(ss.srv.o.PingInterval + ss.srv.o.PingTimeout + writeTimeout))
 		wake := make(chan struct{})
 		ss.pending = wake
+		probe := ss.probe != nil
 		ss.mu.Unlock()
+		// During a probe, a held poll ends with a noop within probeNoop
+		// (the client then sends the upgrade packet).
+		var probeTick <-chan time.Time
+		if probe {
+			t := time.NewTimer(probeNoop)
+			defer t.Stop()
+			probeTick = t.C
+		}
 		select {
 		case <-wake:
+		case <-probeTick:
 		case <-r.Context().Done():
 			ss.mu.Lock()
 			if ss.pending == wake {
@@ -294,9 +326,14 @@ func (ss *Session) poll(w http.ResponseWriter, r *http.Request) {
 		}
 		ss.mu.Lock()
 	}
+	if ss.upgraded { // the upgrade completed while the poll was held
+		ss.mu.Unlock()
+		ss.srv.fail(w, KindBadRequest, codeBadRequest, "Bad request")
+		return
+	}
 	q := ss.takeLocked()
 	ss.mu.Unlock()
-	if len(q) == 0 { // woken by an upgrade or a close the client asked for
+	if len(q) == 0 { // woken by a probe or a close the client asked for
 		writePayload(w, [][]byte{noopPacket})
 		return
 	}
