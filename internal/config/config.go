@@ -99,6 +99,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string
+	// SocketIOPath is where Socket.IO clients connect (Engine.IO's path);
+	// empty turns Socket.IO off. Default "/socket.io/".
+	SocketIOPath string
 	// ConformanceSocketIO serves the Socket.IO and Engine.IO protocol test
 	// suites' reference behaviour at /socket.io/ and /engine.io/, without
 	// authentication. For conformance runs only.

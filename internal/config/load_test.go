@@ -162,7 +162,7 @@ log_level: debug
 					AllowedOrigins:  []string{"https://a.example", "https://b.example"},
 					MaxMessageBytes: 64 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
 					ClientQueueBytes: 2 << 20, HistoryMaxBytes: 1 << 30, MaxSubscriptions: 7, MaxConnections: 900, MaxUserConnections: 9, RateLimit: 2.5, RateBurst: 3,
-					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
+					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error", SocketIOPath: "/socket.io/",
 					Broker: "redis", RedisURL: "redis://:pw@10.0.0.1:6380/2", RedisPrefix: "c1",
 				}
 				if !reflect.DeepEqual(c, want) {
@@ -190,7 +190,7 @@ log_level: debug
 					AllowedOrigins:  []string{"*"},
 					MaxMessageBytes: 512 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
 					ClientQueueBytes: 4096, HistoryMaxBytes: 64 << 20, MaxSubscriptions: 7, MaxConnections: 900, MaxUserConnections: 9, RateLimit: 2.5, RateBurst: 3,
-					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error",
+					RateLimitStrikes: 4, IdempotencyWindow: 5 * time.Minute, Compression: true, CompressionThreshold: 512, ShutdownTimeout: time.Minute, LogFormat: "json", LogLevel: "error", SocketIOPath: "/socket.io/",
 					Broker: "redis", RedisURL: "unix:///run/redis.sock", RedisPrefix: "c2",
 				}
 				if !reflect.DeepEqual(c, want) {
@@ -497,7 +497,7 @@ func TestLoadHelp(t *testing.T) {
 		"config", "addr", "ws-path", "conformance-echo-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-queued-bytes", "max-user-queued-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
-		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "broker", "redis-url", "redis-prefix", "shutdown-timeout", "debug-addr", "conformance-socketio", "log-format", "log-level",
+		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "broker", "redis-url", "redis-prefix", "shutdown-timeout", "debug-addr", "socketio-path", "conformance-socketio", "log-format", "log-level",
 	}
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		t.Run(arg, func(t *testing.T) {

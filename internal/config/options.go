@@ -101,6 +101,8 @@ func options() []option {
 			}
 			return nil
 		}),
+		stringOpt("socketio-path", "PATH", "/socket.io/", "Socket.IO endpoint path (e.g. /api/socket/ as the seed's clients use); empty turns Socket.IO off",
+			func(c *Config) *string { return &c.SocketIOPath }).check(func(c *Config) error { return validateSocketIOPath(c) }),
 		boolOpt("conformance-socketio", false, "answer at /socket.io/ and /engine.io/ as the Socket.IO protocol test suites' reference server, with no authentication; for conformance runs only, never in production",
 			func(c *Config) *bool { return &c.ConformanceSocketIO }),
 		stringOpt("log-format", "FORMAT", "text", "log format: text or json",

@@ -99,6 +99,23 @@ func validatePath(option, p string) error {
 	return nil
 }
 
+// validateSocketIOPath checks --socketio-path: empty (off), or a plain path
+// that neither is nor contains the WebSocket path or herald's endpoints.
+func validateSocketIOPath(c *Config) error {
+	p := c.SocketIOPath
+	if p == "" {
+		return nil
+	}
+	if err := validateWSPath(p); err != nil {
+		return errors.New(strings.Replace(err.Error(), "ws-path", "socketio-path", 1))
+	}
+	trimmed := strings.TrimSuffix(p, "/")
+	if trimmed == "" || trimmed == strings.TrimSuffix(c.WSPath, "/") {
+		return fmt.Errorf("invalid socketio-path %q: conflicts with ws-path %q", p, c.WSPath)
+	}
+	return nil
+}
+
 func checkReadableFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

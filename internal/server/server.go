@@ -28,6 +28,7 @@ import (
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/ws"
 )
 
@@ -53,6 +54,7 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 	upgrades sync.Pool // *rawUpgrade
+	mounted  []transport.Transport
 	// group counts every per-connection goroutine (see gogroup): Serve
 	// returns once all have exited, or its shutdown budget is spent.
 	group gogroup.Group
@@ -179,6 +181,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		if err := t.Mount(s.mux, host{s}); err != nil {
 			return nil, fmt.Errorf("transport %s: %w", t.Name(), err)
 		}
+		s.mounted = append(s.mounted, t)
 	}
 	return s, nil
 }
@@ -276,6 +279,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// requests in flight get what is left of the budget.
 	if herr := s.hub.Shutdown(sctx); herr != nil {
 		s.log.Warn("clients did not close in time; dropped", "err", herr)
+	}
+	for _, t := range s.mounted {
+		if c, ok := t.(transport.Closer); ok {
+			c.Close()
+		}
 	}
 	err := hs.Shutdown(sctx)
 	if err != nil {

@@ -51,6 +51,14 @@ type Transport interface {
 	Mount(mux *http.ServeMux, host Host) error
 }
 
+// Closer is implemented by a transport that holds connections the hub
+// does not know yet (an Engine.IO session before its Socket.IO CONNECT):
+// the server calls Close once while shutting down, after the hub's clients
+// are closed, and Close ends them.
+type Closer interface {
+	Close()
+}
+
 // Host is what the server offers its transports. All methods are safe for
 // concurrent use.
 type Host interface {

@@ -118,6 +118,13 @@ func (f *eventFilter) remove(evs []string) {
 	}
 }
 
+// filterNative is the event filter as a native subscribe takes it.
+func (c *Conn) filterNative() []string {
+	c.posMu.Lock()
+	defer c.posMu.Unlock()
+	return c.filter.native()
+}
+
 // newCall registers a native command in flight; c.mu is held.
 func (c *Conn) newCall(k *call) []byte {
 	c.nextID++
@@ -305,7 +312,7 @@ func (c *Conn) subscribe(ack int64, ch string, events []string, since *sinceArg)
 	}
 	c.run(k, func(id []byte) []byte {
 		if events == nil {
-			events = c.filter.native()
+			events = c.filterNative()
 		}
 		return subscribeCmd(id, ch, events, since)
 	})
@@ -327,15 +334,16 @@ func (c *Conn) refilter(ack int64, add bool, evs []string) {
 		c.mu.Unlock()
 		return
 	}
+	c.posMu.Lock()
 	if add {
 		c.filter.add(evs)
 	} else {
 		c.filter.remove(evs)
 	}
 	events := c.filter.native()
-	cmds := make([][]byte, 0, len(c.rooms))
+	rooms := make([]string, 0, len(c.rooms))
 	for ch := range c.rooms {
-		cmds = append(cmds, subscribeCmd(c.newCall(&call{kind: callRefilter, ack: -1, channel: ch}), ch, events, nil))
+		rooms = append(rooms, ch)
 	}
 	// The answer says what passes: "events" (a list, or null for every
 	// event) and "except".
@@ -344,6 +352,11 @@ func (c *Conn) refilter(ack int64, add bool, evs []string) {
 	reply = append(reply, `,"except":`...)
 	reply, _ = appendJSON(reply, append([]string{}, c.filter.deny...))
 	reply = append(reply, '}')
+	c.posMu.Unlock()
+	cmds := make([][]byte, 0, len(rooms))
+	for _, ch := range rooms {
+		cmds = append(cmds, subscribeCmd(c.newCall(&call{kind: callRefilter, ack: -1, channel: ch}), ch, events, nil))
+	}
 	c.mu.Unlock()
 	for _, cmd := range cmds {
 		r.Run(cmd)
@@ -370,9 +383,11 @@ func (c *Conn) history(ack int64, ch string, since *sinceArg, limit int) {
 	if ch != "" {
 		chans = []string{ch}
 	} else {
+		c.posMu.Lock()
 		for room := range c.rooms {
 			chans = append(chans, room)
 		}
+		c.posMu.Unlock()
 		slices.Sort(chans)
 	}
 	if len(chans) == 0 {

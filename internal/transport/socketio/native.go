@@ -33,7 +33,11 @@ type nativeFrame struct {
 // native JSON frame: a reply, a publication, a join or leave) and sends its
 // Socket.IO form. It may be called from any goroutine; frames are sent in
 // the order of the calls.
-func (c *Conn) WriteNative(frame []byte) {
+func (c *Conn) WriteNative(frame []byte) { c.writeNative(frame, false) }
+
+// writeNative is WriteNative; burst queues what it sends exempt from the
+// client's queue bound (a history answer, bounded by the session).
+func (c *Conn) writeNative(frame []byte, burst bool) {
 	var f nativeFrame
 	if err := json.Unmarshal(frame, &f); err != nil {
 		c.srv.report(KindBadPacket, errNotNative)
@@ -50,7 +54,30 @@ func (c *Conn) WriteNative(frame []byte) {
 			return
 		}
 	}
+	c.burst = burst
 	c.handleLocked(&f)
+	c.burst = false
+}
+
+// collectNative handles a subscribe's answer and returns what it sends,
+// as records, instead of sending it: the first bytes of the burst that
+// carries the subscribe's replay.
+func (c *Conn) collectNative(frame []byte) []byte {
+	var f nativeFrame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		c.srv.report(KindBadPacket, errNotNative)
+		return nil
+	}
+	var first []byte
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.collect = &first
+	c.handleLocked(&f)
+	c.collect = nil
+	return first
 }
 
 // Deliver sends one publication: shared is AppendDelivery's encoding
@@ -112,7 +139,9 @@ func (c *Conn) handleLocked(f *nativeFrame) {
 	case callSubscribe, callRefilter, callRecover:
 		c.subscribedLocked(k, f)
 	case callUnsubscribe:
+		c.posMu.Lock()
 		delete(c.rooms, k.channel)
+		c.posMu.Unlock()
 		if k.ack >= 0 {
 			b := append([]byte(`{"ok":true,"channel":`), wire.AppendJSONString(nil, k.channel)...)
 			c.sendAck(k.ack, append(b, '}'))
@@ -152,6 +181,7 @@ func appendPos(b []byte, offset uint64, epoch string) []byte {
 
 // subscribedLocked records a room and answers the subscribe.
 func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
+	c.posMu.Lock()
 	pos := c.rooms[k.channel]
 	if pos == nil {
 		pos = &position{}
@@ -163,6 +193,7 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 		// was until the replay's events move it on.
 		pos.offset = *k.since
 	}
+	c.posMu.Unlock()
 	switch k.kind {
 	case callRecover:
 		if f.Recovered == nil || !*f.Recovered {
@@ -189,7 +220,9 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 func (c *Conn) failedLocked(k *call, f *nativeFrame) {
 	switch k.kind {
 	case callRecover:
+		c.posMu.Lock()
 		delete(c.rooms, k.channel)
+		c.posMu.Unlock()
 		c.lost = true
 		c.recoveredOneLocked()
 	case callRefilter:
@@ -262,18 +295,21 @@ func (c *Conn) connectAnswer(sid string) []byte {
 
 // deliverLocked sends a publication with this socket's tail.
 func (c *Conn) deliverLocked(shared []byte, m *protocol.Message) {
+	c.posMu.Lock()
 	if pos := c.rooms[m.Channel]; pos != nil && m.Offset > pos.offset {
 		pos.offset = m.Offset
 	}
-	if !c.filter.wants(m.Event) {
-		return
+	wants := c.filter.wants(m.Event)
+	tail := c.tailPosLocked()
+	c.posMu.Unlock()
+	if wants {
+		_ = c.ess.Send(shared, tail)
 	}
-	_ = c.ess.Send(shared, c.tailLocked())
 }
 
-// tailLocked is what follows a delivery's shared bytes: the recovery
-// offset (with recovery on) and the closing bracket.
-func (c *Conn) tailLocked() []byte {
+// tailPosLocked is what follows a delivery's shared bytes: the recovery
+// offset (with recovery on) and the closing bracket. posMu is held.
+func (c *Conn) tailPosLocked() []byte {
 	if c.pid == "" {
 		return closeBracket
 	}
@@ -295,6 +331,7 @@ func (c *Conn) roomsEventLocked() {
 	b = wire.AppendJSONString(b, EvRooms)
 	b = append(b, `,{"rooms":[`...)
 	i := 0
+	c.posMu.Lock()
 	for ch := range c.rooms {
 		if i > 0 {
 			b = append(b, ',')
@@ -303,5 +340,7 @@ func (c *Conn) roomsEventLocked() {
 		i++
 	}
 	b = append(b, "]}"...)
-	c.send(append(b, c.tailLocked()...))
+	b = append(b, c.tailPosLocked()...)
+	c.posMu.Unlock()
+	c.send(b)
 }

@@ -19,9 +19,11 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-rt/herald/internal/auth"
+	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/transport/socketio/engine"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
 )
@@ -119,13 +121,16 @@ func (s *Server) report(kind string, err error) {
 
 func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, error) {
 	c := &Conn{
-		srv:   s,
-		ess:   ess,
-		query: r.URL.Query(),
-		authz: r.Header.Get("Authorization"),
-		nsps:  map[string]string{},
-		calls: map[uint64]*call{},
-		rooms: map[string]*position{},
+		srv:    s,
+		ess:    ess,
+		query:  r.URL.Query(),
+		authz:  r.Header.Get("Authorization"),
+		origin: r.Header.Get("Origin"),
+		host:   r.Host,
+		remote: r.RemoteAddr,
+		nsps:   map[string]string{},
+		calls:  map[uint64]*call{},
+		rooms:  map[string]*position{},
 	}
 	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
 	return c, nil
@@ -146,7 +151,17 @@ type Conn struct {
 	ess   *engine.Session
 	query url.Values
 	authz string
-	timer *time.Timer
+	// origin, host and remote are the handshake request's, for admission.
+	origin, host, remote string
+	timer                *time.Timer
+	// hc is the herald session's hub client once "/" is connected: from
+	// then on everything the socket is sent goes through its queue.
+	hc atomic.Pointer[hub.Client]
+	// burst and collect route send while a session's answer is handled:
+	// queued exempt from the bound (a history answer), or collected as the
+	// first bytes of a subscribe's burst.
+	burst   bool
+	collect *[]byte
 
 	// Read side, touched by OnMessage only (the engine serializes it).
 	attWant int          // binary attachments the packet in attPkt awaits
@@ -160,12 +175,17 @@ type Conn struct {
 	pid      string            // recovery session id ("" when recovery is off)
 	nextID   uint64
 	calls    map[uint64]*call
-	rooms    map[string]*position // channel → last position sent
-	filter   eventFilter
 	hold     int      // recovery subscribes not yet answered
 	held     [][]byte // native frames held until the CONNECT answer is out
 	lost     bool     // a recovery subscribe did not recover everything
 	connSent bool     // the CONNECT answer of "/" is out
+
+	// posMu guards the socket's rooms and event filter, which the hub's
+	// writer reads (Wrap, under the hub client's lock); never held while
+	// calling the hub.
+	posMu  sync.Mutex
+	rooms  map[string]*position // channel → last position sent
+	filter eventFilter
 }
 
 // ID is the Engine.IO session id.
@@ -192,6 +212,7 @@ func (c *Conn) OnClose(string) {
 	c.timer.Stop()
 	c.mu.Lock()
 	c.closed = true
+	c.hc.Store(nil)
 	r := c.runner
 	c.runner = nil
 	c.mu.Unlock()
@@ -275,8 +296,22 @@ func (c *Conn) dispatch(p wire.SPacket, atts [][]byte) {
 	}
 }
 
-// send queues one packet, whole, to the client.
-func (c *Conn) send(pkt []byte) { _ = c.ess.Send(pkt, nil) }
+// send queues one packet, whole, to the client: through the herald
+// session's hub client once there is one (so it keeps its place among the
+// publications), else on the Engine.IO session.
+func (c *Conn) send(pkt []byte) {
+	hc := c.hc.Load()
+	switch {
+	case hc == nil:
+		_ = c.ess.Send(pkt, nil)
+	case c.collect != nil:
+		*c.collect = append(*c.collect, record(pkt)...)
+	case c.burst:
+		hc.SendBurst(record(pkt), nil)
+	default:
+		hc.Send(record(pkt))
+	}
+}
 
 // sendPacket queues a Socket.IO packet in an Engine.IO message.
 func (c *Conn) sendPacket(p wire.SPacket) {
@@ -360,6 +395,7 @@ func (c *Conn) connect(p wire.SPacket) {
 			}
 		}
 	}
+	events := c.filterNative()
 	if len(restore) == 0 {
 		c.connSent = true
 		c.send(c.connectAnswer(sid))
@@ -374,7 +410,7 @@ func (c *Conn) connect(p wire.SPacket) {
 	cmds := make([][]byte, 0, len(restore))
 	for ch, pos := range restore {
 		id := c.newCall(&call{kind: callRecover, ack: -1, channel: ch, since: &pos.offset})
-		cmds = append(cmds, subscribeCmd(id, ch, c.filter.native(), &sinceArg{Offset: &pos.offset, Epoch: pos.epoch}))
+		cmds = append(cmds, subscribeCmd(id, ch, events, &sinceArg{Offset: &pos.offset, Epoch: pos.epoch}))
 	}
 	c.mu.Unlock()
 	for _, cmd := range cmds {
@@ -402,9 +438,11 @@ func (c *Conn) disconnect(nsp string) {
 	var r Runner
 	if nsp == "/" {
 		r, c.runner = c.runner, nil
-		clear(c.rooms)
 		clear(c.calls)
+		c.posMu.Lock()
+		clear(c.rooms)
 		c.filter = eventFilter{}
+		c.posMu.Unlock()
 		c.hold, c.held, c.lost, c.connSent = 0, nil, false, false
 	}
 	c.mu.Unlock()

@@ -1,0 +1,342 @@
+package socketio
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/transport"
+	"github.com/herald-rt/herald/internal/transport/socketio/engine"
+	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+)
+
+// Transport is Socket.IO as a herald transport (transport.Transport): it
+// serves --socketio-path, or in --conformance-socketio mode the protocol
+// suites' reference server at /socket.io/ and /engine.io/.
+type Transport struct {
+	mu      sync.Mutex
+	servers []interface{ Close() }
+}
+
+// New returns the Socket.IO transport.
+func New() *Transport { return &Transport{} }
+
+// Name implements transport.Transport.
+func (t *Transport) Name() string { return "socketio" }
+
+// Close ends every Engine.IO session (transport.Closer).
+func (t *Transport) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.servers {
+		s.Close()
+	}
+}
+
+// Conformance timings: the protocol test suites' reference server.
+const (
+	conformancePingInterval   = 300 * time.Millisecond
+	conformancePingTimeout    = 200 * time.Millisecond
+	conformanceMaxPayload     = 1000000
+	conformanceConnectTimeout = time.Second
+)
+
+// minPingTimeout is the least pingTimeout announced (see PingTimeout).
+const minPingTimeout = time.Second
+
+// PingTimeout is the Engine.IO pingTimeout for herald's heartbeat: herald
+// closes a connection silent for pongTimeout, and pings every pingInterval;
+// Engine.IO closes a session whose pong has not come pingTimeout after the
+// ping, so pingTimeout = pongTimeout - pingInterval (at least a second).
+func PingTimeout(pingInterval, pongTimeout time.Duration) time.Duration {
+	return max(pongTimeout-pingInterval, minPingTimeout)
+}
+
+// Mount implements transport.Transport.
+func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
+	cfg := host.Config()
+	if !cfg.ConformanceSocketIO && cfg.SocketIOPath == "" {
+		return nil
+	}
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_socketio_errors_total",
+		Help: "Socket.IO and Engine.IO requests and packets refused, by kind."}, []string{"kind"})
+	if err := host.Metrics().Registry.Register(errs); err != nil {
+		return err
+	}
+	logs := &sampled{every: rate.Sometimes{Interval: 10 * time.Second}}
+	onErr := func(kind string, err error) {
+		errs.WithLabelValues(kind).Inc()
+		logs.note(func(n int64) {
+			host.Log().Info("socket.io input refused", "kind", kind, "err", err, "refused", n)
+		})
+	}
+	if cfg.ConformanceSocketIO {
+		eo := engine.Options{
+			PingInterval: conformancePingInterval, PingTimeout: conformancePingTimeout,
+			MaxPayload: conformanceMaxPayload, OnError: onErr,
+		}
+		sio := NewServer(eo, Options{Conformance: true, ConnectTimeout: conformanceConnectTimeout, OnError: onErr})
+		eio := NewEngineEcho(eo)
+		t.servers = append(t.servers, sio, eio)
+		mux.Handle("/socket.io/", sio)
+		mux.Handle("/engine.io/", eio)
+		host.Log().Warn("socket.io conformance mode is ON: /socket.io/ and /engine.io/ answer as the protocol test suites' reference server, without authentication; never use in production")
+		return nil
+	}
+	w := host.Hub().RegisterWire("socketio", encode)
+	tr := &bridge{host: host, wire: w}
+	maxSessions := cfg.MaxConnections
+	if maxSessions <= 0 {
+		maxSessions = 1 << 16
+	}
+	eo := engine.Options{
+		PingInterval: cfg.PingInterval,
+		PingTimeout:  PingTimeout(cfg.PingInterval, cfg.PongTimeout),
+		MaxPayload:   int(cfg.MaxMessageBytes),
+		MaxSessions:  maxSessions,
+		QueueBytes:   int(max(cfg.ClientQueueBytes, cfg.MaxMessageBytes+64<<10)),
+		CheckOrigin: func(r *http.Request) bool {
+			return originAllowed(cfg.AllowedOrigins, r.Header.Get("Origin"), r.Host)
+		},
+		OnError: onErr,
+	}
+	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr})
+	t.servers = append(t.servers, sio)
+	path := cfg.SocketIOPath
+	if !strings.HasSuffix(path, "/") {
+		path += "/"
+	}
+	mux.Handle(path, sio)
+	mux.Handle(strings.TrimSuffix(path, "/"), sio)
+	return nil
+}
+
+// originAllowed applies --allowed-origins to a polling request the way the
+// server applies it to upgrades: no Origin passes; without the option, the
+// Origin's host must be the request's; "*" allows any.
+func originAllowed(allowed []string, origin, host string) bool {
+	if origin == "" {
+		return true
+	}
+	if len(allowed) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, host)
+	}
+	for _, o := range allowed {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// sampled logs a flood as one line per interval, with the count.
+type sampled struct {
+	every rate.Sometimes
+	mu    sync.Mutex
+	n     int64
+}
+
+func (l *sampled) note(log func(n int64)) {
+	l.mu.Lock()
+	l.n++
+	l.mu.Unlock()
+	l.every.Do(func() {
+		l.mu.Lock()
+		n := l.n
+		l.n = 0
+		l.mu.Unlock()
+		log(n)
+	})
+}
+
+// encode is the socketio wire's encoder: the shared part of a delivery
+// (AppendDelivery), or of a join/leave notice emitted as "join"/"leave"
+// with the native notice as argument; each socket's tail closes it.
+func encode(m *hub.Message) []byte {
+	if n := m.Notice; n != nil {
+		b := append([]byte{byte(wire.EMessage), byte(wire.SEvent), '['}, wire.AppendJSONString(nil, n.Type)...)
+		b = append(b, ',')
+		return m.AppendJSON(b)
+	}
+	return AppendDelivery(make([]byte, 0, m.SizeHint()+32), &m.Pub)
+}
+
+// bridge connects Socket.IO sockets to herald's sessions.
+type bridge struct {
+	host transport.Host
+	wire hub.Wire
+}
+
+// connect admits a CONNECT exactly like a /ws upgrade and starts its
+// session, whose hub client writes into the Engine.IO session.
+func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
+	origin, hostName := c.origin, c.host
+	id, ref := b.host.Admit(origin, hostName, cred.Token, func() url.Values { return cred.Query }, c.remote)
+	if ref != nil {
+		return nil, &Refusal{Code: ref.Code, Message: ref.Message}
+	}
+	p := &pipe{c: c}
+	sess := b.host.NewSession(id, p, hub.ClientOptions{Wire: b.wire, PerClient: c, OneWay: true})
+	hc := sess.Client()
+	c.hc.Store(hc)
+	if err := hc.Greet(nil, nil, nil); err != nil {
+		c.hc.Store(nil)
+		if ref := b.host.LimitRefusal(err, id.UserID, c.remote); ref != nil {
+			hc.Gone(0)
+			return nil, &Refusal{Code: ref.Code, Message: ref.Message}
+		}
+		if errors.Is(err, hub.ErrShuttingDown) {
+			return nil, &Refusal{Code: "shutting_down", Message: "server is shutting down"}
+		}
+		return nil, err
+	}
+	return &runner{sess: sess, out: sioOut{c}}, nil
+}
+
+// runner runs a socket's commands in its herald session.
+type runner struct {
+	sess transport.Session
+	out  transport.Out
+}
+
+func (r *runner) Run(cmd []byte) { r.sess.Handle(cmd, r.out) }
+func (r *runner) Close()         { r.sess.Client().Gone(0) }
+
+// sioOut turns a session's native answers into Socket.IO acks.
+type sioOut struct{ c *Conn }
+
+func (o sioOut) Buffer(n int) []byte { return make([]byte, 0, n) }
+func (o sioOut) Reply(doc []byte)    { o.c.WriteNative(doc) }
+func (o sioOut) Burst(doc []byte) bool {
+	o.c.writeNative(doc, true)
+	return true
+}
+
+func (o sioOut) Subscribed(doc []byte, _ transport.Subscription, replay []*hub.Message) bool {
+	first := o.c.collectNative(doc)
+	hc := o.c.hc.Load()
+	if hc == nil {
+		return false
+	}
+	return hc.SendBurst(first, replay)
+}
+
+// Records: the hub writes a socket's bytes into its pipe as records, each a
+// 4-byte header — the length of the packet that follows, and dropRecord set
+// when the socket's event filter refuses it — then one Engine.IO packet.
+const (
+	recordHeader = 4
+	dropRecord   = 1 << 31
+)
+
+// record frames one packet as a record.
+func record(pkt []byte) []byte {
+	b := make([]byte, recordHeader, recordHeader+len(pkt))
+	binary.BigEndian.PutUint32(b, uint32(len(pkt)))
+	return append(b, pkt...)
+}
+
+func header(n int, drop bool) []byte {
+	b := make([]byte, recordHeader)
+	v := uint32(n)
+	if drop {
+		v |= dropRecord
+	}
+	binary.BigEndian.PutUint32(b, v)
+	return b
+}
+
+// Wrap implements hub.PerClient: it moves the socket's position in the
+// publication's room, and frames the shared bytes as one record with the
+// socket's tail (its recovery offset and the closing bracket).
+func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, after []byte) {
+	c.posMu.Lock()
+	drop := false
+	if m.Notice == nil {
+		if pos := c.rooms[m.Pub.Channel]; pos != nil && m.Pub.Offset > pos.offset {
+			pos.offset = m.Pub.Offset
+		}
+		drop = !c.filter.wants(m.Pub.Event)
+	}
+	if m.Notice != nil {
+		after = closeBracket
+	} else {
+		after = c.tailPosLocked()
+	}
+	c.posMu.Unlock()
+	return header(len(shared)+len(after), drop), after
+}
+
+// pipe is the net.Conn a socket's hub client writes: it takes the records
+// apart and queues each packet on the Engine.IO session, which writes it
+// on whichever transport the session uses (polling or WebSocket). It has
+// no descriptor, so the hub writes it with blocking Write calls from one
+// goroutine at a time.
+type pipe struct {
+	c    *Conn
+	mu   sync.Mutex
+	hdr  []byte // header bytes of the record being read
+	want int    // bytes of the current record's packet still due
+	drop bool
+	pkt  []byte
+}
+
+func (p *pipe) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(b)
+	for len(b) > 0 {
+		if p.want == 0 && len(p.hdr) < recordHeader {
+			k := min(recordHeader-len(p.hdr), len(b))
+			p.hdr = append(p.hdr, b[:k]...)
+			b = b[k:]
+			if len(p.hdr) < recordHeader {
+				break
+			}
+			v := binary.BigEndian.Uint32(p.hdr)
+			p.drop, p.want = v&dropRecord != 0, int(v&^dropRecord)
+			p.pkt = make([]byte, 0, p.want)
+			if p.want == 0 {
+				p.hdr = p.hdr[:0]
+			}
+			continue
+		}
+		k := min(p.want, len(b))
+		p.pkt = append(p.pkt, b[:k]...)
+		b = b[k:]
+		p.want -= k
+		if p.want == 0 {
+			p.hdr = p.hdr[:0]
+			if !p.drop {
+				if err := p.c.ess.Send(p.pkt, nil); err != nil {
+					return n - len(b), net.ErrClosed
+				}
+			}
+			p.pkt = nil
+		}
+	}
+	return n, nil
+}
+
+func (p *pipe) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (p *pipe) Close() error                     { p.c.ess.Close("server close"); return nil }
+func (p *pipe) LocalAddr() net.Addr              { return pipeAddr{} }
+func (p *pipe) RemoteAddr() net.Addr             { return pipeAddr{} }
+func (p *pipe) SetDeadline(time.Time) error      { return nil }
+func (p *pipe) SetReadDeadline(time.Time) error  { return nil }
+func (p *pipe) SetWriteDeadline(time.Time) error { return nil }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "engine.io" }
+func (pipeAddr) String() string  { return "engine.io" }
