@@ -98,8 +98,7 @@ describe('against herald', () => {
     const gb = [];
     a.subscribe('org:a').on('message', (m) => ga.push(m.data));
     b.subscribe('org:b').on('message', (m) => gb.push(m.data));
-    await next(a.subscribe('org:a'), 'subscribed');
-    await next(b.subscribe('org:b'), 'subscribed');
+    await Promise.all([next(a.subscribe('org:a'), 'subscribed'), next(b.subscribe('org:b'), 'subscribed')]);
     await api(h, '/api/publish', { channel: 'org:a', data: 'for a' });
     await api(h, '/api/publish', { channel: 'org:b', data: 'for b' });
     await until(() => ga.length && gb.length, 'both');
