@@ -112,8 +112,9 @@ export function useLatest<T = unknown>(channel: string | null | undefined, opts?
   return useSyncExternalStore(sub, get, get);
 }
 
-/** Who is on `channel` (its namespace must allow presence): asked when connected, on every join or
- *  leave the client hears there, and every `intervalMs` (10000). Undefined until the first answer. */
+/** Who is on `channel` (its namespace must allow presence). The hook subscribes to the channel (shared
+ *  with the other hooks) and asks when the subscription is (re)established, on every join or leave
+ *  the client hears there, and every `intervalMs` (10000). Undefined until the first answer. */
 export function usePresence(channel: string | null | undefined, opts: { intervalMs?: number } = {}): PresenceResult | undefined {
   const c = useHerald();
   const ms = opts.intervalMs || 10000;
@@ -122,8 +123,9 @@ export function usePresence(channel: string | null | undefined, opts: { interval
     (cb: () => void) => {
       if (!channel) return () => {};
       let live = true;
+      const s = retain(c, channel, {});
       const load = () =>
-        c.state === 'connected' &&
+        s.state === 'subscribed' &&
         c.presence(channel).then(
           (r) => {
             if (!live) return;
@@ -133,15 +135,14 @@ export function usePresence(channel: string | null | undefined, opts: { interval
           },
           () => {},
         );
-      const offs = [c.on('state', (e) => e.state === 'connected' && load())];
-      const s = c.subscriptions.get(channel);
-      if (s) offs.push(s.on('join', load), s.on('leave', load));
+      const offs = [s.on('subscribed', load), s.on('join', load), s.on('leave', load)];
       const t = setInterval(load, ms);
       load();
       return () => {
         live = false;
         clearInterval(t);
         offs.forEach((f) => f());
+        release(s);
       };
     },
     [c, channel, ms, store],
