@@ -62,6 +62,7 @@ type Server struct {
 	// and hub.Transport.
 	wsWires     ws.Wires
 	wsTransport *ws.Transport
+	wsConn      ws.ConnOptions
 	mux         *http.ServeMux
 	// sniffing holds the connections whose request head the accept loop
 	// is reading (*net.TCPConn keys); sniffCut is set once Serve has cut
@@ -161,6 +162,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	}, log, s.metrics)
 	s.wsWires = ws.Register(s.hub, compressMin(cfg))
 	s.wsTransport = ws.NewTransport()
+	s.wsConn = ws.ConnOptions{MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: log, Metrics: s.metrics}
 	if err := s.setupBroker(); err != nil {
 		return nil, err
 	}

@@ -125,15 +125,7 @@ func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 // connection (--conformance-echo-path) gets no greeting, and echoes what it
 // is sent.
 func (s *Server) startSession(nc net.Conn, id auth.Identity, deflate bool, response []byte, pending *bufio.Reader, subs []string, echo bool) {
-	wc := &wst.Conn{
-		NC:          nc,
-		Deflate:     deflate,
-		MaxMessage:  s.cfg.MaxMessageBytes,
-		ReadTimeout: s.cfg.PongTimeout,
-		Log:         s.log,
-		Metrics:     s.metrics,
-		Echo:        echo,
-	}
+	wc := &wst.Conn{NC: nc, Opts: &s.wsConn, Deflate: deflate, Echo: echo}
 	sess := s.newSession(id, nc, hub.ClientOptions{
 		Transport: s.wsTransport,
 		Wire:      s.wsWires.For(deflate),

@@ -39,13 +39,8 @@ const ReadBufferSize = 4096
 type Conn struct {
 	NC      net.Conn
 	Sess    transport.Session
-	Deflate bool // permessage-deflate negotiated
-	// MaxMessage bounds a message (after inflating); ReadTimeout bounds
-	// reading one once it has begun (the pong timeout).
-	MaxMessage  int64
-	ReadTimeout time.Duration
-	Log         *slog.Logger
-	Metrics     *metrics.Metrics
+	Opts    *ConnOptions // shared by a server's connections
+	Deflate bool         // permessage-deflate negotiated
 	// OnText, when set, takes each complete text message (valid UTF-8)
 	// instead of the session's Handle: for a protocol carried in WebSocket
 	// messages (Engine.IO packets). Its rate limiting is its own.
@@ -60,10 +55,20 @@ type Conn struct {
 	Echo bool
 
 	c      *hub.Client
-	out    transport.Out
 	descMu sync.Mutex
 	desc   *netpoll.Desc // nil before Watch and once gone
 	ended  bool          // Gone has run
+}
+
+// ConnOptions are what reading needs that every connection of a server
+// shares.
+type ConnOptions struct {
+	// MaxMessage bounds a message (after inflating); ReadTimeout bounds
+	// reading one once it has begun (the pong timeout).
+	MaxMessage  int64
+	ReadTimeout time.Duration
+	Log         *slog.Logger
+	Metrics     *metrics.Metrics
 }
 
 var (
@@ -81,9 +86,8 @@ var (
 // client is greeted.
 func (s *Conn) Watch(p *netpoll.Poller, pending *bufio.Reader) {
 	s.c = s.Sess.Client()
-	s.out = s.Out
-	if s.out == nil {
-		s.out = Out{C: s.c}
+	if s.Out == nil {
+		s.Out = Out{C: s.c}
 	}
 	if pending != nil && !s.drain(pending) {
 		return
@@ -95,7 +99,7 @@ func (s *Conn) Watch(p *netpoll.Poller, pending *bufio.Reader) {
 	}
 	d, err := p.Add(sc, s.onReadable)
 	if err != nil {
-		s.Log.Warn("cannot watch connection", "err", err)
+		s.Opts.Log.Warn("cannot watch connection", "err", err)
 		s.c.Gone(0)
 		return
 	}
@@ -157,7 +161,7 @@ func (s *Conn) drain(br *bufio.Reader) bool {
 			s.readFailed(err)
 			return false
 		}
-		_ = s.NC.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		_ = s.NC.SetReadDeadline(time.Now().Add(s.Opts.ReadTimeout))
 		if err := s.readMessage(br); err != nil {
 			s.readFailed(err)
 			return false
@@ -278,7 +282,7 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 	fr.rd = wsutil.Reader{
 		Source:         br,
 		State:          ws.StateServerSide,
-		MaxMessageSize: s.MaxMessage,
+		MaxMessageSize: s.Opts.MaxMessage,
 		OnIntermediate: fr.onCtl,
 	}
 	if s.Deflate {
@@ -320,7 +324,7 @@ func (s *Conn) inflate(buf *bytes.Buffer) error {
 		return err
 	}
 	buf.Reset()
-	limit := s.MaxMessage
+	limit := s.Opts.MaxMessage
 	n, err := buf.ReadFrom(io.LimitReader(fr, limit+1))
 	if n > limit {
 		return wsutil.ErrMessageTooLarge
@@ -337,7 +341,7 @@ func (s *Conn) control(hdr ws.Header, p []byte) error {
 	s.c.Touch()
 	switch hdr.OpCode {
 	case ws.OpPing:
-		if s.Sess.Admit(s.out) { // a flood of pings is limited like one of commands
+		if s.Sess.Admit(s.Out) { // a flood of pings is limited like one of commands
 			s.c.Send(PongFrame(p))
 		}
 	case ws.OpPong:
@@ -366,31 +370,31 @@ func (s *Conn) control(hdr ws.Header, p []byte) error {
 
 // message handles one complete data message.
 func (s *Conn) message(op ws.OpCode, data []byte) {
-	s.Metrics.MessagesIn.Inc()
-	s.Metrics.BytesIn.Add(float64(len(data)))
+	s.Opts.Metrics.MessagesIn.Inc()
+	s.Opts.Metrics.BytesIn.Add(float64(len(data)))
 	if op == ws.OpText && !utf8.Valid(data) {
-		s.Log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
+		s.Opts.Log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
 		return
 	}
 	if s.Echo {
-		if s.Sess.Admit(s.out) {
+		if s.Sess.Admit(s.Out) {
 			s.c.Send(sealOp(append(NewFrameBuffer(len(data)), data...), byte(op)))
 		}
 		return
 	}
 	if op != ws.OpText {
-		if !s.Sess.Admit(s.out) { // a binary frame counts against the rate limit like a command
+		if !s.Sess.Admit(s.Out) { // a binary frame counts against the rate limit like a command
 			return
 		}
-		s.Sess.Error(s.out, protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames")
+		s.Sess.Error(s.Out, protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames")
 		return
 	}
 	if s.OnText != nil {
 		s.OnText(data)
 		return
 	}
-	s.Sess.Handle(data, s.out)
+	s.Sess.Handle(data, s.Out)
 }
 
 // readFailed ends the connection after a read error, with the close code
@@ -401,11 +405,11 @@ func (s *Conn) readFailed(err error) {
 	case errors.Is(err, errPeerClosed):
 		return // the close reply is queued; the writer ends the connection
 	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
-		s.Log.Info("message too large, closing", "client", s.c.ID, "user", s.c.UserID)
+		s.Opts.Log.Info("message too large, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseMessageTooBig, "message too big")
 		return
 	case errors.As(err, &pe):
-		s.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
+		s.Opts.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, string(pe))
 		return
 	case errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
@@ -413,15 +417,15 @@ func (s *Conn) readFailed(err error) {
 		// protocol errors: a 64-bit length with its top bit set (the other
 		// is not returned when reading). A length written in more bytes than
 		// it needs is accepted, as gobwas reads it.
-		s.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
+		s.Opts.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
 		return
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.Log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.ReadTimeout)
+		s.Opts.Log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.Opts.ReadTimeout)
 		s.c.Close(protocol.CloseNoPong, "message not completed in time")
 		return
 	}
-	s.Log.Debug("client gone", "client", s.c.ID, "user", s.c.UserID, "err", err)
+	s.Opts.Log.Debug("client gone", "client", s.c.ID, "user", s.c.UserID, "err", err)
 	s.c.Gone(0)
 }
 
