@@ -48,7 +48,9 @@ func newFixture(t *testing.T, tweak func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, errs: map[string]int{}, closes: make(chan string, 100)}
 	o := Options{
-		PingInterval: 300 * time.Millisecond, PingTimeout: 200 * time.Millisecond, MaxPayload: 1000,
+		// No heartbeat within an ordinary test, however slow the machine:
+		// the tests of the heartbeat shorten it (shortPing).
+		PingInterval: 10 * time.Second, PingTimeout: 10 * time.Second, MaxPayload: 1000,
 		Open: func(s *Session, r *http.Request) (Handler, error) {
 			if r.URL.Query().Get("refuse") != "" {
 				return nil, errors.New("refused")
@@ -203,8 +205,14 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
+// shortPing pings every 300 ms and waits timeout for the pong.
+func shortPing(timeout time.Duration) func(*Options) {
+	return func(o *Options) { o.PingInterval, o.PingTimeout = 300*time.Millisecond, timeout }
+}
+
 func TestPollingEcho(t *testing.T) {
-	f := newFixture(t, nil)
+	// Pings come soon; the pongs have all the time a loaded machine needs.
+	f := newFixture(t, shortPing(10*time.Second))
 	sid := f.open()
 	q := "&transport=polling&sid=" + sid
 	if code, body := f.do("POST", q, "4hello\x1e4test2\x1ebAQIDBA=="); code != 200 || body != "ok" {
@@ -292,7 +300,7 @@ func TestPollingBadInput(t *testing.T) {
 }
 
 func TestPingTimeout(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, shortPing(200*time.Millisecond))
 	sid := f.open()
 	select {
 	case r := <-f.closes:
