@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 )
@@ -71,5 +72,79 @@ func TestSocketIOOffByDefault(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 404 {
 		t.Fatalf("status %d", res.StatusCode)
+	}
+}
+
+// TestSocketIOBadInput: each bad Socket.IO or Engine.IO input gets its
+// defined answer and is counted by kind, and a session it ends leaves no
+// hub client behind.
+func TestSocketIOBadInput(t *testing.T) {
+	ts := start(t, nil)
+	do := func(method, query, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, ts.httpURL("/socket.io/?EIO=4&transport=polling"+query), strings.NewReader(body))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	open := func() string {
+		t.Helper()
+		code, body := do("GET", "", "")
+		if code != 200 || !strings.HasPrefix(body, `0{"sid":"`) {
+			t.Fatalf("handshake %d %q", code, body)
+		}
+		sid := body[len(`0{"sid":"`):]
+		return "&sid=" + sid[:strings.IndexByte(sid, '"')]
+	}
+	if code, body := do("GET", "&sid=nope", ""); code != 400 || !strings.Contains(body, `"code":1`) {
+		t.Fatalf("unknown sid: %d %s", code, body)
+	}
+	// No token: CONNECT_ERROR with the reason, the session stays.
+	q := open()
+	do("POST", q, "40")
+	if _, body := do("GET", q, ""); body != `44{"message":"unauthorized: missing","data":{"code":"unauthorized"}}` {
+		t.Fatalf("refusal %q", body)
+	}
+	// Connected, then a malformed packet: the session and its hub client end.
+	q = open()
+	do("POST", q, `40{"token":"`+token(t, "u1", "42")+`"}`)
+	if _, body := do("GET", q, ""); !strings.HasPrefix(body, `40{"sid":"`) || !strings.Contains(body, `"pid":"`) {
+		t.Fatalf("connect answer %q", body)
+	}
+	if n := ts.srv.Hub().NumClients(); n != 1 {
+		t.Fatalf("%d hub clients, want 1", n)
+	}
+	if code, _ := do("POST", q, `42{}`); code != 200 {
+		t.Fatalf("malformed packet's post: %d", code)
+	}
+	if code, _ := do("GET", q, ""); code != 400 {
+		t.Fatalf("poll after a malformed packet: %d", code)
+	}
+	waitUntil(t, func() bool { return ts.srv.Hub().NumClients() == 0 })
+	// Oversized body: 413.
+	q = open()
+	if code, _ := do("POST", q, "4"+strings.Repeat("x", 2<<20)); code != 413 {
+		t.Fatalf("oversized body: %d", code)
+	}
+	m := ts.metricsText()
+	for _, kind := range []string{"unknown_sid", "sio_refused", "sio_bad_packet", "payload_too_large"} {
+		if !containsLine(m, `herald_socketio_errors_total{kind="`+kind+`"}`) {
+			t.Errorf("%s not counted", kind)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

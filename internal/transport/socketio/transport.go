@@ -82,7 +82,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	if cfg.ConformanceSocketIO {
 		eo := engine.Options{
 			PingInterval: conformancePingInterval, PingTimeout: conformancePingTimeout,
-			MaxPayload: conformanceMaxPayload, OnError: onErr,
+			MaxPayload: conformanceMaxPayload, OnError: onErr, Go: host.Group().Go,
 		}
 		sio := NewServer(eo, Options{Conformance: true, ConnectTimeout: conformanceConnectTimeout, OnError: onErr})
 		eio := NewEngineEcho(eo)
@@ -108,6 +108,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 			return originAllowed(cfg.AllowedOrigins, r.Header.Get("Origin"), r.Host)
 		},
 		OnError: onErr,
+		Go:      host.Group().Go,
 	}
 	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr})
 	t.servers = append(t.servers, sio)

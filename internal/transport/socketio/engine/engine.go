@@ -62,6 +62,10 @@ type Options struct {
 	// OnError, when set, is told of every bad request and every session
 	// closed for bad input, with a short kind (a metric label) and detail.
 	OnError func(kind string, err error)
+	// Go starts every goroutine a session needs (its WebSocket reader and
+	// writer, its handler's close), so that their owner can wait for them;
+	// nil: the go statement. Each ends once its session is closed.
+	Go func(f func())
 }
 
 // Error kinds passed to Options.OnError.
@@ -111,6 +115,9 @@ func New(o Options) *Server {
 	}
 	if o.QueueBytes <= 0 {
 		o.QueueBytes = 1 << 20
+	}
+	if o.Go == nil {
+		o.Go = func(f func()) { go f() }
 	}
 	return &Server{o: o, sessions: make(map[string]*Session)}
 }
@@ -303,7 +310,7 @@ func (s *Server) handshake(w http.ResponseWriter, r *http.Request, websocket boo
 	ss.startHeartbeat()
 	ss.kickLocked()
 	ss.mu.Unlock()
-	go ss.readWS(c, false)
+	s.o.Go(func() { ss.readWS(c, false) })
 }
 
 // upgrade takes a WebSocket for an existing polling session: it runs the
@@ -339,7 +346,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sid string) {
 	}
 	ss.probe = c
 	ss.mu.Unlock()
-	go ss.readWS(c, true)
+	s.o.Go(func() { ss.readWS(c, true) })
 }
 
 func (s *Server) forget(ss *Session) {

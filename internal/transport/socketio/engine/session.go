@@ -129,7 +129,8 @@ func (ss *Session) close(reason string, byServer bool) {
 	probe := ss.probe
 	if ss.ws != nil && !ss.writing {
 		ss.writing = true // the writer sends what is queued, then closes
-		go ss.writeWS(ss.ws)
+		ws := ss.ws
+		ss.srv.o.Go(func() { ss.writeWS(ws) })
 	}
 	ss.wakeLocked()
 	ss.mu.Unlock()
@@ -144,7 +145,7 @@ func (ss *Session) close(reason string, byServer bool) {
 	}
 	// Close may be called from the handler's own OnMessage, which holds
 	// inMu: OnClose runs after it returns.
-	go ss.closeHandler(reason)
+	ss.srv.o.Go(func() { ss.closeHandler(reason) })
 }
 
 func (ss *Session) closeHandler(reason string) {
@@ -174,7 +175,8 @@ func (ss *Session) kickLocked() {
 		return
 	}
 	ss.writing = true
-	go ss.writeWS(ss.ws)
+	ws := ss.ws
+	ss.srv.o.Go(func() { ss.writeWS(ws) })
 }
 
 func (ss *Session) wakeLocked() {
