@@ -208,10 +208,9 @@ func (sr *scheduleRun) result() pubResult {
 }
 
 // waitUntil blocks until due, or returns false when ctx is done first. Go's
-// timers fire 0–1 ms late on Linux (the runtime sleeps in whole
-// milliseconds: 0.6 ms late at the median, 1.1 ms at p99 on the project's
-// machine), and every delivery of a publication sent late is measured from
-// its due time. So with spin > 0 the timer only runs until spin before due,
+// timers fire up to a millisecond late on Linux (the runtime sleeps in whole
+// milliseconds; how late: docs/performance.md), and every delivery of a
+// publication sent late is measured from its due time. So with spin > 0 the timer only runs until spin before due,
 // and the lane then yields in a loop until due: publications go out within
 // microseconds of their time, for about spin of CPU each.
 func waitUntil(ctx context.Context, timer *time.Timer, due time.Time, spin time.Duration) bool {

@@ -74,6 +74,14 @@ type Notifier interface {
 	Notify(ctx context.Context, kind byte, payload string) error
 }
 
+// Describer is implemented by a broker with something to say about where
+// it keeps its state, for the server's startup log. It never includes a
+// secret.
+type Describer interface {
+	// Describe returns slog key-value pairs.
+	Describe() []any
+}
+
 // HistoryMeter is implemented by a broker that keeps history in this
 // process, within a budget.
 type HistoryMeter interface {

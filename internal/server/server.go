@@ -253,8 +253,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.ConformanceEchoPath != "" {
 		s.log.Warn("conformance echo endpoint on: it echoes whatever its clients send, for conformance suites only; leave --conformance-echo-path unset in production", "path", s.cfg.ConformanceEchoPath)
 	}
-	if s.cfg.Broker == "redis" {
-		s.log.Info("redis broker", "url", config.RedactURL(s.cfg.RedisURL), "prefix", s.cfg.RedisPrefix)
+	if d, ok := s.broker.b.(broker.Describer); ok {
+		s.log.Info("broker", d.Describe()...)
 	}
 	if s.cfg.InsecureQueryAuth {
 		s.log.Warn("insecure query auth is ON: clients choose their identity with ?userId=; never use in production")

@@ -46,9 +46,10 @@ import (
 )
 
 var (
-	_ broker.Broker   = (*Broker)(nil)
-	_ broker.Liveness = (*Broker)(nil)
-	_ broker.Notifier = (*Broker)(nil)
+	_ broker.Broker    = (*Broker)(nil)
+	_ broker.Liveness  = (*Broker)(nil)
+	_ broker.Notifier  = (*Broker)(nil)
+	_ broker.Describer = (*Broker)(nil)
 )
 
 const numShards = 64
@@ -284,6 +285,12 @@ func newEpoch() string {
 
 // Live reports whether the pub/sub subscription is live.
 func (b *Broker) Live() bool { return b.live.Load() }
+
+// Describe names the Redis (its address and database, never a password) and
+// the prefix.
+func (b *Broker) Describe() []any {
+	return []any{"redis", b.o.Redis.Network + "://" + b.o.Redis.Addr, "db", b.o.Redis.DB, "prefix", b.o.Prefix}
+}
 
 func (b *Broker) key(kind, channel string) string { return b.o.Prefix + ":" + kind + ":" + channel }
 
