@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-rt/herald/internal/budget"
 	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
@@ -75,14 +76,18 @@ type Client struct {
 	spare       [][]byte
 	queuedBytes int
 	burst       int // bytes of queuedBytes sent with SendBurst, exempt from the bound
-	writing     bool
-	closeFrame  []byte // the transport's last bytes, non-nil while they wait to be written
-	closeCode   int
-	awaitPeer   bool           // after closeFrame, wait for the peer's answer (Transport.Close)
-	grace       *gogroup.Timer // ends the connection if the peer does not answer in time
-	peerClosed  bool           // the peer closed first: end right after our reply
-	subs        []string       // channels subscribed; a slice: most clients have few
-	registered  bool
+	// acct is the user's share of the memory budget: it holds queuedBytes
+	// plus inflight, the bytes a writer took and has not finished writing.
+	acct       *budget.Account
+	inflight   int
+	writing    bool
+	closeFrame []byte // the transport's last bytes, non-nil while they wait to be written
+	closeCode  int
+	awaitPeer  bool           // after closeFrame, wait for the peer's answer (Transport.Close)
+	grace      *gogroup.Timer // ends the connection if the peer does not answer in time
+	peerClosed bool           // the peer closed first: end right after our reply
+	subs       []string       // channels subscribed; a slice: most clients have few
+	registered bool
 	// unregistered: unregister ran before Register marked c registered, so
 	// Register, which may be past the indexes already, removes c. Both are
 	// read and set under mu: exactly one of the two removes c.
@@ -112,6 +117,12 @@ type ClientOptions struct {
 	OneWay bool
 	// OnGone, when set, runs once when the connection has ended (see Gone).
 	OnGone func()
+	// Budget is the user's share of the memory budget (nil: none). What is
+	// queued for the client is reserved in it until written or dropped: a
+	// Send or SendMessage it refuses closes the client (4009), a SendBurst
+	// it refuses is not queued. The caller keeps the account open until
+	// OnGone has run.
+	Budget *budget.Account
 }
 
 // NewClient wraps a connection whose transport has been set up (a
@@ -137,6 +148,7 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		per:         o.PerClient,
 		oneWay:      o.OneWay,
 		onGone:      o.OnGone,
+		acct:        o.Budget,
 		ConnectedAt: now,
 		done:        make(chan struct{}),
 		raw:         rawio.RawConn(nc),
@@ -247,12 +259,36 @@ func (c *Client) Send(frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.overflowsLocked(len(frame)) {
-		c.closeSlowAndUnlock()
+	if !c.admitLocked(len(frame)) {
 		return false
 	}
 	c.appendAndUnlock(frame)
 	return true
+}
+
+// admitLocked reports whether n more bytes may be queued: within the queue
+// bound (bursts exempt) and reserved in the memory budget. When not, it
+// closes c — 4008 past the queue bound, 4009 past the budget — and
+// releases c.mu. c.mu must be held and c open.
+func (c *Client) admitLocked(n int) bool {
+	if c.overflowsLocked(n) {
+		c.closeSlowAndUnlock()
+		return false
+	}
+	if !c.acct.Reserve(budget.Queue, n) {
+		c.beginCloseLocked(protocol.CloseOverBudget, "memory budget reached", true)
+		c.mu.Unlock()
+		c.afterBeginClose(true)
+		return false
+	}
+	return true
+}
+
+// releaseQueueLocked drops the queue's bytes from the budget's count, the
+// queue having been dropped. c.mu must be held.
+func (c *Client) releaseQueueLocked() {
+	c.acct.Release(c.queuedBytes)
+	c.queuedBytes, c.burst = 0, 0
 }
 
 // overflowsLocked reports whether n more bytes would pass the queue bound
@@ -313,16 +349,14 @@ func (c *Client) SendMessage(m *Message) bool {
 		return false
 	}
 	if c.per == nil {
-		if c.overflowsLocked(len(b)) {
-			c.closeSlowAndUnlock()
+		if !c.admitLocked(len(b)) {
 			return false
 		}
 		c.appendAndUnlock(b)
 		return true
 	}
 	before, after := c.per.Wrap(m, b)
-	if c.overflowsLocked(len(before) + len(b) + len(after)) {
-		c.closeSlowAndUnlock()
+	if !c.admitLocked(len(before) + len(b) + len(after)) {
 		return false
 	}
 	c.queue = appendWrapped(c.queue, before, b, after)
@@ -347,7 +381,8 @@ func appendWrapped(q [][]byte, before, b, after []byte) [][]byte {
 // to a subscribe; nil for none) and then msgs, together and exempt from the
 // queue bound: a replay of history, or an answer whose size the caller has
 // bounded. What is sent later is bounded as usual. It returns false when
-// the client is closing.
+// the client is closing, or (queueing nothing, and leaving c open) when the
+// memory budget refuses the burst.
 func (c *Client) SendBurst(first []byte, msgs []*Message) bool {
 	bufs := make([][]byte, len(msgs))
 	n := len(first)
@@ -360,18 +395,23 @@ func (c *Client) SendBurst(first []byte, msgs []*Message) bool {
 		c.mu.Unlock()
 		return false
 	}
+	if c.per != nil {
+		wrapped := make([][]byte, 0, len(bufs))
+		for i, b := range bufs {
+			before, after := c.per.Wrap(msgs[i], b)
+			wrapped = appendWrapped(wrapped, before, b, after)
+			n += len(before) + len(after)
+		}
+		bufs = wrapped
+	}
+	if !c.acct.Reserve(budget.Reply, n) {
+		c.mu.Unlock()
+		return false
+	}
 	if first != nil {
 		c.queue = append(c.queue, first)
 	}
-	if c.per == nil {
-		c.queue = append(c.queue, bufs...)
-	} else {
-		for i, b := range bufs {
-			before, after := c.per.Wrap(msgs[i], b)
-			c.queue = appendWrapped(c.queue, before, b, after)
-			n += len(before) + len(after)
-		}
-	}
+	c.queue = append(c.queue, bufs...)
 	c.queuedBytes += n
 	c.burst += n
 	c.writeAndUnlock()
@@ -424,8 +464,7 @@ func (c *Client) beginCloseLocked(code int, reason string, drop bool) {
 	if drop {
 		clear(c.queue)
 		c.queue = c.queue[:0]
-		c.queuedBytes = 0
-		c.burst = 0
+		c.releaseQueueLocked()
 	}
 }
 
@@ -529,6 +568,7 @@ func (c *Client) Gone(code int) {
 	wasOpen := c.state == stateOpen
 	c.state = stateClosed
 	c.queue = nil
+	c.releaseQueueLocked()
 	c.closeFrame = nil
 	grace := c.grace
 	c.grace = nil
@@ -554,6 +594,10 @@ func (c *Client) Gone(code int) {
 
 // Done is closed when the connection has ended and the client left the hub.
 func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Budget is the user's share of the memory budget the client was made with
+// (nil: none), for what its reader holds.
+func (c *Client) Budget() *budget.Account { return c.acct }
 
 // RawConn is the connection's RawConn, or nil when it has no descriptor.
 func (c *Client) RawConn() syscall.RawConn { return c.raw }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-rt/herald/internal/budget"
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/testnet"
 )
@@ -137,13 +138,19 @@ func TestConcurrentSubscribeAndGoneLeavesNothing(t *testing.T) {
 
 // BenchmarkFanout measures queueing one encoded publication to N subscribers
 // and draining it through per-client writer goroutines (no Run).
-func BenchmarkFanout(b *testing.B) { benchmarkFanout(b, []int{100, 1000, 10000}, false) }
+func BenchmarkFanout(b *testing.B) { benchmarkFanout(b, []int{100, 1000, 10000}, false, nil) }
 
 // BenchmarkFanoutWriterPool is BenchmarkFanout with the writer pool running
 // (as in the server): workers flush clients' queues.
-func BenchmarkFanoutWriterPool(b *testing.B) { benchmarkFanout(b, []int{1000, 10000}, true) }
+func BenchmarkFanoutWriterPool(b *testing.B) { benchmarkFanout(b, []int{1000, 10000}, true, nil) }
 
-func benchmarkFanout(b *testing.B, sizes []int, pool bool) {
+// BenchmarkFanoutBudget is BenchmarkFanoutWriterPool with every client's
+// queue counted in a memory budget (as in the server).
+func BenchmarkFanoutBudget(b *testing.B) {
+	benchmarkFanout(b, []int{1000, 10000}, true, budget.New(1<<40, 1<<40))
+}
+
+func benchmarkFanout(b *testing.B, sizes []int, pool bool, bud *budget.Budget) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
 			h := newTestHub(1 << 20)
@@ -151,7 +158,11 @@ func benchmarkFanout(b *testing.B, sizes []int, pool bool) {
 				runHub(b, h)
 			}
 			for i := range n {
-				c := h.NewClient(&countConn{}, ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)})
+				o := ClientOptions{ID: fmt.Sprint(i), UserID: fmt.Sprint(i)}
+				if bud != nil {
+					o.Budget = bud.User(o.UserID)
+				}
+				c := h.NewClient(&countConn{}, o)
 				_ = h.Register(c)
 				_, _ = h.Subscribe(c, "bench", nil)
 			}

@@ -273,13 +273,18 @@ func (c *Client) takeLocked() [][]byte {
 	batch := c.queue
 	c.queue = c.spare[:0]
 	c.spare = nil
+	c.inflight += c.queuedBytes // released when its write is done
 	c.queuedBytes = 0
 	c.burst = 0
 	return batch
 }
 
-// recycleLocked keeps a small batch array for reuse. c.mu must be held.
+// recycleLocked keeps a small batch array for reuse, the batch having been
+// written (or handed on whole), and releases its bytes from the memory
+// budget. c.mu must be held.
 func (c *Client) recycleLocked(batch [][]byte) {
+	c.acct.Release(c.inflight)
+	c.inflight = 0
 	clear(batch)
 	if c.spare == nil && cap(batch) <= 8 {
 		c.spare = batch[:0]
@@ -293,6 +298,9 @@ func (c *Client) failWrite(batch [][]byte) {
 	wasOpen := c.state == stateOpen // else the close that began counted it
 	c.state = stateClosed
 	c.queue = nil
+	c.acct.Release(c.inflight)
+	c.inflight = 0
+	c.releaseQueueLocked()
 	c.closeFrame = nil
 	c.writing = false
 	c.mu.Unlock()

@@ -25,6 +25,7 @@ const (
 	CodeUnauthorized       Code = "unauthorized"         // missing, invalid or expired credentials
 	CodeNotFound           Code = "not_found"
 	CodeUnavailable        Code = "unavailable"      // the broker (Redis) cannot be reached: nothing was done; retry
+	CodeOverBudget         Code = "over_budget"      // the reply would pass the user's or the server's memory budget: read what is queued, then retry
 	CodeIdempotencyFull    Code = "idempotency_full" // the server cannot remember one more idempotency key for its window: nothing published; retry later
 	CodeInternal           Code = "internal"
 )
@@ -63,6 +64,7 @@ const (
 	CloseNoPong         = 4002 // nothing heard for --pong-timeout
 	CloseForbidden      = 4003
 	CloseSlowConsumer   = 4008 // send queue exceeded --client-queue-bytes
+	CloseOverBudget     = 4009 // the user's (--max-user-queued-bytes) or the server's (--max-queued-bytes) memory budget is full
 	CloseResubscribe    = 4010 // publications between nodes were lost (Redis interrupted): reconnect and subscribe with since
 	CloseRateLimited    = 4029 // sustained command flood
 )
@@ -75,7 +77,7 @@ const (
 // close frame) as "invalid".
 func CloseLabel(code int) string {
 	switch code {
-	case CloseDisconnected, CloseUnauthorized, CloseNoPong, CloseForbidden, CloseSlowConsumer, CloseResubscribe, CloseRateLimited:
+	case CloseDisconnected, CloseUnauthorized, CloseNoPong, CloseForbidden, CloseSlowConsumer, CloseOverBudget, CloseResubscribe, CloseRateLimited:
 		return strconv.Itoa(code)
 	}
 	switch {

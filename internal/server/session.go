@@ -37,6 +37,12 @@ var _ transport.Session = (*session)(nil)
 func (s *Server) newSession(id auth.Identity, nc net.Conn, o hub.ClientOptions) *session {
 	sess := &session{srv: s, id: id}
 	o.ID, o.UserID, o.OrgID, o.ExpiresAt = newClientID(), id.UserID, id.OrgID, id.ExpiresAt
+	o.Budget = s.budget.User(id.UserID) // kept open until the client is gone
+	if gone := o.OnGone; gone != nil {
+		o.OnGone = func() { gone(); o.Budget.Close() }
+	} else {
+		o.OnGone = o.Budget.Close
+	}
 	sess.c = s.hub.NewClient(nc, o)
 	if s.cfg.RateLimit > 0 {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
@@ -237,7 +243,15 @@ func (s *session) subscribe(cmd *protocol.Command, out transport.Out) {
 		}
 		pos := protocol.Position{Offset: r.Position.Offset, Epoch: r.Position.Epoch}
 		doc := protocol.AppendSubscribed(out.Buffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID)
-		out.Subscribed(doc, transport.Subscription{Channel: cmd.Channel, Position: pos, Recovered: recovered}, replay)
+		if !out.Subscribed(doc, transport.Subscription{Channel: cmd.Channel, Position: pos, Recovered: recovered}, replay) && len(replay) > 0 && !s.c.Closing() {
+			// The memory budget refused the replay: subscribed without it,
+			// and told so (recovered: false).
+			r.Recovered = false
+			doc = protocol.AppendSubscribed(out.Buffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID)
+			if !out.Subscribed(doc, transport.Subscription{Channel: cmd.Channel, Position: pos, Recovered: recovered}, nil) && !s.c.Closing() {
+				s.c.Close(protocol.CloseOverBudget, "memory budget reached")
+			}
+		}
 		if cmd.Since != nil {
 			s.srv.metrics.Recoveries.WithLabelValues(strconv.FormatBool(r.Recovered)).Inc()
 		}
@@ -320,8 +334,18 @@ func (s *session) history(cmd *protocol.Command, out transport.Out) {
 		msgs[i] = message(cmd.Channel, &pubs[i])
 		size += historyEntryBytes(&pubs[i])
 	}
-	out.Burst(protocol.AppendHistory(out.Buffer(size), cmd.Channel,
-		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, truncated, cmd.ID))
+	if !out.Burst(protocol.AppendHistory(out.Buffer(size), cmd.Channel,
+		protocol.Position{Offset: pos.Offset, Epoch: pos.Epoch}, msgs, truncated, cmd.ID)) {
+		s.overBudget(out, cmd)
+	}
+}
+
+// overBudget answers a command whose reply the memory budget refused (the
+// client being open): an over_budget error.
+func (s *session) overBudget(out transport.Out, cmd *protocol.Command) {
+	if !s.c.Closing() {
+		s.sendError(out, protocol.CodeOverBudget, "the reply does not fit in this user's or the server's memory budget: read what is queued, then ask again", cmd.Channel, cmd.ID)
+	}
 }
 
 // presence lists the connections on a channel.
@@ -340,7 +364,9 @@ func (s *session) presence(cmd *protocol.Command, out transport.Out) {
 		s.fail(out, err, cmd.Channel, cmd.ID)
 		return
 	}
-	out.Burst(append(out.Buffer(len(b)), b...))
+	if !out.Burst(append(out.Buffer(len(b)), b...)) {
+		s.overBudget(out, cmd)
+	}
 }
 
 // burstBudget is how many bytes one more burst to this client may carry: a

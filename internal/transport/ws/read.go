@@ -18,6 +18,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/klauspost/compress/flate"
 
+	"github.com/herald-rt/herald/internal/budget"
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
@@ -300,7 +301,9 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 	}
 	buf := bufferPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	_, err = buf.ReadFrom(&fr.rd)
+	acct := s.c.Budget()
+	reserved, err := readReserved(buf, &fr.rd, acct)
+	defer acct.Release(reserved)
 	if err == nil && fr.msgState.IsCompressed() {
 		err = s.inflate(buf)
 	}
@@ -312,6 +315,41 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 		bufferPool.Put(buf)
 	}
 	return err
+}
+
+// errOverBudget ends a connection whose message being received would pass
+// its user's or the server's memory budget.
+var errOverBudget = errors.New("memory budget reached")
+
+// readChunk is the least room readReserved makes before a read.
+const readChunk = 4096
+
+// readReserved reads r to its end into buf, reserving in acct (as
+// budget.Read) all the memory buf holds before each read that may wait
+// for the peer: a message half sent holds no more than its user's budget
+// allows. It returns how much it reserved (the caller releases it once
+// the message is handled), and errOverBudget when the budget refuses.
+func readReserved(buf *bytes.Buffer, r io.Reader, acct *budget.Account) (reserved int, err error) {
+	for {
+		if buf.Available() < readChunk {
+			buf.Grow(readChunk)
+		}
+		if more := buf.Cap() - reserved; more > 0 {
+			if !acct.Reserve(budget.Read, more) {
+				return reserved, errOverBudget
+			}
+			reserved += more
+		}
+		p := buf.AvailableBuffer()[:buf.Available()]
+		n, err := r.Read(p)
+		buf.Write(p[:n])
+		if err == io.EOF {
+			return reserved, nil
+		}
+		if err != nil {
+			return reserved, err
+		}
+	}
 }
 
 // inflate decompresses a permessage-deflate message in place, bounded by
@@ -419,6 +457,9 @@ func (s *Conn) readFailed(err error) {
 		// it needs is accepted, as gobwas reads it.
 		s.Opts.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
+		return
+	case errors.Is(err, errOverBudget):
+		s.c.Close(protocol.CloseOverBudget, "memory budget reached")
 		return
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.Opts.Log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.Opts.ReadTimeout)
