@@ -483,10 +483,21 @@ func TestReaderSeesServerClose(t *testing.T) {
 			srv := servertest.Start(t, nil)
 			cfg := testConfig(srv.WSURL(), "idle")
 			cfg.Reader = reader
-			cfg.Hold = 2500 * time.Millisecond
+			cfg.Hold = 5 * time.Second
 			cfg.ServerPID = 0
-			time.AfterFunc(1200*time.Millisecond, func() { _ = srv.Stop() })
+			// Stop once every connection is in (however long a loaded
+			// machine takes to connect them), well within the hold.
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				for deadline := time.Now().Add(60 * time.Second); srv.Hub().NumClients() < cfg.Conns && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
+				time.Sleep(300 * time.Millisecond)
+				_ = srv.Stop()
+			}()
 			r := run(t, cfg)
+			<-stopped
 			if r.Connected != 50 || r.Dropped["close 1001"] != 50 || len(r.Dropped) != 1 {
 				t.Fatalf("connected %d, dropped %v", r.Connected, r.Dropped)
 			}
