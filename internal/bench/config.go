@@ -286,7 +286,7 @@ func (c *Config) publishes() bool {
 
 // streams is the number of publication streams (channels published to).
 func (c *Config) streams() int {
-	if c.Scenario == "channels" {
+	if sc := scenarioNamed(c.Scenario); sc != nil && sc.grouped {
 		return (c.Conns + c.GroupSize - 1) / c.GroupSize
 	}
 	return 1

@@ -24,7 +24,10 @@ import (
 // fleetSpec tells one fleet (in-process, or one worker process) which
 // connections to open and how.
 type fleetSpec struct {
-	Scenario    string        `json:"scenario"`
+	Scenario string `json:"scenario"`
+	// Grouped: connection i subscribes to group i/GroupSize and its own
+	// user channel, and tracks the group's stream (else Channel, stream 0).
+	Grouped     bool          `json:"grouped,omitempty"`
 	WSURL       string        `json:"ws_url"`
 	Secret      string        `json:"secret"`
 	TokenTTL    time.Duration `json:"token_ttl"`
@@ -55,7 +58,7 @@ func userID(i int) string { return "bench-" + strconv.Itoa(i) }
 
 // streamOf returns the publication stream (channel) connection i tracks.
 func (s *fleetSpec) streamOf(i int) int {
-	if s.Scenario == "channels" {
+	if s.Grouped {
 		return i / s.GroupSize
 	}
 	return 0
@@ -64,7 +67,7 @@ func (s *fleetSpec) streamOf(i int) int {
 // channelsOf returns the channels connection i subscribes to; the first one
 // carries its stream.
 func (s *fleetSpec) channelsOf(i int) []string {
-	if s.Scenario == "channels" {
+	if s.Grouped {
 		return []string{groupChannel(i / s.GroupSize), "user:" + userID(i)}
 	}
 	return []string{s.Channel}

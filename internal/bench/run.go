@@ -304,7 +304,9 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		SubscribeInURL: cfg.SubscribeInURL,
 		Reader:         cfg.reader(),
 	}
-	if cfg.Scenario == "recovery" {
+	sc := scenarioNamed(cfg.Scenario)
+	spec.Grouped = sc.grouped
+	if sc.drops {
 		spec.DropEvery, spec.DropDown = cfg.DropEvery, cfg.DropDown
 	}
 	spec.SourceIPs = sourceIPs(t)
@@ -366,7 +368,7 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 }
 
 func channelFunc(cfg Config) func(int) string {
-	if cfg.Scenario == "channels" {
+	if scenarioNamed(cfg.Scenario).grouped {
 		names := make([]string, cfg.streams())
 		for i := range names {
 			names[i] = groupChannel(i)

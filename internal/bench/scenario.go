@@ -20,6 +20,13 @@ type scenario struct {
 	// publishes: the scenario publishes on a schedule and reports
 	// deliveries, latency and loss.
 	publishes bool
+	// grouped: connections subscribe in groups of --group-size, one
+	// publication stream per group (plus each their own user channel);
+	// otherwise all follow --channel, one stream.
+	grouped bool
+	// drops: the fleets drop connections every --drop-every while
+	// publishing, and they resubscribe with since.
+	drops bool
 	// reader, when not empty, is the receive path the scenario needs,
 	// whatever --reader says.
 	reader string

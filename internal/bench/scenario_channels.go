@@ -9,6 +9,7 @@ func init() {
 		usage: `each connection subscribes to user:{id} and to a group:K channel shared by
             --group-size connections; publish to the groups at --rate/s`,
 		publishes:  true,
+		grouped:    true,
 		measure:    measurePublishing,
 		serverCost: perDeliveryCost,
 	})

@@ -14,6 +14,7 @@ func init() {
 		usage: `subscribers drop and reconnect with "since" while publications flow; needs a
             server with per-channel offsets (reports that clearly when there are none)`,
 		publishes: true,
+		drops:     true,
 		// Recovery reconnects inside the reader, so it uses the goroutine one.
 		reader: "goroutine",
 		check: func(c *Config) error {
