@@ -195,6 +195,11 @@ func (s *claimStrings) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// maxClaimSeconds bounds a NumericDate claim's seconds either side of
+// 1970: about 3e10 years, far inside what int64 seconds and time.Time's
+// arithmetic hold (~9.2e18 s, less the offset time.Time adds).
+const maxClaimSeconds = 1e18
+
 // claimTime is a NumericDate claim: a JSON number of seconds.
 type claimTime struct {
 	set bool
@@ -213,8 +218,13 @@ func (t *claimTime) UnmarshalJSON(b []byte) error {
 	if f == 0 {
 		return nil // MapClaims' rule: 0 is no date
 	}
-	// As jwt.NumericDate does: whole seconds plus the fraction.
+	// As jwt.NumericDate does: whole seconds plus the fraction. Seconds
+	// past maxClaimSeconds are no date a time.Time can hold (converted,
+	// they wrapped to the past: an "expired" token); they are a bad claim.
 	sec, frac := math.Modf(f)
+	if math.Abs(sec) > maxClaimSeconds {
+		return fmt.Errorf("%w: %s seconds is past any date", errClaimType, b)
+	}
 	t.d, t.set = *jwt.NewNumericDate(time.Unix(int64(sec), int64(frac*1e9))), true
 	return nil
 }

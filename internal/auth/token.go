@@ -304,6 +304,11 @@ func (v *Verifier) headerAlg(h string) (string, error) {
 	if alg == "" {
 		return "", fmt.Errorf("%w: missing alg header", ErrMalformed)
 	}
+	// RFC 7515 §4.1.11: a token whose crit names an extension the
+	// verifier does not understand is invalid. herald understands none.
+	if _, ok := hdr["crit"]; ok {
+		return "", fmt.Errorf("%w: crit header names extensions this server does not understand", ErrMalformed)
+	}
 	if v.accepts(alg) {
 		v.lastHeader.Store(&headerMemo{seg: strings.Clone(h), alg: alg})
 	}

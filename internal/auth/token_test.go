@@ -721,3 +721,41 @@ func TestVerifyEmptyChannelsClaim(t *testing.T) {
 		t.Fatalf("minted empty list verified as %#v, %v", id.Channels, err)
 	}
 }
+
+// TestVerifyRefusesCrit: issue 24's seventh defect. RFC 7515 §4.1.11: a
+// token whose "crit" header names extensions the verifier does not
+// understand is invalid. herald understands none, so any "crit" (and a
+// malformed one) is refused, though the signature is good; the same header
+// without it is accepted.
+func TestVerifyRefusesCrit(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	claims := fmt.Sprintf(`{"sub":"alice","exp":%d}`, time.Now().Add(time.Hour).Unix())
+	if _, err := v.Verify(hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, claims)); err != nil {
+		t.Fatalf("without crit: %v", err)
+	}
+	for _, h := range []string{
+		`{"alg":"HS256","typ":"JWT","crit":["exp"],"exp":1}`,
+		`{"alg":"HS256","crit":["b64"],"b64":false}`,
+		`{"alg":"HS256","crit":["http://example.com/ext"]}`,
+		`{"alg":"HS256","crit":[]}`,
+		`{"alg":"HS256","crit":"b64"}`,
+	} {
+		_, err := v.Verify(hs256Raw(t, h, claims))
+		if !errors.Is(err, ErrMalformed) || Reason(err) != "malformed" {
+			t.Errorf("header %s: %v, want refused as malformed", h, err)
+		}
+	}
+}
+
+// TestVerifyExpPastInt64IsClaims: an exp beyond what seconds in an int64
+// hold (~9.2e18) wrapped to a date in the past and was refused as
+// "expired"; it is a claim no date can be, refused as "claims".
+func TestVerifyExpPastInt64IsClaims(t *testing.T) {
+	v := newVerifier(t, VerifierOptions{HMACSecret: hmacSecret})
+	for _, exp := range []string{"9.3e18", "9223372036854775808", "1e300", "-9.3e18"} {
+		_, err := v.Verify(hs256Raw(t, `{"alg":"HS256","typ":"JWT"}`, `{"sub":"alice","exp":`+exp+`}`))
+		if Reason(err) != "claims" {
+			t.Errorf("exp %s: %v (reason %q), want claims", exp, err, Reason(err))
+		}
+	}
+}
