@@ -53,8 +53,9 @@ type Server struct {
 	apiKeys  [][]byte
 	started  time.Time
 	draining atomic.Bool
-	upgrades sync.Pool // *rawUpgrade
-	mounted  []transport.Transport
+	// rawUpgrader upgrades the WebSocket requests the accept loop reads.
+	rawUpgrader ws.RawUpgrader
+	mounted     []transport.Transport
 	// group counts every per-connection goroutine (see gogroup): Serve
 	// returns once all have exited, or its shutdown budget is spent.
 	group gogroup.Group
@@ -129,7 +130,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if s.maxConns == 0 {
 		s.maxConns = autoMaxConnections(descriptorLimit())
 	}
-	s.upgrades.New = s.newRawUpgrade
+	s.rawUpgrader = ws.RawUpgrader{Compression: cfg.Compression, Admit: s.admit}
 	for _, k := range cfg.APIKeys {
 		s.apiKeys = append(s.apiKeys, []byte(k))
 	}

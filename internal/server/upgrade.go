@@ -8,17 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/gobwas/httphead"
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsflate"
-
-	"github.com/herald-rt/herald/internal/auth"
-	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
 	wst "github.com/herald-rt/herald/internal/transport/ws"
@@ -29,8 +22,9 @@ import (
 // its header map, 8 KiB of bufio buffers that the hijack leaves as garbage.
 // herald's own accept loop therefore reads the head of every new connection
 // first: a well-formed WebSocket upgrade of the WebSocket path is upgraded
-// right there by gobwas/ws's zero-copy Upgrader (which parses and checks the
-// request; herald only finds where the head ends), and every other
+// right there (internal/transport/ws's RawUpgrader, gobwas/ws's zero-copy
+// Upgrader, which parses and checks the request; the accept loop only finds
+// where the head ends), and every other
 // connection — API calls, metrics, health checks, anything unusual — goes to
 // net/http with the bytes already read put back in front.
 
@@ -255,30 +249,14 @@ func hasUpgradeWebSocket(head []byte) bool {
 // upgradeRaw upgrades c, whose request head is head; rest is what the client
 // sent behind it (frames, read with the head).
 func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
-	u := s.upgrades.Get().(*rawUpgrade)
-	u.c = c
-	u.hc.head.Reset(head)
-	u.up.Negotiate = nil
-	if s.cfg.Compression {
-		u.ext = wsflate.Extension{Parameters: wst.DeflateParams}
-		u.up.Negotiate = u.negotiate
-	}
-	_, err := u.up.Upgrade(&u.hc)
-	id, ref, response := u.id, u.ref, u.hc.out
-	_, deflate := u.ext.Accepted() // zero, so false, when compression is off
+	r, ref, err := s.rawUpgrader.Upgrade(c, head)
 	if err != nil {
 		if ref != nil {
 			writeRefusal(c, ref)
 		} else {
 			s.log.Debug("upgrade failed", "err", err, "remote", c.RemoteAddr())
-			if len(response) > 0 {
-				response.FlushTo(c) // the upgrader's own error response
-			} else { // gobwas answers nothing to a request line or header it cannot parse
-				writeRefusal(c, &refusal{Status: http.StatusBadRequest, Code: string(protocol.CodeBadRequest), Message: "malformed HTTP request"})
-			}
 		}
 		_ = c.Close()
-		s.putUpgrade(u)
 		return
 	}
 	var pending *bufio.Reader
@@ -286,97 +264,10 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 		pending = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), wst.ReadBufferSize)
 	}
 	// The response is written before startSession returns (Greet); only
-	// then can its buffer go back with u.
-	s.startSession(c, id, deflate, response, pending, subscribeParam(u.rawQuery), s.isEchoRequestLine(head))
-	s.putUpgrade(u)
+	// then can its buffer go back.
+	s.startSession(c, r.Identity, r.Deflate, r.Response, pending, subscribeParam(r.RawQuery), s.isEchoRequestLine(head))
+	s.rawUpgrader.Release(r)
 }
-
-// rawUpgrade is one fast-path handshake's state: what the header callbacks
-// find, and the upgrader with those callbacks bound to it. Servers keep them
-// in a pool, so a handshake allocates no closures and no captured
-// variables, only the strings it keeps.
-type rawUpgrade struct {
-	s                                     *Server
-	c                                     net.Conn
-	authorization, origin, host, rawQuery string
-	id                                    auth.Identity
-	ref                                   *refusal
-	up                                    ws.Upgrader
-	ext                                   wsflate.Extension
-	negotiate                             func(httphead.Option) (httphead.Option, error) // wst.NegotiateDeflate for u.ext, bound once
-	hc                                    handshakeConn
-}
-
-func (s *Server) newRawUpgrade() any {
-	u := &rawUpgrade{s: s}
-	u.up = ws.Upgrader{
-		OnRequest:       u.onRequest,
-		OnHost:          u.onHost,
-		OnHeader:        u.onHeader,
-		OnBeforeUpgrade: u.onBeforeUpgrade,
-	}
-	u.negotiate = func(opt httphead.Option) (httphead.Option, error) { return wst.NegotiateDeflate(&u.ext, opt) }
-	return u
-}
-
-// putUpgrade clears u and returns it to the pool.
-func (s *Server) putUpgrade(u *rawUpgrade) {
-	out := u.hc.out
-	if cap(out) > 4096 {
-		out = nil
-	}
-	u.c, u.authorization, u.origin, u.host, u.rawQuery = nil, "", "", "", ""
-	u.id, u.ref = auth.Identity{}, nil
-	u.ext = wsflate.Extension{}
-	u.hc.head.Reset(nil)
-	u.hc.out = out[:0]
-	s.upgrades.Put(u)
-}
-
-func (u *rawUpgrade) onRequest(uri []byte) error {
-	if _, q, ok := bytes.Cut(uri, []byte("?")); ok {
-		u.rawQuery = string(q)
-	}
-	return nil
-}
-
-func (u *rawUpgrade) onHost(h []byte) error {
-	u.host = string(h)
-	return nil
-}
-
-func (u *rawUpgrade) onHeader(key, value []byte) error {
-	switch {
-	case bytes.EqualFold(key, []byte("Authorization")):
-		u.authorization = string(value)
-	case bytes.EqualFold(key, []byte("Origin")):
-		u.origin = string(value)
-	}
-	return nil
-}
-
-func (u *rawUpgrade) query() url.Values {
-	q, _ := url.ParseQuery(u.rawQuery)
-	return q
-}
-
-func (u *rawUpgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
-	u.id, u.ref = u.s.admit(u.origin, u.host, auth.TokenFrom(u.authorization, u.query), u.query, u.c.RemoteAddr())
-	if u.ref != nil {
-		return nil, ws.RejectConnectionError(ws.RejectionStatus(u.ref.Status))
-	}
-	return nil, nil
-}
-
-// handshakeConn is what the upgrader reads the head from and writes its
-// response to; the response is held until it can go out with the first frame.
-type handshakeConn struct {
-	head bytes.Reader
-	out  wst.HeldBytes
-}
-
-func (h *handshakeConn) Read(p []byte) (int, error)  { return h.head.Read(p) }
-func (h *handshakeConn) Write(p []byte) (int, error) { return h.out.Write(p) }
 
 // writeRefusal answers a refused upgrade with the same JSON error as the
 // rest of the API, and closes the connection after it.
