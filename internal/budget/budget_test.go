@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,7 +45,7 @@ func TestUserAndProcessLimits(t *testing.T) {
 		t.Fatal("an account without holders was kept")
 	}
 	var none *Account
-	if !none.Reserve(Queue, 1<<40) || none.Used() != 0 {
+	if !none.Reserve(Queue, math.MaxInt) || none.Used() != 0 {
 		t.Fatal("a nil account refuses or counts")
 	}
 	none.Release(1)

@@ -478,7 +478,7 @@ func (l *load) dial(ctx context.Context, user string, rcvbuf int) (net.Conn, err
 		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 			// Before the handshake, so that the window it offers is small.
 			return rc.Control(func(fd uintptr) {
-				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+				setRcvbuf(fd, rcvbuf)
 			})
 		}}
 		d.NetDial = nd.DialContext
