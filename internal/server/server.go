@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,7 +196,38 @@ func (s *Server) Hub() *hub.Hub { return s.hub }
 
 // Handler returns the HTTP handler serving every endpoint: the API, health,
 // metrics, the native WebSocket path and every transport's endpoints.
-func (s *Server) Handler() http.Handler { return s.mux }
+//
+// A request net/http's mux would redirect — a path that is not clean
+// (//ws, /./ws), or a subtree's name without its slash (/api) — is
+// answered 404 instead: the redirect repeats the query in its Location
+// and body, and with it a token given as ?token=.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if p != cleanPath(p) {
+		http.NotFound(w, r)
+		return
+	}
+	if _, pattern := s.mux.Handler(r); strings.HasSuffix(pattern, p+"/") {
+		http.NotFound(w, r) // the mux would redirect to p+"/"
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is p as net/http's mux wants it: rooted, without . or ..
+// elements or repeated slashes, its trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
+}
 
 // Serve accepts connections on ln until ctx is done, then shuts down
 // gracefully: close every client with 1001 after flushing its queue (the
