@@ -195,3 +195,62 @@ func BenchmarkResume(b *testing.B) {
 		}
 	}
 }
+
+// TestWatchStoppedBeforeOrAfterStart checks Watch's contract: a watch
+// stopped before Start removes the registration Start makes (the handler
+// never runs), and after Stop, Resume re-arms nothing.
+func TestWatchStoppedBeforeOrAfterStart(t *testing.T) {
+	p := running(t)
+	server, client := testnet.TCPPair(t)
+	var early Watch
+	early.Stop()
+	ran := make(chan struct{}, 4)
+	if err := early.Start(p, server, func(*Desc) { ran <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if readinessDriven {
+		select {
+		case <-ran:
+			t.Fatal("the handler of a watch stopped before Start ran")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	server2, client2 := testnet.TCPPair(t)
+	var w Watch
+	got := make(chan *Desc, 4)
+	if err := w.Start(p, server2, func(d *Desc) {
+		buf := make([]byte, 8)
+		_, _ = server2.Read(buf)
+		got <- d
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client2.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	var d *Desc
+	select {
+	case d = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no readiness")
+	}
+	w.Stop()
+	w.Stop() // idempotent
+	if err := w.Resume(d); err != nil {
+		t.Fatalf("Resume after Stop: %v", err)
+	}
+	if _, err := client2.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	if readinessDriven {
+		select {
+		case <-got:
+			t.Fatal("the handler ran again after Stop")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

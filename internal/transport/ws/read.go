@@ -55,10 +55,8 @@ type Conn struct {
 	// against the rate limit as a command does.
 	Echo bool
 
-	c      *hub.Client
-	descMu sync.Mutex
-	desc   *netpoll.Desc // nil before Watch and once gone
-	ended  bool          // Gone has run
+	c     *hub.Client
+	watch netpoll.Watch
 }
 
 // ConnOptions are what reading needs that every connection of a server
@@ -98,32 +96,14 @@ func (s *Conn) Watch(p *netpoll.Poller, pending *bufio.Reader) {
 		s.c.Gone(0)
 		return
 	}
-	d, err := p.Add(sc, s.onReadable)
-	if err != nil {
+	if err := s.watch.Start(p, sc, s.onReadable); err != nil {
 		s.Opts.Log.Warn("cannot watch connection", "err", err)
 		s.c.Gone(0)
-		return
-	}
-	s.descMu.Lock()
-	gone := s.ended
-	s.desc = d
-	s.descMu.Unlock()
-	if gone {
-		d.Remove()
 	}
 }
 
 // Gone is the hub client's OnGone hook: stop watching the socket.
-func (s *Conn) Gone() {
-	s.descMu.Lock()
-	d := s.desc
-	s.desc = nil
-	s.ended = true
-	s.descMu.Unlock()
-	if d != nil {
-		d.Remove()
-	}
-}
+func (s *Conn) Gone() { s.watch.Stop() }
 
 // onReadable runs when the socket has data (or EOF). It reads and handles
 // every complete message available, then asks to be woken again. The
@@ -138,13 +118,7 @@ func (s *Conn) onReadable(d *netpoll.Desc) {
 	if !ok {
 		return
 	}
-	s.descMu.Lock()
-	ended := s.ended
-	s.descMu.Unlock()
-	if ended {
-		return // gone meanwhile; gone removes d
-	}
-	if err := d.Resume(); err != nil {
+	if err := s.watch.Resume(d); err != nil { // gone meanwhile: Gone removes d
 		s.c.Gone(0)
 	}
 }
