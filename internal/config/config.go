@@ -21,6 +21,9 @@ type Config struct {
 	// echo every data message instead of speaking the protocol. Default ""
 	// (off).
 	ConformanceEchoPath string
+	// SSEPath is the Server-Sent Events stream path (commands: SSEPath +
+	// "/command"). Default "/sse"; empty turns SSE off.
+	SSEPath string
 	// APIKeys are the keys accepted by the server API (/api/*, /call). Empty
 	// means the API answers 403 to everything.
 	APIKeys []string

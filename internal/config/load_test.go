@@ -145,7 +145,7 @@ log_level: debug
 		{
 			name: "every setting by flag",
 			args: []string{
-				"--addr", "127.0.0.1:9", "--ws-path", "/socket", "--api-key", "0123456789abcdef",
+				"--addr", "127.0.0.1:9", "--ws-path", "/socket", "--sse-path", "/events", "--api-key", "0123456789abcdef",
 				"--jwt-secret", "s", "--jwt-public-key", "/k.pem", "--insecure-query-auth",
 				"--allowed-origins", "https://a.example, https://b.example", "--max-message-bytes", "64KB",
 				"--ping-interval", "5s", "--pong-timeout", "12s", "--client-queue-bytes", "2MiB", "--history-max-bytes", "1GiB",
@@ -157,7 +157,7 @@ log_level: debug
 			},
 			check: func(t *testing.T, c Config) {
 				want := Config{
-					Addr: "127.0.0.1:9", WSPath: "/socket", APIKeys: []string{"0123456789abcdef"},
+					Addr: "127.0.0.1:9", WSPath: "/socket", SSEPath: "/events", APIKeys: []string{"0123456789abcdef"},
 					JWTSecret: "s", JWTPublicKeyFile: "/k.pem", InsecureQueryAuth: true,
 					AllowedOrigins:  []string{"https://a.example", "https://b.example"},
 					MaxMessageBytes: 64 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
@@ -173,7 +173,7 @@ log_level: debug
 		{
 			name: "every setting by env",
 			env: map[string]string{
-				"HERALD_ADDR": "127.0.0.1:9", "HERALD_WS_PATH": "/socket", "HERALD_API_KEYS": "0123456789abcdef",
+				"HERALD_ADDR": "127.0.0.1:9", "HERALD_WS_PATH": "/socket", "HERALD_SSE_PATH": "/events", "HERALD_API_KEYS": "0123456789abcdef",
 				"HERALD_JWT_SECRET": "s", "HERALD_JWT_PUBLIC_KEY": "/k.pem", "HERALD_INSECURE_QUERY_AUTH": "true",
 				"HERALD_ALLOWED_ORIGINS": "*", "HERALD_MAX_MESSAGE_BYTES": "512KiB",
 				"HERALD_PING_INTERVAL": "5s", "HERALD_PONG_TIMEOUT": "12s", "HERALD_CLIENT_QUEUE_BYTES": "4096", "HERALD_HISTORY_MAX_BYTES": "64MiB",
@@ -185,7 +185,7 @@ log_level: debug
 			},
 			check: func(t *testing.T, c Config) {
 				want := Config{
-					Addr: "127.0.0.1:9", WSPath: "/socket", APIKeys: []string{"0123456789abcdef"},
+					Addr: "127.0.0.1:9", WSPath: "/socket", SSEPath: "/events", APIKeys: []string{"0123456789abcdef"},
 					JWTSecret: "s", JWTPublicKeyFile: "/k.pem", InsecureQueryAuth: true,
 					AllowedOrigins:  []string{"*"},
 					MaxMessageBytes: 512 << 10, PingInterval: 5 * time.Second, PongTimeout: 12 * time.Second,
@@ -494,7 +494,7 @@ func TestLoadErrors(t *testing.T) {
 func TestLoadHelp(t *testing.T) {
 	// Every flag herald serve must have, listed independently of the settings table.
 	allFlags := []string{
-		"config", "addr", "ws-path", "conformance-echo-path", "api-key", "jwt-secret", "jwt-public-key",
+		"config", "addr", "ws-path", "conformance-echo-path", "sse-path", "api-key", "jwt-secret", "jwt-public-key",
 		"insecure-query-auth", "allowed-origins", "max-message-bytes", "ping-interval",
 		"pong-timeout", "client-queue-bytes", "history-max-bytes", "max-queued-bytes", "max-user-queued-bytes", "max-subscriptions", "max-connections", "max-user-connections", "rate-limit",
 		"rate-burst", "rate-limit-strikes", "compression", "compression-threshold", "io-uring", "idempotency-window", "broker", "redis-url", "redis-prefix", "shutdown-timeout", "debug-addr", "socketio-path", "conformance-socketio", "log-format", "log-level",
@@ -671,6 +671,12 @@ func TestValidate(t *testing.T) {
 		{"ws path without slash", func(c *Config) { c.WSPath = "ws" }, `invalid ws-path "ws": must start with "/"`},
 		{"empty ws path", func(c *Config) { c.WSPath = "" }, "invalid ws-path"},
 		{"ws path with query", func(c *Config) { c.WSPath = "/ws?x=1" }, "invalid ws-path"},
+		{"sse off", func(c *Config) { c.SSEPath = "" }, ""},
+		{"sse path without slash", func(c *Config) { c.SSEPath = "sse" }, `invalid sse-path "sse": must start with "/"`},
+		{"sse path is the ws path", func(c *Config) { c.SSEPath = "/ws" }, "invalid sse-path \"/ws\": conflicts with ws-path"},
+		{"sse commands at the ws path", func(c *Config) { c.WSPath, c.SSEPath = "/x/command", "/x" }, "conflicts with ws-path"},
+		{"sse path reserved", func(c *Config) { c.SSEPath = "/metrics" }, "conflicts with herald's /metrics endpoint"},
+		{"sse path under socketio", func(c *Config) { c.SSEPath = "/socket.io/sse" }, "conflicts with socketio-path"},
 		{"ws path /api", func(c *Config) { c.WSPath = "/api" }, "conflicts with herald's /api endpoint"},
 		{"ws path under /api is free", func(c *Config) { c.WSPath = "/api/socket" }, ""},
 		{"ws path on an API endpoint", func(c *Config) { c.WSPath = "/api/publish" }, "conflicts with herald's /api/publish endpoint"},

@@ -29,6 +29,8 @@ func options() []option {
 			func(c *Config) *string { return &c.WSPath }).check(func(c *Config) error { return validateWSPath(c.WSPath) }),
 		stringOpt("conformance-echo-path", "PATH", "", "off unless set: a WebSocket path that echoes every text and binary message unchanged, over /ws's stack and settings, for conformance suites such as Autobahn|Testsuite (docs/conformance.md); a warning is logged when it is on",
 			func(c *Config) *string { return &c.ConformanceEchoPath }).check(validateEchoPath),
+		stringOpt("sse-path", "PATH", "/sse", "Server-Sent Events stream path; commands are POSTed to PATH/command; empty turns SSE off (docs/sse.md)",
+			func(c *Config) *string { return &c.SSEPath }).check(validateSSEPath),
 		listOpt("api-key", "KEY", "", "key for the server API (/api/*, /call), 16+ characters; repeat the flag for several keys. None: the API answers 403",
 			func(c *Config) *[]string { return &c.APIKeys }).repeated().env("HERALD_API_KEYS", "HERALD_API_KEY").key("api_keys"),
 		stringOpt("jwt-secret", "SECRET", "", "HS256 secret for client tokens: at least 32 random bytes (shorter ones are accepted with a warning)",

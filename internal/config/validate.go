@@ -82,6 +82,26 @@ func validateEchoPath(c *Config) error {
 	return validatePath("conformance-echo-path", c.ConformanceEchoPath)
 }
 
+// validateSSEPath checks --sse-path: empty (SSE off), or a path of its own
+// (its command endpoint is the path + "/command").
+func validateSSEPath(c *Config) error {
+	if c.SSEPath == "" {
+		return nil
+	}
+	if err := validatePath("sse-path", c.SSEPath); err != nil {
+		return err
+	}
+	for _, other := range []struct{ name, path string }{{"ws-path", c.WSPath}, {"conformance-echo-path", c.ConformanceEchoPath}} {
+		if other.path != "" && (c.SSEPath == other.path || c.SSEPath+"/command" == other.path) {
+			return fmt.Errorf("invalid sse-path %q: conflicts with %s", c.SSEPath, other.name)
+		}
+	}
+	if p := c.SocketIOPath; p != "" && strings.HasPrefix(c.SSEPath+"/", strings.TrimSuffix(p, "/")+"/") {
+		return fmt.Errorf("invalid sse-path %q: conflicts with socketio-path", c.SSEPath)
+	}
+	return nil
+}
+
 func validatePath(option, p string) error {
 	if !strings.HasPrefix(p, "/") {
 		return fmt.Errorf("invalid %s %q: must start with \"/\"", option, p)

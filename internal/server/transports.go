@@ -14,6 +14,7 @@ import (
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/socketio"
+	"github.com/herald-rt/herald/internal/transport/sse"
 )
 
 // transports lists the ways of connecting to herald besides the native
@@ -21,7 +22,7 @@ import (
 // one line per transport package. Each is mounted when the server is built
 // (see transport.Transport).
 func (s *Server) transports() []transport.Transport {
-	return []transport.Transport{socketio.New()}
+	return []transport.Transport{socketio.New(), sse.New()}
 }
 
 // host is the transport.Host the server offers its transports.
