@@ -2,37 +2,23 @@
 // package, the client the seed's JavaScript examples use.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
-import { freePort, connect as connectTo } from './helpers.mjs';
+import { connect as connectTo, startHerald } from './helpers.mjs';
 
 const BIN = process.env.HERALD_BIN;
 const SECRET = 'node-e2e-secret-0123456789';
 const API_KEY = 'node-e2e-api-key-0123456789';
-let proc;
+let herald;
 let base;
 
 before(async () => {
-  assert.ok(BIN, 'HERALD_BIN must point at the herald binary');
-  const port = await freePort();
-  base = `127.0.0.1:${port}`;
-  proc = spawn(BIN, ['serve', '--addr', base, '--jwt-secret', SECRET, '--api-key', API_KEY, '--insecure-query-auth', '--log-level', 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
-  for (;;) {
-    try {
-      const r = await fetch(`http://${base}/healthz`);
-      if (r.ok) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error('herald did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  herald = await startHerald(BIN, ['--jwt-secret', SECRET, '--api-key', API_KEY, '--insecure-query-auth', '--log-level', 'warn']);
+  base = herald.base;
 });
 
 after(async () => {
-  if (!proc) return;
-  const exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
-  proc.kill('SIGTERM');
-  assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
+  if (herald) assert.equal(await herald.stop(), 0, 'herald exits 0 on SIGTERM');
 });
 
 function mint(user, org) {

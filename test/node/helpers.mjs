@@ -2,6 +2,7 @@
 // client that hands out the server's frames in order.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
 
 export function freePort() {
@@ -40,4 +41,28 @@ export function connect(base, query) {
     ws.on('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
     ws.on('error', reject);
   });
+}
+
+// startHerald runs `herald serve` (the binary at bin) with args on a free
+// loopback port and resolves, once /healthz answers, with its base
+// (HOST:PORT) and stop, which sends SIGTERM and resolves with the exit code.
+export async function startHerald(bin, args) {
+  assert.ok(bin, 'HERALD_BIN must point at the herald binary');
+  const base = `127.0.0.1:${await freePort()}`;
+  const proc = spawn(bin, ['serve', '--addr', base, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
+  for (;;) {
+    try {
+      const r = await fetch(`http://${base}/healthz`);
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error('herald did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const stop = () => {
+    const exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
+    proc.kill('SIGTERM');
+    return exited;
+  };
+  return { base, stop };
 }
