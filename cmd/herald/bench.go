@@ -70,6 +70,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "bound on one connection's dial, upgrade and subscribe")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", cfg.ReadBuffer, "read buffer per connection, bytes")
 	fs.StringVar(&cfg.Reader, "reader", cfg.Reader, "receive path: epoll (Linux only, not 386: raw sockets, set up and read by a few epoll loops, one read per delivery) or goroutine (net.Dial and one goroutine per connection); recovery always uses goroutine")
+	fs.StringVar(&cfg.Protocol, "protocol", cfg.Protocol, "how subscribers connect: ws (the native WebSocket protocol) or sse (Server-Sent Events streams on --sse-path of the --url host, one goroutine per connection; not for recovery)")
+	fs.StringVar(&cfg.SSEPath, "sse-path", cfg.SSEPath, "the server's --sse-path, for --protocol sse")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of the minted tokens")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress lines on stderr")

@@ -106,6 +106,14 @@ type Config struct {
 	// WorkerExe is the executable started for workers; default os.Executable().
 	WorkerExe string
 
+	// Protocol is how subscribers connect: "ws" (the native WebSocket
+	// protocol) or "sse" (a Server-Sent Events stream on SSEPath of the
+	// --url host, channels named in its URL, read by one goroutine per
+	// connection; publishing is unchanged).
+	Protocol string
+	// SSEPath is the server's --sse-path, for Protocol "sse".
+	SSEPath string
+
 	// JSON prints the report as JSON instead of a table.
 	JSON bool
 	// Quiet turns off progress lines on stderr.
@@ -136,6 +144,8 @@ func Defaults() Config {
 		DropEvery:      time.Second,
 		DropDown:       100 * time.Millisecond,
 		Workers:        1,
+		Protocol:       "ws",
+		SSEPath:        "/sse",
 	}
 }
 
@@ -262,6 +272,10 @@ func (c *Config) checkReader() error {
 		return fmt.Errorf("--reader must be epoll or goroutine, not %q", c.Reader)
 	case c.Reader == "epoll" && !epollSupported:
 		return errNoEpoll
+	case c.Protocol != "ws" && c.Protocol != "sse":
+		return fmt.Errorf("--protocol must be ws or sse, not %q", c.Protocol)
+	case c.Protocol == "sse" && (c.Scenario == "recovery" || c.Compress || !strings.HasPrefix(c.SSEPath, "/")):
+		return errors.New("--protocol sse: not with the recovery scenario or --compress, and --sse-path must start with /")
 	}
 	return nil
 }
@@ -269,11 +283,15 @@ func (c *Config) checkReader() error {
 // errNoEpoll refuses --reader epoll where there is no epoll.
 var errNoEpoll = errors.New("--reader epoll is built for Linux only (not for 386); use --reader goroutine")
 
-// reader is the receive path the fleets use: recovery reconnects inside the
-// reader, so it always uses goroutine.
+// reader is the receive path the fleets use: the one the scenario needs
+// (recovery reconnects inside the reader), goroutine for event streams
+// (read by their own reader), else --reader.
 func (c *Config) reader() string {
 	if sc := scenarioNamed(c.Scenario); sc != nil && sc.reader != "" {
 		return sc.reader
+	}
+	if c.Protocol == "sse" {
+		return "goroutine"
 	}
 	return c.Reader
 }

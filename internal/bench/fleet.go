@@ -48,6 +48,9 @@ type fleetSpec struct {
 	// Reader is the receive path: "epoll" (receive loops, Linux) or
 	// "goroutine" (one goroutine per connection; also when empty).
 	Reader string `json:"reader,omitempty"`
+	// SSEPath, when set, makes the connections Server-Sent Events streams
+	// on that path, their channels named in the URL.
+	SSEPath string `json:"sse_path,omitempty"`
 	// Recovery: connections drop and resubscribe with "since".
 	DropEvery time.Duration `json:"drop_every,omitempty"`
 	DropDown  time.Duration `json:"drop_down,omitempty"`
@@ -319,6 +322,14 @@ func (f *localFleet) targetFor(chans []string) target {
 	return t
 }
 
+// sseTarget is the target an event stream of channels chans requests.
+func (f *localFleet) sseTarget(chans []string) target {
+	t := f.target
+	q := url.Values{"channel": chans}
+	t.path = f.spec.SSEPath + "?" + q.Encode()
+	return t
+}
+
 // connectOne dials connection First+i, waits for connected, subscribes and
 // waits for every subscribed ack, then starts its reader: on the epoll path
 // all of it happens in a receive loop (connectRaw); else dialWS and setup
@@ -330,7 +341,13 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 	}
 	idx := f.spec.First + i
 	start := time.Now()
-	c, err := dialWS(ctx, f.targetFor(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
+	var c *wsConn
+	var err error
+	if f.spec.SSEPath != "" {
+		c, err = dialSSE(ctx, f.sseTarget(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout)
+	} else {
+		c, err = dialWS(ctx, f.targetFor(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
+	}
 	if err != nil {
 		f.connectFailed(err)
 		return
@@ -402,7 +419,7 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 		return fmt.Errorf("first frame is not connected: %.100q", p)
 	}
 	chans := f.spec.channelsOf(bc.idx)
-	if !f.spec.SubscribeInURL { // else the upgrade request named the channels
+	if !f.spec.SubscribeInURL && !c.sse { // else the upgrade request (or the stream's URL) named the channels
 		cmds := make([][]byte, 0, 2)
 		for k, ch := range chans {
 			from := since

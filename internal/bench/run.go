@@ -117,7 +117,12 @@ func (run *runState) sampleServerBefore() error {
 // newReport is the report of a run of cfg begun at start, before anything
 // is measured.
 func newReport(cfg Config, start time.Time) *Report {
+	protocol := ""
+	if cfg.Protocol == "sse" {
+		protocol = "sse"
+	}
 	return &Report{
+		Protocol:       protocol,
 		Scenario:       cfg.Scenario,
 		Target:         targets(cfg),
 		Workers:        cfg.Workers,
@@ -303,6 +308,9 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		Compress:       cfg.Compress,
 		SubscribeInURL: cfg.SubscribeInURL,
 		Reader:         cfg.reader(),
+	}
+	if cfg.Protocol == "sse" {
+		spec.SSEPath = cfg.SSEPath
 	}
 	sc := scenarioNamed(cfg.Scenario)
 	spec.Grouped = sc.grouped

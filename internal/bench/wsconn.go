@@ -135,6 +135,8 @@ type wsConn struct {
 	pending int    // bytes of the last frame still to discard from br
 	scratch []byte // payloads larger than br's buffer
 
+	sse     bool      // an event stream: readFrame returns each event's data
+	line    []byte    // an event stream's line longer than br's buffer
 	deflate bool      // permessage-deflate (no context takeover) negotiated
 	inf     *inflater // holds the last inflated payload until the next readFrame
 
@@ -466,6 +468,9 @@ var (
 // and are reported as an error.
 // Compressed frames (RSV1, permessage-deflate) are returned inflated.
 func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
+	if c.sse {
+		return c.readEvent()
+	}
 	if c.pending > 0 {
 		if _, err := c.br.Discard(c.pending); err != nil {
 			return 0, nil, err
