@@ -148,3 +148,45 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSocketIOLargeHistoryOverPolling: a history answer larger than the
+// client queue reaches a polling socket whole (it waits in the hub's queue,
+// exempt from the bound like on /ws, while polls take it), rather than
+// closing the socket as a slow consumer.
+func TestSocketIOLargeHistoryOverPolling(t *testing.T) {
+	ts := start(t, nil)
+	chunk := strings.Repeat("h", 200<<10)
+	for i := 0; i < 10; i++ { // 2 MB of history, past the 1 MiB queue
+		if code, _ := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:42","data":"`+chunk+`"}`); code != 200 {
+			t.Fatalf("publish %d: %d", i, code)
+		}
+	}
+	do := func(method, query, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, ts.httpURL("/socket.io/?EIO=4&transport=polling"+query), strings.NewReader(body))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	_, body := do("GET", "", "")
+	sid := body[len(`0{"sid":"`):]
+	q := "&sid=" + sid[:strings.IndexByte(sid, '"')]
+	do("POST", q, `40{"token":"`+token(t, "u1", "42")+`"}`)
+	do("POST", q, `427["request:history",{"channel":"org:42"}]`)
+	var got strings.Builder
+	for !strings.Contains(got.String(), "437[") || !strings.HasSuffix(got.String(), "}]") {
+		code, b := do("GET", q, "")
+		if code != 200 {
+			t.Fatalf("poll: %d after %d bytes", code, got.Len())
+		}
+		got.WriteString(b)
+	}
+	ack := got.String()[strings.Index(got.String(), "437["):]
+	if !strings.HasPrefix(ack, `437[{"ok":true,"publications":[`) || strings.Count(ack, chunk) != 10 {
+		t.Fatalf("history ack: %d bytes, %d publications: %.300s", len(ack), strings.Count(ack, chunk), ack)
+	}
+}

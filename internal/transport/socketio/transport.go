@@ -319,7 +319,7 @@ func (p *pipe) Write(b []byte) (int, error) {
 		if p.want == 0 {
 			p.hdr = p.hdr[:0]
 			if !p.drop {
-				if err := p.c.ess.Send(p.pkt, nil); err != nil {
+				if err := p.c.ess.SendWait(p.pkt); err != nil {
 					return n - len(b), net.ErrClosed
 				}
 			}

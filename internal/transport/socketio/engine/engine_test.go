@@ -457,3 +457,38 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSendWait: past waitBytes queued, SendWait waits until a poll takes
+// the queue, and gives up when the session closes.
+func TestSendWait(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.QueueBytes = 4 * waitBytes })
+	sid := f.open()
+	ss := f.srv.lookup(sid)
+	big := append([]byte{'4'}, strings.Repeat("z", waitBytes)...)
+	if err := ss.SendWait(big); err != nil { // fits: nothing queued before it
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ss.SendWait([]byte("4next")) }()
+	select {
+	case err := <-done:
+		t.Fatalf("SendWait returned %v with %d bytes queued", err, waitBytes+1)
+	case <-time.After(50 * time.Millisecond):
+	}
+	q := "&transport=polling&sid=" + sid
+	if code, body := f.do("GET", q, ""); code != 200 || len(body) != len(big) {
+		t.Fatalf("poll: %d, %d bytes", code, len(body))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, body := f.do("GET", q, ""); body != "4next" {
+		t.Fatalf("second poll %q", body)
+	}
+	_ = ss.SendWait(big)
+	go func() { done <- ss.SendWait([]byte("4late")) }()
+	ss.Close("test")
+	if err := <-done; err != ErrClosed {
+		t.Fatalf("SendWait after close: %v", err)
+	}
+}

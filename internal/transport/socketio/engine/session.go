@@ -51,6 +51,7 @@ type Session struct {
 	queue    []out         // packets not yet written / polled
 	queued   int           // bytes in queue
 	writing  bool          // a WebSocket writer goroutine runs
+	drained  *sync.Cond    // SendWait's wait for the queue to drain; made on first need
 	pending  chan struct{} // closed to wake the pending poll; nil when none
 	posting  bool          // a POST is being read
 	byClient bool          // closed at the client's request, no poll answered since
@@ -80,6 +81,36 @@ var ErrClosed = errors.New("engine.io session closed")
 // closed as a slow consumer.
 func (ss *Session) Send(data, tail []byte) error {
 	return ss.send(out{data: data, tail: tail})
+}
+
+// waitBytes is how much a session may have queued before SendWait waits.
+const waitBytes = 256 << 10
+
+// SendWait queues one whole packet like Send, but first waits while the
+// session has more than waitBytes queued (and is not bounded by
+// QueueBytes), until the client has taken them
+// or the session ends: for a producer with a queue of its own, such as the
+// hub writing a herald session, whose bound then applies instead.
+func (ss *Session) SendWait(data []byte) error {
+	ss.mu.Lock()
+	for !ss.closed && ss.queued > waitBytes {
+		if ss.drained == nil {
+			ss.drained = sync.NewCond(&ss.mu)
+		}
+		ss.drained.Wait()
+	}
+	if ss.closed {
+		ss.mu.Unlock()
+		return ErrClosed
+	}
+	// Not bounded by QueueBytes: one packet may be a whole burst the
+	// producer's bound exempts (a history answer); the wait above bounds
+	// the queue to waitBytes and that packet.
+	ss.queue = append(ss.queue, out{data: data})
+	ss.queued += len(data)
+	ss.kickLocked()
+	ss.mu.Unlock()
+	return nil
 }
 
 // SendBinary queues one binary message packet.
@@ -119,6 +150,9 @@ func (ss *Session) close(reason string, byServer bool) {
 		return
 	}
 	ss.closed = true
+	if ss.drained != nil {
+		ss.drained.Broadcast()
+	}
 	ss.byClient = !byServer && ss.pending == nil // a held poll gets its noop now
 	if ss.timer != nil {
 		ss.timer.Stop()
@@ -161,6 +195,9 @@ func (ss *Session) closeHandler(reason string) {
 func (ss *Session) takeLocked() []out {
 	q := ss.queue
 	ss.queue, ss.queued = nil, 0
+	if ss.drained != nil {
+		ss.drained.Broadcast()
+	}
 	return q
 }
 
