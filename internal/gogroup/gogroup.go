@@ -35,6 +35,15 @@ func (g *Group) run(f func()) {
 	f()
 }
 
+// Enter counts a goroutine that the caller starts itself, with a go
+// statement of its own (where passing Go a function value would cost an
+// allocation, such as a method value made per call). That goroutine must
+// call Leave when it ends, exactly once.
+func (g *Group) Enter() { g.n.Add(1) }
+
+// Leave ends the count of a goroutine counted with Enter.
+func (g *Group) Leave() { g.done() }
+
 // Timer is a delayed call scheduled with AfterFunc.
 type Timer struct {
 	g *Group

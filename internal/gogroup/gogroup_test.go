@@ -72,3 +72,20 @@ func TestGoWhileWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestEnterLeave(t *testing.T) {
+	var g Group
+	g.Enter()
+	release := make(chan struct{})
+	go func() {
+		defer g.Leave()
+		<-release
+	}()
+	if n := g.Running(); n != 1 {
+		t.Fatalf("Running = %d, want 1", n)
+	}
+	close(release)
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

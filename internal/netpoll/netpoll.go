@@ -20,9 +20,6 @@ import (
 // ErrClosed is returned by Add after Close.
 var ErrClosed = errors.New("netpoll: closed")
 
-// goSpawn starts f on a plain goroutine.
-func goSpawn(f func()) { go f() }
-
 // Watch is one connection's registration with a Poller, for a connection
 // that may end (Stop) before, while or after it is registered: Stop
 // removes the registration whenever Start makes it, and Resume re-arms it

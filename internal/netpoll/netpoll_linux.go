@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/stack"
 )
 
@@ -36,9 +37,9 @@ type Poller struct {
 	entries map[uint64]*Desc
 	closed  bool
 
-	ops   sync.Pool    // *ctlOp
-	yield func()       // runtime.Gosched, after each batch of events
-	spawn func(func()) // starts a handler run's goroutine
+	ops   sync.Pool      // *ctlOp
+	yield func()         // runtime.Gosched, after each batch of events
+	group *gogroup.Group // counts handler runs' goroutines; nil: none
 }
 
 // Desc is one registered connection.
@@ -47,8 +48,6 @@ type Desc struct {
 	id  uint64
 	raw syscall.RawConn
 	fn  func(*Desc)
-	// dispatchFn is dispatch, bound once: spawning it allocates nothing.
-	dispatchFn func()
 	// run serialises handler runs. One-shot readiness already prevents
 	// overlap except for the instant between Resume and the handler's
 	// return; the mutex closes that gap and orders the runs for the race
@@ -110,16 +109,19 @@ func epollWait(epfd uintptr, evs []syscall.EpollEvent) (int, error) {
 }
 
 func (d *Desc) dispatch() {
+	if g := d.p.group; g != nil {
+		defer g.Leave()
+	}
 	stack.Grow() // handlers read, decode and dispatch commands: a deep chain
 	d.run.Lock()
 	defer d.run.Unlock()
 	d.fn(d)
 }
 
-// New creates a poller. Call Run to dispatch readiness. spawn starts each
-// handler run's goroutine (so that its owner can count them); nil starts
-// plain goroutines.
-func New(spawn func(func())) (*Poller, error) {
+// New creates a poller. Call Run to dispatch readiness. Each handler run's
+// goroutine is counted in g (so that its owner can wait for them), unless g
+// is nil.
+func New(g *gogroup.Group) (*Poller, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("netpoll: epoll_create1: %w", err)
@@ -140,10 +142,7 @@ func New(spawn func(func())) (*Poller, error) {
 		_ = ep.Close()
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
-	if spawn == nil {
-		spawn = goSpawn
-	}
-	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc), yield: runtime.Gosched, spawn: spawn}
+	p := &Poller{ep: ep, rc: rc, entries: make(map[uint64]*Desc), yield: runtime.Gosched, group: g}
 	p.ops.New = newCtlOp
 	return p, nil
 }
@@ -163,7 +162,6 @@ func (p *Poller) Add(conn syscall.Conn, fn func(*Desc)) (*Desc, error) {
 	}
 	p.next++
 	d := &Desc{p: p, id: p.next, raw: raw, fn: fn}
-	d.dispatchFn = d.dispatch
 	p.entries[d.id] = d
 	p.mu.Unlock()
 	if err := d.ctl(syscall.EPOLL_CTL_ADD); err != nil {
@@ -237,7 +235,10 @@ func (p *Poller) Run(ctx context.Context) error {
 		for i := 0; i < n; i++ {
 			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
 			if d := p.entries[id]; d != nil {
-				p.spawn(d.dispatchFn)
+				if p.group != nil {
+					p.group.Enter() // dispatch leaves
+				}
+				go d.dispatch()
 			}
 		}
 		p.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"context"
 	"sync"
 	"syscall"
+
+	"github.com/herald-rt/herald/internal/gogroup"
 )
 
 // Poller is the portable fallback: one goroutine per connection, which runs
@@ -15,7 +17,7 @@ type Poller struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
-	spawn  func(func())
+	group  *gogroup.Group // counts the connections' goroutines; nil: none
 }
 
 // Desc is one registered connection.
@@ -25,13 +27,10 @@ type Desc struct {
 	once   sync.Once
 }
 
-// New creates a poller. spawn starts each connection's goroutine (so that
-// its owner can count them); nil starts plain goroutines.
-func New(spawn func(func())) (*Poller, error) {
-	if spawn == nil {
-		spawn = goSpawn
-	}
-	return &Poller{done: make(chan struct{}), spawn: spawn}, nil
+// New creates a poller. Each connection's goroutine is counted in g (so
+// that its owner can wait for them), unless g is nil.
+func New(g *gogroup.Group) (*Poller, error) {
+	return &Poller{done: make(chan struct{}), group: g}, nil
 }
 
 // Add registers conn; fn runs (with conn's Desc) each time after Add or
@@ -43,7 +42,13 @@ func (p *Poller) Add(_ syscall.Conn, fn func(*Desc)) (*Desc, error) {
 		return nil, ErrClosed
 	}
 	d := &Desc{resume: make(chan struct{}, 1), stop: make(chan struct{})}
-	p.spawn(func() {
+	if p.group != nil {
+		p.group.Enter()
+	}
+	go func() {
+		if p.group != nil {
+			defer p.group.Leave()
+		}
 		for {
 			fn(d)
 			select {
@@ -54,7 +59,7 @@ func (p *Poller) Add(_ syscall.Conn, fn func(*Desc)) (*Desc, error) {
 				return
 			}
 		}
-	})
+	}()
 	return d, nil
 }
 

@@ -169,7 +169,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := s.setupBroker(); err != nil {
 		return nil, err
 	}
-	p, err := netpoll.New(s.group.Go)
+	p, err := netpoll.New(&s.group)
 	if err != nil {
 		return nil, err
 	}
