@@ -89,7 +89,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request) {
 }
 
 // streamOf returns the stream the request names (StreamHeader) when it is
-// on this node and id's.
+// on this node, id's, and open.
 func (t *Transport) streamOf(r *http.Request, id auth.Identity) *stream {
 	name := r.Header.Get(StreamHeader)
 	if name == "" {
@@ -100,8 +100,8 @@ func (t *Transport) streamOf(r *http.Request, id auth.Identity) *stream {
 		return nil
 	}
 	st := v.(*stream)
-	if st.sess.Identity().UserID != id.UserID {
-		return nil
+	if st.sess.Identity().UserID != id.UserID || st.c.Closing() {
+		return nil // a closing stream's session runs nothing, silently
 	}
 	return st
 }
