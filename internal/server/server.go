@@ -79,6 +79,9 @@ type Server struct {
 	// with the broker unavailable.
 	drops, fullRefusals, userRefusals, gaps, unavailable sampledLog
 	keyRefusals                                          sampledLog // keyed publishes refused: idempotency keys full
+	// refusals: credentials refused (a token, by auth.Reason; an origin;
+	// an API key), one line per reason per 10 s.
+	refusals reasonLogs
 	// budget counts what is held for clients (--max-queued-bytes,
 	// --max-user-queued-bytes); keysRefused counts idempotency_full.
 	budget      *budget.Budget
@@ -124,6 +127,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		gaps:         sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		unavailable:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
 		keyRefusals:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
+		refusals:     reasonLogs{interval: 10 * time.Second},
 		maxConns:     cfg.MaxConnections,
 		httpRead:     httpReadTimeout,
 		httpWrite:    httpWriteTimeout,
@@ -435,6 +439,31 @@ func (s *Server) historyDropped(n int) {
 		s.log.Warn("history budget reached: channels drop their oldest publications, and recovery past them reports a gap",
 			"history_max_bytes", s.cfg.HistoryMaxBytes, "dropped", count)
 	})
+}
+
+// reasonLogs is a sampledLog per reason, made on first use: a flood of
+// refusals for one reason is one line per interval, whatever the others
+// do. The reasons must be a small fixed set (never a client's words).
+type reasonLogs struct {
+	interval time.Duration
+	mu       sync.Mutex
+	by       map[string]*sampledLog
+}
+
+// note counts one event of reason and, when its interval allows, calls log
+// with the count since its last line.
+func (l *reasonLogs) note(reason string, log func(count int64)) {
+	l.mu.Lock()
+	sl := l.by[reason]
+	if sl == nil {
+		if l.by == nil {
+			l.by = make(map[string]*sampledLog)
+		}
+		sl = &sampledLog{every: rate.Sometimes{Interval: l.interval}}
+		l.by[reason] = sl
+	}
+	l.mu.Unlock()
+	sl.note(1, log)
 }
 
 // sampledLog counts events and logs them at most once per interval, with

@@ -79,14 +79,18 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	}
 	if !s.originAllowed(origin, host) {
 		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
-		s.log.Info("upgrade refused: origin not allowed", "origin", origin, "remote", remote)
+		s.refusals.note("origin", func(count int64) {
+			s.log.Info("upgrade refused: origin not allowed", "refused", count, "origin", origin, "remote", remote)
+		})
 		return auth.Identity{}, &refusal{Status: http.StatusForbidden, Code: "origin_not_allowed", Message: "origin not allowed"}
 	}
 	id, err := s.authenticate(token, query)
 	if err != nil {
 		reason := auth.Reason(err)
 		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
-		s.log.Info("upgrade refused: unauthorized", "reason", reason, "remote", remote)
+		s.refusals.note(reason, func(count int64) {
+			s.log.Info("upgrade refused: unauthorized", "reason", reason, "refused", count, "remote", remote)
+		})
 		return auth.Identity{}, &refusal{Status: http.StatusUnauthorized, Code: string(protocol.CodeUnauthorized), Message: "unauthorized: " + reason}
 	}
 	return id, nil
