@@ -1,9 +1,11 @@
+import { sseTransport } from './sse.js';
 import {
   websocketTransport,
   type CloseInfo,
   type Frame,
   type Transport,
   type TransportFactory,
+  type TransportRequest,
   type WebSocketConstructor,
 } from './transport.js';
 
@@ -47,7 +49,7 @@ export interface BackoffOptions {
   maxAttempts: number;
 }
 
-export type Transports = 'websocket';
+export type Transports = 'websocket' | 'sse';
 
 export interface ClientOptions {
   /** herald's WebSocket URL, e.g. `wss://rt.example.com/ws` (http(s) is turned into ws(s)). */
@@ -57,8 +59,18 @@ export interface ClientOptions {
   /** Extra query parameters of the upgrade request (e.g. `userId` for `--insecure-query-auth`). */
   params?: Record<string, string>;
   backoff?: Partial<BackoffOptions>;
-  /** Transports in order of preference (`['websocket']`). */
+  /** `['websocket']`, or `['websocket', 'sse']` to fall back to Server-Sent Events (docs/sse.md) after
+   *  `sseAfter` WebSocket connect failures in a row. */
   transports?: Transports[];
+  /** WebSocket connect failures in a row before the SSE fallback is tried (3); as many SSE failures in
+   *  a row go back to WebSocket. */
+  sseAfter?: number;
+  /** While on SSE, how often a WebSocket connection is tried, moving back when it connects (180000). */
+  wsRetryMs?: number;
+  /** The SSE stream's URL (default: `url`'s origin, over http(s), with path `/sse`). */
+  sseUrl?: string;
+  /** The fetch the SSE transport uses (the global one). */
+  fetch?: typeof fetch;
   /** WebSocket constructor; required in Node (`import WebSocket from 'ws'`). */
   WebSocket?: WebSocketConstructor;
   /** Time for a request (publish, history, presence) to be answered, connection waits included (10000). */
@@ -70,7 +82,7 @@ export interface ClientOptions {
   pingMarginMs?: number;
   /** Connect at once (true); otherwise call `connect()`. */
   autoConnect?: boolean;
-  /** Replaces the transport (tests, custom transports). */
+  /** Replaces the WebSocket transport (tests, custom transports). */
   transport?: TransportFactory;
 }
 
@@ -286,9 +298,15 @@ export class Client extends Emitter<ClientEvents> {
   info?: ConnectedInfo;
   readonly subscriptions = new Map<string, Subscription>();
 
-  private o: Required<Omit<ClientOptions, 'getToken' | 'params' | 'WebSocket' | 'transport'>> & ClientOptions;
+  /** The transport in use, or tried next. */
+  via: Transports = 'websocket';
+
+  private o: Required<Omit<ClientOptions, 'getToken' | 'params' | 'WebSocket' | 'transport' | 'sseUrl' | 'fetch'>> & ClientOptions;
   private b: BackoffOptions;
   private tf: TransportFactory;
+  private sf: TransportFactory;
+  private viaFails = 0;
+  private probeTimer: any;
   private t?: Transport;
   private gen = 0;
   private failures = 0;
@@ -307,9 +325,11 @@ export class Client extends Emitter<ClientEvents> {
 
   constructor(opts: ClientOptions) {
     super();
-    this.o = { timeoutMs: 10000, connectTimeoutMs: 10000, pingMarginMs: 5000, autoConnect: true, transports: ['websocket'], backoff: {}, ...opts };
+    this.o = { timeoutMs: 10000, connectTimeoutMs: 10000, pingMarginMs: 5000, autoConnect: true, transports: ['websocket'], sseAfter: 3, wsRetryMs: 180000, backoff: {}, ...opts };
     this.b = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.tf = opts.transport || websocketTransport(opts.WebSocket);
+    this.sf = sseTransport(opts.fetch);
+    this.via = this.o.transports[0];
     this.status = { state: 'disconnected', previous: 'disconnected', reason: { kind: 'init' }, attempts: 0 };
     const w = globalThis as any;
     if (typeof w.addEventListener === 'function' && typeof w.removeEventListener === 'function') {
@@ -434,6 +454,7 @@ export class Client extends Emitter<ClientEvents> {
     this.info = undefined;
     clearTimeout(this.connectTimer);
     clearTimeout(this.dogTimer);
+    clearTimeout(this.probeTimer);
     this.subIds.clear();
     for (const s of this.subscriptions.values()) s._setState('subscribing');
   }
@@ -448,22 +469,28 @@ export class Client extends Emitter<ClientEvents> {
       return;
     }
     if (gen !== this.gen) return;
-    const q = new URLSearchParams(this.o.params);
-    if (token) q.set('token', token);
-    let url = this.o.url.replace(/^http/, 'ws');
-    const qs = q.toString();
-    if (qs) url += (url.includes('?') ? '&' : '?') + qs;
     const handlers = {
       frame: (f: Frame) => gen === this.gen && this.frame(f),
       close: (c: CloseInfo) => gen === this.gen && this.closed(c),
     };
     try {
-      this.t = this.tf({ url, handlers });
+      this.t = (this.via === 'sse' ? this.sf : this.tf)(this.req(token, handlers));
     } catch (error) {
       this.failed({ kind: 'failed', error });
       return;
     }
     this.connectTimer = setTimeout(() => this.t?.close(4002, 'connect timeout'), this.o.connectTimeoutMs);
+  }
+
+  private req(token: string | null | undefined, handlers: TransportRequest['handlers']): TransportRequest {
+    const q = new URLSearchParams(this.o.params);
+    if (token) q.set('token', token);
+    let url = this.o.url.replace(/^http/, 'ws');
+    const qs = q.toString();
+    if (qs) url += (url.includes('?') ? '&' : '?') + qs;
+    const subs = [...this.subscriptions.values()].map((s) => ({ channel: s.channel, since: s.position || s._opts.since, events: s._opts.events }));
+    const sseUrl = this.o.sseUrl || this.o.url.replace(/^ws/, 'http').replace(/^(https?:\/\/[^/?#]+).*$/, '$1/sse');
+    return { url, sseUrl, token: token || undefined, params: this.o.params, subs, handlers };
   }
 
   private frame(f: Frame) {
@@ -528,7 +555,8 @@ export class Client extends Emitter<ClientEvents> {
     clearTimeout(this.connectTimer);
     this.info = info;
     this.live = true;
-    this.failures = this.retries = 0;
+    this.failures = this.retries = this.viaFails = 0;
+    if (this.via === 'sse') this.probeTimer = setTimeout(this.probe, this.o.wsRetryMs);
     this.set('connected', { kind: 'connected' });
     this.emit('connected', info);
     for (const s of this.subscriptions.values()) this.sendSubscribe(s);
@@ -582,8 +610,50 @@ export class Client extends Emitter<ClientEvents> {
     this.failed(reason, !wasLive);
   }
 
+  /** While on SSE: tries a WebSocket connection; when it connects, moves back at once (every
+   *  subscription resumes from its position on the new connection). */
+  private probe = async () => {
+    const gen = this.gen;
+    const again = () => gen === this.gen && (this.probeTimer = setTimeout(this.probe, this.o.wsRetryMs));
+    let token;
+    try {
+      token = this.o.getToken ? await this.o.getToken() : undefined;
+    } catch {
+      return again();
+    }
+    if (gen !== this.gen) return;
+    let timer: any;
+    try {
+      const t = this.tf(
+        this.req(token, {
+          frame: (f) => {
+            if (f.type !== 'connected') return;
+            clearTimeout(timer);
+            if (gen !== this.gen) return t.close(1000); // the client moved on meanwhile
+            this.via = 'websocket';
+            t.close(1000);
+            this.drop(1000);
+            this.set('reconnecting', { kind: 'transport' }, 0);
+            this.open();
+          },
+          close: () => (clearTimeout(timer), this.via === 'sse' && again()),
+        }),
+      );
+      timer = setTimeout(() => t.close(), this.o.connectTimeoutMs);
+    } catch {
+      again();
+    }
+  };
+
   private failed(reason: StateReason, counts = true) {
-    if (counts) this.failures++;
+    if (counts) {
+      this.failures++;
+      // The SSE fallback: after sseAfter failures in a row on one transport, try the other.
+      if (this.o.transports.length > 1 && ++this.viaFails >= this.o.sseAfter) {
+        this.via = this.via === 'sse' ? 'websocket' : 'sse';
+        this.viaFails = 0;
+      }
+    }
     if (this.failures >= this.b.maxAttempts) return this.stop({ ...reason, kind: 'attempts_exhausted' });
     if (this.isOffline()) {
       this.waitingOnline = true;

@@ -1,2 +1,3 @@
 export * from './client.js';
 export * from './transport.js';
+export { sseTransport, sseTag } from './sse.js';

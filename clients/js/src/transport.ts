@@ -35,6 +35,14 @@ export interface Transport {
 export interface TransportRequest {
   /** The server's WebSocket URL with the token and extra parameters in its query. */
   url: string;
+  /** The SSE stream's URL (the command endpoint is this plus `/command`). */
+  sseUrl: string;
+  /** The token getToken gave for this connection, if any. */
+  token?: string;
+  /** The client's extra query parameters. */
+  params?: Record<string, string>;
+  /** The channels the client will subscribe once connected, with the position each resumes from. */
+  subs: { channel: string; since?: { offset: number; epoch: string } | { time: string }; events?: string[] }[];
   handlers: TransportHandlers;
 }
 
