@@ -101,12 +101,15 @@ export async function api(h, endpoint, body) {
 /**
  * A TCP proxy in front of `target` (HOST:PORT). cut() destroys every open
  * connection (the client sees 1006, as on a network loss); refuse(true) makes it
- * close new connections at once until refuse(false).
+ * close new connections at once until refuse(false); blockWebSocket(true) closes
+ * those whose request asks for a WebSocket upgrade (as a proxy that only passes
+ * plain HTTP does) and lets the others through.
  */
 export async function startProxy(target) {
   const [host, port] = target.split(':');
   const socks = new Set();
   let refusing = false;
+  let blockWS = false;
   let accepted = 0;
   const srv = net.createServer((c) => {
     accepted++;
@@ -121,7 +124,12 @@ export async function startProxy(target) {
     };
     c.on('error', end).on('close', end);
     up.on('error', end).on('close', end);
-    c.pipe(up).pipe(c);
+    c.once('data', (head) => {
+      if (blockWS && /^upgrade:\s*websocket/im.test(head.toString('latin1'))) return end();
+      up.write(head);
+      c.pipe(up);
+    });
+    up.pipe(c);
   });
   await new Promise((res) => srv.listen(0, '127.0.0.1', res));
   const p = srv.address().port;
@@ -133,6 +141,7 @@ export async function startProxy(target) {
     },
     cut: () => socks.forEach((s) => s.destroy()),
     refuse: (v) => (refusing = v),
+    blockWebSocket: (v) => (blockWS = v),
     close: () => {
       socks.forEach((s) => s.destroy());
       return new Promise((res) => srv.close(res));
