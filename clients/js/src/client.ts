@@ -599,8 +599,8 @@ export class Client extends Emitter<ClientEvents> {
     const wasLive = this.live;
     this.t = undefined;
     this.wentDown();
-    const reason: StateReason = { kind: wasLive ? 'closed' : 'failed', code: c.code, message: c.reason || undefined };
-    if (c.status === 401 || c.status === 403) return this.stop({ kind: 'unauthorized', code: c.code, status: c.status });
+    const reason: StateReason = { kind: wasLive ? 'closed' : 'failed', code: c.code, ...(c.reason && { message: c.reason }) };
+    if (c.status === 401 || c.status === 403) return this.stop({ ...reason, kind: 'unauthorized', status: c.status });
     if (c.code === 4000) return this.stop({ kind: 'server_disconnect', code: c.code });
     if (wasLive && (c.code === 4001 || c.code === 4010)) {
       // 4001: the token expired (getToken is called again); 4010: recover. Both at once.

@@ -112,7 +112,7 @@ test('SSE: a 401 on the stream stops retrying, as a refused upgrade does in Node
   c.connect();
   await flush();
   assert.equal(c.state, 'disconnected');
-  assert.deepEqual(c.status.reason, { kind: 'unauthorized', code: 1006, status: 401 });
+  assert.deepEqual(c.status.reason, { kind: 'unauthorized', code: 1006, status: 401, message: 'unauthorized' });
 });
 
 test('fallback: after 3 WebSocket failures in a row, SSE; every wsRetryMs a WebSocket is tried and taken when it connects', async () => {
