@@ -3,9 +3,13 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-rt/herald/internal/server/servertest"
 )
 
 // TestWorkerCrashIsReported: one of two worker processes is killed
@@ -14,23 +18,42 @@ import (
 // account for them as the failed worker's (table and JSON), and Run must
 // fail rather than exit 0 with the crash only in a note.
 func TestWorkerCrashIsReported(t *testing.T) {
-	url := startServer(t, nil)
+	srv := servertest.Start(t, nil)
 	dir := t.TempDir()
 	script := filepath.Join(dir, "worker.sh")
-	// The first worker started runs under timeout(1), which kills it.
-	body := "#!/bin/sh\nif mkdir " + filepath.Join(dir, "first") + " 2>/dev/null; then exec timeout -s KILL 1.5 " + os.Args[0] + " \"$@\"; fi\nexec " + os.Args[0] + " \"$@\"\n"
+	// The first worker started writes its pid, which the test kills once
+	// every connection is in and publishing is under way, however long a
+	// loaded machine takes to get there.
+	pidFile := filepath.Join(dir, "first.pid")
+	body := "#!/bin/sh\nif mkdir " + filepath.Join(dir, "first") + " 2>/dev/null; then echo $$ > " + pidFile + "; fi\nexec " + os.Args[0] + " \"$@\"\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(url, "fanout")
+	cfg := testConfig(srv.WSURL(), "fanout")
 	cfg.Workers = 2
 	cfg.WorkerExe = script
 	cfg.Conns = 20
 	cfg.Rate = 20
-	cfg.Duration = 2500 * time.Millisecond
+	cfg.Duration = 5 * time.Second
 	cfg.Grace = time.Second
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		for deadline := time.Now().Add(60 * time.Second); srv.Hub().NumClients() < cfg.Conns && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // into the 5 s of publishing
+		b, err := os.ReadFile(pidFile)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			t.Errorf("first worker's pid: %q, %v", b, err)
+			return
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}()
 	var out strings.Builder
 	r, err := Run(t.Context(), cfg, &out, stderrOnFailure(t))
+	<-killed
 	t.Logf("report:\n%s", out.String())
 	if r == nil {
 		t.Fatalf("Run: %v", err)

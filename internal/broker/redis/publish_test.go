@@ -172,15 +172,15 @@ func TestPublishWithoutAnswerIsOutcomeUnknown(t *testing.T) {
 	b := start(t, Options{Redis: opts, Prefix: prefix})
 	// The history is read back on a broker without the short read timeout
 	// (Redis answers that read after the script, which may run for seconds
-	// on a loaded machine: 15 s is a failure bound), made live before it.
-	rb := start(t, Options{Prefix: prefix, Timeout: 15 * time.Second})
-	ho := slowPublish(t, b, prefix, "slow", 500000)
+	// on a loaded machine: 60 s is a failure bound), made live before it.
+	rb := start(t, Options{Prefix: prefix, Timeout: 60 * time.Second})
+	ho := slowPublish(t, prefix, "slow", 500000)
 	_, err = b.Publish(context.Background(), "slow", broker.Publication{Data: []byte(`"once"`)}, ho)
 	if !errors.Is(err, broker.ErrUnavailable) || !errors.Is(err, broker.ErrOutcomeUnknown) {
 		t.Fatalf("publish with a slow script: %v, want ErrUnavailable and ErrOutcomeUnknown", err)
 	}
 	var items []broker.Publication
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		// rb may lose its subscription to a script longer than its ping
 		// timeout, and be unavailable until it has a new one.
 		if items, _, err = rb.History(context.Background(), "slow", broker.HistoryQuery{}); err == nil {

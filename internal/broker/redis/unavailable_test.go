@@ -56,7 +56,7 @@ func TestTimeoutBoundsRedisCalls(t *testing.T) {
 	}
 	clOpts := opts
 	b := start(t, Options{Redis: clOpts, Prefix: prefix, Timeout: 50 * time.Millisecond})
-	ho := slowPublish(t, b, prefix, "slowcall", 500000)
+	ho := slowPublish(t, prefix, "slowcall", 500000)
 	t0 := time.Now()
 	_, err = b.Publish(context.Background(), "slowcall", broker.Publication{}, ho)
 	// The script runs for seconds: a publish that waited for it would
