@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
 	wst "github.com/herald-rt/herald/internal/transport/ws"
@@ -198,7 +200,11 @@ func (s *Server) readHead(c net.Conn, buf []byte) (_ []byte, end int, err error)
 		if line < 0 {
 			continue
 		}
-		if !s.isWSRequestLine(buf[:line]) {
+		if !s.isWSRequestLine(buf[:line]) || hasBareLF(buf) {
+			// A line ended by LF alone is read as net/http reads it
+			// (RFC 9112 §2.2 lets it): handed on at once, so that both
+			// paths give it one meaning, and none waits for a CRLF CRLF
+			// that will not come.
 			return buf, -1, nil
 		}
 		end := bytes.Index(buf, []byte("\r\n\r\n"))
@@ -232,6 +238,72 @@ func isRequestLine(line []byte, path string) bool {
 	return ok && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '?')
 }
 
+// hasBareLF reports whether b has a LF not preceded by CR.
+func hasBareLF(b []byte) bool {
+	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+		if i == 0 || b[i-1] != '\r' {
+			return true
+		}
+		j := bytes.IndexByte(b[i+1:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// singleHeaders are the header fields an upgrade may carry once: given
+// twice, net/http and the fast path would each pick one (the first, the
+// last), so the request is refused on both (a second Host net/http refuses
+// itself).
+var singleHeaders = []string{"Host", "Origin", "Upgrade", "Sec-Websocket-Key"}
+
+// errBadHead refuses a malformed upgrade head (400).
+var errBadHead = errors.New("malformed request head")
+
+// checkHead refuses, on the fast path, what net/http refuses in a request
+// head or the net/http path refuses in checkHeader: a header line that is
+// not "name: value", a control character in a value, or a field of
+// singleHeaders given twice. head ends with CRLF CRLF and has no bare LF.
+func checkHead(head []byte) error {
+	var seen [4]bool
+	_, rest, _ := bytes.Cut(head, []byte("\r\n")) // the request line: checked already
+	for len(rest) > 2 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+			return fmt.Errorf("%w: header line %q", errBadHead, line)
+		}
+		for _, c := range value {
+			if (c < 0x20 && c != '\t') || c == 0x7f {
+				return fmt.Errorf("%w: control character in %s", errBadHead, name)
+			}
+		}
+		for i, h := range singleHeaders {
+			if bytes.EqualFold(name, []byte(h)) {
+				if seen[i] {
+					return fmt.Errorf("%w: %s given twice", errBadHead, h)
+				}
+				seen[i] = true
+			}
+		}
+	}
+	return nil
+}
+
+// checkHeader is checkHead for a request net/http parsed: a field of
+// singleHeaders given twice is refused.
+func checkHeader(h http.Header) error {
+	for _, name := range singleHeaders[1:] { // net/http refuses a second Host
+		if len(h[name]) > 1 {
+			return fmt.Errorf("%w: %s given twice", errBadHead, name)
+		}
+	}
+	return nil
+}
+
 // hasUpgradeWebSocket reports whether head has an "Upgrade: websocket"
 // header field (names and the value compared without case).
 func hasUpgradeWebSocket(head []byte) bool {
@@ -249,6 +321,11 @@ func hasUpgradeWebSocket(head []byte) bool {
 // upgradeRaw upgrades c, whose request head is head; rest is what the client
 // sent behind it (frames, read with the head).
 func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
+	if err := checkHead(head); err != nil {
+		writeRefusal(c, &refusal{Status: http.StatusBadRequest, Code: string(protocol.CodeBadRequest), Message: err.Error()})
+		_ = c.Close()
+		return
+	}
 	r, ref, err := s.rawUpgrader.Upgrade(c, head)
 	if err != nil {
 		if ref != nil {

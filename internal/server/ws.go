@@ -32,6 +32,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "websocket_required", "this endpoint only accepts WebSocket upgrades")
 		return
 	}
+	if err := checkHeader(r.Header); err != nil {
+		writeError(w, http.StatusBadRequest, string(protocol.CodeBadRequest), err.Error())
+		return
+	}
 	id, ref := s.admit(r.Header.Get("Origin"), r.Host, auth.TokenFromRequest(r), r.URL.Query, r.RemoteAddr)
 	if ref != nil {
 		writeError(w, ref.Status, ref.Code, ref.Message)
