@@ -568,3 +568,15 @@ func TestStreamLimitsAndDevelopmentIdentity(t *testing.T) {
 		t.Fatalf("second ping within the limit's second: %d %v, want 429 rate_limited", status, out)
 	}
 }
+
+func TestStreamPastMaxConnections(t *testing.T) {
+	srv := servertest.Start(t, func(c *config.Config) { c.MaxConnections = 1 })
+	s := stream(t, srv, token(t, "pia", "42"), "", "news")
+	s.next()
+	resp := open(t, srv, token(t, "quinn", "42"), "", "news")
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != 503 || body["error"] != "server_full" {
+		t.Fatalf("a stream past --max-connections: %d %v, want 503 server_full", resp.StatusCode, body)
+	}
+}
