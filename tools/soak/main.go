@@ -554,8 +554,10 @@ type subscriber struct {
 	id      int
 	channel int
 	epoch   string
-	offset  int64 // the newest offset received; -1 before the first subscribe
+	offset  int64 // the newest offset received
 	started bool
+	joined  string // the subscribe command and reply of the current connection, for a failure's message
+	nread   int    // messages read on the current connection
 }
 
 // run connects, recovers, reads for a while and drops, until ctx is done.
@@ -662,6 +664,7 @@ func (s *subscriber) connect(ctx context.Context) (net.Conn, error) {
 		default:
 			continue // a frame before the reply (none expected)
 		}
+		s.joined, s.nread = cmd+" -> "+string(b), 0
 		if !s.started {
 			s.started, s.epoch, s.offset = true, f.Epoch, f.Offset
 			return c, nil
@@ -695,10 +698,11 @@ func (s *subscriber) read(c net.Conn, until time.Time, want int64) error {
 			continue
 		}
 		if f.Offset != s.offset+1 {
-			return fmt.Errorf("subscriber %d on %s: offset %d after %d (%s)", s.id, f.Channel, f.Offset, s.offset,
-				map[bool]string{true: "a repeat", false: "a gap: publications lost"}[f.Offset <= s.offset])
+			return fmt.Errorf("subscriber %d on %s: offset %d after %d (%s), message %d after %s", s.id, f.Channel, f.Offset, s.offset,
+				map[bool]string{true: "a repeat", false: "a gap: publications lost"}[f.Offset <= s.offset], s.nread+1, s.joined)
 		}
 		s.offset = f.Offset
+		s.nread++
 		s.l.checked.Add(1)
 	}
 	return nil

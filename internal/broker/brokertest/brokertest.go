@@ -292,6 +292,11 @@ func Run(t *testing.T, f Factory) {
 		b := f(t, r.Deliver)
 		JoinRace(t, b, b, &r)
 	})
+	t.Run("PlainJoinRacesPublishers", func(t *testing.T) {
+		var r JoinRecorder
+		b := f(t, r.Deliver)
+		PlainJoinRace(t, b, b, &r)
+	})
 }
 
 // JoinRecorder collects what a recovering subscriber sees: its replay, then
@@ -321,6 +326,20 @@ func (r *JoinRecorder) Deliver(ch string, p *broker.Publication) int {
 // reach sub later than its publisher's answer are awaited for up to 5s.
 func JoinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder) {
 	t.Helper()
+	joinRace(t, pub, sub, r, true)
+}
+
+// PlainJoinRace is JoinRace with a subscribe without since: what the
+// subscriber gets after the position its join reports (any publications
+// the join hands over, then deliveries) must be every later offset exactly
+// once, in order: a client takes that position for the last offset it has.
+func PlainJoinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder) {
+	t.Helper()
+	joinRace(t, pub, sub, r, false)
+}
+
+func joinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder, recover bool) {
+	t.Helper()
 	const workers, each = 4, 500
 	opts := broker.PublishOptions{History: broker.HistoryOptions{Size: 100000, TTL: time.Minute}}
 	first, err := pub.Publish(context.Background(), "race", broker.Publication{}, opts)
@@ -345,11 +364,19 @@ func JoinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder) {
 	for published.Load() < 50 && !t.Failed() { // join in the middle of the race
 		time.Sleep(50 * time.Microsecond)
 	}
-	err = sub.Subscribe(context.Background(), "race", broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}, func(rec broker.Recovery) error {
+	o := broker.SubscribeOptions{Since: &broker.Since{Offset: first.Offset, Epoch: first.Epoch}}
+	if !recover {
+		o = broker.SubscribeOptions{}
+	}
+	start := first.Offset // the offset the subscriber has when it joins
+	err = sub.Subscribe(context.Background(), "race", o, func(rec broker.Recovery) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if !rec.Recovered {
+		if recover && !rec.Recovered {
 			return fmt.Errorf("not recovered")
+		}
+		if !recover {
+			start = rec.Position.Offset
 		}
 		r.seen = append(r.seen, offsets(rec.Publications)...)
 		r.joined = true
@@ -359,7 +386,7 @@ func JoinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := workers * each
+	want := int(first.Offset + workers*each - start)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		r.mu.Lock()
 		n := len(r.seen)
@@ -374,8 +401,8 @@ func JoinRace(t *testing.T, pub, sub broker.Broker, r *JoinRecorder) {
 		t.Fatalf("saw %d offsets, want %d", len(r.seen), want)
 	}
 	for i, o := range r.seen {
-		if o != first.Offset+uint64(i)+1 {
-			t.Fatalf("position %d has offset %d, want %d", i, o, first.Offset+uint64(i)+1)
+		if o != start+uint64(i)+1 {
+			t.Fatalf("position %d has offset %d, want %d (joined at %d)", i, o, start+uint64(i)+1, start)
 		}
 	}
 }

@@ -545,8 +545,14 @@ func (b *Broker) Subscribe(ctx context.Context, channel string, o broker.Subscri
 		rec = broker.Recover(st, *o.Since)
 	}
 	if n := len(pj.buf); n > 0 {
+		// Handed over after the position: a recovery's position is its
+		// replay's end, as the memory broker's; a plain join's stays where
+		// the script read it, before them, as the subscriber takes it for
+		// the last offset it has.
 		rec.Publications = append(rec.Publications, pj.buf...)
-		rec.Position = broker.Position{Offset: pj.buf[n-1].Offset, Epoch: l.epoch}
+		if o.Since != nil {
+			rec.Position = broker.Position{Offset: pj.buf[n-1].Offset, Epoch: l.epoch}
+		}
 	} else if l.epoch != st.Position.Epoch || l.last != st.Position.Offset {
 		if l.epoch != "" && l.epoch != st.Position.Epoch && b.o.OnGap != nil {
 			// The stream was made again (its keys expired, or Redis lost
