@@ -420,16 +420,8 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 	}
 	chans := f.spec.channelsOf(bc.idx)
 	if !f.spec.SubscribeInURL && !c.sse { // else the upgrade request (or the stream's URL) named the channels
-		cmds := make([][]byte, 0, 2)
-		for k, ch := range chans {
-			from := since
-			if k > 0 {
-				from = nil // recovery tracks the first channel only
-			}
-			cmds = append(cmds, appendSubscribe(make([]byte, 0, 96), ch, from))
-		}
-		if err := c.writeTexts(cmds...); err != nil {
-			return fmt.Errorf("subscribe: %w", err)
+		if err := writeSubscribes(c, chans, since); err != nil {
+			return err
 		}
 	}
 	for acked := 0; acked < len(chans); {
@@ -455,6 +447,23 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 			bc.countFrame(p)
 			f.onMessage(bc, p)
 		}
+	}
+	return nil
+}
+
+// writeSubscribes sends one subscribe command per channel, the first with
+// since when given (recovery tracks the first channel only).
+func writeSubscribes(c *wsConn, chans []string, since *bconn) error {
+	cmds := make([][]byte, 0, 2)
+	for k, ch := range chans {
+		from := since
+		if k > 0 {
+			from = nil
+		}
+		cmds = append(cmds, appendSubscribe(make([]byte, 0, 96), ch, from))
+	}
+	if err := c.writeTexts(cmds...); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
 	}
 	return nil
 }
