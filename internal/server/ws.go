@@ -81,7 +81,7 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	if s.maxConns > 0 && s.hub.NumClients() >= s.maxConns {
 		return auth.Identity{}, s.limitRefusal(hub.ErrServerFull, "", remote)
 	}
-	if !s.originAllowed(origin, host) {
+	if !transport.OriginAllowed(s.cfg.AllowedOrigins, origin, host) {
 		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
 		s.refusals.note("origin", func(count int64) {
 			s.log.Info("upgrade refused: origin not allowed", "refused", count, "origin", origin, "remote", remote)
@@ -193,24 +193,6 @@ func insecureIdentity(q url.Values) (auth.Identity, error) {
 		return auth.Identity{}, auth.ErrClaims
 	}
 	return id, nil
-}
-
-// originAllowed applies --allowed-origins. Requests without Origin (non-browser
-// clients) pass: identity comes from the token, not from the origin.
-func (s *Server) originAllowed(origin, host string) bool {
-	if origin == "" {
-		return true
-	}
-	if len(s.cfg.AllowedOrigins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, host)
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // newClientID returns 96 random bits in hex. A client ID names a

@@ -105,7 +105,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		MaxSessions:  maxSessions,
 		QueueBytes:   int(max(cfg.ClientQueueBytes, cfg.MaxMessageBytes+64<<10)),
 		CheckOrigin: func(r *http.Request) bool {
-			return originAllowed(cfg.AllowedOrigins, r.Header.Get("Origin"), r.Host)
+			return transport.OriginAllowed(cfg.AllowedOrigins, r.Header.Get("Origin"), r.Host)
 		},
 		OnError: onErr,
 		Go:      host.Group().Go,
@@ -119,25 +119,6 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	mux.Handle(path, sio)
 	mux.Handle(strings.TrimSuffix(path, "/"), sio)
 	return nil
-}
-
-// originAllowed applies --allowed-origins to a polling request the way the
-// server applies it to upgrades: no Origin passes; without the option, the
-// Origin's host must be the request's; "*" allows any.
-func originAllowed(allowed []string, origin, host string) bool {
-	if origin == "" {
-		return true
-	}
-	if len(allowed) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, host)
-	}
-	for _, o := range allowed {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // sampled logs a flood as one line per interval, with the count.

@@ -170,7 +170,7 @@ func statusOf(code protocol.Code) int {
 // --allowed-origins allows.
 func (t *Transport) preflight(w http.ResponseWriter, r *http.Request) {
 	origin := r.Header.Get("Origin")
-	if origin == "" || !originAllowed(t.host.Config().AllowedOrigins, origin, r.Host) {
+	if origin == "" || !transport.OriginAllowed(t.host.Config().AllowedOrigins, origin, r.Host) {
 		t.refuse(w, r, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
 		return
 	}

@@ -6,9 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -296,25 +294,6 @@ func (t *Transport) note(s *sampled, msg string, args ...any) {
 		s.mu.Unlock()
 		t.host.Log().Info(msg, append(args, "count", n)...)
 	})
-}
-
-// originAllowed applies --allowed-origins as the server does to every
-// connection: a request without Origin passes; with none configured, the
-// origin must be the request's own host.
-func originAllowed(allowed []string, origin, host string) bool {
-	if origin == "" {
-		return true
-	}
-	if len(allowed) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, host)
-	}
-	for _, o := range allowed {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // nopConn is the connection of a session that has none: the one a POSTed
