@@ -4,53 +4,17 @@
 // other node, and is closed with 4010 when Redis goes away.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { freePort, connect } from './helpers.mjs';
+import { connect, healthz, startRedisPair } from './helpers.mjs';
 
-const BIN = process.env.HERALD_BIN;
 const API_KEY = 'node-cluster-api-key-0123456789';
-const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-'));
-const sock = join(dir, 'redis.sock');
-let redis;
-const nodes = [];
-
-async function healthy(base, want = 200) {
-  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
-  for (;;) {
-    try {
-      const r = await fetch(`http://${base}/healthz`);
-      if (r.status === want) return await r.json();
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`${base}/healthz never answered ${want}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+let pair, nodes, redis;
 
 before(async () => {
-  assert.ok(BIN, 'HERALD_BIN must point at the herald binary');
-  redis = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  for (let i = 0; i < 2; i++) {
-    const base = `127.0.0.1:${await freePort()}`;
-    const env = { ...process.env, HERALD_ADDR: base, HERALD_INSECURE_QUERY_AUTH: 'true', HERALD_API_KEYS: API_KEY,
-      HERALD_BROKER: 'redis', HERALD_REDIS_URL: `unix://${sock}`, HERALD_REDIS_PREFIX: 'node-e2e', HERALD_LOG_LEVEL: 'error' };
-    const proc = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
-    nodes.push({ base, proc });
-  }
-  for (const n of nodes) await healthy(n.base);
+  pair = await startRedisPair(process.env.HERALD_BIN, { apiKey: API_KEY, prefix: 'node-e2e' });
+  ({ nodes, redis } = pair);
 });
 
-after(async () => {
-  for (const n of nodes) {
-    const exited = new Promise((resolve) => n.proc.on('exit', (code) => resolve(code)));
-    n.proc.kill('SIGTERM');
-    assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
-  }
-  if (redis.exitCode === null) redis.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => pair?.stop());
 
 async function publish(base, channel, data) {
   const r = await fetch(`http://${base}/api/publish`, {
@@ -92,7 +56,7 @@ test('Redis gone: subscribers closed with 4010, healthz 503, publish 503 unavail
   assert.equal((await c.next()).type, 'subscribed');
   redis.kill('SIGKILL');
   assert.equal(await c.closed, 4010);
-  assert.deepEqual(await healthy(a.base, 503), { status: 'broker_unavailable' });
+  assert.deepEqual(await healthz(a.base, 503), { status: 'broker_unavailable' });
   const r = await publish(a.base, 'org:42', 1);
   assert.equal(r.status, 503);
   assert.equal(r.body.error, 'unavailable');

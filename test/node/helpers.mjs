@@ -3,6 +3,9 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 
 export function freePort() {
@@ -50,19 +53,56 @@ export async function startHerald(bin, args) {
   assert.ok(bin, 'HERALD_BIN must point at the herald binary');
   const base = `127.0.0.1:${await freePort()}`;
   const proc = spawn(bin, ['serve', '--addr', base, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
-  for (;;) {
-    try {
-      const r = await fetch(`http://${base}/healthz`);
-      if (r.ok) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error('herald did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await healthz(base);
   const stop = () => {
     const exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
     proc.kill('SIGTERM');
     return exited;
   };
   return { base, stop };
+}
+
+// startRedisPair starts a redis-server on a Unix socket in a temporary
+// directory and two `herald serve` processes (the binary at bin) joined by
+// it, configured through HERALD_* variables as an operator would (insecure
+// query auth, apiKey, prefix). It resolves once both answer /healthz with
+// { nodes: [{ base, proc }], redis, stop }; stop sends each node SIGTERM,
+// asserts it exits 0, then ends Redis and removes the directory.
+export async function startRedisPair(bin, { apiKey, prefix }) {
+  assert.ok(bin, 'HERALD_BIN must point at the herald binary');
+  const dir = mkdtempSync(join(tmpdir(), `herald-${prefix}-`));
+  const sock = join(dir, 'redis.sock');
+  const redis = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const nodes = [];
+  for (let i = 0; i < 2; i++) {
+    const base = `127.0.0.1:${await freePort()}`;
+    const env = { ...process.env, HERALD_ADDR: base, HERALD_INSECURE_QUERY_AUTH: 'true', HERALD_API_KEYS: apiKey,
+      HERALD_BROKER: 'redis', HERALD_REDIS_URL: `unix://${sock}`, HERALD_REDIS_PREFIX: prefix, HERALD_LOG_LEVEL: 'error' };
+    nodes.push({ base, proc: spawn(bin, ['serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] }) });
+  }
+  for (const n of nodes) await healthz(n.base);
+  const stop = async () => {
+    for (const n of nodes) {
+      const exited = new Promise((resolve) => n.proc.on('exit', (code) => resolve(code)));
+      n.proc.kill('SIGTERM');
+      assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
+    }
+    if (redis.exitCode === null) redis.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { nodes, redis, stop };
+}
+
+// healthz waits until the herald at base answers /healthz with status want,
+// and resolves with its JSON body.
+export async function healthz(base, want = 200) {
+  const deadline = Date.now() + 30000; // a failure bound for a loaded machine
+  for (;;) {
+    try {
+      const r = await fetch(`http://${base}/healthz`);
+      if (r.status === want) return await r.json();
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`${base}/healthz never answered ${want}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

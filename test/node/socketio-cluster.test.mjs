@@ -3,50 +3,18 @@
 // socket's recovery offset from node A restores it on node B.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { io } from 'socket.io-client';
-import { freePort, connect } from './helpers.mjs';
+import { connect, startRedisPair } from './helpers.mjs';
 
-const BIN = process.env.HERALD_BIN;
 const API_KEY = 'node-sio-cluster-api-key-0123456789';
-const dir = mkdtempSync(join(tmpdir(), 'herald-sio-cluster-'));
-const sock = join(dir, 'redis.sock');
-let redis;
-const nodes = [];
+let pair, nodes;
 
 before(async () => {
-  assert.ok(BIN, 'HERALD_BIN must point at the herald binary');
-  redis = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  for (let i = 0; i < 2; i++) {
-    const base = `127.0.0.1:${await freePort()}`;
-    const env = { ...process.env, HERALD_ADDR: base, HERALD_INSECURE_QUERY_AUTH: 'true', HERALD_API_KEYS: API_KEY,
-      HERALD_BROKER: 'redis', HERALD_REDIS_URL: `unix://${sock}`, HERALD_REDIS_PREFIX: 'node-sio', HERALD_LOG_LEVEL: 'error' };
-    nodes.push({ base, proc: spawn(BIN, ['serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] }) });
-  }
-  for (const n of nodes) {
-    const deadline = Date.now() + 10000;
-    for (;;) {
-      try {
-        if ((await fetch(`http://${n.base}/healthz`)).ok) break;
-      } catch {}
-      if (Date.now() > deadline) throw new Error(`${n.base} did not start`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  pair = await startRedisPair(process.env.HERALD_BIN, { apiKey: API_KEY, prefix: 'node-sio' });
+  ({ nodes } = pair);
 });
 
-after(async () => {
-  for (const n of nodes) {
-    const exited = new Promise((resolve) => n.proc.on('exit', (code) => resolve(code)));
-    n.proc.kill('SIGTERM');
-    assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
-  }
-  if (redis.exitCode === null) redis.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => pair?.stop());
 
 function open(base, auth) {
   const s = io(`http://${base}`, { auth, transports: ['websocket'], reconnection: false });
