@@ -278,6 +278,7 @@ func (c *Client) admitLocked(n int) bool {
 	if !c.acct.Reserve(budget.Queue, n) {
 		c.beginCloseLocked(protocol.CloseOverBudget, "memory budget reached", true)
 		c.mu.Unlock()
+		c.hub.opts.Sparse.Warn("memory budget reached: queue refused, closing", "client", c.ID, "user", c.UserID, "bytes", n)
 		c.afterBeginClose(true)
 		return false
 	}
@@ -304,7 +305,7 @@ func (c *Client) closeSlowAndUnlock() {
 	c.beginCloseLocked(4008, "slow consumer", true)
 	c.mu.Unlock()
 	c.hub.metrics.SlowConsumers.Inc()
-	c.hub.log.Warn("slow consumer closed", "client", c.ID, "user", c.UserID, "queued_bytes", queued)
+	c.hub.opts.Sparse.Warn("slow consumer closed", "client", c.ID, "user", c.UserID, "queued_bytes", queued)
 	c.afterBeginClose(true)
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/sparselog"
 )
 
 const numShards = 64
@@ -65,6 +66,10 @@ type Options struct {
 	// submission where the kernel allows it; else (and when false) each
 	// client is one writev.
 	IOUring bool
+	// Sparse logs the hub's per-client closes for cause (a slow consumer,
+	// no pong, expired credentials, a stuck write, the memory budget) one
+	// line per reason per interval; nil: one of the hub's own on its log.
+	Sparse *sparselog.Logger
 }
 
 // Hub is the registry of clients, users and channels. All methods are safe
@@ -185,6 +190,9 @@ type clientShard struct {
 
 // New creates a hub. Call Run to start heartbeats and expiry checks.
 func New(o Options, log *slog.Logger, m *metrics.Metrics) *Hub {
+	if o.Sparse == nil {
+		o.Sparse = sparselog.New(log, sparselog.Interval)
+	}
 	h := &Hub{opts: o, log: log, metrics: m, seed: maphash.MakeSeed()}
 	for i := range h.channels {
 		h.channels[i].channels = make(map[string]*channel)
@@ -618,16 +626,16 @@ func (h *Hub) sweep(now time.Time) {
 	timeout := h.opts.PongTimeout.Nanoseconds()
 	h.eachClient(func(c *Client) {
 		if ws := c.writeStart.Load(); ws != 0 && n-ws > writeTimeout.Nanoseconds() {
-			h.log.Warn("write stuck, dropping client", "client", c.ID, "user", c.UserID)
+			h.opts.Sparse.Warn("write stuck, dropping client", "client", c.ID, "user", c.UserID)
 			c.Gone(0)
 			return
 		}
 		switch {
 		case !c.ExpiresAt.IsZero() && now.After(c.ExpiresAt):
-			h.log.Info("credentials expired, closing", "client", c.ID, "user", c.UserID)
+			h.opts.Sparse.Info("credentials expired, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseUnauthorized, "token expired")
 		case !c.oneWay && n-c.lastRead.Load() > timeout:
-			h.log.Info("no pong, closing", "client", c.ID, "user", c.UserID)
+			h.opts.Sparse.Info("no pong, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseNoPong, "no pong")
 			// The peer is likely gone, and the writer may be stuck on a full
 			// socket: do not wait longer than the close grace.

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-rt/herald/internal/config"
+	"github.com/herald-rt/herald/internal/sparselog"
 )
 
 // failingListener fails its first fails accepts (like a process out of file
@@ -95,7 +96,7 @@ func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.drops.every.Interval = time.Hour
+	s.sparse.SetClock(new(sparselog.ManualClock).Now)
 	for range 5 {
 		s.historyDropped(3)
 	}
@@ -105,7 +106,7 @@ func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
 	if n := strings.Count(logs.String(), "history budget reached"); n != 1 || !strings.Contains(logs.String(), "dropped=3") {
 		t.Fatalf("%d warnings, want 1 saying dropped=3:\n%s", n, logs.String())
 	}
-	if s.drops.n.Load() != 12 {
-		t.Fatalf("%d drops waiting for the next warning, want 12", s.drops.n.Load())
+	if n := s.sparse.Pending("history dropped"); n != 12 {
+		t.Fatalf("%d drops waiting for the next warning, want 12", n)
 	}
 }

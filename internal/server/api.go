@@ -73,7 +73,7 @@ func (s *Server) authorizeAPI(r *http.Request) *apiError {
 	}
 	if key == "" || ok != 1 {
 		s.metrics.AuthFailures.WithLabelValues("api_key").Inc()
-		s.refusals.note("api_key", func(count int64) {
+		s.sparse.Note("refused: api key", 1, func(count int64) {
 			s.log.Info("api request refused: bad API key", "refused", count, "path", r.URL.Path, "remote", r.RemoteAddr)
 		})
 		return &apiError{status: http.StatusUnauthorized, code: string(protocol.CodeUnauthorized), msg: "missing or invalid API key"}

@@ -85,7 +85,7 @@ func (s *Server) brokerLive(live bool) {
 func (s *Server) brokerGap(channel string) {
 	if n := s.hub.CloseChannel(channel, protocol.CloseResubscribe, "publications lost between nodes; subscribe again with since"); n > 0 {
 		s.metrics.BrokerGaps.Inc()
-		s.gaps.note(1, func(count int64) {
+		s.sparse.Note("broker gap", 1, func(count int64) {
 			s.log.Warn("publications lost between nodes: subscribers closed with 4010 to recover", "channel", channel, "channels", count, "clients", n)
 		})
 	}
@@ -117,7 +117,7 @@ func (s *Server) brokerErr(op string, err error) error {
 		return err
 	}
 	s.metrics.BrokerUnavailable.WithLabelValues(op).Inc()
-	s.unavailable.note(1, func(count int64) {
+	s.sparse.Note("broker unavailable", 1, func(count int64) {
 		s.log.Warn("broker unavailable: operations refused", "op", op, "err", err, "refused", count)
 	})
 	return unavailableError{err: err, op: op}

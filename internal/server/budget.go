@@ -79,7 +79,7 @@ func (s *Server) idempotencyErr(err error) error {
 		return err
 	}
 	s.keysRefused.Inc()
-	s.keyRefusals.note(1, func(count int64) {
+	s.sparse.Note("refused: idempotency full", 1, func(count int64) {
 		s.log.Warn("idempotency keys full: keyed publishes refused", "refused", count)
 	})
 	return idempotencyFullError{err: err}

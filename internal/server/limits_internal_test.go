@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/sparselog"
 )
 
 func TestAutoMaxConnections(t *testing.T) {
@@ -45,7 +45,7 @@ func TestConnectionRefusalsAreLoggedSparingly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.fullRefusals.every.Interval, s.userRefusals.every.Interval = time.Hour, time.Hour
+	s.sparse.SetClock(new(sparselog.ManualClock).Now)
 	for range 5 {
 		ref := s.limitRefusal(hub.ErrServerFull, "u1", nil)
 		if ref == nil || ref.Status != http.StatusServiceUnavailable || ref.Code != "server_full" {
@@ -75,7 +75,7 @@ func TestConnectionRefusalsAreLoggedSparingly(t *testing.T) {
 		!strings.Contains(out, "user=u2 max_user_connections=3 refused=1") {
 		t.Fatalf("want one line per limit:\n%s", out)
 	}
-	if s.fullRefusals.n.Load() != 4 || s.userRefusals.n.Load() != 3 {
-		t.Fatalf("waiting for the next lines: %d and %d, want 4 and 3", s.fullRefusals.n.Load(), s.userRefusals.n.Load())
+	if full, user := s.sparse.Pending("refused: server full"), s.sparse.Pending("refused: user full"); full != 4 || user != 3 {
+		t.Fatalf("waiting for the next lines: %d and %d, want 4 and 3", full, user)
 	}
 }

@@ -6,11 +6,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/config"
+	"github.com/herald-rt/herald/internal/sparselog"
 	"github.com/herald-rt/herald/internal/testnet"
 )
 
@@ -29,6 +27,8 @@ func TestRefusalsAreLoggedSparingly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var clock sparselog.ManualClock
+	s.sparse.SetClock(clock.Now)
 	h := s.Handler()
 	do := func(target string, header http.Header) int {
 		r := httptest.NewRequest("GET", target, nil)
@@ -82,11 +82,7 @@ func TestRefusalsAreLoggedSparingly(t *testing.T) {
 	}
 	// The next line of a reason, an interval later, carries the count since
 	// the last one.
-	s.refusals.mu.Lock()
-	for _, sl := range s.refusals.by {
-		sl.every = rate.Sometimes{Interval: 10 * time.Second} // as if the interval had passed
-	}
-	s.refusals.mu.Unlock()
+	clock.Advance(sparselog.Interval)
 	do("/ws?token=not.a.token", nil)
 	if !strings.Contains(logs.String(), `reason=malformed refused=2000`) {
 		t.Fatalf("the second line does not count the refusals since the first:\n%s", logs.String()[len(out):])

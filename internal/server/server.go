@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/broker"
@@ -30,6 +29,7 @@ import (
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/sparselog"
 	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/ws"
 )
@@ -72,16 +72,10 @@ type Server struct {
 	// them at its shutdown.
 	sniffing sync.Map
 	sniffCut atomic.Bool
-	// Floods of events logged sparingly (one line per 10 s, with the count):
-	// publications dropped for the history budget, upgrades refused by
-	// --max-connections and by --max-user-connections.
-	// Also: channels closed for a gap between nodes, operations refused
-	// with the broker unavailable.
-	drops, fullRefusals, userRefusals, gaps, unavailable sampledLog
-	keyRefusals                                          sampledLog // keyed publishes refused: idempotency keys full
-	// refusals: credentials refused (a token, by auth.Reason; an origin;
-	// an API key), one line per reason per 10 s.
-	refusals reasonLogs
+	// sparse logs every flood of like events (refusals, closes for cause,
+	// history dropped): one line per reason per sparselog.Interval, with the
+	// count since the last.
+	sparse *sparselog.Logger
 	// budget counts what is held for clients (--max-queued-bytes,
 	// --max-user-queued-bytes); keysRefused counts idempotency_full.
 	budget      *budget.Budget
@@ -116,22 +110,16 @@ func autoMaxConnections(fdLimit uint64) int {
 // New builds a server from a validated configuration.
 func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
-		cfg:          cfg,
-		log:          log,
-		metrics:      metrics.New(),
-		policy:       auth.NewPolicy(cfg.Namespaces),
-		started:      time.Now(),
-		drops:        sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
-		fullRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
-		userRefusals: sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
-		gaps:         sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
-		unavailable:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
-		keyRefusals:  sampledLog{every: rate.Sometimes{Interval: 10 * time.Second}},
-		refusals:     reasonLogs{interval: 10 * time.Second},
-		maxConns:     cfg.MaxConnections,
-		httpRead:     httpReadTimeout,
-		httpWrite:    httpWriteTimeout,
-		headRead:     headTimeout,
+		cfg:       cfg,
+		log:       log,
+		metrics:   metrics.New(),
+		policy:    auth.NewPolicy(cfg.Namespaces),
+		started:   time.Now(),
+		sparse:    sparselog.New(log, sparselog.Interval),
+		maxConns:  cfg.MaxConnections,
+		httpRead:  httpReadTimeout,
+		httpWrite: httpWriteTimeout,
+		headRead:  headTimeout,
 	}
 	if s.maxConns == 0 {
 		s.maxConns = autoMaxConnections(descriptorLimit())
@@ -166,10 +154,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		OnRemove:           s.onRemove,
 		IOUring:            cfg.IOUring,
 		Group:              &s.group,
+		Sparse:             s.sparse,
 	}, log, s.metrics)
 	s.wsWires = ws.Register(s.hub, compressMin(cfg))
 	s.wsTransport = ws.NewTransport()
-	s.wsConn = ws.ConnOptions{MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: log, Metrics: s.metrics}
+	s.wsConn = ws.ConnOptions{MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: log, Sparse: s.sparse, Metrics: s.metrics}
 	if err := s.setupBroker(); err != nil {
 		return nil, err
 	}
@@ -435,50 +424,10 @@ func fit[T any](items []T, budget int, last bool, cost func(*T) int) ([]T, bool)
 // channel's lock, so it only counts; the warning is spaced by drops.
 func (s *Server) historyDropped(n int) {
 	s.metrics.HistoryDropped.Add(float64(n))
-	s.drops.note(int64(n), func(count int64) {
+	s.sparse.Note("history dropped", int64(n), func(count int64) {
 		s.log.Warn("history budget reached: channels drop their oldest publications, and recovery past them reports a gap",
 			"history_max_bytes", s.cfg.HistoryMaxBytes, "dropped", count)
 	})
-}
-
-// reasonLogs is a sampledLog per reason, made on first use: a flood of
-// refusals for one reason is one line per interval, whatever the others
-// do. The reasons must be a small fixed set (never a client's words).
-type reasonLogs struct {
-	interval time.Duration
-	mu       sync.Mutex
-	by       map[string]*sampledLog
-}
-
-// note counts one event of reason and, when its interval allows, calls log
-// with the count since its last line.
-func (l *reasonLogs) note(reason string, log func(count int64)) {
-	l.mu.Lock()
-	sl := l.by[reason]
-	if sl == nil {
-		if l.by == nil {
-			l.by = make(map[string]*sampledLog)
-		}
-		sl = &sampledLog{every: rate.Sometimes{Interval: l.interval}}
-		l.by[reason] = sl
-	}
-	l.mu.Unlock()
-	sl.note(1, log)
-}
-
-// sampledLog counts events and logs them at most once per interval, with
-// how many happened since the last line: a flood is one line, not one per
-// event.
-type sampledLog struct {
-	every rate.Sometimes
-	n     atomic.Int64 // events since the last line
-}
-
-// note counts n events and, when the interval allows, calls log with the
-// count since the last line.
-func (l *sampledLog) note(n int64, log func(count int64)) {
-	l.n.Add(n)
-	l.every.Do(func() { log(l.n.Swap(0)) })
 }
 
 // deliver is the broker's DeliverFunc: encode the publication once and fan

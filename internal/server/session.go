@@ -128,12 +128,12 @@ func (s *session) admit(channel string, out transport.Out) bool {
 		s.strikes++
 		s.srv.metrics.RateLimited.Inc()
 		if s.strikes >= s.srv.cfg.RateLimitStrikes {
-			s.srv.log.Warn("rate limit exceeded repeatedly, closing", "client", s.c.ID, "user", s.id.UserID, "strikes", s.strikes)
+			s.srv.sparse.Warn("rate limit exceeded repeatedly, closing", "client", s.c.ID, "user", s.id.UserID, "strikes", s.strikes)
 			s.c.Close(protocol.CloseRateLimited, "rate limited")
 			return false
 		}
 		if s.strikes == 1 {
-			s.srv.log.Info("client rate limited", "client", s.c.ID, "user", s.id.UserID)
+			s.srv.sparse.Info("client rate limited", "client", s.c.ID, "user", s.id.UserID)
 		}
 		s.sendError(out, protocol.CodeRateLimited, "too many commands; slow down", channel, nil)
 		return false
@@ -231,6 +231,7 @@ func (s *session) subscribe(cmd *protocol.Command, out transport.Out) {
 			size := len(s.c.Bytes(m))
 			if total+size > budget {
 				r.Recovered = false
+				s.srv.sparse.Info("memory budget reached: replay refused, subscribed without it", "client", s.c.ID, "user", s.id.UserID)
 				break
 			}
 			total += size
@@ -247,8 +248,10 @@ func (s *session) subscribe(cmd *protocol.Command, out transport.Out) {
 			// The memory budget refused the replay: subscribed without it,
 			// and told so (recovered: false).
 			r.Recovered = false
+			s.srv.sparse.Info("memory budget reached: replay refused, subscribed without it", "client", s.c.ID, "user", s.id.UserID)
 			doc = protocol.AppendSubscribed(out.Buffer(96+len(cmd.Channel)+len(cmd.ID)), cmd.Channel, pos, recovered, cmd.ID)
 			if !out.Subscribed(doc, transport.Subscription{Channel: cmd.Channel, Position: pos, Recovered: recovered}, nil) && !s.c.Closing() {
+				s.srv.sparse.Warn("memory budget reached: subscribe reply refused, closing", "client", s.c.ID, "user", s.id.UserID)
 				s.c.Close(protocol.CloseOverBudget, "memory budget reached")
 			}
 		}
@@ -344,6 +347,7 @@ func (s *session) history(cmd *protocol.Command, out transport.Out) {
 // client being open): an over_budget error.
 func (s *session) overBudget(out transport.Out, cmd *protocol.Command) {
 	if !s.c.Closing() {
+		s.srv.sparse.Info("memory budget reached: reply refused", "client", s.c.ID, "user", s.id.UserID, "op", cmd.Type)
 		s.sendError(out, protocol.CodeOverBudget, "the reply does not fit in this user's or the server's memory budget: read what is queued, then ask again", cmd.Channel, cmd.ID)
 	}
 }
@@ -386,7 +390,7 @@ func (s *session) fail(out transport.Out, err error, channel string, id json.Raw
 	if pe := (*protocol.Error)(nil); errors.As(err, &pe) {
 		msg = pe.Message
 	} else if code == protocol.CodeInternal {
-		s.srv.log.Error("command failed", "client", s.c.ID, "err", err)
+		s.srv.sparse.Error("command failed", "client", s.c.ID, "err", err)
 	}
 	s.sendError(out, code, msg, channel, id)
 }

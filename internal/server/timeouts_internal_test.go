@@ -31,6 +31,13 @@ func serveShort(t *testing.T, d time.Duration) (addr, secret string) {
 		t.Fatal(err)
 	}
 	s.httpRead, s.httpWrite, s.headRead = d, d, d
+	return serve(t, s), cfg.JWTSecret
+}
+
+// serve runs s on a loopback port until the test ends and returns its
+// address.
+func serve(t *testing.T, s *Server) string {
+	t.Helper()
 	ln, err := Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +46,7 @@ func serveShort(t *testing.T, d time.Duration) (addr, secret string) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String(), cfg.JWTSecret
+	return ln.Addr().String()
 }
 
 // TestSlowRequestBodyIsCut: an API request whose body does not arrive

@@ -12,6 +12,7 @@ import (
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/sparselog"
 	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/socketio"
 	"github.com/herald-rt/herald/internal/transport/sse"
@@ -33,6 +34,7 @@ var _ transport.Host = host{}
 func (h host) Hub() *hub.Hub             { return h.s.hub }
 func (h host) Config() *config.Config    { return &h.s.cfg }
 func (h host) Log() *slog.Logger         { return h.s.log }
+func (h host) Sparse() *sparselog.Logger { return h.s.sparse }
 func (h host) Metrics() *metrics.Metrics { return h.s.metrics }
 func (h host) Poller() *netpoll.Poller   { return h.s.poller }
 func (h host) Group() *gogroup.Group     { return &h.s.group }

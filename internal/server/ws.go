@@ -83,7 +83,7 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	}
 	if !transport.OriginAllowed(s.cfg.AllowedOrigins, origin, host) {
 		s.metrics.AuthFailures.WithLabelValues("origin").Inc()
-		s.refusals.note("origin", func(count int64) {
+		s.sparse.Note("refused: origin", 1, func(count int64) {
 			s.log.Info("upgrade refused: origin not allowed", "refused", count, "origin", origin, "remote", remote)
 		})
 		return auth.Identity{}, &refusal{Status: http.StatusForbidden, Code: "origin_not_allowed", Message: "origin not allowed"}
@@ -92,7 +92,7 @@ func (s *Server) admit(origin, host, token string, query func() url.Values, remo
 	if err != nil {
 		reason := auth.Reason(err)
 		s.metrics.AuthFailures.WithLabelValues(reason).Inc()
-		s.refusals.note(reason, func(count int64) {
+		s.sparse.Note("refused: token "+reason, 1, func(count int64) {
 			s.log.Info("upgrade refused: unauthorized", "reason", reason, "refused", count, "remote", remote)
 		})
 		return auth.Identity{}, &refusal{Status: http.StatusUnauthorized, Code: string(protocol.CodeUnauthorized), Message: "unauthorized: " + reason}
@@ -108,13 +108,13 @@ func (s *Server) limitRefusal(err error, user string, remote any) *refusal {
 	switch {
 	case errors.Is(err, hub.ErrServerFull):
 		s.metrics.ConnectionsRefused.WithLabelValues("server_full").Inc()
-		s.fullRefusals.note(1, func(count int64) {
+		s.sparse.Note("refused: server full", 1, func(count int64) {
 			s.log.Warn("upgrade refused: the server holds --max-connections connections", "max_connections", s.maxConns, "refused", count, "remote", remote)
 		})
 		return &refusal{Status: http.StatusServiceUnavailable, Code: "server_full", Message: "server is at its connection limit; try again later"}
 	case errors.Is(err, hub.ErrUserFull):
 		s.metrics.ConnectionsRefused.WithLabelValues("user_limit").Inc()
-		s.userRefusals.note(1, func(count int64) {
+		s.sparse.Note("refused: user full", 1, func(count int64) {
 			s.log.Info("upgrade refused: the user holds --max-user-connections connections", "user", user, "max_user_connections", s.cfg.MaxUserConnections, "refused", count, "remote", remote)
 		})
 		return &refusal{Status: http.StatusTooManyRequests, Code: "user_connection_limit", Message: "too many connections for this user"}

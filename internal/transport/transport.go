@@ -38,6 +38,7 @@ import (
 	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/sparselog"
 )
 
 // Transport is one way of connecting to herald. The server calls Mount
@@ -67,6 +68,10 @@ type Host interface {
 	// Config is the server's configuration; it must not be changed.
 	Config() *config.Config
 	Log() *slog.Logger
+	// Sparse is the server's log for what clients can cause over and over
+	// (refusals, closes for cause): one line per reason per interval, with
+	// the count. Every such line goes through it.
+	Sparse() *sparselog.Logger
 	Metrics() *metrics.Metrics
 	// Poller tells when a connection is readable without a goroutine
 	// parked per connection.

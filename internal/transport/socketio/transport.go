@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/transport"
@@ -72,10 +71,9 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	if err := host.Metrics().Registry.Register(errs); err != nil {
 		return err
 	}
-	logs := &sampled{every: rate.Sometimes{Interval: 10 * time.Second}}
 	onErr := func(kind string, err error) {
 		errs.WithLabelValues(kind).Inc()
-		logs.note(func(n int64) {
+		host.Sparse().Note("socket.io input refused: "+kind, 1, func(n int64) {
 			host.Log().Info("socket.io input refused", "kind", kind, "err", err, "refused", n)
 		})
 	}
@@ -119,26 +117,6 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	mux.Handle(path, sio)
 	mux.Handle(strings.TrimSuffix(path, "/"), sio)
 	return nil
-}
-
-// sampled logs a flood as one line per interval, with the count.
-type sampled struct {
-	every rate.Sometimes
-	mu    sync.Mutex
-	n     int64
-}
-
-func (l *sampled) note(log func(n int64)) {
-	l.mu.Lock()
-	l.n++
-	l.mu.Unlock()
-	l.every.Do(func() {
-		l.mu.Lock()
-		n := l.n
-		l.n = 0
-		l.mu.Unlock()
-		log(n)
-	})
 }
 
 // encode is the socketio wire's encoder: the shared part of a delivery

@@ -129,7 +129,7 @@ func (t *Transport) answer(w http.ResponseWriter, docs [][]byte) {
 // the native error document.
 func (t *Transport) answerError(w http.ResponseWriter, r *http.Request, err error, id []byte) {
 	code := protocol.CodeOf(err)
-	t.note(&t.refusedLog, "command refused", "code", code, "remote", r.RemoteAddr)
+	t.host.Sparse().Info("command refused", "code", code, "remote", r.RemoteAddr)
 	t.answer(w, [][]byte{protocol.AppendError(nil, code, errMessage(err), "", id)})
 }
 

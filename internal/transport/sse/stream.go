@@ -200,7 +200,7 @@ func (st *stream) watch() {
 		return
 	}
 	if err := st.poll.Start(st.t.host.Poller(), sc, st.onReadable); err != nil {
-		st.t.host.Log().Warn("cannot watch event stream", "err", err)
+		st.t.host.Sparse().Warn("cannot watch event stream", "err", err)
 		st.c.Gone(0)
 	}
 }
@@ -225,7 +225,7 @@ func (st *stream) onReadable(d *netpoll.Desc) {
 		return
 	}
 	if st.inbound(n) > maxInbound {
-		st.t.note(&st.t.inboundLog, "event stream client sent data; stream ended", "client", st.c.ID)
+		st.t.host.Sparse().Info("event stream client sent data; stream ended", "client", st.c.ID)
 		st.c.Gone(0)
 		return
 	}

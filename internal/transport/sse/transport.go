@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/hub"
@@ -40,9 +39,6 @@ type Transport struct {
 	refused  *prometheus.CounterVec
 	badIDs   prometheus.Counter
 	commands *prometheus.CounterVec
-
-	// Bad input is logged at most once per 10 s per kind, with a count.
-	refusedLog, badIDLog, inboundLog sampled
 }
 
 // New returns the SSE transport.
@@ -62,9 +58,6 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	t.policy = auth.NewPolicy(cfg.Namespaces)
 	t.posts.init(cfg.RateLimit, cfg.RateBurst)
 	t.wire = host.Hub().RegisterWire("sse", encode)
-	for _, s := range []*sampled{&t.refusedLog, &t.badIDLog, &t.inboundLog} {
-		s.every = rate.Sometimes{Interval: 10 * time.Second}
-	}
 	t.open = prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_sse_streams", Help: "Open Server-Sent Events streams."})
 	t.opened = prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_sse_streams_total", Help: "Server-Sent Events streams opened."})
 	t.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_sse_refused_total",
@@ -85,7 +78,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 // refuse answers a request the stream or the command endpoint turns down.
 func (t *Transport) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
 	t.refused.WithLabelValues(code).Inc()
-	t.note(&t.refusedLog, "event stream request refused", "code", code, "path", r.URL.Path, "remote", r.RemoteAddr)
+	t.host.Sparse().Info("event stream request refused", "code", code, "path", r.URL.Path, "remote", r.RemoteAddr)
 	writeError(w, status, code, msg)
 }
 
@@ -126,12 +119,12 @@ func (t *Transport) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.BadID {
 		t.badIDs.Inc()
-		t.note(&t.badIDLog, "event stream resumed with a malformed Last-Event-ID: every channel recovered:false", "remote", r.RemoteAddr)
+		t.host.Sparse().Info("event stream resumed with a malformed Last-Event-ID: every channel recovered:false", "remote", r.RemoteAddr)
 	}
 
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		t.host.Log().Warn("event stream: cannot take the connection from net/http", "err", err)
+		t.host.Sparse().Warn("event stream: cannot take the connection from net/http", "err", err)
 		writeError(w, http.StatusInternalServerError, string(protocol.CodeInternal), "internal error")
 		return
 	}
@@ -273,27 +266,6 @@ func writeRaw(nc net.Conn, status int, code, msg string) {
 		"Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n"
 	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, _ = nc.Write(append([]byte(head), body...))
-}
-
-// sampled counts events and logs them at most once per interval, with how
-// many happened since the last line.
-type sampled struct {
-	every rate.Sometimes
-	mu    sync.Mutex
-	n     int64
-}
-
-func (t *Transport) note(s *sampled, msg string, args ...any) {
-	s.mu.Lock()
-	s.n++
-	s.mu.Unlock()
-	s.every.Do(func() {
-		s.mu.Lock()
-		n := s.n
-		s.n = 0
-		s.mu.Unlock()
-		t.host.Log().Info(msg, append(args, "count", n)...)
-	})
 }
 
 // nopConn is the connection of a session that has none: the one a POSTed

@@ -24,6 +24,7 @@ import (
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
+	"github.com/herald-rt/herald/internal/sparselog"
 	"github.com/herald-rt/herald/internal/transport"
 )
 
@@ -67,7 +68,11 @@ type ConnOptions struct {
 	MaxMessage  int64
 	ReadTimeout time.Duration
 	Log         *slog.Logger
-	Metrics     *metrics.Metrics
+	// Sparse logs the closes a client causes (protocol violations,
+	// oversize or invalid messages, the memory budget), one line per reason
+	// per interval. Required.
+	Sparse  *sparselog.Logger
+	Metrics *metrics.Metrics
 }
 
 var (
@@ -97,7 +102,7 @@ func (s *Conn) Watch(p *netpoll.Poller, pending *bufio.Reader) {
 		return
 	}
 	if err := s.watch.Start(p, sc, s.onReadable); err != nil {
-		s.Opts.Log.Warn("cannot watch connection", "err", err)
+		s.Opts.Sparse.Warn("cannot watch connection", "err", err)
 		s.c.Gone(0)
 	}
 }
@@ -385,7 +390,7 @@ func (s *Conn) message(op ws.OpCode, data []byte) {
 	s.Opts.Metrics.MessagesIn.Inc()
 	s.Opts.Metrics.BytesIn.Add(float64(len(data)))
 	if op == ws.OpText && !utf8.Valid(data) {
-		s.Opts.Log.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
+		s.Opts.Sparse.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
 		return
 	}
@@ -417,11 +422,11 @@ func (s *Conn) readFailed(err error) {
 	case errors.Is(err, errPeerClosed):
 		return // the close reply is queued; the writer ends the connection
 	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
-		s.Opts.Log.Info("message too large, closing", "client", s.c.ID, "user", s.c.UserID)
+		s.Opts.Sparse.Info("message too large, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseMessageTooBig, "message too big")
 		return
 	case errors.As(err, &pe):
-		s.Opts.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
+		s.Opts.Sparse.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, string(pe))
 		return
 	case errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
@@ -429,14 +434,15 @@ func (s *Conn) readFailed(err error) {
 		// protocol errors: a 64-bit length with its top bit set (the other
 		// is not returned when reading). A length written in more bytes than
 		// it needs is accepted, as gobwas reads it.
-		s.Opts.Log.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
+		s.Opts.Sparse.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
 		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
 		return
 	case errors.Is(err, errOverBudget):
+		s.Opts.Sparse.Warn("memory budget reached: message being received refused, closing", "client", s.c.ID, "user", s.c.UserID)
 		s.c.Close(protocol.CloseOverBudget, "memory budget reached")
 		return
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.Opts.Log.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.Opts.ReadTimeout)
+		s.Opts.Sparse.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.Opts.ReadTimeout)
 		s.c.Close(protocol.CloseNoPong, "message not completed in time")
 		return
 	}
