@@ -40,10 +40,17 @@ func TestMalformedUpgradeHeadsMeanOneThing(t *testing.T) {
 		{"two keys", line + good + "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n", http.StatusBadRequest},
 		{"NUL in a value", line + good + "X-Note: a\x00b\r\n\r\n", http.StatusBadRequest},
 		{"escape in a value", line + good + "X-Note: a\x1bb\r\n\r\n", http.StatusBadRequest},
-		// LF alone ends a line for net/http (RFC 9112 §2.2 lets it), and so
-		// for both paths, at once.
+		// LF alone ends a line for net/http (RFC 9112 §2.2 lets a recipient
+		// take it for CRLF), and so for both paths, at once: answered, with
+		// 101, never left to the head timeout.
 		{"bare LF line endings", strings.ReplaceAll(line+good+"\r\n", "\r\n", "\n"), http.StatusSwitchingProtocols},
 		{"one bare LF", line + strings.Replace(good, "Connection: Upgrade\r\n", "Connection: Upgrade\n", 1) + "\r\n", http.StatusSwitchingProtocols},
+		{"bare LF after the request line only", strings.Replace(line, "\r\n", "\n", 1) + good + "\r\n", http.StatusSwitchingProtocols},
+		{"bare LF ending the head", line + good + "\n", http.StatusSwitchingProtocols},
+		// A CR not followed by LF is no line end (RFC 9112 §2.2): a control
+		// character in the value, 400 on both.
+		{"bare CR in a value", line + good + "X-Note: a\rb\r\n\r\n", http.StatusBadRequest},
+		{"bare CR as a line end", line + strings.ReplaceAll(good, "\r\n", "\r") + "\r\n\r\n", http.StatusBadRequest},
 		{"space before the colon", line + good + "Origin : http://evil.example\r\n\r\n", http.StatusBadRequest},
 		{"no colon", line + good + "Origin http://evil.example\r\n\r\n", http.StatusBadRequest},
 	} {

@@ -34,6 +34,18 @@ type Server struct {
 // Logs go to stderr at error level, or debug with HERALD_TEST_LOG set.
 func Start(t testing.TB, mutate func(*config.Config)) *Server {
 	t.Helper()
+	level := slog.LevelError
+	if os.Getenv("HERALD_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return StartLogged(t, mutate, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil)
+}
+
+// StartLogged is Start with the server's log written to log, and prepare,
+// when not nil, called on the server after it is made and before it
+// serves.
+func StartLogged(t testing.TB, mutate func(*config.Config), log *slog.Logger, prepare func(*server.Server)) *Server {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.JWTSecret = Secret
@@ -45,13 +57,12 @@ func Start(t testing.TB, mutate func(*config.Config)) *Server {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	level := slog.LevelError
-	if os.Getenv("HERALD_TEST_LOG") != "" {
-		level = slog.LevelDebug
-	}
-	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	srv, err := server.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(srv)
 	}
 	ln, err := server.Listen(context.Background(), cfg.Addr)
 	if err != nil {
