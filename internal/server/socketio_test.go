@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/herald-rt/herald/internal/config"
 )
 
@@ -188,5 +190,117 @@ func TestSocketIOLargeHistoryOverPolling(t *testing.T) {
 	ack := got.String()[strings.Index(got.String(), "437["):]
 	if !strings.HasPrefix(ack, `437[{"ok":true,"publications":[`) || strings.Count(ack, chunk) != 10 {
 		t.Fatalf("history ack: %d bytes, %d publications: %.300s", len(ack), strings.Count(ack, chunk), ack)
+	}
+}
+
+// sioWS is a raw Engine.IO-over-WebSocket client (gorilla) for the direct
+// path's tests: each WebSocket message is one Engine.IO packet.
+type sioWS struct {
+	t    *testing.T
+	conn *websocket.Conn
+}
+
+func (ts *testServer) dialSIO() *sioWS {
+	ts.t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+ts.addr+"/socket.io/?EIO=4&transport=websocket", nil)
+	if err != nil {
+		ts.t.Fatalf("dial: %v", err)
+	}
+	ts.t.Cleanup(func() { conn.Close() })
+	c := &sioWS{t: ts.t, conn: conn}
+	if open := c.read(); !strings.HasPrefix(open, `0{"sid":"`) || !strings.Contains(open, `"upgrades":[]`) {
+		ts.t.Fatalf("open packet %q", open)
+	}
+	return c
+}
+
+func (c *sioWS) send(pkt string) {
+	c.t.Helper()
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(pkt)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// read returns the next packet, failing the test after a generous bound.
+func (c *sioWS) read() string {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, b, err := c.conn.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return string(b)
+}
+
+// readUntil returns the first packet with prefix, skipping others.
+func (c *sioWS) readUntil(prefix string) string {
+	c.t.Helper()
+	for {
+		if p := c.read(); strings.HasPrefix(p, prefix) {
+			return p
+		}
+	}
+}
+
+// TestSocketIODirectWebSocket: a socket that connects over WebSocket from
+// the start is a hub client written directly (no Engine.IO session): its
+// CONNECT, acks, publications with their recovery offset, Engine.IO pings
+// from the hub's heartbeat, and the end of a socket that sends a malformed
+// packet (counted, and its hub client gone).
+func TestSocketIODirectWebSocket(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.PingInterval, c.PongTimeout = 200*time.Millisecond, 5*time.Second })
+	c := ts.dialSIO()
+	c.send("2probe")
+	if p := c.read(); p != "3probe" {
+		t.Fatalf("probe answer %q", p)
+	}
+	c.send(`40{"token":"` + token(t, "u1", "42") + `"}`)
+	if p := c.read(); !strings.HasPrefix(p, `40{"sid":"`) || !strings.Contains(p, `"pid":"`) {
+		t.Fatalf("connect answer %q", p)
+	}
+	if n := ts.srv.Hub().NumClients(); n != 1 {
+		t.Fatalf("%d hub clients, want 1", n)
+	}
+	c.send(`421["subscribe","org:42"]`)
+	if p := c.readUntil("431"); !strings.HasPrefix(p, `431[{"ok":true,"channel":"org:42"`) {
+		t.Fatalf("subscribe ack %q", p)
+	}
+	c.send(`422["subscribe","org:7"]`)
+	if p := c.readUntil("432"); !strings.Contains(p, `"ok":false`) {
+		t.Fatalf("another org's room: %q", p)
+	}
+	if code, _ := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:42","event":"metrics","data":{"n":1}}`); code != 200 {
+		t.Fatalf("publish: %d", code)
+	}
+	p := c.readUntil(`42["metrics"`)
+	if !strings.HasPrefix(p, `42["metrics",{"type":"metrics","channel":"org:42","data":{"n":1},"offset":1,`) || !strings.HasSuffix(p, `"]`) {
+		t.Fatalf("delivery %q", p)
+	}
+	// The hub's heartbeat pings every --ping-interval; a pong keeps the
+	// socket open.
+	c.readUntil("2")
+	c.send("3")
+	// A malformed Socket.IO packet ends the socket.
+	c.send(`42{}`)
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, _, err := c.conn.ReadMessage(); err != nil {
+			break
+		}
+	}
+	waitUntil(t, func() bool { return ts.srv.Hub().NumClients() == 0 })
+	if !containsLine(ts.metricsText(), `herald_socketio_errors_total{kind="sio_bad_packet"}`) {
+		t.Error("malformed packet not counted")
+	}
+	// Refused without a token: CONNECT_ERROR, the socket stays open for
+	// another CONNECT.
+	d := ts.dialSIO()
+	d.send("40")
+	if p := d.read(); p != `44{"message":"unauthorized: missing","data":{"code":"unauthorized"}}` {
+		t.Fatalf("refusal %q", p)
+	}
+	d.send(`40{"token":"` + token(t, "u2", "42") + `"}`)
+	if p := d.read(); !strings.HasPrefix(p, `40{"sid":"`) {
+		t.Fatalf("connect after a refusal %q", p)
 	}
 }

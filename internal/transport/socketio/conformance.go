@@ -25,7 +25,7 @@ func (c *Conn) conformanceConnect(p wire.SPacket) {
 	c.mu.Lock()
 	c.nsps[p.Nsp] = sid
 	c.mu.Unlock()
-	c.timer.Stop()
+	c.stopTimer()
 	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SConnect, 0, p.Nsp, -1)
 	b = append(b, `{"sid":`...)
 	b = wire.AppendJSONString(b, sid)

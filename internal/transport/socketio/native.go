@@ -302,7 +302,11 @@ func (c *Conn) deliverLocked(shared []byte, m *protocol.Message) {
 	wants := c.filter.wants(m.Event)
 	tail := c.tailPosLocked()
 	c.posMu.Unlock()
-	if wants {
+	switch {
+	case !wants:
+	case c.direct != nil:
+		c.send(append(append(make([]byte, 0, len(shared)+len(tail)), shared...), tail...))
+	default:
 		_ = c.ess.Send(shared, tail)
 	}
 }
@@ -313,9 +317,17 @@ func (c *Conn) tailPosLocked() []byte {
 	if c.pid == "" {
 		return closeBracket
 	}
-	b := append(make([]byte, 0, 64), ',', '"')
-	b = appendRecovery(b, c.rooms)
-	return append(b, '"', ']')
+	return c.appendTailLocked(make([]byte, 0, 64))
+}
+
+// appendTailLocked appends tailPosLocked's bytes to dst. posMu is held.
+func (c *Conn) appendTailLocked(dst []byte) []byte {
+	if c.pid == "" {
+		return append(dst, ']')
+	}
+	dst = append(dst, ',', '"')
+	dst = appendRecovery(dst, c.rooms)
+	return append(dst, '"', ']')
 }
 
 var closeBracket = []byte{']'}

@@ -26,6 +26,7 @@ import (
 	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/transport/socketio/engine"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+	"github.com/herald-rt/herald/internal/transport/ws"
 )
 
 // Runner is herald's session behind one connected socket. Run runs one
@@ -73,6 +74,11 @@ type Options struct {
 	// OnError is told of every refused or malformed Socket.IO packet, with
 	// a short kind (a metric label).
 	OnError func(kind string, err error)
+	// WebSocket, when set, serves sockets that connect over WebSocket from
+	// the start without an Engine.IO session: their herald session's hub
+	// client writes the WebSocket itself and the poller reads it (see
+	// direct.go). Connect must then make such sessions (Conn.Direct).
+	WebSocket *WebSocketOptions
 }
 
 // Error kinds reported to Options.OnError (besides engine's).
@@ -89,7 +95,12 @@ const (
 // Server serves Socket.IO on one path; it is an http.Handler.
 type Server struct {
 	o   Options
+	eo  engine.Options
 	eng *engine.Server
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[*wsLink]struct{} // direct sockets before their CONNECT
 }
 
 // NewServer returns a server whose Engine.IO layer takes eo (its Open is
@@ -98,17 +109,35 @@ func NewServer(eo engine.Options, o Options) *Server {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 45 * time.Second
 	}
-	s := &Server{o: o}
+	s := &Server{o: o, eo: eo, pending: map[*wsLink]struct{}{}}
 	eo.Open = s.open
 	s.eng = engine.New(eo)
 	return s
 }
 
 // ServeHTTP serves Engine.IO requests.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eng.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.o.WebSocket != nil && s.isDirect(r) {
+		s.serveDirect(w, r)
+		return
+	}
+	s.eng.ServeHTTP(w, r)
+}
 
 // Close closes every session.
-func (s *Server) Close() { s.eng.Close() }
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	pending := make([]*wsLink, 0, len(s.pending))
+	for l := range s.pending {
+		pending = append(pending, l)
+	}
+	s.mu.Unlock()
+	for _, l := range pending { // the hub, shut down before, ends the others
+		l.closeNow()
+	}
+	s.eng.Close()
+}
 
 // NumSessions reports the Engine.IO sessions open.
 func (s *Server) NumSessions() int { return s.eng.NumSessions() }
@@ -120,9 +149,17 @@ func (s *Server) report(kind string, err error) {
 }
 
 func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, error) {
-	c := &Conn{
+	c := s.newConn(r)
+	c.ess = ess
+	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
+	return c, nil
+}
+
+// newConn is the Socket.IO side of a handshake r, its Engine.IO side (ess
+// or direct) still to be set.
+func (s *Server) newConn(r *http.Request) *Conn {
+	return &Conn{
 		srv:    s,
-		ess:    ess,
 		query:  r.URL.Query(),
 		authz:  r.Header.Get("Authorization"),
 		origin: r.Header.Get("Origin"),
@@ -132,8 +169,6 @@ func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, err
 		calls:  map[uint64]*call{},
 		rooms:  map[string]*position{},
 	}
-	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
-	return c, nil
 }
 
 // randomID returns 96 random bits, base64url.
@@ -147,10 +182,14 @@ func randomID() string {
 // are called by the engine; WriteNative by herald's session, from any
 // goroutine.
 type Conn struct {
-	srv   *Server
-	ess   *engine.Session
-	query url.Values
-	authz string
+	srv *Server
+	// ess is the Engine.IO session, or direct the WebSocket of a socket
+	// that connected over WebSocket from the start (its hub client writes
+	// the socket itself); exactly one is set.
+	ess    *engine.Session
+	direct *wsLink
+	query  url.Values
+	authz  string
 	// origin, host and remote are the handshake request's, for admission.
 	origin, host, remote string
 	timer                *time.Timer
@@ -189,13 +228,37 @@ type Conn struct {
 }
 
 // ID is the Engine.IO session id.
-func (c *Conn) ID() string { return c.ess.ID() }
+func (c *Conn) ID() string {
+	if c.direct != nil {
+		return c.direct.sid
+	}
+	return c.ess.ID()
+}
 
 // Transport names the Engine.IO transport in use.
-func (c *Conn) Transport() string { return c.ess.Transport() }
+func (c *Conn) Transport() string {
+	if c.direct != nil {
+		return "websocket"
+	}
+	return c.ess.Transport()
+}
 
 // Close ends the Engine.IO session (and with it the socket).
-func (c *Conn) Close(reason string) { c.ess.Close(reason) }
+func (c *Conn) Close(reason string) {
+	if c.direct != nil {
+		c.direct.close(reason)
+		return
+	}
+	c.ess.Close(reason)
+}
+
+// stopTimer stops the CONNECT timeout (a direct socket's is its read
+// deadline instead).
+func (c *Conn) stopTimer() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
 
 func (c *Conn) connectTimeout() {
 	c.mu.Lock()
@@ -203,13 +266,13 @@ func (c *Conn) connectTimeout() {
 	c.mu.Unlock()
 	if !connected {
 		c.srv.report(KindConnectTimeout, errors.New("no CONNECT packet in time"))
-		c.ess.Close("connect timeout")
+		c.Close("connect timeout")
 	}
 }
 
 // OnClose ends herald's session.
 func (c *Conn) OnClose(string) {
-	c.timer.Stop()
+	c.stopTimer()
 	c.mu.Lock()
 	c.closed = true
 	c.hc.Store(nil)
@@ -257,7 +320,7 @@ func (c *Conn) OnMessage(data []byte, binary bool) {
 // protocolError closes the session for a malformed packet.
 func (c *Conn) protocolError(kind string, err error) {
 	c.srv.report(kind, err)
-	c.ess.Close("parse error")
+	c.Close("parse error")
 }
 
 func (c *Conn) dispatch(p wire.SPacket, atts [][]byte) {
@@ -302,15 +365,26 @@ func (c *Conn) dispatch(p wire.SPacket, atts [][]byte) {
 func (c *Conn) send(pkt []byte) {
 	hc := c.hc.Load()
 	switch {
+	case hc == nil && c.direct != nil:
+		c.direct.send(pkt)
 	case hc == nil:
 		_ = c.ess.Send(pkt, nil)
 	case c.collect != nil:
-		*c.collect = append(*c.collect, record(pkt)...)
+		*c.collect = append(*c.collect, c.frame(pkt)...)
 	case c.burst:
-		hc.SendBurst(record(pkt), nil)
+		hc.SendBurst(c.frame(pkt), nil)
 	default:
-		hc.Send(record(pkt))
+		hc.Send(c.frame(pkt))
 	}
+}
+
+// frame makes one packet what the socket's hub client writes: a WebSocket
+// frame for a direct socket, else a record for the Engine.IO session's pipe.
+func (c *Conn) frame(pkt []byte) []byte {
+	if c.direct != nil {
+		return ws.TextFrame(pkt)
+	}
+	return record(pkt)
 }
 
 // sendPacket queues a Socket.IO packet in an Engine.IO message.
@@ -367,6 +441,10 @@ func (c *Conn) connect(p wire.SPacket) {
 		cred.Token = auth.TokenFrom(c.authz, func() url.Values { return c.query })
 	}
 	r, err := c.srv.o.Connect(c, cred)
+	if errors.Is(err, errAnswered) {
+		c.srv.report(KindRefused, err)
+		return
+	}
 	if err != nil {
 		c.srv.report(KindRefused, err)
 		ref := (*Refusal)(nil)
@@ -376,7 +454,7 @@ func (c *Conn) connect(p wire.SPacket) {
 		c.connectError("/", ref.Code, ref.Message)
 		return
 	}
-	c.timer.Stop()
+	c.stopTimer()
 	sid := randomID()
 	c.mu.Lock()
 	if c.closed {

@@ -16,6 +16,7 @@ import (
 	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/socketio/engine"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+	"github.com/herald-rt/herald/internal/transport/ws"
 )
 
 // Transport is Socket.IO as a herald transport (transport.Transport): it
@@ -91,7 +92,9 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		return nil
 	}
 	w := host.Hub().RegisterWire("socketio", encode)
-	tr := &bridge{host: host, wire: w}
+	tr := &bridge{host: host, wire: w, wsOpts: &ws.ConnOptions{
+		MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: host.Log(), Metrics: host.Metrics(),
+	}}
 	maxSessions := cfg.MaxConnections
 	if maxSessions <= 0 {
 		maxSessions = 1 << 16
@@ -108,7 +111,8 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		OnError: onErr,
 		Go:      host.Group().Go,
 	}
-	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr})
+	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr,
+		WebSocket: &WebSocketOptions{Poller: host.Poller(), Group: host.Group()}})
 	t.servers = append(t.servers, sio)
 	path := cfg.SocketIOPath
 	if !strings.HasSuffix(path, "/") {
@@ -133,34 +137,78 @@ func encode(m *hub.Message) []byte {
 
 // bridge connects Socket.IO sockets to herald's sessions.
 type bridge struct {
-	host transport.Host
-	wire hub.Wire
+	host   transport.Host
+	wire   hub.Wire
+	wsOpts *ws.ConnOptions // a direct socket's reading
 }
 
 // connect admits a CONNECT exactly like a /ws upgrade and starts its
-// session, whose hub client writes into the Engine.IO session.
+// session: its hub client writes a direct socket's WebSocket itself, else
+// into the Engine.IO session.
 func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 	origin, hostName := c.origin, c.host
 	id, ref := b.host.Admit(origin, hostName, cred.Token, func() url.Values { return cred.Query }, c.remote)
 	if ref != nil {
 		return nil, &Refusal{Code: ref.Code, Message: ref.Message}
 	}
-	p := &pipe{c: c}
-	sess := b.host.NewSession(id, p, hub.ClientOptions{Wire: b.wire, PerClient: c, OneWay: true})
+	var sess transport.Session
+	if l := c.direct; l != nil {
+		wc := &ws.Conn{NC: l.nc, Opts: b.wsOpts, OnText: l.onText, OnBinary: l.onBinary, Out: sioOut{c}}
+		sess = b.host.NewSession(id, l.nc, hub.ClientOptions{Wire: b.wire, PerClient: c, Transport: directTransport,
+			OnGone: func() { wc.Gone(); c.gone() }})
+		wc.Sess = sess
+		l.wc = wc
+	} else {
+		sess = b.host.NewSession(id, &pipe{c: c}, hub.ClientOptions{Wire: b.wire, PerClient: c, OneWay: true})
+	}
 	hc := sess.Client()
 	c.hc.Store(hc)
 	if err := hc.Greet(nil, nil, nil); err != nil {
 		c.hc.Store(nil)
-		if ref := b.host.LimitRefusal(err, id.UserID, c.remote); ref != nil {
-			hc.Gone(0)
-			return nil, &Refusal{Code: ref.Code, Message: ref.Message}
+		if c.direct != nil {
+			c.direct.wc = nil
 		}
-		if errors.Is(err, hub.ErrShuttingDown) {
-			return nil, &Refusal{Code: "shutting_down", Message: "server is shutting down"}
-		}
-		return nil, err
+		return nil, b.refused(c, hc, id.UserID, err)
 	}
 	return &runner{sess: sess, out: sioOut{c}}, nil
+}
+
+// refused answers a CONNECT whose Greet failed with err.
+func (b *bridge) refused(c *Conn, hc *hub.Client, user string, err error) error {
+	if ref := b.host.LimitRefusal(err, user, c.remote); ref != nil {
+		if c.direct != nil {
+			// Gone closes the socket: the refusal goes first.
+			c.connectError("/", ref.Code, ref.Message)
+			hc.Gone(0)
+			return errAnswered
+		}
+		hc.Gone(0)
+		return &Refusal{Code: ref.Code, Message: ref.Message}
+	}
+	if errors.Is(err, hub.ErrShuttingDown) {
+		if c.direct != nil { // the hub closes the socket (1001)
+			return errAnswered
+		}
+		return &Refusal{Code: "shutting_down", Message: "server is shutting down"}
+	}
+	return err
+}
+
+// errAnswered is a refused CONNECT already answered (or closed).
+var errAnswered = errors.New("connect refused")
+
+// directTransport is the hub.Transport of direct sockets: an Engine.IO ping
+// packet as keepalive (the client answers with a pong, which Touches the
+// client), and an Engine.IO close packet then a WebSocket close frame,
+// whose answer is awaited, as close.
+var directTransport hub.Transport = sioWS{ping: ws.TextFrame([]byte{byte(wire.EPing)})}
+
+type sioWS struct{ ping []byte }
+
+func (t sioWS) Ping() []byte { return t.ping }
+
+func (sioWS) Close(code int, reason string) ([]byte, bool) {
+	return append(ws.TextFrame([]byte{byte(wire.EClose)}), ws.CloseFrame(code, reason)...), true
 }
 
 // runner runs a socket's commands in its herald session.
@@ -217,10 +265,12 @@ func header(n int, drop bool) []byte {
 }
 
 // Wrap implements hub.PerClient: it moves the socket's position in the
-// publication's room, and frames the shared bytes as one record with the
-// socket's tail (its recovery offset and the closing bracket).
+// publication's room, and frames the shared bytes with the socket's tail
+// (its recovery offset and the closing bracket): as one WebSocket frame for
+// a direct socket, else as one record for the Engine.IO session's pipe.
 func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, after []byte) {
 	c.posMu.Lock()
+	defer c.posMu.Unlock()
 	drop := false
 	if m.Notice == nil {
 		if pos := c.rooms[m.Pub.Channel]; pos != nil && m.Pub.Offset > pos.offset {
@@ -228,13 +278,37 @@ func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, after []byte) {
 		}
 		drop = !c.filter.wants(m.Pub.Event)
 	}
+	if c.direct != nil {
+		return c.frameLocked(m.Notice != nil, len(shared), drop)
+	}
 	if m.Notice != nil {
 		after = closeBracket
 	} else {
 		after = c.tailPosLocked()
 	}
-	c.posMu.Unlock()
 	return header(len(shared)+len(after), drop), after
+}
+
+// frameLocked is Wrap's per-socket bytes for a direct socket, n bytes
+// shared: the frame header before them and the tail after, in one
+// allocation. A delivery the socket's event filter refuses still has to be
+// written (the shared bytes are queued whatever Wrap returns), so it goes
+// as an Engine.IO noop packet carrying it, which clients ignore. posMu is
+// held.
+func (c *Conn) frameLocked(notice bool, n int, drop bool) (before, after []byte) {
+	buf := make([]byte, ws.Headroom, ws.Headroom+96)
+	hdr := (*[ws.Headroom]byte)(buf[:ws.Headroom])
+	switch {
+	case drop:
+		buf = append(buf, byte(wire.ENoop))
+		h := ws.TextHeader(hdr, 1+n)
+		return buf[ws.Headroom-len(h) : ws.Headroom+1], nil
+	case notice:
+		return ws.TextHeader(hdr, n+1), closeBracket
+	}
+	buf = c.appendTailLocked(buf)
+	after = buf[ws.Headroom:]
+	return ws.TextHeader(hdr, n+len(after)), after
 }
 
 // pipe is the net.Conn a socket's hub client writes: it takes the records

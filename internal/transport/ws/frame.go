@@ -32,23 +32,35 @@ func NewFrameBuffer(capacity int) []byte {
 func Seal(buf []byte) []byte { return sealOp(buf, opText) }
 
 func sealOp(buf []byte, op byte) []byte {
-	n := len(buf) - Headroom
+	return buf[putHeader((*[Headroom]byte)(buf[:Headroom]), op, len(buf)-Headroom):]
+}
+
+// putHeader writes the header of a final frame with opcode op and n payload
+// bytes into the end of h and returns where it begins.
+func putHeader(h *[Headroom]byte, op byte, n int) int {
 	var start int
 	switch {
 	case n <= 125:
 		start = Headroom - 2
-		buf[start+1] = byte(n)
+		h[start+1] = byte(n)
 	case n <= 0xFFFF:
 		start = Headroom - 4
-		buf[start+1] = 126
-		binary.BigEndian.PutUint16(buf[start+2:], uint16(n))
+		h[start+1] = 126
+		binary.BigEndian.PutUint16(h[start+2:], uint16(n))
 	default:
-		start = 0
-		buf[1] = 127
-		binary.BigEndian.PutUint64(buf[2:], uint64(n))
+		h[1] = 127
+		binary.BigEndian.PutUint64(h[2:], uint64(n))
 	}
-	buf[start] = 0x80 | op // FIN + opcode
-	return buf[start:]
+	h[start] = 0x80 | op // FIN + opcode
+	return start
+}
+
+// TextHeader writes into the end of h the header of a final text frame of
+// n payload bytes, as the server sends it (unmasked), and returns the
+// header: for a frame whose payload is queued in parts (shared bytes and a
+// per-client tail) rather than built in one buffer.
+func TextHeader(h *[Headroom]byte, n int) []byte {
+	return h[putHeader(h, opText, n):]
 }
 
 // TextFrame copies payload into a new final text frame.

@@ -47,6 +47,10 @@ type Conn struct {
 	// instead of the session's Handle: for a protocol carried in WebSocket
 	// messages (Engine.IO packets). Its rate limiting is its own.
 	OnText func(data []byte)
+	// OnBinary, when set, takes each complete binary message instead of
+	// refusing it (Engine.IO's binary message packets). data is valid
+	// during the call only; its rate limiting is its own.
+	OnBinary func(data []byte)
 	// Out is where the connection's own answers go (a refused binary
 	// frame, a rate-limited ping); nil: the native protocol's, Out{C}.
 	Out transport.Out
@@ -398,6 +402,10 @@ func (s *Conn) message(op ws.OpCode, data []byte) {
 		if s.Sess.Admit(s.Out) {
 			s.c.Send(sealOp(append(NewFrameBuffer(len(data)), data...), byte(op)))
 		}
+		return
+	}
+	if op != ws.OpText && s.OnBinary != nil {
+		s.OnBinary(data)
 		return
 	}
 	if op != ws.OpText {

@@ -1,0 +1,302 @@
+package socketio
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/herald-rt/herald/internal/gogroup"
+	"github.com/herald-rt/herald/internal/netpoll"
+	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport/socketio/engine"
+	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+	wst "github.com/herald-rt/herald/internal/transport/ws"
+)
+
+// Direct sockets.
+//
+// A socket that connects over WebSocket from the start (socket.io-client
+// with transports: ['websocket'], or any client that asks for
+// transport=websocket without a sid) needs no Engine.IO session: nothing
+// is ever polled, and nothing can be upgraded. Its handshake is answered
+// here, its requests are read on the request's goroutine until its CONNECT
+// makes its herald session, and from then on it is a WebSocket like /ws:
+// its hub client writes the socket itself (publications encoded once per
+// message on the socketio wire, each socket's frame header and recovery
+// offset around them in the same writev; pings and closes are Engine.IO
+// packets: directTransport), and the poller reads it (internal/transport/ws's
+// reader, each text message an Engine.IO packet: onText). An idle socket
+// holds no goroutine and no buffer.
+
+// WebSocketOptions configure direct sockets (Options.WebSocket).
+type WebSocketOptions struct {
+	// Poller reads connected sockets.
+	Poller *netpoll.Poller
+	// Group counts the goroutine that reads a socket until its CONNECT
+	// (Server.Close ends it).
+	Group *gogroup.Group
+}
+
+// preConnectBuffer is the read buffer of a socket until its CONNECT.
+const preConnectBuffer = 1024
+
+// isDirect reports whether r opens a socket over WebSocket from the
+// start, from an allowed origin: everything else, refusals included, is
+// the Engine.IO server's.
+func (s *Server) isDirect(r *http.Request) bool {
+	if r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return false
+	}
+	q := r.URL.Query()
+	if q.Get("EIO") != "4" || q.Get("transport") != "websocket" || q.Get("sid") != "" {
+		return false
+	}
+	return r.Header.Get("Origin") == "" || s.eo.CheckOrigin == nil || s.eo.CheckOrigin(r)
+}
+
+// serveDirect upgrades r, sends the open packet and reads the socket until
+// its CONNECT to "/" is accepted, then leaves it to the poller.
+func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request) {
+	l := &wsLink{srv: s, sid: randomID()}
+	if !s.addPending(l) {
+		s.report(engine.KindSessionsFull, errors.New("session table full"))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"code":3,"message":"Server full"}`)
+		return
+	}
+	g := s.o.WebSocket.Group
+	g.Enter()
+	defer g.Leave()
+	defer s.removePending(l)
+	u, err := wst.UpgradeHTTP(w, r, false)
+	if err != nil {
+		return
+	}
+	_ = u.NC.SetDeadline(time.Time{})
+	l.c = s.newConn(r)
+	l.c.direct = l
+	if !l.attach(u.NC) {
+		return
+	}
+	open := wire.AppendOpen(nil, l.sid, []string{}, s.eo.PingInterval.Milliseconds(), s.eo.PingTimeout.Milliseconds(), s.eo.MaxPayload)
+	if !l.write(u.Response, wst.TextFrame(open)) {
+		l.closeNow()
+		return
+	}
+	br := u.Pending
+	if br == nil {
+		br = bufio.NewReaderSize(u.NC, preConnectBuffer)
+	}
+	if !l.readUntilConnect(br) {
+		return
+	}
+	_ = u.NC.SetReadDeadline(time.Time{})
+	var pending *bufio.Reader
+	if br.Buffered() > 0 {
+		pending = br
+	}
+	l.wc.Watch(s.o.WebSocket.Poller, pending)
+}
+
+func (s *Server) addPending(l *wsLink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || (s.eo.MaxSessions > 0 && len(s.pending) >= s.eo.MaxSessions) {
+		return false
+	}
+	s.pending[l] = struct{}{}
+	return true
+}
+
+func (s *Server) removePending(l *wsLink) {
+	s.mu.Lock()
+	delete(s.pending, l)
+	s.mu.Unlock()
+}
+
+// wsLink is a direct socket's connection: written here until its CONNECT,
+// by its hub client afterwards.
+type wsLink struct {
+	srv *Server
+	sid string
+	c   *Conn
+	// wc reads the socket once its CONNECT made the herald session; set
+	// and read by the socket's reading goroutine only.
+	wc *wst.Conn
+
+	mu     sync.Mutex
+	nc     net.Conn
+	closed bool
+}
+
+// attach sets the link's connection; false when the link was closed
+// meanwhile (the connection is closed then).
+func (l *wsLink) attach(nc net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.nc = nc
+	if l.closed {
+		_ = nc.Close()
+		return false
+	}
+	return true
+}
+
+// readUntilConnect reads the socket's messages until a CONNECT to "/" is
+// accepted (true), or the socket ends or sends no such CONNECT within the
+// connect timeout (false, the socket closed).
+func (l *wsLink) readUntilConnect(br *bufio.Reader) bool {
+	s := l.srv
+	_ = l.nc.SetReadDeadline(time.Now().Add(s.o.ConnectTimeout))
+	rd := &wsutil.Reader{Source: br, State: ws.StateServerSide, CheckUTF8: true, MaxMessageSize: int64(s.eo.MaxPayload)}
+	ctl := wsutil.ControlFrameHandler(l, ws.StateServerSide)
+	rd.OnIntermediate = ctl
+	for l.wc == nil {
+		hdr, err := rd.NextFrame()
+		if err == nil && hdr.OpCode.IsControl() {
+			if err = ctl(hdr, rd); err == nil {
+				continue
+			}
+		}
+		var data []byte
+		if err == nil {
+			data, err = io.ReadAll(rd)
+		}
+		if err != nil {
+			l.readFailed(err)
+			return false
+		}
+		if hdr.OpCode == ws.OpBinary {
+			l.onBinary(data)
+		} else {
+			l.onText(data)
+		}
+		if l.isClosed() {
+			return false
+		}
+	}
+	return true
+}
+
+// readFailed ends a socket whose reading failed before its CONNECT.
+func (l *wsLink) readFailed(err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		l.srv.report(KindConnectTimeout, errors.New("no CONNECT packet in time"))
+		l.close("connect timeout")
+	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
+		l.srv.report(engine.KindTooLarge, err)
+		l.write(wst.CloseFrame(protocol.CloseMessageTooBig, "message over maxPayload"))
+		l.closeNow()
+	case errors.As(err, new(wsutil.ClosedError)), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		l.closeNow()
+	default:
+		l.srv.report(engine.KindBadPacket, err)
+		l.write(wst.CloseFrame(protocol.CloseProtocolError, ""))
+		l.closeNow()
+	}
+}
+
+// onText takes one Engine.IO packet (a text message; data is valid during
+// the call only), before and after the CONNECT.
+func (l *wsLink) onText(data []byte) {
+	p, err := wire.ParseEPacket(data)
+	if err != nil {
+		l.srv.report(engine.KindBadPacket, err)
+		l.close("parse error")
+		return
+	}
+	switch p.Type {
+	case wire.EMessage:
+		l.c.OnMessage(bytes.Clone(p.Data), false)
+	case wire.EPing: // v4 clients only ping to probe; answered anyway
+		l.c.send(append([]byte{byte(wire.EPong)}, p.Data...))
+	case wire.EClose:
+		l.close("client close")
+	case wire.EPong, wire.ENoop, wire.EUpgrade:
+		// A pong has touched the client already (ws.Conn does for every
+		// message).
+	default: // an open packet from a client
+		l.srv.report(engine.KindBadPacket, errors.New("open packet from client"))
+		l.close("parse error")
+	}
+}
+
+// onBinary takes one binary message (a Socket.IO binary attachment).
+func (l *wsLink) onBinary(data []byte) { l.c.OnMessage(bytes.Clone(data), true) }
+
+// Write writes p whole to the socket before its CONNECT (wsutil's answers
+// to control frames).
+func (l *wsLink) Write(p []byte) (int, error) {
+	if !l.write(p) {
+		return 0, net.ErrClosed
+	}
+	return len(p), nil
+}
+
+// write writes bufs to the socket before its CONNECT, bounded in time.
+func (l *wsLink) write(bufs ...[]byte) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.nc == nil {
+		return false
+	}
+	_ = l.nc.SetWriteDeadline(time.Now().Add(wst.HandshakeWriteTimeout))
+	b := net.Buffers(bufs)
+	_, err := b.WriteTo(l.nc)
+	_ = l.nc.SetWriteDeadline(time.Time{})
+	return err == nil
+}
+
+// send writes one packet before the socket's hub client exists.
+func (l *wsLink) send(pkt []byte) { l.write(wst.TextFrame(pkt)) }
+
+// close ends the socket: through its hub client once there is one (an
+// Engine.IO close packet and a close frame, directTransport), else here
+// with the same. Before the CONNECT it is called by the reading goroutine
+// only, the socket's one writer then.
+func (l *wsLink) close(reason string) {
+	if hc := l.c.hc.Load(); hc != nil {
+		hc.Close(protocol.CloseNormal, reason)
+		return
+	}
+	l.write(wst.TextFrame([]byte{byte(wire.EClose)}), wst.CloseFrame(protocol.CloseNormal, ""))
+	l.closeNow()
+}
+
+// closeNow drops the socket before its CONNECT.
+func (l *wsLink) closeNow() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.nc != nil {
+		_ = l.nc.Close()
+	}
+}
+
+func (l *wsLink) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// gone is a direct socket's end, its hub client gone (OnGone): what
+// OnClose is for a socket on an Engine.IO session.
+func (c *Conn) gone() {
+	c.mu.Lock()
+	c.closed = true
+	c.hc.Store(nil)
+	c.runner = nil
+	c.mu.Unlock()
+}
