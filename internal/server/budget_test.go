@@ -328,3 +328,40 @@ func putUint64(b []byte, v uint64) {
 		v >>= 8
 	}
 }
+
+// TestInflatedMessagesAreCounted: a permessage-deflate message was counted
+// in the memory budget at its compressed size only; inflating it (the
+// compressed copy, the decompressor, the inflated message) was not counted,
+// so a few kilobytes on the wire held megabytes outside the budget. The
+// inflated message is now reserved as it grows: one that fits is handled,
+// one that would pass the user's budget closes the connection with 4009
+// and is counted as a refusal of kind read; afterwards nothing stays
+// reserved.
+func TestInflatedMessagesAreCounted(t *testing.T) {
+	ts := start(t, func(c *config.Config) {
+		c.MaxMessageBytes = 16 << 20
+		c.MaxUserQueuedBytes = 4 << 20
+	})
+	publish := func(n int) []byte {
+		return []byte(`{"type":"message","id":1,"channel":"big","data":"` + strings.Repeat("a", n) + `"}`)
+	}
+	const series = `herald_budget_refusals_total{budget="user",kind="read"}`
+	c := ts.dialCompressed("inflater")
+	c.sendRaw(publish(1 << 20)) // ~1 KiB compressed, 1 MiB inflated: fits
+	if m := c.read(); m["type"] == "error" {
+		t.Fatalf("a message within the budget refused: %v", m)
+	}
+	if got := ts.metricValue(series); got != 0 {
+		t.Fatalf("%s = %v before any refusal", series, got)
+	}
+	c.sendRaw(publish(6 << 20)) // ~6 KiB compressed, 6 MiB inflated: past 4 MiB
+	if code := c.expectClose(10 * time.Second); code != 4009 {
+		t.Fatalf("closed with %d, want 4009", code)
+	}
+	if got := ts.metricValue(series); got != 1 {
+		t.Fatalf("%s = %v, want 1", series, got)
+	}
+	eventually(t, 10*time.Second, "the budget to hold nothing once the client is gone", func() bool {
+		return ts.metricValue("herald_queued_bytes") == 0
+	})
+}

@@ -285,10 +285,10 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 	buf := bufferPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	acct := s.c.Budget()
-	reserved, err := readReserved(buf, &fr.rd, acct)
-	defer acct.Release(reserved)
+	reserved, err := readReserved(buf, &fr.rd, acct, 0)
+	defer func() { acct.Release(reserved) }()
 	if err == nil && fr.msgState.IsCompressed() {
-		err = s.inflate(buf)
+		reserved, err = s.inflate(buf, acct, reserved)
 	}
 	if err == nil {
 		s.c.Touch()
@@ -310,9 +310,10 @@ const readChunk = 4096
 // readReserved reads r to its end into buf, reserving in acct (as
 // budget.Read) all the memory buf holds before each read that may wait
 // for the peer: a message half sent holds no more than its user's budget
-// allows. It returns how much it reserved (the caller releases it once
-// the message is handled), and errOverBudget when the budget refuses.
-func readReserved(buf *bytes.Buffer, r io.Reader, acct *budget.Account) (reserved int, err error) {
+// allows. reserved is what buf's capacity already has reserved; it returns
+// what is reserved now (the caller releases it once the message is
+// handled), and errOverBudget when the budget refuses.
+func readReserved(buf *bytes.Buffer, r io.Reader, acct *budget.Account, reserved int) (int, error) {
 	for {
 		if buf.Available() < readChunk {
 			buf.Grow(readChunk)
@@ -335,25 +336,42 @@ func readReserved(buf *bytes.Buffer, r io.Reader, acct *budget.Account) (reserve
 	}
 }
 
+// inflaterBytes is what a permessage-deflate decompressor holds while it
+// inflates a message, counted in the budget for that time: its 32 KiB
+// window and its Huffman tables, rounded up.
+const inflaterBytes = 48 << 10
+
 // inflate decompresses a permessage-deflate message in place, bounded by
-// --max-message-bytes.
-func (s *Conn) inflate(buf *bytes.Buffer) error {
-	in := append(bytes.Clone(buf.Bytes()), flateTail...)
+// --max-message-bytes. Everything it holds is counted in acct as
+// budget.Read, as the compressed message was: the compressed copy and the
+// decompressor while it runs, and the inflated message as buf grows
+// (reserved is what buf's capacity has reserved; it returns what is
+// reserved now). A message whose inflated size passes the user's or the
+// server's budget fails with errOverBudget, however small it came.
+func (s *Conn) inflate(buf *bytes.Buffer, acct *budget.Account, reserved int) (int, error) {
+	held := buf.Len() + len(flateTail) + inflaterBytes
+	if !acct.Reserve(budget.Read, held) {
+		return reserved, errOverBudget
+	}
+	defer acct.Release(held)
+	in := append(append(make([]byte, 0, buf.Len()+len(flateTail)), buf.Bytes()...), flateTail...)
 	fr := inflaterPool.Get().(io.ReadCloser)
 	defer inflaterPool.Put(fr)
 	if err := fr.(flate.Resetter).Reset(bytes.NewReader(in), nil); err != nil {
-		return err
+		return reserved, err
 	}
 	buf.Reset()
 	limit := s.Opts.MaxMessage
-	n, err := buf.ReadFrom(io.LimitReader(fr, limit+1))
-	if n > limit {
-		return wsutil.ErrMessageTooLarge
+	reserved, err := readReserved(buf, io.LimitReader(fr, limit+1), acct, reserved)
+	switch {
+	case errors.Is(err, errOverBudget):
+		return reserved, err
+	case int64(buf.Len()) > limit:
+		return reserved, wsutil.ErrMessageTooLarge
+	case err != nil && !errors.Is(err, io.ErrUnexpectedEOF):
+		return reserved, errBadDeflate
 	}
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return errBadDeflate
-	}
-	return nil
+	return reserved, nil
 }
 
 // control handles a ping, pong or close frame; every reply goes through the
