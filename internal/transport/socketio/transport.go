@@ -93,7 +93,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	}
 	w := host.Hub().RegisterWire("socketio", encode)
 	tr := &bridge{host: host, wire: w, wsOpts: &ws.ConnOptions{
-		MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: host.Log(), Metrics: host.Metrics(),
+		MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: host.Log(), Sparse: host.Sparse(), Metrics: host.Metrics(),
 	}}
 	maxSessions := cfg.MaxConnections
 	if maxSessions <= 0 {
