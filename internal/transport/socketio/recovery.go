@@ -24,24 +24,35 @@ const maxRecoveryRooms = 1000
 // that it is a plain JSON string. Socket.IO clients echo the offset of the
 // last event they received on reconnection; this one restores every room.
 func appendRecovery(dst []byte, rooms map[string]*position) []byte {
+	var stack [256]byte
+	raw := stack[:0]
+	if len(rooms) == 1 { // most sockets: no order to make
+		for ch, p := range rooms {
+			raw = appendRoom(raw, ch, p)
+		}
+		return base64.RawURLEncoding.AppendEncode(dst, raw)
+	}
 	names := make([]string, 0, len(rooms))
 	for ch := range rooms {
 		names = append(names, ch)
 	}
 	slices.Sort(names)
-	var raw []byte
 	for i, ch := range names {
 		if i > 0 {
 			raw = append(raw, '\n')
 		}
-		p := rooms[ch]
-		raw = append(raw, ch...)
-		raw = append(raw, ' ')
-		raw = strconv.AppendUint(raw, p.offset, 10)
-		raw = append(raw, ' ')
-		raw = append(raw, p.epoch...)
+		raw = appendRoom(raw, ch, rooms[ch])
 	}
 	return base64.RawURLEncoding.AppendEncode(dst, raw)
+}
+
+// appendRoom appends one room's line of a recovery offset.
+func appendRoom(raw []byte, ch string, p *position) []byte {
+	raw = append(raw, ch...)
+	raw = append(raw, ' ')
+	raw = strconv.AppendUint(raw, p.offset, 10)
+	raw = append(raw, ' ')
+	return append(raw, p.epoch...)
 }
 
 // parseRecovery decodes a recovery offset; ok is false for anything
