@@ -462,10 +462,7 @@ func TestSubscribeInURL(t *testing.T) {
 func TestReaderAnswersPings(t *testing.T) {
 	for _, reader := range readers() {
 		t.Run(reader, func(t *testing.T) {
-			url := startServer(t, func(c *config.Config) {
-				c.PingInterval = 100 * time.Millisecond
-				c.PongTimeout = 2 * time.Second
-			})
+			url := startPingingServer(t)
 			cfg := testConfig(url, "fanout")
 			cfg.Reader = reader
 			cfg.Duration = 4 * time.Second
@@ -473,6 +470,15 @@ func TestReaderAnswersPings(t *testing.T) {
 			checkDeliveries(t, run(t, cfg), 50)
 		})
 	}
+}
+
+// startPingingServer starts a server that pings every 100 ms and drops a
+// connection silent for 2 s.
+func startPingingServer(t *testing.T) string {
+	return startServer(t, func(c *config.Config) {
+		c.PingInterval = 100 * time.Millisecond
+		c.PongTimeout = 2 * time.Second
+	})
 }
 
 // TestReaderSeesServerClose: a server that shuts down mid-run closes every

@@ -107,12 +107,17 @@ type Config struct {
 	WorkerExe string
 
 	// Protocol is how subscribers connect: "ws" (the native WebSocket
-	// protocol) or "sse" (a Server-Sent Events stream on SSEPath of the
+	// protocol), "sse" (a Server-Sent Events stream on SSEPath of the
 	// --url host, channels named in its URL, read by one goroutine per
-	// connection; publishing is unchanged).
+	// connection) or "socketio" (a Socket.IO socket over WebSocket on
+	// SocketIOPath, subscribed with subscribe events); publishing is
+	// unchanged.
 	Protocol string
 	// SSEPath is the server's --sse-path, for Protocol "sse".
 	SSEPath string
+	// SocketIOPath is the server's --socketio-path, for Protocol
+	// "socketio" (Socket.IO subscribers over WebSocket, sioconn.go).
+	SocketIOPath string
 
 	// JSON prints the report as JSON instead of a table.
 	JSON bool
@@ -146,6 +151,7 @@ func Defaults() Config {
 		Workers:        1,
 		Protocol:       "ws",
 		SSEPath:        "/sse",
+		SocketIOPath:   "/socket.io/",
 	}
 }
 
@@ -272,10 +278,19 @@ func (c *Config) checkReader() error {
 		return fmt.Errorf("--reader must be epoll or goroutine, not %q", c.Reader)
 	case c.Reader == "epoll" && !epollSupported:
 		return errNoEpoll
-	case c.Protocol != "ws" && c.Protocol != "sse":
-		return fmt.Errorf("--protocol must be ws or sse, not %q", c.Protocol)
+	}
+	return c.checkProtocol()
+}
+
+// checkProtocol checks how subscribers connect.
+func (c *Config) checkProtocol() error {
+	switch {
+	case c.Protocol != "ws" && c.Protocol != "sse" && c.Protocol != "socketio":
+		return fmt.Errorf("--protocol must be ws, sse or socketio, not %q", c.Protocol)
 	case c.Protocol == "sse" && (c.Scenario == "recovery" || c.Compress || !strings.HasPrefix(c.SSEPath, "/")):
 		return errors.New("--protocol sse: not with the recovery scenario or --compress, and --sse-path must start with /")
+	case c.Protocol == "socketio" && (c.Scenario == "recovery" || c.Compress || c.SubscribeInURL || !strings.HasPrefix(c.SocketIOPath, "/")):
+		return errors.New("--protocol socketio: not with the recovery scenario, --compress or --subscribe-in-url, and --socketio-path must start with /")
 	}
 	return nil
 }

@@ -51,6 +51,9 @@ type fleetSpec struct {
 	// SSEPath, when set, makes the connections Server-Sent Events streams
 	// on that path, their channels named in the URL.
 	SSEPath string `json:"sse_path,omitempty"`
+	// SIOPath, when set, makes the connections Socket.IO subscribers on
+	// that path (sioconn.go).
+	SIOPath string `json:"sio_path,omitempty"`
 	// Recovery: connections drop and resubscribe with "since".
 	DropEvery time.Duration `json:"drop_every,omitempty"`
 	DropDown  time.Duration `json:"drop_down,omitempty"`
@@ -341,13 +344,7 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 	}
 	idx := f.spec.First + i
 	start := time.Now()
-	var c *wsConn
-	var err error
-	if f.spec.SSEPath != "" {
-		c, err = dialSSE(ctx, f.sseTarget(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout)
-	} else {
-		c, err = dialWS(ctx, f.targetFor(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
-	}
+	c, err := f.dial(ctx, i, start)
 	if err != nil {
 		f.connectFailed(err)
 		return
@@ -364,6 +361,24 @@ func (f *localFleet) connectOne(ctx context.Context, i int) {
 		return
 	}
 	go f.readLoop(bc)
+}
+
+// dial opens connection First+i on the goroutine path, as the protocol
+// asks, and runs its handshake.
+func (f *localFleet) dial(ctx context.Context, i int, start time.Time) (*wsConn, error) {
+	idx := f.spec.First + i
+	if f.spec.SSEPath != "" {
+		return dialSSE(ctx, f.sseTarget(f.spec.channelsOf(idx)), f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout)
+	}
+	t, sio := f.targetFor(f.spec.channelsOf(idx)), f.spec.SIOPath != ""
+	if sio {
+		t = sioTarget(f.target, f.spec.SIOPath)
+	}
+	c, err := dialWS(ctx, t, f.tokens[i], f.localFor(idx), f.spec.ReadBuffer, f.spec.ConnectTimeout, uint64(idx)*0x9e3779b97f4a7c15+uint64(start.UnixNano()), f.spec.Compress)
+	if c != nil {
+		c.sio = sio
+	}
+	return c, err
 }
 
 // keep counts bc, subscribed, as one of the fleet's connections (with
@@ -411,6 +426,9 @@ func (f *localFleet) setup(bc *bconn, deadline time.Time, since *bconn) error {
 	c := bc.ws
 	_ = c.nc.SetDeadline(deadline)
 	defer func() { _ = c.nc.SetDeadline(time.Time{}) }()
+	if c.sio {
+		return f.sioSetupConn(bc)
+	}
 	op, p, err := c.readFrame()
 	if err != nil {
 		return fmt.Errorf("waiting for connected: %w", err)

@@ -22,7 +22,8 @@ type Report struct {
 	WorkersFailed int    `json:"workers_failed,omitempty"`
 	Unaccounted   uint64 `json:"deliveries_unaccounted,omitempty"`
 	Reader        string `json:"reader"` // receive path: epoll or goroutine
-	// Protocol is "sse" when the subscribers were event streams (empty: WebSocket).
+	// Protocol is "sse" when the subscribers were event streams, "socketio"
+	// when they were Socket.IO sockets (empty: native WebSocket).
 	Protocol string `json:"protocol,omitempty"`
 	// SubscribeInURL: connections subscribed through the upgrade request.
 	SubscribeInURL bool    `json:"subscribe_in_url,omitempty"`
@@ -168,8 +169,11 @@ func (r *Report) writeConnections(tb table) {
 	if r.SubscribeInURL {
 		how = " (subscribed in the upgrade request)"
 	}
-	if r.Protocol == "sse" {
+	switch r.Protocol {
+	case "sse":
 		how = " (Server-Sent Events streams, channels in the URL)"
+	case "socketio":
+		how = " (Socket.IO over WebSocket, subscribe events)"
 	}
 	tb.row("connections", "%d/%d connected in %.2fs = %.0f connects+subscribes/s%s", r.Connected, r.Conns, r.ConnectSeconds, r.ConnectRate, how)
 	if len(r.ConnectErrors) > 0 {

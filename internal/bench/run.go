@@ -118,8 +118,8 @@ func (run *runState) sampleServerBefore() error {
 // is measured.
 func newReport(cfg Config, start time.Time) *Report {
 	protocol := ""
-	if cfg.Protocol == "sse" {
-		protocol = "sse"
+	if cfg.Protocol != "ws" {
+		protocol = cfg.Protocol
 	}
 	return &Report{
 		Protocol:       protocol,
@@ -293,9 +293,9 @@ func targets(cfg Config) string {
 	return strings.Join(out, ",")
 }
 
-// startFleets creates the in-process fleet, or starts the worker processes,
-// and splits the connections between them.
-func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([]fleet, error) {
+// specOf is the fleet spec of cfg's connections to t (without the
+// split between fleets).
+func specOf(cfg Config, t target) fleetSpec {
 	spec := fleetSpec{
 		Scenario:       cfg.Scenario,
 		WSURL:          t.wsURL,
@@ -309,8 +309,11 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		SubscribeInURL: cfg.SubscribeInURL,
 		Reader:         cfg.reader(),
 	}
-	if cfg.Protocol == "sse" {
+	switch cfg.Protocol {
+	case "sse":
 		spec.SSEPath = cfg.SSEPath
+	case "socketio":
+		spec.SIOPath = cfg.SocketIOPath
 	}
 	sc := scenarioNamed(cfg.Scenario)
 	spec.Grouped = sc.grouped
@@ -318,6 +321,13 @@ func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([
 		spec.DropEvery, spec.DropDown = cfg.DropEvery, cfg.DropDown
 	}
 	spec.SourceIPs = sourceIPs(t)
+	return spec
+}
+
+// startFleets creates the in-process fleet, or starts the worker processes,
+// and splits the connections between them.
+func startFleets(ctx context.Context, cfg Config, t target, stderr io.Writer) ([]fleet, error) {
+	spec := specOf(cfg, t)
 	if cfg.Workers == 1 {
 		spec.First, spec.Count, spec.Concurrency = 0, cfg.Conns, cfg.Concurrency
 		f, err := newLocalFleet(spec)

@@ -366,8 +366,12 @@ func countText(bc *bconn, h frameHeader, m []byte, setup bool) {
 // onText handles a text frame: a delivery, or a step of the setup while
 // there is one (see setupText). It returns a failure reason, or "".
 func (f *localFleet) onText(bc *bconn, p []byte, out *rxOut) string {
-	if bc.setup != nil {
+	switch {
+	case bc.setup != nil:
 		return f.setupText(bc, p, out)
+	case f.spec.SIOPath != "":
+		_, why := f.sioLive(bc, p, out)
+		return why
 	}
 	f.onMessage(bc, p)
 	return ""

@@ -51,6 +51,7 @@ type rxSetup struct {
 	connected bool // the connected frame was read and the subscribes sent
 	chans     []string
 	acked     int
+	sio       sioSetup // a Socket.IO subscriber's setup
 	state     atomic.Int32
 	done      chan error // the loop's outcome, once (buffered)
 }
@@ -67,7 +68,11 @@ func (f *localFleet) connectRaw(ctx context.Context, i int) {
 		chans: f.spec.channelsOf(idx),
 		done:  make(chan error, 1),
 	}
-	st.req = appendUpgradeRequest(make([]byte, 0, 256+len(f.tokens[i])), f.targetFor(st.chans), key[:], f.tokens[i], f.spec.Compress)
+	t := f.targetFor(st.chans)
+	if f.spec.SIOPath != "" {
+		t = sioTarget(f.target, f.spec.SIOPath)
+	}
+	st.req = appendUpgradeRequest(make([]byte, 0, 256+len(f.tokens[i])), t, key[:], f.tokens[i], f.spec.Compress)
 
 	fd, err := rawConnect(f.target.hostPort, f.localFor(idx))
 	if err != nil {
@@ -312,6 +317,9 @@ func (st *rxSetup) response(head, rest []byte) error {
 // one ends the setup. It returns a failure reason, or "".
 func (f *localFleet) setupText(bc *bconn, p []byte, out *rxOut) string {
 	st := bc.setup
+	if f.spec.SIOPath != "" {
+		return f.sioSetupText(bc, p, out)
+	}
 	typ := string(frameType(p))
 	if !st.connected {
 		if typ != "connected" {
@@ -337,17 +345,68 @@ func (f *localFleet) setupText(bc *bconn, p []byte, out *rxOut) string {
 		if st.acked++; st.acked < len(st.chans) {
 			return ""
 		}
-		if !st.state.CompareAndSwap(setupRunning, setupEnded) {
-			return "abandoned by its dialer"
-		}
-		bc.setup = nil // from here on a live connection
-		st.done <- nil
+		return endSetupOK(bc)
 	case "error":
 		return "subscribe refused: " + string(stringField(p, "code"))
 	case "message":
 		f.onMessage(bc, p)
 	}
 	return ""
+}
+
+// endSetupOK ends bc's setup, subscribed; it returns a failure reason
+// when its dialer stopped waiting.
+func endSetupOK(bc *bconn) string {
+	st := bc.setup
+	if !st.state.CompareAndSwap(setupRunning, setupEnded) {
+		return "abandoned by its dialer"
+	}
+	bc.setup = nil // from here on a live connection
+	st.done <- nil
+	return ""
+}
+
+// sioSetupText is setupText for a Socket.IO subscriber (sioSetup), its
+// pings and deliveries handled as onText does.
+func (f *localFleet) sioSetupText(bc *bconn, p []byte, out *rxOut) string {
+	if handled, why := f.sioLive(bc, p, out); handled {
+		return why
+	}
+	send, done, err := bc.setup.sio.step(p, bc.setup.chans)
+	if err != nil {
+		return err.Error()
+	}
+	if len(send) > 0 {
+		out.wbuf = out.wbuf[:0]
+		for _, pkt := range send {
+			out.wbuf = appendMaskedFrame(out.wbuf, ws.OpText, pkt, nextRand(&out.rng))
+		}
+		if _, err := writeFull(bc.rx.fd, out.wbuf); err != nil {
+			return "subscribe: " + shortErr(err)
+		}
+	}
+	if done {
+		return endSetupOK(bc)
+	}
+	return ""
+}
+
+// sioLive handles a Socket.IO subscriber's ping (answered) or delivery;
+// handled is false for any other packet.
+func (f *localFleet) sioLive(bc *bconn, p []byte, out *rxOut) (handled bool, why string) {
+	doc, ping := sioPacket(p)
+	switch {
+	case ping:
+		out.wbuf = appendMaskedFrame(out.wbuf[:0], ws.OpText, sioPong, nextRand(&out.rng))
+		if n, err := writeFull(bc.rx.fd, out.wbuf); err != nil && n > 0 {
+			return true, "write: pong cut short: " + shortErr(err)
+		}
+		return true, ""
+	case doc != nil:
+		f.onMessage(bc, doc)
+		return true, ""
+	}
+	return false, ""
 }
 
 // setupFailure turns a frames() reason during a setup into its error.

@@ -136,6 +136,7 @@ type wsConn struct {
 	scratch []byte // payloads larger than br's buffer
 
 	sse     bool      // an event stream: readFrame returns each event's data
+	sio     bool      // a Socket.IO subscriber: readFrame is readPacket
 	line    []byte    // an event stream's line longer than br's buffer
 	deflate bool      // permessage-deflate (no context takeover) negotiated
 	inf     *inflater // holds the last inflated payload until the next readFrame
@@ -468,9 +469,17 @@ var (
 // and are reported as an error.
 // Compressed frames (RSV1, permessage-deflate) are returned inflated.
 func (c *wsConn) readFrame() (ws.OpCode, []byte, error) {
-	if c.sse {
+	switch {
+	case c.sse:
 		return c.readEvent()
+	case c.sio:
+		return c.readPacket()
 	}
+	return c.readWSFrame()
+}
+
+// readWSFrame is readFrame for a WebSocket.
+func (c *wsConn) readWSFrame() (ws.OpCode, []byte, error) {
 	if c.pending > 0 {
 		if _, err := c.br.Discard(c.pending); err != nil {
 			return 0, nil, err
