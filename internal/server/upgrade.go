@@ -382,7 +382,9 @@ type replayConn struct {
 func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.head) > 0 {
 		n := copy(p, c.head)
-		c.head = c.head[n:]
+		if c.head = c.head[n:]; len(c.head) == 0 {
+			c.head = nil // a hijacked connection keeps no head buffer
+		}
 		return n, nil
 	}
 	return c.Conn.Read(p)

@@ -128,6 +128,9 @@ func (c *Conn) filterNative() []string {
 // newCall registers a native command in flight; c.mu is held.
 func (c *Conn) newCall(k *call) []byte {
 	c.nextID++
+	if c.calls == nil {
+		c.calls = make(map[uint64]*call, 1)
+	}
 	c.calls[c.nextID] = k
 	return strconv.AppendUint(nil, c.nextID, 10)
 }

@@ -96,7 +96,8 @@ func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request) {
 	}
 	br := u.Pending
 	if br == nil {
-		br = bufio.NewReaderSize(u.NC, preConnectBuffer)
+		br = preConnectReaders.Get().(*bufio.Reader)
+		br.Reset(u.NC)
 	}
 	if !l.readUntilConnect(br) {
 		return
@@ -105,9 +106,15 @@ func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request) {
 	var pending *bufio.Reader
 	if br.Buffered() > 0 {
 		pending = br
+	} else if br.Size() == preConnectBuffer {
+		br.Reset(nil)
+		preConnectReaders.Put(br)
 	}
 	l.wc.Watch(s.o.WebSocket.Poller, pending)
 }
+
+// preConnectReaders are the read buffers of sockets before their CONNECT.
+var preConnectReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, preConnectBuffer) }}
 
 func (s *Server) addPending(l *wsLink) bool {
 	s.mu.Lock()

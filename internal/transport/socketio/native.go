@@ -130,7 +130,9 @@ func (c *Conn) handleLocked(f *nativeFrame) {
 		return
 	}
 	id, _ := strconv.ParseUint(string(f.ID), 10, 64)
-	delete(c.calls, id)
+	if delete(c.calls, id); len(c.calls) == 0 {
+		c.calls = nil // an idle socket keeps no table of calls
+	}
 	if f.Type == protocol.TypeError {
 		c.failedLocked(k, f)
 		return

@@ -166,7 +166,6 @@ func (s *Server) newConn(r *http.Request) *Conn {
 		host:   r.Host,
 		remote: r.RemoteAddr,
 		nsps:   map[string]string{},
-		calls:  map[uint64]*call{},
 		rooms:  map[string]*position{},
 	}
 }
@@ -464,6 +463,11 @@ func (c *Conn) connect(p wire.SPacket) {
 	}
 	c.nsps["/"] = sid
 	c.runner = r
+	if c.direct != nil {
+		// A direct socket connects once (its DISCONNECT ends it): what
+		// only a CONNECT needs is let go.
+		c.query, c.authz, c.origin, c.host = nil, "", "", ""
+	}
 	var restore map[string]position
 	if c.srv.o.Recovery {
 		c.pid = randomID()
