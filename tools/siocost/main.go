@@ -40,7 +40,7 @@ func main() {
 	pubs := flag.Int("pubs", 200, "publications per protocol")
 	rate := flag.Int("rate", 100, "publications per second")
 	key := flag.String("api-key", "siocost-api-key-0123", "herald's API key")
-	protos := flag.String("protocols", "native,socketio", "protocols to measure, in order (a fresh server for each gives steadier RSS)")
+	protos := flag.String("protocols", "native,socketio", "protocols to measure, in order: native, socketio (WebSocket only), polling (Socket.IO long-polling); a fresh server for each gives steadier RSS")
 	flag.Parse()
 	for _, proto := range strings.Split(*protos, ",") {
 		run(*addr, *pid, proto, *n, *pubs, *rate, *key)
@@ -54,7 +54,16 @@ func run(addr string, pid int, proto string, n, pubs, rate int, key string) {
 	var got atomic.Int64
 	conns := make([]net.Conn, 0, n)
 	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
+	stop := make(chan struct{})
+	if proto == "polling" {
+		pc := newPoller(addr, n)
+		for i := 0; i < n; i++ {
+			sid := pc.open(org, channel)
+			wg.Add(1)
+			go func() { defer wg.Done(); pc.loop(sid, &got, stop) }()
+		}
+	}
+	for i := 0; i < n && proto != "polling"; i++ {
 		c, r := dial(addr, proto, org, channel)
 		conns = append(conns, c)
 		wg.Add(1)
@@ -104,8 +113,92 @@ func run(addr string, pid int, proto string, n, pubs, rate int, key string) {
 	for _, c := range conns {
 		c.Close()
 	}
+	close(stop)
 	wg.Wait()
 	time.Sleep(2 * time.Second)
+}
+
+// poller is a long-polling Socket.IO client's HTTP side: socket.io-client
+// with transports: ['polling'] (a GET held until the server has packets, a
+// POST per packet sent).
+type poller struct {
+	base string
+	hc   *http.Client
+}
+
+func newPoller(addr string, n int) *poller {
+	tr := &http.Transport{MaxIdleConns: 2*n + 16, MaxIdleConnsPerHost: 2*n + 16}
+	return &poller{base: "http://" + addr + "/socket.io/?EIO=4&transport=polling", hc: &http.Client{Transport: tr}}
+}
+
+func (p *poller) get(sid string) []string {
+	res, err := p.hc.Get(p.base + "&sid=" + sid)
+	if err != nil {
+		return nil
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return nil
+	}
+	return strings.Split(string(b), "\x1e")
+}
+
+func (p *poller) post(sid, body string) {
+	res, err := p.hc.Post(p.base+"&sid="+sid, "text/plain", strings.NewReader(body))
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+}
+
+// open runs the handshake, the CONNECT and the subscribe; it returns the sid.
+func (p *poller) open(org, channel string) string {
+	res, err := p.hc.Get(p.base)
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	sid := string(b)
+	if !strings.HasPrefix(sid, `0{"sid":"`) {
+		log.Fatalf("polling handshake: %q", b)
+	}
+	sid = sid[len(`0{"sid":"`):]
+	sid = sid[:strings.IndexByte(sid, '"')]
+	p.post(sid, `40{"userId":"u","org":"`+org+`"}`)
+	p.post(sid, `421["subscribe",`+strconv.Quote(channel)+`]`)
+	for acked := false; !acked; {
+		for _, pkt := range p.get(sid) {
+			acked = acked || strings.HasPrefix(pkt, "431")
+		}
+	}
+	return sid
+}
+
+// loop polls until stop, counting deliveries and answering pings.
+func (p *poller) loop(sid string, got *atomic.Int64, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			p.post(sid, "1")
+			return
+		default:
+		}
+		pkts := p.get(sid)
+		if pkts == nil {
+			return
+		}
+		for _, pkt := range pkts {
+			switch {
+			case pkt == "2":
+				p.post(sid, "3")
+			case strings.Contains(pkt, `"data":{"seq"`):
+				got.Add(1)
+			}
+		}
+	}
 }
 
 func dial(addr, proto, org, channel string) (net.Conn, io.Reader) {

@@ -70,3 +70,27 @@ func BenchmarkWrapDirect(b *testing.B) {
 		c.Wrap(m, shared)
 	}
 }
+
+// TestRecoveryOffsets: the offset appendRecovery makes parses back to every
+// room's position; the base64 form of earlier versions is still read; an
+// epoch or channel that could not be herald's is refused.
+func TestRecoveryOffsets(t *testing.T) {
+	rooms := map[string]*position{"org:42": {epoch: "a1b2", offset: 7}, "user:u1": {epoch: "c3", offset: 0}}
+	s := string(appendRecovery(nil, rooms))
+	if s != "~org:42|a1b2|7,user:u1|c3|0" {
+		t.Fatalf("offset %q", s)
+	}
+	got, ok := parseRecovery(s)
+	if !ok || len(got) != 2 || got["org:42"] != (position{epoch: "a1b2", offset: 7}) || got["user:u1"] != (position{epoch: "c3", offset: 0}) {
+		t.Fatalf("parsed %v %v", got, ok)
+	}
+	old := "b3JnOjQyIDcgYTFiMg" // base64url("org:42 7 a1b2")
+	if got, ok := parseRecovery(old); !ok || got["org:42"] != (position{epoch: "a1b2", offset: 7}) {
+		t.Fatalf("earlier form: %v %v", got, ok)
+	}
+	for _, bad := range []string{`~org:42|a"b|7`, "~org 42|ab|7", "~org:42|ab", "~org:42|ab|x", "~a|b|1,a|b|2", "!!"} {
+		if _, ok := parseRecovery(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

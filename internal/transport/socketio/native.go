@@ -143,6 +143,7 @@ func (c *Conn) handleLocked(f *nativeFrame) {
 	case callUnsubscribe:
 		c.posMu.Lock()
 		delete(c.rooms, k.channel)
+		c.last = lastRoom{}
 		c.posMu.Unlock()
 		if k.ack >= 0 {
 			b := append([]byte(`{"ok":true,"channel":`), wire.AppendJSONString(nil, k.channel)...)
@@ -188,6 +189,7 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 	if pos == nil {
 		pos = &position{}
 		c.rooms[k.channel] = pos
+		c.last = lastRoom{}
 	}
 	pos.epoch, pos.offset = f.Epoch, f.Offset
 	if k.since != nil && f.Recovered != nil && *f.Recovered {
@@ -224,6 +226,7 @@ func (c *Conn) failedLocked(k *call, f *nativeFrame) {
 	case callRecover:
 		c.posMu.Lock()
 		delete(c.rooms, k.channel)
+		c.last = lastRoom{}
 		c.posMu.Unlock()
 		c.lost = true
 		c.recoveredOneLocked()
@@ -298,7 +301,7 @@ func (c *Conn) connectAnswer(sid string) []byte {
 // deliverLocked sends a publication with this socket's tail.
 func (c *Conn) deliverLocked(shared []byte, m *protocol.Message) {
 	c.posMu.Lock()
-	if pos := c.rooms[m.Channel]; pos != nil && m.Offset > pos.offset {
+	if pos := c.roomLocked(m.Channel); pos != nil && m.Offset > pos.offset {
 		pos.offset = m.Offset
 	}
 	wants := c.filter.wants(m.Event)
@@ -328,8 +331,43 @@ func (c *Conn) appendTailLocked(dst []byte) []byte {
 		return append(dst, ']')
 	}
 	dst = append(dst, ',', '"')
-	dst = appendRecovery(dst, c.rooms)
+	if r := c.last; r.pos != nil && len(c.rooms) == 1 {
+		dst = appendRoom(append(dst, recoveryMark), r.ch, r.pos)
+	} else {
+		dst = appendRecovery(dst, c.rooms)
+	}
 	return append(dst, '"', ']')
+}
+
+// tailSizeLocked bounds what appendTailLocked appends. posMu is held.
+func (c *Conn) tailSizeLocked() int {
+	if c.pid == "" {
+		return 1
+	}
+	if r := c.last; r.pos != nil && len(c.rooms) == 1 {
+		return 5 + len(r.ch) + len(r.pos.epoch) + 23
+	}
+	return 4 + recoverySize(c.rooms)
+}
+
+// lastRoom is the room a socket's last delivery was in, with its name.
+type lastRoom struct {
+	ch  string
+	pos *position
+}
+
+// roomLocked returns the socket's position in channel ch, or nil: the
+// room of the last delivery without a lookup (a socket in one room has
+// every delivery there). posMu is held.
+func (c *Conn) roomLocked(ch string) *position {
+	if r := c.last; r.pos != nil && r.ch == ch {
+		return r.pos
+	}
+	pos := c.rooms[ch]
+	if pos != nil {
+		c.last = lastRoom{ch: ch, pos: pos}
+	}
+	return pos
 }
 
 var closeBracket = []byte{']'}

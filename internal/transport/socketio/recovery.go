@@ -19,18 +19,20 @@ type position struct {
 // maxRecoveryRooms bounds the rooms a recovery offset may name.
 const maxRecoveryRooms = 1000
 
-// appendRecovery appends the recovery offset of a socket in rooms: every
-// room's channel, epoch and offset, sorted by channel, base64url-encoded so
-// that it is a plain JSON string. Socket.IO clients echo the offset of the
-// last event they received on reconnection; this one restores every room.
+// appendRecovery appends the recovery offset of a socket in rooms: '~',
+// then every room's channel, epoch and offset (channel|epoch|offset),
+// sorted by channel and separated by ','. Channel names and epochs need no
+// escaping in a JSON string (protocol.ValidChannel; epochs are hex), so it
+// is built with appends alone: it is written per socket and delivery.
+// Socket.IO clients echo the offset of the last event they received on
+// reconnection; this one restores every room.
 func appendRecovery(dst []byte, rooms map[string]*position) []byte {
-	var stack [256]byte
-	raw := stack[:0]
+	dst = append(dst, recoveryMark)
 	if len(rooms) == 1 { // most sockets: no order to make
 		for ch, p := range rooms {
-			raw = appendRoom(raw, ch, p)
+			dst = appendRoom(dst, ch, p)
 		}
-		return base64.RawURLEncoding.AppendEncode(dst, raw)
+		return dst
 	}
 	names := make([]string, 0, len(rooms))
 	for ch := range rooms {
@@ -39,20 +41,33 @@ func appendRecovery(dst []byte, rooms map[string]*position) []byte {
 	slices.Sort(names)
 	for i, ch := range names {
 		if i > 0 {
-			raw = append(raw, '\n')
+			dst = append(dst, ',')
 		}
-		raw = appendRoom(raw, ch, rooms[ch])
+		dst = appendRoom(dst, ch, rooms[ch])
 	}
-	return base64.RawURLEncoding.AppendEncode(dst, raw)
+	return dst
 }
 
-// appendRoom appends one room's line of a recovery offset.
-func appendRoom(raw []byte, ch string, p *position) []byte {
-	raw = append(raw, ch...)
-	raw = append(raw, ' ')
-	raw = strconv.AppendUint(raw, p.offset, 10)
-	raw = append(raw, ' ')
-	return append(raw, p.epoch...)
+// recoveryMark starts a recovery offset in appendRecovery's form; one
+// without it is the base64url form of earlier versions.
+const recoveryMark = '~'
+
+// appendRoom appends one room of a recovery offset.
+func appendRoom(dst []byte, ch string, p *position) []byte {
+	dst = append(dst, ch...)
+	dst = append(dst, '|')
+	dst = append(dst, p.epoch...)
+	dst = append(dst, '|')
+	return strconv.AppendUint(dst, p.offset, 10)
+}
+
+// recoverySize bounds what appendRecovery appends for rooms.
+func recoverySize(rooms map[string]*position) int {
+	n := 1
+	for ch, p := range rooms {
+		n += len(ch) + len(p.epoch) + 23
+	}
+	return n
 }
 
 // parseRecovery decodes a recovery offset; ok is false for anything
@@ -61,19 +76,30 @@ func parseRecovery(s string) (map[string]position, bool) {
 	if len(s) > 64<<10 {
 		return nil, false
 	}
+	if rest, ok := strings.CutPrefix(s, string(recoveryMark)); ok {
+		return parseRooms(rest, ",", "|", func(ch, epoch, off string) (string, string, string) { return ch, epoch, off })
+	}
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return nil, false
 	}
+	// channel offset epoch, one room a line
+	return parseRooms(string(raw), "\n", " ", func(ch, off, epoch string) (string, string, string) { return ch, epoch, off })
+}
+
+// parseRooms parses rooms separated by sep, each three fields separated by
+// fsep, which order names channel, epoch and offset.
+func parseRooms(s, sep, fsep string, order func(a, b, c string) (ch, epoch, off string)) (map[string]position, bool) {
 	out := make(map[string]position)
-	if len(raw) == 0 {
+	if len(s) == 0 {
 		return out, true
 	}
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		ch, rest, ok1 := strings.Cut(line, " ")
-		off, epoch, ok2 := strings.Cut(rest, " ")
+	for line := range strings.SplitSeq(s, sep) {
+		a, rest, ok1 := strings.Cut(line, fsep)
+		b, c, ok2 := strings.Cut(rest, fsep)
+		ch, epoch, off := order(a, b, c)
 		n, err := strconv.ParseUint(off, 10, 64)
-		if !ok1 || !ok2 || err != nil || !protocol.ValidChannel(ch) || len(epoch) > 256 || strings.ContainsAny(epoch, " \n") {
+		if !ok1 || !ok2 || err != nil || !protocol.ValidChannel(ch) || !validEpoch(epoch) {
 			return nil, false
 		}
 		if _, dup := out[ch]; dup || len(out) >= maxRecoveryRooms {
@@ -82,4 +108,20 @@ func parseRecovery(s string) (map[string]position, bool) {
 		out[ch] = position{epoch: epoch, offset: n}
 	}
 	return out, true
+}
+
+// validEpoch reports whether epoch may be a broker's epoch: at most 256
+// letters, digits, '-' and '_' (so it needs no escaping where it is
+// written back).
+func validEpoch(epoch string) bool {
+	if len(epoch) > 256 {
+		return false
+	}
+	for i := 0; i < len(epoch); i++ {
+		c := epoch[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

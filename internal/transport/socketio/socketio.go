@@ -224,6 +224,8 @@ type Conn struct {
 	posMu  sync.Mutex
 	rooms  map[string]*position // channel → last position sent
 	filter eventFilter
+	slab   []byte   // a direct socket's per-delivery bytes are carved from it (frameLocked)
+	last   lastRoom // the room of the last delivery (roomLocked); zero after the rooms change
 }
 
 // ID is the Engine.IO session id.
@@ -523,6 +525,7 @@ func (c *Conn) disconnect(nsp string) {
 		clear(c.calls)
 		c.posMu.Lock()
 		clear(c.rooms)
+		c.last = lastRoom{}
 		c.filter = eventFilter{}
 		c.posMu.Unlock()
 		c.hold, c.held, c.lost, c.connSent = 0, nil, false, false

@@ -273,7 +273,7 @@ func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, after []byte) {
 	defer c.posMu.Unlock()
 	drop := false
 	if m.Notice == nil {
-		if pos := c.rooms[m.Pub.Channel]; pos != nil && m.Pub.Offset > pos.offset {
+		if pos := c.roomLocked(m.Pub.Channel); pos != nil && m.Pub.Offset > pos.offset {
 			pos.offset = m.Pub.Offset
 		}
 		drop = !c.filter.wants(m.Pub.Event)
@@ -296,19 +296,35 @@ func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, after []byte) {
 // as an Engine.IO noop packet carrying it, which clients ignore. posMu is
 // held.
 func (c *Conn) frameLocked(notice bool, n int, drop bool) (before, after []byte) {
-	buf := make([]byte, ws.Headroom, ws.Headroom+96)
+	buf := c.carveLocked(ws.Headroom + c.tailSizeLocked())
 	hdr := (*[ws.Headroom]byte)(buf[:ws.Headroom])
 	switch {
 	case drop:
 		buf = append(buf, byte(wire.ENoop))
 		h := ws.TextHeader(hdr, 1+n)
-		return buf[ws.Headroom-len(h) : ws.Headroom+1], nil
+		return buf[ws.Headroom-len(h) : ws.Headroom+1 : ws.Headroom+1], nil
 	case notice:
 		return ws.TextHeader(hdr, n+1), closeBracket
 	}
 	buf = c.appendTailLocked(buf)
-	after = buf[ws.Headroom:]
+	after = buf[ws.Headroom:len(buf):len(buf)]
 	return ws.TextHeader(hdr, n+len(after)), after
+}
+
+// slabSize is the size of the slabs a direct socket's per-delivery bytes
+// are carved from.
+const slabSize = 512
+
+// carveLocked returns a buffer of length ws.Headroom with room for n bytes
+// in all, carved from the socket's slab: what earlier deliveries took of it
+// is queued, and never written again. posMu is held.
+func (c *Conn) carveLocked(n int) []byte {
+	if cap(c.slab)-len(c.slab) < n {
+		c.slab = make([]byte, 0, max(slabSize, n))
+	}
+	start := len(c.slab)
+	c.slab = c.slab[:start+n]
+	return c.slab[start : start+ws.Headroom : start+n]
 }
 
 // pipe is the net.Conn a socket's hub client writes: it takes the records
