@@ -43,6 +43,7 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.Handle("POST /api/send", s.api("send", s.apiSend))
 	mux.Handle("POST /api/batch", s.api("batch", s.apiBatch))
 	mux.Handle("POST /api/disconnect", s.api("disconnect", s.apiDisconnect))
+	mux.Handle("POST /api/emit", s.api("emit", s.apiEmit))
 	mux.Handle("GET /api/stats", s.api("stats", s.apiStats))
 	mux.Handle("GET /api/channels", s.api("channels", s.apiChannels))
 	mux.Handle("GET /api/history", s.api("history", s.apiHistory))

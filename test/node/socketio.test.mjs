@@ -209,3 +209,62 @@ test('a connection cut mid-stream recovers every publication made meanwhile, in 
   assert.deepEqual(msgs.map((u) => u.data.n), Array.from({ length: n }, (_, i) => i + 1));
   s.close();
 });
+
+test('POST /api/disconnect is a server-side disconnect: reason "io server disconnect", and no reconnection', async () => {
+  for (const transports of [['websocket'], ['polling']]) {
+    const s = await open('88', { transports, reconnectionDelay: 50, reconnectionDelayMax: 100 });
+    try {
+      const reason = new Promise((resolve) => s.once('disconnect', (r) => resolve(r)));
+      let attempts = 0;
+      s.io.on('reconnect_attempt', () => attempts++);
+      const r = await fetch(`http://${base}/api/disconnect`, {
+        method: 'POST', headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ userId: 'user-88' }),
+      });
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).disconnected, 1);
+      assert.equal(await reason, 'io server disconnect', transports[0]);
+      assert.equal(s.active, false, `${transports[0]}: the socket will not reconnect`);
+      await sleep(500); // a reconnection would have begun after 50-100 ms
+      assert.equal(attempts, 0, `${transports[0]}: no reconnection attempt`);
+      assert.equal(s.connected, false);
+    } finally {
+      s.close();
+    }
+  }
+});
+
+test('POST /api/emit: the client\'s socket.on(event, (data, ack) => ack(...)) answer reaches the HTTP caller', async () => {
+  const answering = await open('66', { transports: ['websocket'] });
+  const polling = await open('66', { transports: ['polling'] });
+  const silent = await open('66', { transports: ['websocket'] });
+  try {
+    answering.on('confirm', (data, ack) => ack({ seen: data.q, via: 'websocket' }));
+    polling.on('confirm', (data, ack) => ack({ seen: data.q, via: 'polling' }, 'second'));
+    let silentGot;
+    silent.on('confirm', (data) => { silentGot = data; }); // never acks
+    const emit = async (body) => {
+      const r = await fetch(`http://${base}/api/emit`, {
+        method: 'POST', headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      assert.equal(r.status, 200);
+      return r.json();
+    };
+    const res = await emit({ userId: 'user-66', event: 'confirm', data: { q: 7 }, timeoutMs: 1500 });
+    assert.equal(res.sockets, 3);
+    const byID = Object.fromEntries(res.acks.map((a) => [a.socket, a.args]));
+    assert.deepEqual(byID[answering.id], [{ seen: 7, via: 'websocket' }]);
+    assert.deepEqual(byID[polling.id], [{ seen: 7, via: 'polling' }, 'second']);
+    assert.deepEqual(res.timedOut.map((a) => a.socket), [silent.id]);
+    assert.deepEqual(silentGot, { q: 7 }, 'the silent socket got the event, and did not answer');
+    assert.deepEqual(res.failed, []);
+    // Recovery is undisturbed: publications still arrive after the emits.
+    const msgs = collect(answering, 'message');
+    assert.equal((await answering.timeout(5000).emitWithAck('join:analytics', '66')).ok, true);
+    await apiPublish('org:66', { after: 'emit' });
+    await msgs.until(1);
+  } finally {
+    for (const s of [answering, polling, silent]) s.close();
+  }
+});

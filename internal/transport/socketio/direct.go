@@ -304,6 +304,11 @@ func (c *Conn) gone() {
 	c.mu.Lock()
 	c.closed = true
 	c.hc.Store(nil)
+	c.endAcksLocked()
+	r := c.runner
 	c.runner = nil
 	c.mu.Unlock()
+	if r, ok := r.(*runner); ok {
+		r.forget() // not Close: the hub client is gone already
+	}
 }

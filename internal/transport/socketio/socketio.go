@@ -218,6 +218,11 @@ type Conn struct {
 	lost     bool     // a recovery subscribe did not recover everything
 	connSent bool     // the CONNECT answer of "/" is out
 
+	// Server emits awaiting the client's ACK (EmitWithAck), by ack id;
+	// ackNext is the last id sent.
+	acks    map[uint64]pendingAck
+	ackNext uint64
+
 	// posMu guards the socket's rooms and event filter, which the hub's
 	// writer reads (Wrap, under the hub client's lock); never held while
 	// calling the hub.
@@ -234,6 +239,13 @@ func (c *Conn) ID() string {
 		return c.direct.sid
 	}
 	return c.ess.ID()
+}
+
+// socketID is the socket id of "/" ("" before its CONNECT).
+func (c *Conn) socketID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nsps["/"]
 }
 
 // Transport names the Engine.IO transport in use.
@@ -277,6 +289,7 @@ func (c *Conn) OnClose(string) {
 	c.mu.Lock()
 	c.closed = true
 	c.hc.Store(nil)
+	c.endAcksLocked()
 	r := c.runner
 	c.runner = nil
 	c.mu.Unlock()
@@ -344,8 +357,7 @@ func (c *Conn) dispatch(p wire.SPacket, atts [][]byte) {
 	case wire.SDisconnect:
 		c.disconnect(p.Nsp)
 	case wire.SAck, wire.SBinaryAck:
-		// The server asks no acks: an ACK answers nothing it sent.
-		c.protocolError(KindBadAck, errors.New("ACK for an id the server never sent"))
+		c.ack(p, p.Type == wire.SBinaryAck)
 	case wire.SEvent, wire.SBinaryEvent:
 		if c.srv.o.Conformance {
 			c.conformanceEvent(p, atts)
@@ -523,6 +535,7 @@ func (c *Conn) disconnect(nsp string) {
 	if nsp == "/" {
 		r, c.runner = c.runner, nil
 		clear(c.calls)
+		c.endAcksLocked()
 		c.posMu.Lock()
 		clear(c.rooms)
 		c.last = lastRoom{}

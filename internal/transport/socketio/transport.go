@@ -8,11 +8,13 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/socketio/engine"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
@@ -25,6 +27,9 @@ import (
 type Transport struct {
 	mu      sync.Mutex
 	servers []interface{ Close() }
+	// bridge is set by Mount when Socket.IO is served (not in conformance
+	// mode), for EmitWithAck.
+	bridge atomic.Pointer[bridge]
 }
 
 // New returns the Socket.IO transport.
@@ -91,10 +96,16 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		host.Log().Warn("socket.io conformance mode is ON: /socket.io/ and /engine.io/ answer as the protocol test suites' reference server, without authentication; never use in production")
 		return nil
 	}
+	emits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_socketio_emits_total",
+		Help: "Server emits with an ack (POST /api/emit), by socket and outcome: acked, timeout, too_many_pending, disconnected, binary_unsupported."}, []string{"result"})
+	if err := host.Metrics().Registry.Register(emits); err != nil {
+		return err
+	}
 	w := host.Hub().RegisterWire("socketio", encode)
-	tr := &bridge{host: host, wire: w, wsOpts: &ws.ConnOptions{
+	tr := &bridge{host: host, wire: w, emits: emits, wsOpts: &ws.ConnOptions{
 		MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: host.Log(), Sparse: host.Sparse(), Metrics: host.Metrics(),
 	}}
+	t.bridge.Store(tr)
 	maxSessions := cfg.MaxConnections
 	if maxSessions <= 0 {
 		maxSessions = 1 << 16
@@ -137,9 +148,22 @@ func encode(m *hub.Message) []byte {
 
 // bridge connects Socket.IO sockets to herald's sessions.
 type bridge struct {
-	host   transport.Host
-	wire   hub.Wire
-	wsOpts *ws.ConnOptions // a direct socket's reading
+	host    transport.Host
+	wire    hub.Wire
+	wsOpts  *ws.ConnOptions // a direct socket's reading
+	sockets sockets
+	emits   *prometheus.CounterVec
+}
+
+// count counts an emit's outcomes.
+func (b *bridge) count(res []SocketAck) {
+	for _, r := range res {
+		result := r.Code
+		if result == "" {
+			result = "acked"
+		}
+		b.emits.WithLabelValues(result).Inc()
+	}
 }
 
 // connect admits a CONNECT exactly like a /ws upgrade and starts its
@@ -159,7 +183,7 @@ func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 		wc.Sess = sess
 		l.wc = wc
 	} else {
-		sess = b.host.NewSession(id, &pipe{c: c}, hub.ClientOptions{Wire: b.wire, PerClient: c, OneWay: true})
+		sess = b.host.NewSession(id, &pipe{c: c}, hub.ClientOptions{Transport: closer{}, Wire: b.wire, PerClient: c, OneWay: true})
 	}
 	hc := sess.Client()
 	c.hc.Store(hc)
@@ -170,7 +194,8 @@ func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 		}
 		return nil, b.refused(c, hc, id.UserID, err)
 	}
-	return &runner{sess: sess, out: sioOut{c}}, nil
+	b.sockets.add(id.UserID, hc.ID, c)
+	return &runner{sess: sess, out: sioOut{c}, b: b, user: id.UserID, c: c}, nil
 }
 
 // refused answers a CONNECT whose Greet failed with err.
@@ -200,7 +225,8 @@ var errAnswered = errors.New("connect refused")
 // directTransport is the hub.Transport of direct sockets: an Engine.IO ping
 // packet as keepalive (the client answers with a pong, which Touches the
 // client), and an Engine.IO close packet then a WebSocket close frame,
-// whose answer is awaited, as close.
+// whose answer is awaited, as close — but for a disconnect through the
+// server API, the Socket.IO DISCONNECT packet (see closer).
 var directTransport hub.Transport = sioWS{ping: ws.TextFrame([]byte{byte(wire.EPing)})}
 
 type sioWS struct{ ping []byte }
@@ -208,17 +234,60 @@ type sioWS struct{ ping []byte }
 func (t sioWS) Ping() []byte { return t.ping }
 
 func (sioWS) Close(code int, reason string) ([]byte, bool) {
+	if code == protocol.CloseDisconnected {
+		return directDisconnect, true
+	}
 	return append(ws.TextFrame([]byte{byte(wire.EClose)}), ws.CloseFrame(code, reason)...), true
 }
+
+// closer is a socket's hub.Transport: no keepalive (the Engine.IO
+// session pings), and its closes mapped onto Socket.IO. A disconnect
+// through the server API (protocol.CloseDisconnected) is the Socket.IO
+// server's own disconnect: a DISCONNECT packet, after which socket.io-client
+// does not reconnect (its reason: "io server disconnect") and closes the
+// Engine.IO session itself, as it does with Socket.IO's server — the hub
+// waits for that (awaitPeer), for at most its grace period: closing the
+// session at once could reach socket.io-client before the DISCONNECT packet
+// (it handles decoded packets a tick later), which then reconnects. Every other close
+// (shutdown, slow consumer, lost publications…) ends the Engine.IO session
+// only, so the client reconnects, and recovers, by itself.
+type closer struct{}
+
+func (closer) Ping() []byte { return nil }
+
+func (closer) Close(code int, _ string) ([]byte, bool) {
+	if code == protocol.CloseDisconnected {
+		return disconnectRecord, true
+	}
+	return nil, false
+}
+
+// disconnectPacket is the DISCONNECT packet of "/"; disconnectRecord the
+// same as a record (pipe), directDisconnect as a WebSocket frame.
+var (
+	disconnectPacket = wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SDisconnect, 0, "/", -1)
+	disconnectRecord = record(disconnectPacket)
+	directDisconnect = ws.TextFrame(disconnectPacket)
+)
 
 // runner runs a socket's commands in its herald session.
 type runner struct {
 	sess transport.Session
 	out  transport.Out
+	b    *bridge
+	user string
+	c    *Conn
 }
 
 func (r *runner) Run(cmd []byte) { r.sess.Handle(cmd, r.out) }
-func (r *runner) Close()         { r.sess.Client().Gone(0) }
+
+func (r *runner) Close() {
+	r.forget()
+	r.sess.Client().Gone(0)
+}
+
+// forget takes the socket out of the sockets EmitWithAck reaches.
+func (r *runner) forget() { r.b.sockets.remove(r.user, r.c) }
 
 // sioOut turns a session's native answers into Socket.IO acks.
 type sioOut struct{ c *Conn }
