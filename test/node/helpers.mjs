@@ -66,19 +66,24 @@ export async function startHerald(bin, args) {
 // directory and two `herald serve` processes (the binary at bin) joined by
 // it, configured through HERALD_* variables as an operator would (insecure
 // query auth, apiKey, prefix). It resolves once both answer /healthz with
-// { nodes: [{ base, proc }], redis, stop }; stop sends each node SIGTERM,
-// asserts it exits 0, then ends Redis and removes the directory.
+// { nodes: [{ base, proc }], redis, stop, crash, revive }; stop sends each
+// node SIGTERM, asserts it exits 0, then ends Redis and removes the
+// directory; crash(i) kills node i, revive(i) starts it again on its
+// address.
 export async function startRedisPair(bin, { apiKey, prefix }) {
   assert.ok(bin, 'HERALD_BIN must point at the herald binary');
   const dir = mkdtempSync(join(tmpdir(), `herald-${prefix}-`));
   const sock = join(dir, 'redis.sock');
   const redis = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
   const nodes = [];
-  for (let i = 0; i < 2; i++) {
-    const base = `127.0.0.1:${await freePort()}`;
+  const serve = (base) => {
     const env = { ...process.env, HERALD_ADDR: base, HERALD_INSECURE_QUERY_AUTH: 'true', HERALD_API_KEYS: apiKey,
       HERALD_BROKER: 'redis', HERALD_REDIS_URL: `unix://${sock}`, HERALD_REDIS_PREFIX: prefix, HERALD_LOG_LEVEL: 'error' };
-    nodes.push({ base, proc: spawn(bin, ['serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] }) });
+    return spawn(bin, ['serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  };
+  for (let i = 0; i < 2; i++) {
+    const base = `127.0.0.1:${await freePort()}`;
+    nodes.push({ base, proc: serve(base) });
   }
   for (const n of nodes) await healthz(n.base);
   const stop = async () => {
@@ -90,7 +95,18 @@ export async function startRedisPair(bin, { apiKey, prefix }) {
     if (redis.exitCode === null) redis.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   };
-  return { nodes, redis, stop };
+  // crash kills node i (SIGKILL) and resolves once it is gone; revive
+  // starts it again on the same address and resolves once it answers.
+  const crash = (i) => {
+    const exited = new Promise((resolve) => nodes[i].proc.on('exit', resolve));
+    nodes[i].proc.kill('SIGKILL');
+    return exited;
+  };
+  const revive = async (i) => {
+    nodes[i].proc = serve(nodes[i].base);
+    await healthz(nodes[i].base);
+  };
+  return { nodes, redis, stop, crash, revive };
 }
 
 // healthz waits until the herald at base answers /healthz with status want,

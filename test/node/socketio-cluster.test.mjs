@@ -71,3 +71,46 @@ test('a socket on node A receives what a native client publishes on node B, and 
   again.close();
   native.ws.close();
 });
+
+test('a socket on node A recovers across a restart of node A: every publication made on node B meanwhile, in order, none twice', async () => {
+  const [a, b] = nodes;
+  const s = io(`http://${a.base}`, { auth: { userId: 'rita', org: '43' }, transports: ['websocket'],
+    reconnectionDelay: 100, reconnectionDelayMax: 500 });
+  try {
+    await new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); });
+    const got = collect(s, 'message');
+    assert.equal((await s.timeout(5000).emitWithAck('join:analytics', '43')).ok, true);
+    let n = 0;
+    let publishing = true;
+    const publisher = (async () => { // on node B, through the outage and the reconnection
+      while (publishing) {
+        const r = await fetch(`http://${b.base}/api/publish`, {
+          method: 'POST', headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ channel: 'org:43', data: { n: n + 1 } }),
+        });
+        assert.equal(r.status, 200);
+        n++;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    await got.until(3);
+    const down = new Promise((resolve) => s.once('disconnect', resolve));
+    await pair.crash(0);
+    await down;
+    const during = n;
+    while (n < during + 5) await new Promise((r) => setTimeout(r, 10)); // published while A is down
+    const back = new Promise((resolve) => s.once('connect', resolve));
+    await pair.revive(0);
+    await back;
+    assert.equal(s.recovered, true, 'socket.recovered after node A restarted');
+    const after = n;
+    while (n < after + 3) await new Promise((r) => setTimeout(r, 10)); // and live again
+    publishing = false;
+    await publisher;
+    await got.until(n);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got.map((u) => u.data.n), Array.from({ length: n }, (_, i) => i + 1));
+  } finally {
+    s.close();
+  }
+});
