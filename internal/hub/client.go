@@ -419,6 +419,10 @@ func (c *Client) SendBurst(first []byte, msgs []*Message) bool {
 	return true
 }
 
+// PerClient is the PerClient the client was made with (nil for none): a
+// transport finds its own connection state from a hub client with it.
+func (c *Client) PerClient() PerClient { return c.per }
+
 // Close sends what is queued, then the transport's close (see
 // Transport.Close) with code and reason, and ends the connection. It is
 // idempotent; the first code wins.

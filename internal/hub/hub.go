@@ -508,12 +508,17 @@ func (h *Hub) Client(id string) *Client {
 	return s.clients[id]
 }
 
-// DisconnectUser closes every connection of userID with code and returns how many.
-func (h *Hub) DisconnectUser(userID string, code int, reason string) int {
+// UserClients returns the registered connections of userID (a copy).
+func (h *Hub) UserClients(userID string) []*Client {
 	s := &h.users[h.shard(userID)]
 	s.mu.RLock()
-	list := slices.Clone(s.users[userID])
-	s.mu.RUnlock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.users[userID])
+}
+
+// DisconnectUser closes every connection of userID with code and returns how many.
+func (h *Hub) DisconnectUser(userID string, code int, reason string) int {
+	list := h.UserClients(userID)
 	for _, c := range list {
 		c.Close(code, reason)
 	}

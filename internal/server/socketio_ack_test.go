@@ -240,6 +240,15 @@ func TestSocketIOEmitWithAck(t *testing.T) {
 		t.Fatalf("emit to a socket that left answered %v", m)
 	}
 
+	// An answer with binary attachments is refused: binary_unsupported.
+	res = emitAsync(ts, `{"userId":"erin","event":"confirm","timeoutMs":30000}`)
+	ids, _ = a.events(1)
+	a.post(`461-`+ids[0]+`[{"_placeholder":true,"num":0}]`, "bAQID")
+	m = <-res
+	if f := m["failed"].([]any); len(f) != 1 || f[0].(map[string]any)["code"] != "binary_unsupported" {
+		t.Fatalf("a binary ack answered %v", m)
+	}
+
 	// An ACK for an id never sent ends the session.
 	a.post(`4399999[1]`)
 	if code, _ := a.do("GET", ""); code != 400 {

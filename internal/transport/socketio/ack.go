@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
@@ -140,51 +139,10 @@ func (c *Conn) endAcksLocked() {
 	}
 }
 
-// sockets is the connected Socket.IO sockets of this node by user, for
-// EmitWithAck.
-type sockets struct {
-	mu     sync.Mutex
-	byUser map[string]map[*Conn]string // user → socket → herald client id
-}
-
-func (s *sockets) add(user, clientID string, c *Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.byUser == nil {
-		s.byUser = make(map[string]map[*Conn]string)
-	}
-	m := s.byUser[user]
-	if m == nil {
-		m = make(map[*Conn]string)
-		s.byUser[user] = m
-	}
-	m[c] = clientID
-}
-
-func (s *sockets) remove(user string, c *Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if m := s.byUser[user]; m != nil {
-		delete(m, c)
-		if len(m) == 0 {
-			delete(s.byUser, user)
-		}
-	}
-}
-
+// socketRef is a socket EmitWithAck asks, with its herald client id.
 type socketRef struct {
 	c        *Conn
 	clientID string
-}
-
-func (s *sockets) of(user string) []socketRef {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]socketRef, 0, len(s.byUser[user]))
-	for c, id := range s.byUser[user] {
-		out = append(out, socketRef{c: c, clientID: id})
-	}
-	return out
 }
 
 // ErrSocketIOOff is EmitWithAck's error when Socket.IO is not served.
@@ -202,7 +160,12 @@ func (t *Transport) EmitWithAck(ctx context.Context, user, event string, data js
 	if b == nil {
 		return nil, ErrSocketIOOff
 	}
-	refs := b.sockets.of(user)
+	var refs []socketRef
+	for _, hc := range b.host.Hub().UserClients(user) {
+		if c, ok := hc.PerClient().(*Conn); ok {
+			refs = append(refs, socketRef{c: c, clientID: hc.ID})
+		}
+	}
 	res := make([]SocketAck, len(refs))
 	ids := make([]uint64, len(refs))
 	w := &ackWaiter{ch: make(chan ackDone, len(refs))}

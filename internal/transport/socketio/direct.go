@@ -305,10 +305,6 @@ func (c *Conn) gone() {
 	c.closed = true
 	c.hc.Store(nil)
 	c.endAcksLocked()
-	r := c.runner
 	c.runner = nil
 	c.mu.Unlock()
-	if r, ok := r.(*runner); ok {
-		r.forget() // not Close: the hub client is gone already
-	}
 }

@@ -148,11 +148,10 @@ func encode(m *hub.Message) []byte {
 
 // bridge connects Socket.IO sockets to herald's sessions.
 type bridge struct {
-	host    transport.Host
-	wire    hub.Wire
-	wsOpts  *ws.ConnOptions // a direct socket's reading
-	sockets sockets
-	emits   *prometheus.CounterVec
+	host   transport.Host
+	wire   hub.Wire
+	wsOpts *ws.ConnOptions // a direct socket's reading
+	emits  *prometheus.CounterVec
 }
 
 // count counts an emit's outcomes.
@@ -194,8 +193,7 @@ func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 		}
 		return nil, b.refused(c, hc, id.UserID, err)
 	}
-	b.sockets.add(id.UserID, hc.ID, c)
-	return &runner{sess: sess, out: sioOut{c}, b: b, user: id.UserID, c: c}, nil
+	return &runner{sess: sess, out: sioOut{c}}, nil
 }
 
 // refused answers a CONNECT whose Greet failed with err.
@@ -274,20 +272,11 @@ var (
 type runner struct {
 	sess transport.Session
 	out  transport.Out
-	b    *bridge
-	user string
-	c    *Conn
 }
 
 func (r *runner) Run(cmd []byte) { r.sess.Handle(cmd, r.out) }
 
-func (r *runner) Close() {
-	r.forget()
-	r.sess.Client().Gone(0)
-}
-
-// forget takes the socket out of the sockets EmitWithAck reaches.
-func (r *runner) forget() { r.b.sockets.remove(r.user, r.c) }
+func (r *runner) Close() { r.sess.Client().Gone(0) }
 
 // sioOut turns a session's native answers into Socket.IO acks.
 type sioOut struct{ c *Conn }
