@@ -114,3 +114,26 @@ test('a socket on node A recovers across a restart of node A: every publication 
     s.close();
   }
 });
+
+test('POST /api/emit asks the sockets of the node it is sent to: the node the user is on answers with their acks, the other with none', async () => {
+  const [a, b] = nodes;
+  const s = await open(a.base, { userId: 'tess', org: '44' });
+  try {
+    s.on('confirm', (data, ack) => ack({ node: 'A', got: data }));
+    const emit = async (node) => {
+      const r = await fetch(`http://${node.base}/api/emit`, {
+        method: 'POST', headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ userId: 'tess', event: 'confirm', data: 1, timeoutMs: 5000 }),
+      });
+      assert.equal(r.status, 200);
+      return r.json();
+    };
+    const onA = await emit(a);
+    assert.equal(onA.sockets, 1);
+    assert.deepEqual(onA.acks.map((x) => x.args), [[{ node: 'A', got: 1 }]]);
+    const onB = await emit(b);
+    assert.deepEqual({ sockets: onB.sockets, acks: onB.acks, timedOut: onB.timedOut }, { sockets: 0, acks: [], timedOut: [] });
+  } finally {
+    s.close();
+  }
+});
