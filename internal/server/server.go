@@ -57,7 +57,11 @@ type Server struct {
 	draining atomic.Bool
 	// rawUpgrader upgrades the WebSocket requests the accept loop reads.
 	rawUpgrader ws.RawUpgrader
-	mounted     []transport.Transport
+	// originUpgrader upgrades what a RawAcceptor takes: the origin
+	// checked, the rest (a token in a later message) the transport's.
+	originUpgrader ws.RawUpgrader
+	rawAcceptors   []transport.RawAcceptor
+	mounted        []transport.Transport
 	// group counts every per-connection goroutine (see gogroup): Serve
 	// returns once all have exited, or its shutdown budget is spent.
 	group gogroup.Group
@@ -125,6 +129,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		s.maxConns = autoMaxConnections(descriptorLimit())
 	}
 	s.rawUpgrader = ws.RawUpgrader{Compression: cfg.Compression, Admit: s.admit}
+	s.originUpgrader = ws.RawUpgrader{Admit: s.admitOrigin}
 	for _, k := range cfg.APIKeys {
 		s.apiKeys = append(s.apiKeys, []byte(k))
 	}
@@ -180,6 +185,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("transport %s: %w", t.Name(), err)
 		}
 		s.mounted = append(s.mounted, t)
+		if a, ok := t.(transport.RawAcceptor); ok {
+			s.rawAcceptors = append(s.rawAcceptors, a)
+		}
 	}
 	return s, nil
 }

@@ -292,6 +292,11 @@ func TestSocketIODirectWebSocket(t *testing.T) {
 	if !containsLine(ts.metricsText(), `herald_socketio_errors_total{kind="sio_bad_packet"}`) {
 		t.Error("malformed packet not counted")
 	}
+	// A browser page of another origin is refused before the upgrade.
+	h := http.Header{"Origin": {"https://elsewhere.example"}}
+	if _, res, err := websocket.DefaultDialer.Dial("ws://"+ts.addr+"/socket.io/?EIO=4&transport=websocket", h); err == nil || res == nil || res.StatusCode != http.StatusForbidden {
+		t.Fatalf("another origin: %v %v", res, err)
+	}
 	// Refused without a token: CONNECT_ERROR, the socket stays open for
 	// another CONNECT.
 	d := ts.dialSIO()

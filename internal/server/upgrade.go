@@ -9,13 +9,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/stack"
+	"github.com/herald-rt/herald/internal/transport"
 	wst "github.com/herald-rt/herald/internal/transport/ws"
 )
 
@@ -200,7 +203,7 @@ func (s *Server) readHead(c net.Conn, buf []byte) (_ []byte, end int, err error)
 		if line < 0 {
 			continue
 		}
-		if !s.isWSRequestLine(buf[:line]) || hasBareLF(buf) {
+		if (!s.isWSRequestLine(buf[:line]) && s.rawAcceptor(buf[:line]) == nil) || hasBareLF(buf) {
 			// A line ended by LF alone is read as net/http reads it
 			// (RFC 9112 §2.2 lets it): handed on at once, so that both
 			// paths give it one meaning, and none waits for a CRLF CRLF
@@ -217,6 +220,57 @@ func (s *Server) readHead(c net.Conn, buf []byte) (_ []byte, end int, err error)
 		}
 		return buf, end, nil
 	}
+}
+
+// rawAcceptor returns the transport that takes the upgrade whose request
+// line is line (transport.RawAcceptor), or nil.
+func (s *Server) rawAcceptor(line []byte) transport.RawAcceptor {
+	if len(s.rawAcceptors) == 0 {
+		return nil
+	}
+	target, ok := bytes.CutPrefix(line, []byte("GET "))
+	i := bytes.IndexByte(target, ' ')
+	if !ok || i < 0 {
+		return nil
+	}
+	for _, a := range s.rawAcceptors {
+		if a.TakesRaw(target[:i]) {
+			return a
+		}
+	}
+	return nil
+}
+
+// admitOrigin admits what a RawAcceptor takes: not while draining, only
+// from an allowed origin.
+func (s *Server) admitOrigin(origin, host, _ string, _ func() url.Values, _ any) (auth.Identity, *refusal) {
+	if s.draining.Load() {
+		return auth.Identity{}, &refusal{Status: http.StatusServiceUnavailable, Code: "shutting_down", Message: "server is shutting down"}
+	}
+	if !transport.OriginAllowed(s.cfg.AllowedOrigins, origin, host) {
+		return auth.Identity{}, &refusal{Status: http.StatusForbidden, Code: "origin_not_allowed", Message: "origin not allowed"}
+	}
+	return auth.Identity{}, nil
+}
+
+// acceptRaw upgrades c for a, which takes it from there.
+func (s *Server) acceptRaw(a transport.RawAcceptor, c net.Conn, head, rest []byte) {
+	r, ref, err := s.originUpgrader.Upgrade(c, head)
+	if err != nil {
+		if ref != nil {
+			writeRefusal(c, ref)
+		}
+		_ = c.Close()
+		return
+	}
+	var pending *bufio.Reader
+	if len(rest) > 0 {
+		pending = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(rest), c), wst.ReadBufferSize)
+	}
+	authz, origin, host := r.Header()
+	a.AcceptRaw(transport.RawUpgraded{NC: c, Response: r.Response, Pending: pending, RawQuery: r.RawQuery,
+		Authorization: authz, Origin: origin, Host: host})
+	s.originUpgrader.Release(r)
 }
 
 // isWSRequestLine reports whether line is "GET <ws-path>[?query] HTTP/…"
@@ -324,6 +378,10 @@ func (s *Server) upgradeRaw(c net.Conn, head, rest []byte) {
 	if err := checkHead(head); err != nil {
 		writeRefusal(c, &refusal{Status: http.StatusBadRequest, Code: string(protocol.CodeBadRequest), Message: err.Error()})
 		_ = c.Close()
+		return
+	}
+	if a := s.rawAcceptor(head[:bytes.IndexByte(head, '\n')]); a != nil {
+		s.acceptRaw(a, c, head, rest)
 		return
 	}
 	r, ref, err := s.rawUpgrader.Upgrade(c, head)

@@ -26,6 +26,7 @@
 package transport
 
 import (
+	"bufio"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,6 +59,31 @@ type Transport interface {
 // are closed, and Close ends them.
 type Closer interface {
 	Close()
+}
+
+// RawAcceptor is implemented by a transport some of whose WebSocket
+// upgrades the server's accept loop makes itself, without net/http (as it
+// does /ws's): TakesRaw says which, from the request-target of a GET
+// (path and undecoded query); AcceptRaw is then handed each connection so
+// upgraded, its handshake response held, on a goroutine the server's
+// group counts. AcceptRaw owns the connection; it must write up.Response
+// before it returns (the buffer is reused afterwards).
+type RawAcceptor interface {
+	TakesRaw(target []byte) bool
+	AcceptRaw(up RawUpgraded)
+}
+
+// RawUpgraded is a WebSocket upgraded by the accept loop (RawAcceptor):
+// the request's origin was checked (--allowed-origins), nothing else.
+type RawUpgraded struct {
+	NC net.Conn
+	// Response is the held 101 response, to be written before anything.
+	Response []byte
+	// Pending holds what the client sent behind its request, or is nil.
+	Pending *bufio.Reader
+	// RawQuery is the request's query, undecoded; Authorization, Origin
+	// and Host its header fields.
+	RawQuery, Authorization, Origin, Host string
 }
 
 // Host is what the server offers its transports. All methods are safe for

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/herald-rt/herald/internal/gogroup"
 	"github.com/herald-rt/herald/internal/netpoll"
 	"github.com/herald-rt/herald/internal/protocol"
+	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/socketio/engine"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
 	wst "github.com/herald-rt/herald/internal/transport/ws"
@@ -65,52 +68,91 @@ func (s *Server) isDirect(r *http.Request) bool {
 }
 
 // serveDirect upgrades r, sends the open packet and reads the socket until
-// its CONNECT to "/" is accepted, then leaves it to the poller.
+// its CONNECT to "/" is accepted, then leaves it to the poller. (The
+// server's accept loop upgrades most such requests itself: AcceptRaw.)
 func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request) {
 	l := &wsLink{srv: s, sid: randomID()}
 	if !s.addPending(l) {
 		s.report(engine.KindSessionsFull, errors.New("session table full"))
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = io.WriteString(w, `{"code":3,"message":"Server full"}`)
+		_, _ = io.WriteString(w, serverFull)
 		return
 	}
-	g := s.o.WebSocket.Group
-	g.Enter()
-	defer g.Leave()
 	defer s.removePending(l)
 	u, err := wst.UpgradeHTTP(w, r, false)
 	if err != nil {
 		return
 	}
 	_ = u.NC.SetDeadline(time.Time{})
-	l.c = s.newConn(r)
+	h := handshake{query: r.URL.Query(), authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr}
+	s.runDirect(l, u.NC, u.Response, u.Pending, h)
+}
+
+// serverFull is the Engine.IO error body of a refused handshake.
+const serverFull = `{"code":3,"message":"Server full"}`
+
+// TakesRaw reports whether target (a GET's path and query) opens a socket
+// over WebSocket from the start on this server's path.
+func (s *Server) TakesRaw(path string, target []byte) bool {
+	p, q, ok := bytes.Cut(target, []byte("?"))
+	if !ok || (string(p) != path && string(p) != strings.TrimSuffix(path, "/")) {
+		return false
+	}
+	v, err := url.ParseQuery(string(q))
+	return err == nil && v.Get("EIO") == "4" && v.Get("transport") == "websocket" && !v.Has("sid")
+}
+
+// AcceptRaw runs a socket the server's accept loop upgraded (TakesRaw):
+// what serveDirect does after its upgrade.
+func (s *Server) AcceptRaw(up transport.RawUpgraded) {
+	l := &wsLink{srv: s, sid: randomID()}
+	if !s.addPending(l) {
+		s.report(engine.KindSessionsFull, errors.New("session table full"))
+		_ = up.NC.SetWriteDeadline(time.Now().Add(wst.HandshakeWriteTimeout))
+		_, _ = io.WriteString(up.NC, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "+strconv.Itoa(len(serverFull))+"\r\n\r\n"+serverFull)
+		_ = up.NC.Close()
+		return
+	}
+	defer s.removePending(l)
+	q, _ := url.ParseQuery(up.RawQuery)
+	h := handshake{query: q, authz: up.Authorization, origin: up.Origin, host: up.Host, remote: up.NC.RemoteAddr().String()}
+	s.runDirect(l, up.NC, up.Response, up.Pending, h)
+}
+
+// runDirect greets an upgraded socket (its held response and the open
+// packet), reads it until its CONNECT, and leaves it to the poller.
+func (s *Server) runDirect(l *wsLink, nc net.Conn, response []byte, pending *bufio.Reader, h handshake) {
+	g := s.o.WebSocket.Group
+	g.Enter()
+	defer g.Leave()
+	l.c = s.newConn(h)
 	l.c.direct = l
-	if !l.attach(u.NC) {
+	if !l.attach(nc) {
 		return
 	}
 	open := wire.AppendOpen(nil, l.sid, []string{}, s.eo.PingInterval.Milliseconds(), s.eo.PingTimeout.Milliseconds(), s.eo.MaxPayload)
-	if !l.write(u.Response, wst.TextFrame(open)) {
+	if !l.write(response, wst.TextFrame(open)) {
 		l.closeNow()
 		return
 	}
-	br := u.Pending
+	br := pending
 	if br == nil {
 		br = preConnectReaders.Get().(*bufio.Reader)
-		br.Reset(u.NC)
+		br.Reset(nc)
 	}
 	if !l.readUntilConnect(br) {
 		return
 	}
-	_ = u.NC.SetReadDeadline(time.Time{})
-	var pending *bufio.Reader
+	_ = nc.SetReadDeadline(time.Time{})
+	var rest *bufio.Reader
 	if br.Buffered() > 0 {
-		pending = br
+		rest = br
 	} else if br.Size() == preConnectBuffer {
 		br.Reset(nil)
 		preConnectReaders.Put(br)
 	}
-	l.wc.Watch(s.o.WebSocket.Poller, pending)
+	l.wc.Watch(s.o.WebSocket.Poller, rest)
 }
 
 // preConnectReaders are the read buffers of sockets before their CONNECT.

@@ -149,7 +149,7 @@ func (s *Server) report(kind string, err error) {
 }
 
 func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, error) {
-	c := s.newConn(r)
+	c := s.newConn(handshake{query: r.URL.Query(), authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr})
 	c.ess = ess
 	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
 	return c, nil
@@ -157,17 +157,23 @@ func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, err
 
 // newConn is the Socket.IO side of a handshake r, its Engine.IO side (ess
 // or direct) still to be set.
-func (s *Server) newConn(r *http.Request) *Conn {
+func (s *Server) newConn(h handshake) *Conn {
 	return &Conn{
 		srv:    s,
-		query:  r.URL.Query(),
-		authz:  r.Header.Get("Authorization"),
-		origin: r.Header.Get("Origin"),
-		host:   r.Host,
-		remote: r.RemoteAddr,
+		query:  h.query,
+		authz:  h.authz,
+		origin: h.origin,
+		host:   h.host,
+		remote: h.remote,
 		nsps:   map[string]string{},
 		rooms:  map[string]*position{},
 	}
+}
+
+// handshake is what a socket's CONNECT needs of its handshake request.
+type handshake struct {
+	query                       url.Values
+	authz, origin, host, remote string
 }
 
 // randomID returns 96 random bits, base64url.

@@ -30,7 +30,20 @@ type Transport struct {
 	// bridge is set by Mount when Socket.IO is served (not in conformance
 	// mode), for EmitWithAck.
 	bridge atomic.Pointer[bridge]
+	// direct and path serve the sockets the server's accept loop upgrades
+	// (TakesRaw), outside the conformance mode; set by Mount.
+	direct *Server
+	path   string
 }
+
+// TakesRaw implements transport.RawAcceptor: a GET of the Socket.IO path
+// that opens a socket over WebSocket from the start.
+func (t *Transport) TakesRaw(target []byte) bool {
+	return t.direct != nil && t.direct.TakesRaw(t.path, target)
+}
+
+// AcceptRaw implements transport.RawAcceptor.
+func (t *Transport) AcceptRaw(up transport.RawUpgraded) { t.direct.AcceptRaw(up) }
 
 // New returns the Socket.IO transport.
 func New() *Transport { return &Transport{} }
@@ -131,6 +144,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	}
 	mux.Handle(path, sio)
 	mux.Handle(strings.TrimSuffix(path, "/"), sio)
+	t.direct, t.path = sio, path
 	return nil
 }
 

@@ -92,6 +92,11 @@ func (u *RawUpgrader) Upgrade(c net.Conn, head []byte) (*RawUpgrade, *transport.
 	return r, nil, nil
 }
 
+// Header returns the request's Authorization, Origin and Host fields.
+func (r *RawUpgrade) Header() (authorization, origin, host string) {
+	return r.authorization, r.origin, r.host
+}
+
 func (u *RawUpgrader) newRawUpgrade() *RawUpgrade {
 	r := &RawUpgrade{u: u}
 	r.up = ws.Upgrader{
