@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -62,6 +63,9 @@ type Conn struct {
 
 	c     *hub.Client
 	watch netpoll.Watch
+	// discarding is set once the reader has refused what the peer sends
+	// (see readFailed): from then on its bytes are read and dropped.
+	discarding atomic.Bool
 }
 
 // ConnOptions are what reading needs that every connection of a server
@@ -122,7 +126,12 @@ func (s *Conn) Gone() { s.watch.Stop() }
 func (s *Conn) onReadable(d *netpoll.Desc) {
 	r := readerPool.Get().(*connReader)
 	br := r.reset(s.NC, s.c.RawConn())
-	ok := s.drain(br)
+	var ok bool
+	if s.discarding.Load() {
+		ok = s.discard(br)
+	} else {
+		ok = s.drain(br)
+	}
 	r.release()
 	if !ok {
 		return
@@ -134,7 +143,8 @@ func (s *Conn) onReadable(d *netpoll.Desc) {
 
 // drain handles every complete message (or control frame) br holds or the
 // socket delivers without waiting, and reports whether the connection is
-// still readable. Waiting for a message to begin has no deadline (on Linux
+// still to be read (which it is, to be discarded, after a refusal: see
+// readFailed). Waiting for a message to begin has no deadline (on Linux
 // the poller only calls when bytes or EOF are there; the portable fallback
 // waits here); once it has begun, it must arrive within --pong-timeout, as
 // a client silent that long is closed (4002) anyway: a half-sent frame
@@ -142,13 +152,11 @@ func (s *Conn) onReadable(d *netpoll.Desc) {
 func (s *Conn) drain(br *bufio.Reader) bool {
 	for {
 		if _, err := br.Peek(1); err != nil {
-			s.readFailed(err)
-			return false
+			return s.readFailed(err)
 		}
 		_ = s.NC.SetReadDeadline(time.Now().Add(s.Opts.ReadTimeout))
 		if err := s.readMessage(br); err != nil {
-			s.readFailed(err)
-			return false
+			return s.readFailed(err)
 		}
 		// More bytes buffered means the next message has begun: its Peek
 		// cannot wait, so the deadline is only cleared when leaving.
@@ -292,7 +300,7 @@ func (fr *frameReader) message(br *bufio.Reader) error {
 	}
 	if err == nil {
 		s.c.Touch()
-		s.message(hdr.OpCode, buf.Bytes())
+		err = s.message(hdr.OpCode, buf.Bytes())
 	}
 	if buf.Cap() <= 64<<10 {
 		bufferPool.Put(buf)
@@ -407,73 +415,118 @@ func (s *Conn) control(hdr ws.Header, p []byte) error {
 	return nil
 }
 
-// message handles one complete data message.
-func (s *Conn) message(op ws.OpCode, data []byte) {
+// errInvalidUTF8 ends a connection that sent a text message that is not
+// valid UTF-8.
+var errInvalidUTF8 = errors.New("invalid UTF-8 in text message")
+
+// message handles one complete data message; it fails with errInvalidUTF8
+// only.
+func (s *Conn) message(op ws.OpCode, data []byte) error {
 	s.Opts.Metrics.MessagesIn.Inc()
 	s.Opts.Metrics.BytesIn.Add(float64(len(data)))
 	if op == ws.OpText && !utf8.Valid(data) {
-		s.Opts.Sparse.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
-		s.c.Close(protocol.CloseInvalidPayload, "invalid UTF-8")
-		return
+		return errInvalidUTF8
 	}
 	if s.Echo {
 		if s.Sess.Admit(s.Out) {
 			s.c.Send(sealOp(append(NewFrameBuffer(len(data)), data...), byte(op)))
 		}
-		return
+		return nil
 	}
 	if op != ws.OpText && s.OnBinary != nil {
 		s.OnBinary(data)
-		return
+		return nil
 	}
 	if op != ws.OpText {
 		if !s.Sess.Admit(s.Out) { // a binary frame counts against the rate limit like a command
-			return
+			return nil
 		}
 		s.Sess.Error(s.Out, protocol.CodeBinaryNotSupported, "binary frames are not supported; send JSON text frames")
-		return
+		return nil
 	}
 	if s.OnText != nil {
 		s.OnText(data)
-		return
+		return nil
 	}
 	s.Sess.Handle(data, s.Out)
+	return nil
 }
 
 // readFailed ends the connection after a read error, with the close code
-// the error calls for.
-func (s *Conn) readFailed(err error) {
+// the error calls for, and reports whether the socket is still to be read.
+// A message refused while it arrives (too big, over budget, invalid, not
+// completed in time) or a protocol violation gets its close frame; the
+// peer may still be sending then, so the socket is read on and what comes
+// is discarded (see discard) until the peer ends its side or the hub ends
+// the connection after its close grace. Left unread, those bytes would make
+// the kernel answer the close with a reset, and a peer that had not read
+// the close frame yet would lose it (a reset discards what it has not
+// read): it would see an abnormal end, not the code.
+func (s *Conn) readFailed(err error) bool {
 	var pe ws.ProtocolError
 	switch {
 	case errors.Is(err, errPeerClosed):
-		return // the close reply is queued; the writer ends the connection
+		return false // the close reply is queued; the writer ends the connection
 	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
 		s.Opts.Sparse.Info("message too large, closing", "client", s.c.ID, "user", s.c.UserID)
-		s.c.Close(protocol.CloseMessageTooBig, "message too big")
-		return
+		return s.refuse(protocol.CloseMessageTooBig, "message too big")
 	case errors.As(err, &pe):
 		s.Opts.Sparse.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
-		s.c.Close(protocol.CloseProtocolError, string(pe))
-		return
+		return s.refuse(protocol.CloseProtocolError, string(pe))
 	case errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
 		// gobwas reports these header errors as plain errors, not as
 		// protocol errors: a 64-bit length with its top bit set (the other
 		// is not returned when reading). A length written in more bytes than
 		// it needs is accepted, as gobwas reads it.
 		s.Opts.Sparse.Info("protocol violation, closing", "client", s.c.ID, "user", s.c.UserID, "err", err)
-		s.c.Close(protocol.CloseProtocolError, "invalid frame length")
-		return
+		return s.refuse(protocol.CloseProtocolError, "invalid frame length")
+	case errors.Is(err, errInvalidUTF8):
+		s.Opts.Sparse.Info("invalid UTF-8 in text frame, closing", "client", s.c.ID, "user", s.c.UserID)
+		return s.refuse(protocol.CloseInvalidPayload, "invalid UTF-8")
 	case errors.Is(err, errOverBudget):
 		s.Opts.Sparse.Warn("memory budget reached: message being received refused, closing", "client", s.c.ID, "user", s.c.UserID)
-		s.c.Close(protocol.CloseOverBudget, "memory budget reached")
-		return
+		return s.refuse(protocol.CloseOverBudget, "memory budget reached")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.Opts.Sparse.Info("message not completed within pong-timeout, closing", "client", s.c.ID, "user", s.c.UserID, "timeout", s.Opts.ReadTimeout)
-		s.c.Close(protocol.CloseNoPong, "message not completed in time")
-		return
+		return s.refuse(protocol.CloseNoPong, "message not completed in time")
 	}
 	s.Opts.Log.Debug("client gone", "client", s.c.ID, "user", s.c.UserID, "err", err)
 	s.c.Gone(0)
+	return false
+}
+
+// refuse closes the connection with code and reason and turns the reader
+// to discarding what the peer still sends; it reports true (read on).
+// A refusal while discarding cannot happen: discard parses nothing.
+func (s *Conn) refuse(code int, reason string) bool {
+	s.c.Close(code, reason)
+	s.discarding.Store(true)
+	// Reads wait no longer than a message may take; the hub ends the
+	// connection sooner, after its close grace.
+	_ = s.NC.SetReadDeadline(time.Now().Add(s.Opts.ReadTimeout))
+	return true
+}
+
+// discard reads what the socket holds, one read of at most br's size, and
+// drops it: a refused connection's reader, until the peer ends its side or
+// the connection ends. It reports whether to read on. At the peer's end of
+// stream the connection ends as soon as the close frame is written (at once
+// when it is); on any other error (the hub ended the connection, the peer
+// reset it, the read deadline passed) it ends now.
+func (s *Conn) discard(br *bufio.Reader) bool {
+	_, err := br.Peek(1) // one read: the poller said bytes or EOF are there
+	if err == nil {
+		_, _ = br.Discard(br.Buffered())
+		return true
+	}
+	if errors.Is(err, io.EOF) {
+		// Our close is queued or sent: CloseReply ends the connection
+		// right after writing it, or now.
+		s.c.CloseReply(protocol.CloseNormal)
+		return false
+	}
+	s.c.Gone(0)
+	return false
 }
 
 // connReader is a pooled read buffer: a connection holds one only while it
