@@ -1,10 +1,14 @@
 package server_test
 
 import (
+	"errors"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/herald-rt/herald/internal/config"
 )
@@ -18,21 +22,47 @@ import (
 // when it ended the connection made the kernel answer with a reset, which
 // destroyed the close frame the client had not read yet.
 func TestRefusedMessageCloseReachesASenderStillSending(t *testing.T) {
+	native := func(t *testing.T, ts *testServer) (net.Conn, func() int) {
+		nc, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "mallory", "")), nil)
+		readJSON(t, br) // connected
+		return nc, func() int { return closeCode(br) }
+	}
 	for _, tc := range []struct {
 		name      string
 		want      int
 		configure func(*config.Config)
+		dial      func(*testing.T, *testServer) (net.Conn, func() int)
 	}{
-		{"TooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }},
+		{"TooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, native},
 		{"OverBudget", 4009, func(c *config.Config) {
 			c.MaxMessageBytes = 1 << 20
 			c.MaxUserQueuedBytes = 256 << 10
+		}, native},
+		// A Socket.IO socket on WebSocket from the start, once connected,
+		// is read by the same code.
+		{"SocketIOTooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, func(t *testing.T, ts *testServer) (net.Conn, func() int) {
+			c := ts.dialSIO()
+			c.send(`40{"token":"` + token(t, "mallory", "") + `"}`)
+			if p := c.read(); !strings.HasPrefix(p, `40{"sid":"`) {
+				t.Fatalf("connect answer %q", p)
+			}
+			return c.conn.UnderlyingConn(), func() int {
+				_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+				for {
+					if _, _, err := c.conn.ReadMessage(); err != nil {
+						var ce *websocket.CloseError
+						if errors.As(err, &ce) {
+							return ce.Code
+						}
+						return -1
+					}
+				}
+			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := start(t, tc.configure)
-			nc, br := rawUpgrade(t, ts, "token="+url.QueryEscape(token(t, "mallory", "")), nil)
-			readJSON(t, br) // connected
+			nc, closed := tc.dial(t, ts)
 			// A fixed send buffer: the two sockets hold far less than what
 			// is sent, so the writes complete only if the server reads on.
 			if err := nc.(*net.TCPConn).SetWriteBuffer(64 << 10); err != nil {
@@ -50,9 +80,10 @@ func TestRefusedMessageCloseReachesASenderStillSending(t *testing.T) {
 				}
 			}
 			_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-			if code := closeCode(br); code != tc.want {
+			if code := closed(); code != tc.want {
 				t.Fatalf("closed with %d, want %d (-1: no close frame)", code, tc.want)
 			}
+			nc.Close() // the server reads its end: the connection ends now, not after the close grace
 		})
 	}
 }
