@@ -114,7 +114,7 @@ func referenceClaims(b []byte) (claims, bool) {
 			return claims{}, false
 		}
 		f, err := n.Float64()
-		if err != nil {
+		if err != nil || math.Abs(f) > 1e18 { // past any date a time.Time holds: refused as claims
 			return claims{}, false
 		}
 		if f != 0 {
