@@ -1,7 +1,7 @@
 // The React entry in a DOM (happy-dom) with @testing-library/react, against the
 // real herald: StrictMode's double mount and channel switches leave exactly one
 // subscription and one socket.
-import { api, startHerald, token } from './helpers.mjs';
+import { api, startHerald, token, until } from './helpers.mjs';
 import './dom.mjs';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -67,16 +67,24 @@ test('hooks under StrictMode: one subscription, live state, latest, every messag
   assert.deepEqual(commands('subscribe'), ['org:a:x', 'org:a:y']);
   assert.deepEqual(commands('unsubscribe'), ['org:a:x']);
   assert.equal(text('latest'), '-');
-  const chans = await api(srv, '/api/channels');
+  // The server has the switch once it has handled the commands sent.
+  const chans = await until(async () => {
+    const r = await api(srv, '/api/channels');
+    return r.channels.length === 1 && r.channels[0].name === 'org:a:y' && r;
+  }, 'the server to hold org:a:y alone', 20000);
   assert.deepEqual(chans.channels, [{ name: 'org:a:y', subscribers: 1 }]);
 
   view.unmount();
   await act(async () => {});
   assert.deepEqual(commands('unsubscribe'), ['org:a:x', 'org:a:y']);
   assert.equal(c.subscriptions.size, 0);
-  const stats = await api(srv, '/api/stats');
+  // The unsubscribe is on its way: the server drops the subscription once it
+  // has handled it, and keeps the app's one socket.
+  const stats = await until(async () => {
+    const r = await api(srv, '/api/stats');
+    return r.subscriptions === 0 && r;
+  }, 'the server to drop the last subscription', 20000);
   assert.equal(stats.clients, 1, 'one socket, owned by the app');
-  assert.equal(stats.subscriptions, 0);
   c.close();
   cleanup();
 });
