@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/transport/socketio"
@@ -19,9 +20,9 @@ type sioPolling struct {
 	q  string // the query naming the session
 }
 
-// openSIO opens an Engine.IO session and connects "/" with a token for
-// user/org; the CONNECT answer has been read.
-func openSIO(t *testing.T, ts *testServer, user, org string) *sioPolling {
+// handshakeSIO opens an Engine.IO session over polling; nothing is
+// connected yet.
+func handshakeSIO(t *testing.T, ts *testServer) *sioPolling {
 	t.Helper()
 	s := &sioPolling{t: t, ts: ts}
 	code, body := s.do("GET", "")
@@ -30,6 +31,14 @@ func openSIO(t *testing.T, ts *testServer, user, org string) *sioPolling {
 	}
 	sid := body[len(`0{"sid":"`):]
 	s.q = "&sid=" + sid[:strings.IndexByte(sid, '"')]
+	return s
+}
+
+// openSIO opens an Engine.IO session and connects "/" with a token for
+// user/org; the CONNECT answer has been read.
+func openSIO(t *testing.T, ts *testServer, user, org string) *sioPolling {
+	t.Helper()
+	s := handshakeSIO(t, ts)
 	s.post(`40{"token":"` + token(t, user, org) + `"}`)
 	if body := s.poll(); !strings.HasPrefix(body, `40{"sid":"`) {
 		t.Fatalf("connect answer %q", body)
@@ -81,7 +90,7 @@ func TestSocketIOAPIDisconnect(t *testing.T) {
 		t.Fatalf("after the API disconnect the socket got %q, want the DISCONNECT packet", got)
 	}
 	s.post("1")
-	waitUntil(t, func() bool { return ts.srv.Hub().NumClients() == 0 })
+	eventually(t, 10*time.Second, "the hub client to go", func() bool { return ts.srv.Hub().NumClients() == 0 })
 }
 
 // emitAsync calls POST /api/emit in the background; the answer comes on
@@ -191,7 +200,7 @@ func TestSocketIOEmitWithAck(t *testing.T) {
 		t.Fatalf("emit with one silent socket answered %v", m)
 	}
 	b.post(`43` + late[0] + `["too late"]`)
-	waitUntil(t, func() bool {
+	eventually(t, 10*time.Second, "the late ack to be counted", func() bool {
 		return containsLine(ts.metricsText(), `herald_socketio_errors_total{kind="sio_late_ack"} 1`)
 	})
 

@@ -82,54 +82,35 @@ func TestSocketIOOffByDefault(t *testing.T) {
 // hub client behind.
 func TestSocketIOBadInput(t *testing.T) {
 	ts := start(t, nil)
-	do := func(method, query, body string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(method, ts.httpURL("/socket.io/?EIO=4&transport=polling"+query), strings.NewReader(body))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
-	}
-	open := func() string {
-		t.Helper()
-		code, body := do("GET", "", "")
-		if code != 200 || !strings.HasPrefix(body, `0{"sid":"`) {
-			t.Fatalf("handshake %d %q", code, body)
-		}
-		sid := body[len(`0{"sid":"`):]
-		return "&sid=" + sid[:strings.IndexByte(sid, '"')]
-	}
-	if code, body := do("GET", "&sid=nope", ""); code != 400 || !strings.Contains(body, `"code":1`) {
+	unknown := &sioPolling{t: t, ts: ts, q: "&sid=nope"}
+	if code, body := unknown.do("GET", ""); code != 400 || !strings.Contains(body, `"code":1`) {
 		t.Fatalf("unknown sid: %d %s", code, body)
 	}
 	// No token: CONNECT_ERROR with the reason, the session stays.
-	q := open()
-	do("POST", q, "40")
-	if _, body := do("GET", q, ""); body != `44{"message":"unauthorized: missing","data":{"code":"unauthorized"}}` {
+	s := handshakeSIO(t, ts)
+	s.do("POST", "40")
+	if _, body := s.do("GET", ""); body != `44{"message":"unauthorized: missing","data":{"code":"unauthorized"}}` {
 		t.Fatalf("refusal %q", body)
 	}
 	// Connected, then a malformed packet: the session and its hub client end.
-	q = open()
-	do("POST", q, `40{"token":"`+token(t, "u1", "42")+`"}`)
-	if _, body := do("GET", q, ""); !strings.HasPrefix(body, `40{"sid":"`) || !strings.Contains(body, `"pid":"`) {
+	s = handshakeSIO(t, ts)
+	s.do("POST", `40{"token":"`+token(t, "u1", "42")+`"}`)
+	if _, body := s.do("GET", ""); !strings.HasPrefix(body, `40{"sid":"`) || !strings.Contains(body, `"pid":"`) {
 		t.Fatalf("connect answer %q", body)
 	}
 	if n := ts.srv.Hub().NumClients(); n != 1 {
 		t.Fatalf("%d hub clients, want 1", n)
 	}
-	if code, _ := do("POST", q, `42{}`); code != 200 {
+	if code, _ := s.do("POST", `42{}`); code != 200 {
 		t.Fatalf("malformed packet's post: %d", code)
 	}
-	if code, _ := do("GET", q, ""); code != 400 {
+	if code, _ := s.do("GET", ""); code != 400 {
 		t.Fatalf("poll after a malformed packet: %d", code)
 	}
-	waitUntil(t, func() bool { return ts.srv.Hub().NumClients() == 0 })
+	eventually(t, 10*time.Second, "the hub client to go", func() bool { return ts.srv.Hub().NumClients() == 0 })
 	// Oversized body: 413.
-	q = open()
-	if code, _ := do("POST", q, "4"+strings.Repeat("x", 2<<20)); code != 413 {
+	s = handshakeSIO(t, ts)
+	if code, _ := s.do("POST", "4"+strings.Repeat("x", 2<<20)); code != 413 {
 		t.Fatalf("oversized body: %d", code)
 	}
 	m := ts.metricsText()
@@ -137,17 +118,6 @@ func TestSocketIOBadInput(t *testing.T) {
 		if !containsLine(m, `herald_socketio_errors_total{kind="`+kind+`"}`) {
 			t.Errorf("%s not counted", kind)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -163,25 +133,12 @@ func TestSocketIOLargeHistoryOverPolling(t *testing.T) {
 			t.Fatalf("publish %d: %d", i, code)
 		}
 	}
-	do := func(method, query, body string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(method, ts.httpURL("/socket.io/?EIO=4&transport=polling"+query), strings.NewReader(body))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
-	}
-	_, body := do("GET", "", "")
-	sid := body[len(`0{"sid":"`):]
-	q := "&sid=" + sid[:strings.IndexByte(sid, '"')]
-	do("POST", q, `40{"token":"`+token(t, "u1", "42")+`"}`)
-	do("POST", q, `427["request:history",{"channel":"org:42"}]`)
+	s := handshakeSIO(t, ts)
+	s.do("POST", `40{"token":"`+token(t, "u1", "42")+`"}`)
+	s.do("POST", `427["request:history",{"channel":"org:42"}]`)
 	var got strings.Builder
 	for !strings.Contains(got.String(), "437[") || !strings.HasSuffix(got.String(), "}]") {
-		code, b := do("GET", q, "")
+		code, b := s.do("GET", "")
 		if code != 200 {
 			t.Fatalf("poll: %d after %d bytes", code, got.Len())
 		}
@@ -288,7 +245,7 @@ func TestSocketIODirectWebSocket(t *testing.T) {
 			break
 		}
 	}
-	waitUntil(t, func() bool { return ts.srv.Hub().NumClients() == 0 })
+	eventually(t, 10*time.Second, "the hub client to go", func() bool { return ts.srv.Hub().NumClients() == 0 })
 	if !containsLine(ts.metricsText(), `herald_socketio_errors_total{kind="sio_bad_packet"}`) {
 		t.Error("malformed packet not counted")
 	}
