@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-rt/herald/internal/config"
-	"github.com/herald-rt/herald/internal/sparselog"
 )
 
 // failingListener fails its first fails accepts (like a process out of file
@@ -89,14 +87,7 @@ func counterValue(c prometheus.Counter) float64 {
 // many were dropped since the last line — a flood is one line, not one per
 // publication.
 func TestHistoryDropsAreLoggedSparingly(t *testing.T) {
-	cfg := config.Default()
-	cfg.JWTSecret = "0123456789abcdef0123456789abcdef"
-	var logs bytes.Buffer
-	s, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.sparse.SetClock(new(sparselog.ManualClock).Now)
+	s, logs, _ := sparseServer(t, nil)
 	for range 5 {
 		s.historyDropped(3)
 	}

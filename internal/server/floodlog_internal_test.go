@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/herald-rt/herald/internal/auth"
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/sparselog"
-	"github.com/herald-rt/herald/internal/testnet"
 )
 
 // TestCloseFloodsAreLoggedSparingly: every close a client causes (invalid
@@ -30,17 +28,11 @@ import (
 // gets its close code.
 func TestCloseFloodsAreLoggedSparingly(t *testing.T) {
 	checkGoroutines(t)
-	cfg := config.Default()
-	cfg.JWTSecret = "0123456789abcdef0123456789abcdef"
-	cfg.MaxMessageBytes = 1024
-	cfg.RateLimit, cfg.RateBurst, cfg.RateLimitStrikes = 1, 1, 2
-	var logs testnet.Buffer
-	s, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clock sparselog.ManualClock
-	s.sparse.SetClock(clock.Now)
+	s, logs, clock := sparseServer(t, func(cfg *config.Config) {
+		cfg.MaxMessageBytes = 1024
+		cfg.RateLimit, cfg.RateBurst, cfg.RateLimitStrikes = 1, 1, 2
+	})
+	cfg := s.cfg
 	addr := serve(t, s)
 	tok, err := auth.Mint([]byte(cfg.JWTSecret), auth.Identity{UserID: "flooder"}, time.Hour)
 	if err != nil {

@@ -1,16 +1,13 @@
 package server
 
 import (
-	"bytes"
 	"errors"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/hub"
-	"github.com/herald-rt/herald/internal/sparselog"
 )
 
 func TestAutoMaxConnections(t *testing.T) {
@@ -36,16 +33,7 @@ func TestAutoMaxConnections(t *testing.T) {
 // answered, and logged at most once per interval with the number refused
 // since the last line; the two limits are logged apart.
 func TestConnectionRefusalsAreLoggedSparingly(t *testing.T) {
-	cfg := config.Default()
-	cfg.JWTSecret = "0123456789abcdef0123456789abcdef"
-	cfg.MaxConnections = 7
-	cfg.MaxUserConnections = 3
-	var logs bytes.Buffer
-	s, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.sparse.SetClock(new(sparselog.ManualClock).Now)
+	s, logs, _ := sparseServer(t, func(cfg *config.Config) { cfg.MaxConnections, cfg.MaxUserConnections = 7, 3 })
 	for range 5 {
 		ref := s.limitRefusal(hub.ErrServerFull, "u1", nil)
 		if ref == nil || ref.Status != http.StatusServiceUnavailable || ref.Code != "server_full" {

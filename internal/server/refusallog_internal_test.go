@@ -1,7 +1,6 @@
 package server
 
 import (
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/herald-rt/herald/internal/config"
 	"github.com/herald-rt/herald/internal/sparselog"
-	"github.com/herald-rt/herald/internal/testnet"
 )
 
 // TestRefusalsAreLoggedSparingly: issue 24's fourth defect. 2,000 upgrades
@@ -19,16 +17,7 @@ import (
 // the number refused since the last line; each is still answered and
 // counted.
 func TestRefusalsAreLoggedSparingly(t *testing.T) {
-	cfg := config.Default()
-	cfg.JWTSecret = "0123456789abcdef0123456789abcdef"
-	cfg.APIKeys = []string{"0123456789abcdef-api"}
-	var logs testnet.Buffer
-	s, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clock sparselog.ManualClock
-	s.sparse.SetClock(clock.Now)
+	s, logs, clock := sparseServer(t, func(cfg *config.Config) { cfg.APIKeys = []string{"0123456789abcdef-api"} })
 	h := s.Handler()
 	do := func(target string, header http.Header) int {
 		r := httptest.NewRequest("GET", target, nil)
