@@ -2,9 +2,8 @@
 // package, the client the seed's JavaScript examples use.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
-import { connect as connectTo, startHerald } from './helpers.mjs';
+import { connect as connectTo, mintToken, startHerald } from './helpers.mjs';
 
 const BIN = process.env.HERALD_BIN;
 const SECRET = 'node-e2e-secret-0123456789';
@@ -21,11 +20,7 @@ after(async () => {
   if (herald) assert.equal(await herald.stop(), 0, 'herald exits 0 on SIGTERM');
 });
 
-function mint(user, org) {
-  const args = ['token', '--user', user, '--jwt-secret', SECRET];
-  if (org) args.push('--org', org);
-  return execFileSync(BIN, args).toString().trim();
-}
+const mint = (user, org) => mintToken(BIN, SECRET, user, org);
 
 // connect opens a socket to this file's herald.
 const connect = (query) => connectTo(base, query);

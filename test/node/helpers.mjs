@@ -2,7 +2,7 @@
 // client that hands out the server's frames in order.
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,4 +121,11 @@ export async function healthz(base, want = 200) {
     if (Date.now() > deadline) throw new Error(`${base}/healthz never answered ${want}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A token for user (and org, when given) signed with secret, minted by `herald token`. */
+export function mintToken(bin, secret, user, org) {
+  const args = ['token', '--user', user, '--jwt-secret', secret];
+  if (org) args.push('--org', org);
+  return execFileSync(bin, args).toString().trim();
 }

@@ -2,9 +2,9 @@
 // binary (HERALD_BIN), as the seed 003 dashboard connects.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { io } from 'socket.io-client';
-import { freePort, connect } from './helpers.mjs';
+import { freePort, connect, mintToken } from './helpers.mjs';
 
 const BIN = process.env.HERALD_BIN;
 const SECRET = 'node-sio-secret-0123456789abcdef0123';
@@ -35,7 +35,7 @@ after(async () => {
   assert.equal(await exited, 0, 'herald exits 0 on SIGTERM');
 });
 
-const mint = (user, org) => execFileSync(BIN, ['token', '--user', user, '--org', org, '--jwt-secret', SECRET]).toString().trim();
+const mint = (user, org) => mintToken(BIN, SECRET, user, org);
 
 // open connects a socket.io-client the way the seed's hook does, with only
 // the URL, the path and auth.token as changes; it resolves once connected.

@@ -4,9 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { execFileSync } from 'node:child_process';
 import { EventSource } from 'eventsource';
-import { startHerald } from './helpers.mjs';
+import { mintToken, startHerald } from './helpers.mjs';
 
 const BIN = process.env.HERALD_BIN;
 const SECRET = 'node-sse-secret-0123456789abcdef';
@@ -28,11 +27,7 @@ after(async () => {
   if (herald) assert.equal(await herald.stop(), 0, 'herald exits 0 on SIGTERM');
 });
 
-function mint(user, org) {
-  const args = ['token', '--user', user, '--jwt-secret', SECRET];
-  if (org) args.push('--org', org);
-  return execFileSync(BIN, args).toString().trim();
-}
+const mint = (user, org) => mintToken(BIN, SECRET, user, org);
 
 async function api(path, body) {
   const r = await fetch(`http://${base}${path}`, {
