@@ -106,6 +106,10 @@ type Publication struct {
 	// Origin is the publishing connection's client id, excluded from delivery
 	// (empty: deliver to all). It is not part of history.
 	Origin string
+	// Epoch is the epoch of Offset where the broker knows it: always on
+	// what it hands its DeliverFunc; history reads may leave it empty.
+	// Publish ignores it.
+	Epoch string
 }
 
 // Position is where a channel's stream stands: the offset of its newest

@@ -340,8 +340,9 @@ func (c *Client) QueuedBurst() int {
 // that wire has yet), without any per-client bytes.
 func (c *Client) Bytes(m *Message) []byte { return m.Bytes(c.wire) }
 
-// SendMessage queues m, encoded for c's wire (see Message), with c's
-// per-client bytes around it; otherwise as Send.
+// SendMessage queues m, encoded for c's wire (see Message), or as c's
+// PerClient chooses (with its per-client bytes around it, or nothing when
+// it skips m); otherwise as Send.
 func (c *Client) SendMessage(m *Message) bool {
 	b := m.Bytes(c.wire)
 	c.mu.Lock()
@@ -356,7 +357,11 @@ func (c *Client) SendMessage(m *Message) bool {
 		c.appendAndUnlock(b)
 		return true
 	}
-	before, after := c.per.Wrap(m, b)
+	before, b, after := c.per.Wrap(m, b)
+	if b == nil {
+		c.mu.Unlock()
+		return true
+	}
 	if !c.admitLocked(len(before) + len(b) + len(after)) {
 		return false
 	}
@@ -399,9 +404,13 @@ func (c *Client) SendBurst(first []byte, msgs []*Message) bool {
 	if c.per != nil {
 		wrapped := make([][]byte, 0, len(bufs))
 		for i, b := range bufs {
-			before, after := c.per.Wrap(msgs[i], b)
+			n -= len(b)
+			before, b, after := c.per.Wrap(msgs[i], b)
+			if b == nil {
+				continue
+			}
 			wrapped = appendWrapped(wrapped, before, b, after)
-			n += len(before) + len(after)
+			n += len(before) + len(b) + len(after)
 		}
 		bufs = wrapped
 	}

@@ -20,7 +20,8 @@ import (
 //     of a close, and whether a close awaits the peer's answer.
 //   - optionally, a PerClient (ClientOptions.PerClient): a few bytes that
 //     differ per recipient around the shared ones (an SSE id: line, a
-//     Socket.IO offset), written in the same vectored write.
+//     Socket.IO offset), written in the same vectored write, or the choice
+//     of another shared encoding, or none.
 //
 // Everything else a transport sends — answers to one client's commands —
 // it frames itself and queues with Client.Send or Client.SendBurst.
@@ -63,14 +64,20 @@ type Transport interface {
 	Close(code int, reason string) (last []byte, awaitPeer bool)
 }
 
-// PerClient adds per-recipient bytes around a shared message. Wrap is
+// PerClient decides what one recipient is sent for a shared message. Wrap is
 // called with the client's lock held, once per message queued to the
 // client and in the order they are queued — so a transport may keep
 // per-client state there, such as the positions an SSE id: line reports —
-// and must not call the hub or the client. Returned slices are queued as
-// they are (nil for none) and must not change afterwards.
+// and must not call the hub or the client. shared is m encoded for the
+// client's wire. Wrap returns the body to send — shared itself, or m's
+// bytes for another wire (m.Bytes), for a transport whose per-recipient
+// bytes are the same for most recipients of a message, which it can then
+// encode once (a Socket.IO event with its recovery offset) — and the bytes
+// before and after it, nil for none. A nil body skips the message for this
+// client (an event its filter refuses). Returned slices are queued as they
+// are and must not change afterwards.
 type PerClient interface {
-	Wrap(m *Message, shared []byte) (before, after []byte)
+	Wrap(m *Message, shared []byte) (before, body, after []byte)
 }
 
 // wires is a hub's registered encoders.

@@ -201,6 +201,7 @@ type Message struct {
 	From    string // publisher's user id; empty for the server API
 	Offset  uint64 // position in the channel's stream; 0 omits it
 	Event   string // optional event name
+	Epoch   string // the epoch of Offset, when known; never encoded here
 }
 
 // AppendMessage appends {"type":"message","channel","data","timestamp","from"}.

@@ -451,7 +451,7 @@ func (s *Server) deliver(channel string, p *broker.Publication) int {
 
 // message converts a broker publication for encoding.
 func message(channel string, p *broker.Publication) protocol.Message {
-	return protocol.Message{Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event}
+	return protocol.Message{Channel: channel, Data: p.Data, Time: p.Time, From: p.From, Offset: p.Offset, Event: p.Event, Epoch: p.Epoch}
 }
 
 // historyOptions are a namespace's retention as the broker takes it.

@@ -202,6 +202,7 @@ func (b *Broker) Publish(_ context.Context, channel string, p broker.Publication
 	}
 	n := 0
 	if b.deliver != nil {
+		p.Epoch = s.epoch
 		n = b.deliver(channel, &p)
 	}
 	return broker.PublishResult{Position: broker.Position{Offset: s.offset, Epoch: s.epoch}, Delivered: n}, nil

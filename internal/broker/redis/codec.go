@@ -65,16 +65,10 @@ func decodeEntry(s string) (broker.Publication, error) {
 	return p, decodeBody(body, &p)
 }
 
-// livePub is a publication as it comes through pub/sub, with its epoch.
-type livePub struct {
-	broker.Publication
-	epoch string
-}
-
 // decodeMessage reads a pub/sub publication (after its "p"): channel,
 // epoch, offset, time, origin, body.
-func decodeMessage(s string) (string, livePub, error) {
-	var p livePub
+func decodeMessage(s string) (string, broker.Publication, error) {
+	var p broker.Publication
 	var f [5]string
 	rest := s
 	for i := range f {
@@ -90,6 +84,6 @@ func decodeMessage(s string) (string, livePub, error) {
 	if p.Time = micros(f[3]); p.Time.IsZero() {
 		return "", p, errMalformed
 	}
-	p.epoch, p.Origin = f[1], f[4]
-	return f[0], p, decodeBody(rest, &p.Publication)
+	p.Epoch, p.Origin = f[1], f[4]
+	return f[0], p, decodeBody(rest, &p)
 }

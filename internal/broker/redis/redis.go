@@ -983,11 +983,11 @@ func (b *Broker) onPublication(it item) {
 		b.o.Log.Warn("malformed publication ignored", "err", err)
 		return
 	}
-	p.epoch += *it.salt
+	p.Epoch += *it.salt
 	l := b.lookup(channel)
 	if l == nil {
 		if b.o.Deliver != nil {
-			b.o.Deliver(channel, &p.Publication)
+			b.o.Deliver(channel, &p)
 		}
 		return
 	}
@@ -996,18 +996,18 @@ func (b *Broker) onPublication(it item) {
 	if it.gen != b.gen.Load() {
 		return // lost meanwhile (see work); checked again under the lock resetAll takes
 	}
-	if l.epoch != "" && (p.epoch != l.epoch || p.Offset != l.last+1) && b.o.OnGap != nil {
+	if l.epoch != "" && (p.Epoch != l.epoch || p.Offset != l.last+1) && b.o.OnGap != nil {
 		// Before this publication is delivered: the subscribers' last
 		// offset stays before the gap, so their recovery sees it.
 		b.o.OnGap(channel)
 	}
 	n := 0
 	if b.o.Deliver != nil {
-		n = b.o.Deliver(channel, &p.Publication)
+		n = b.o.Deliver(channel, &p)
 	}
-	l.epoch, l.last = p.epoch, p.Offset
+	l.epoch, l.last = p.Epoch, p.Offset
 	if l.counts != nil {
-		l.counts[p.Offset%uint64(len(l.counts))] = delivered{epoch: p.epoch, offset: p.Offset, n: n}
+		l.counts[p.Offset%uint64(len(l.counts))] = delivered{epoch: p.Epoch, offset: p.Offset, n: n}
 	}
 	if len(l.waiters) > 0 {
 		l.settle()
@@ -1018,7 +1018,7 @@ func (b *Broker) onPublication(it item) {
 				pj.failed, pj.buf = true, nil
 				continue
 			}
-			q := p.Publication
+			q := p
 			q.Origin = ""
 			pj.buf = append(pj.buf, q)
 		}

@@ -3,8 +3,10 @@ package socketio
 import (
 	"strconv"
 
+	"github.com/herald-rt/herald/internal/hub"
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
+	"github.com/herald-rt/herald/internal/transport/ws"
 )
 
 // DefaultEvent names a publication that has no event.
@@ -47,4 +49,49 @@ func AppendDelivery(dst []byte, m *protocol.Message) []byte {
 		dst = protocol.AppendString(dst, m.From)
 	}
 	return append(dst, '}')
+}
+
+// FrameWires are the wires of whole WebSocket frames that direct sockets
+// are sent when their per-socket bytes are those of every socket like
+// them, so that a publication is framed once for them all rather than
+// around the shared bytes per socket. Each derives from the socketio
+// wire's shared bytes.
+type FrameWires struct {
+	// closed is the event closed without a recovery offset (a notice, or a
+	// socket without recovery).
+	closed hub.Wire
+	// offset is the event closed with the recovery offset of a socket
+	// whose one room is the publication's channel, at its offset and epoch.
+	offset hub.Wire
+}
+
+// registerFrames registers FrameWires on h, derived from the socketio
+// wire shared.
+func registerFrames(h *hub.Hub, shared hub.Wire) *FrameWires {
+	return &FrameWires{
+		closed: h.RegisterWire("socketio-frame", func(m *hub.Message) []byte {
+			return frameOf(m.Bytes(shared), closeBracket)
+		}),
+		offset: h.RegisterWire("socketio-frame-offset", func(m *hub.Message) []byte {
+			if m.Notice != nil {
+				return frameOf(m.Bytes(shared), closeBracket)
+			}
+			return frameOf(m.Bytes(shared), appendOneRoomTail(nil, &m.Pub))
+		}),
+	}
+}
+
+// appendOneRoomTail appends the tail of m's delivery to a socket whose one
+// room is m's channel, at m's offset and epoch: its recovery offset and the
+// closing bracket.
+func appendOneRoomTail(dst []byte, m *protocol.Message) []byte {
+	dst = append(dst, ',', '"', recoveryMark)
+	dst = appendRoom(dst, m.Channel, m.Epoch, m.Offset)
+	return append(dst, '"', ']')
+}
+
+// frameOf returns one WebSocket text frame of shared followed by tail.
+func frameOf(shared, tail []byte) []byte {
+	b := ws.NewFrameBuffer(len(shared) + len(tail))
+	return ws.Seal(append(append(b, shared...), tail...))
 }

@@ -1,11 +1,14 @@
 package socketio
 
 import (
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herald-rt/herald/internal/hub"
+	"github.com/herald-rt/herald/internal/metrics"
 	"github.com/herald-rt/herald/internal/protocol"
 )
 
@@ -15,36 +18,87 @@ func benchPub() protocol.Message {
 		Data: []byte(`{"seq":1,"t":1733600000000000000,"pad":"` + strings.Repeat("x", 60) + `"}`)}
 }
 
-// directConn is a direct socket in one room, with recovery on.
-func directConn() *Conn {
-	return &Conn{direct: &wsLink{}, pid: "pid", rooms: map[string]*position{"org:42": {epoch: "e1", offset: 1}}}
+// testHub is a hub with the socketio wire and its frame wires registered.
+func testHub() (*hub.Hub, hub.Wire, *FrameWires) {
+	h := hub.New(hub.Options{QueueBytes: 1 << 20, PingInterval: time.Minute, PongTimeout: 2 * time.Minute},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	w := h.RegisterWire("socketio", encode)
+	return h, w, registerFrames(h, w)
 }
 
-// TestWrapDirect: a direct socket's delivery is one WebSocket text frame,
-// header before the shared bytes and the recovery offset after them; a
-// delivery its event filter refuses is an Engine.IO noop frame.
-func TestWrapDirect(t *testing.T) {
-	c := directConn()
-	m := &hub.Message{Pub: benchPub()}
-	shared := encode(m)
-	before, after := c.Wrap(m, shared)
-	frame := string(before) + string(shared) + string(after)
+// directConn is a direct socket in one room, with recovery on; frames nil
+// makes it frame every delivery itself.
+func directConn(frames *FrameWires) *Conn {
+	srv := &Server{o: Options{WebSocket: &WebSocketOptions{Frames: frames}}}
+	return &Conn{srv: srv, direct: &wsLink{}, pid: "pid", rooms: map[string]*position{"org:42": {epoch: "e1", offset: 1}}}
+}
+
+// delivered is what Wrap has a socket sent for m: the frame's payload,
+// after checking its header.
+func delivered(t *testing.T, c *Conn, m *hub.Message, shared []byte) string {
+	t.Helper()
+	before, body, after := c.Wrap(m, shared)
+	frame := string(before) + string(body) + string(after)
 	payload := frame[4:] // 126 < length < 64 KiB: a 16-bit length
 	if frame[0] != 0x81 || frame[1] != 126 || int(frame[2])<<8|int(frame[3]) != len(payload) {
 		t.Fatalf("frame header % x for %d payload bytes", frame[:4], len(payload))
 	}
-	if !strings.HasPrefix(payload, `42["message",{"type":"message","channel":"org:42"`) || !strings.HasSuffix(payload, `"]`) {
+	return payload
+}
+
+// recoveryOf is the recovery offset a delivery's payload ends with.
+func recoveryOf(t *testing.T, payload string) map[string]position {
+	t.Helper()
+	if !strings.HasSuffix(payload, `"]`) {
 		t.Fatalf("payload %q", payload)
 	}
 	rec := payload[strings.LastIndex(payload, `,"`)+2 : len(payload)-2]
 	rooms, ok := parseRecovery(rec)
-	if !ok || rooms["org:42"] != (position{epoch: "e1", offset: 12345}) {
-		t.Fatalf("recovery offset %q: %v %v", rec, rooms, ok)
+	if !ok {
+		t.Fatalf("recovery offset %q", rec)
 	}
-	c.filter.remove([]string{"message"})
-	before, after = c.Wrap(m, shared)
-	if string(before[len(before)-1:]) != "6" || after != nil || int(before[2])<<8|int(before[3]) != len(shared)+1 {
-		t.Fatalf("filtered delivery: % x … %q", before, after)
+	return rooms
+}
+
+// TestWrapDirect: a direct socket's delivery is one WebSocket text frame
+// whose payload is the event with the socket's recovery offset last. A
+// socket whose one room is the publication's, at its epoch, is sent the
+// frame shared by every such socket; one in two rooms, or at another
+// epoch, its own frame around the shared bytes — the same payload but
+// for the offset. A delivery its event filter refuses is not sent.
+func TestWrapDirect(t *testing.T) {
+	h, w, frames := testHub()
+	pub := benchPub()
+	pub.Epoch = "e1"
+	m := h.Publication(pub)
+	shared := m.Bytes(w)
+	for _, fw := range []*FrameWires{nil, frames} {
+		c := directConn(fw)
+		payload := delivered(t, c, m, shared)
+		if !strings.HasPrefix(payload, `42["message",{"type":"message","channel":"org:42"`) {
+			t.Fatalf("payload %q", payload)
+		}
+		if rooms := recoveryOf(t, payload); len(rooms) != 1 || rooms["org:42"] != (position{epoch: "e1", offset: 12345}) {
+			t.Fatalf("recovery offset %v", rooms)
+		}
+		if _, body, _ := c.Wrap(m, shared); (fw != nil) != (&body[0] == &m.Bytes(frames.offset)[0]) {
+			t.Fatalf("shared frame used: %v, frame wires: %v", fw == nil, fw != nil)
+		}
+		c.filter.remove([]string{"message"})
+		if before, body, after := c.Wrap(m, shared); before != nil || body != nil || after != nil {
+			t.Fatalf("filtered delivery sent: %q %q %q", before, body, after)
+		}
+	}
+	two := directConn(frames)
+	two.rooms["user:u1"] = &position{epoch: "e2", offset: 3}
+	if rooms := recoveryOf(t, delivered(t, two, m, shared)); len(rooms) != 2 || rooms["user:u1"] != (position{epoch: "e2", offset: 3}) ||
+		rooms["org:42"] != (position{epoch: "e1", offset: 12345}) {
+		t.Fatalf("two rooms: %v", rooms)
+	}
+	other := directConn(frames)
+	other.rooms["org:42"].epoch = "e0"
+	if rooms := recoveryOf(t, delivered(t, other, m, shared)); rooms["org:42"] != (position{epoch: "e0", offset: 12345}) {
+		t.Fatalf("another epoch: %v", rooms)
 	}
 }
 
@@ -61,12 +115,27 @@ func BenchmarkEncode(b *testing.B) {
 // BenchmarkWrapDirect is what each direct socket adds per delivery: its
 // frame header and recovery offset (one room).
 func BenchmarkWrapDirect(b *testing.B) {
-	c := directConn()
+	c := directConn(nil)
 	m := &hub.Message{Pub: benchPub()}
 	shared := encode(m)
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Pub.Offset++
+		c.Wrap(m, shared)
+	}
+}
+
+// BenchmarkWrapDirectShared is the same socket sent the frame every socket
+// in its one room shares, encoded once (by the first).
+func BenchmarkWrapDirectShared(b *testing.B) {
+	h, w, frames := testHub()
+	c := directConn(frames)
+	pub := benchPub()
+	pub.Epoch = "e1"
+	m := h.Publication(pub)
+	shared := m.Bytes(w)
+	b.ReportAllocs()
+	for b.Loop() {
 		c.Wrap(m, shared)
 	}
 }

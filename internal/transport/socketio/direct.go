@@ -48,6 +48,10 @@ type WebSocketOptions struct {
 	// Group counts the goroutine that reads a socket until its CONNECT
 	// (Server.Close ends it).
 	Group *gogroup.Group
+	// Frames, when set, are the wires of whole frames shared by sockets
+	// whose per-socket bytes are alike (see FrameWires); nil: every socket
+	// frames the shared bytes itself.
+	Frames *FrameWires
 }
 
 // preConnectBuffer is the read buffer of a socket until its CONNECT.

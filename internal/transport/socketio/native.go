@@ -331,8 +331,8 @@ func (c *Conn) appendTailLocked(dst []byte) []byte {
 		return append(dst, ']')
 	}
 	dst = append(dst, ',', '"')
-	if r := c.last; r.pos != nil && len(c.rooms) == 1 {
-		dst = appendRoom(append(dst, recoveryMark), r.ch, r.pos)
+	if r := c.last; r.only {
+		dst = appendRoom(append(dst, recoveryMark), r.ch, r.pos.epoch, r.pos.offset)
 	} else {
 		dst = appendRecovery(dst, c.rooms)
 	}
@@ -344,16 +344,18 @@ func (c *Conn) tailSizeLocked() int {
 	if c.pid == "" {
 		return 1
 	}
-	if r := c.last; r.pos != nil && len(c.rooms) == 1 {
+	if r := c.last; r.only {
 		return 5 + len(r.ch) + len(r.pos.epoch) + 23
 	}
 	return 4 + recoverySize(c.rooms)
 }
 
-// lastRoom is the room a socket's last delivery was in, with its name.
+// lastRoom is the room a socket's last delivery was in, with its name,
+// and whether it is the socket's only room.
 type lastRoom struct {
-	ch  string
-	pos *position
+	ch   string
+	pos  *position
+	only bool
 }
 
 // roomLocked returns the socket's position in channel ch, or nil: the
@@ -365,7 +367,7 @@ func (c *Conn) roomLocked(ch string) *position {
 	}
 	pos := c.rooms[ch]
 	if pos != nil {
-		c.last = lastRoom{ch: ch, pos: pos}
+		c.last = lastRoom{ch: ch, pos: pos, only: len(c.rooms) == 1}
 	}
 	return pos
 }

@@ -30,7 +30,7 @@ func appendRecovery(dst []byte, rooms map[string]*position) []byte {
 	dst = append(dst, recoveryMark)
 	if len(rooms) == 1 { // most sockets: no order to make
 		for ch, p := range rooms {
-			dst = appendRoom(dst, ch, p)
+			dst = appendRoom(dst, ch, p.epoch, p.offset)
 		}
 		return dst
 	}
@@ -43,7 +43,8 @@ func appendRecovery(dst []byte, rooms map[string]*position) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendRoom(dst, ch, rooms[ch])
+		p := rooms[ch]
+		dst = appendRoom(dst, ch, p.epoch, p.offset)
 	}
 	return dst
 }
@@ -53,12 +54,12 @@ func appendRecovery(dst []byte, rooms map[string]*position) []byte {
 const recoveryMark = '~'
 
 // appendRoom appends one room of a recovery offset.
-func appendRoom(dst []byte, ch string, p *position) []byte {
+func appendRoom(dst []byte, ch, epoch string, offset uint64) []byte {
 	dst = append(dst, ch...)
 	dst = append(dst, '|')
-	dst = append(dst, p.epoch...)
+	dst = append(dst, epoch...)
 	dst = append(dst, '|')
-	return strconv.AppendUint(dst, p.offset, 10)
+	return strconv.AppendUint(dst, offset, 10)
 }
 
 // recoverySize bounds what appendRecovery appends for rooms.

@@ -115,6 +115,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		return err
 	}
 	w := host.Hub().RegisterWire("socketio", encode)
+	frames := registerFrames(host.Hub(), w)
 	tr := &bridge{host: host, wire: w, emits: emits, wsOpts: &ws.ConnOptions{
 		MaxMessage: cfg.MaxMessageBytes, ReadTimeout: cfg.PongTimeout, Log: host.Log(), Sparse: host.Sparse(), Metrics: host.Metrics(),
 	}}
@@ -136,7 +137,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		Go:      host.Group().Go,
 	}
 	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr,
-		WebSocket: &WebSocketOptions{Poller: host.Poller(), Group: host.Group()}})
+		WebSocket: &WebSocketOptions{Poller: host.Poller(), Group: host.Group(), Frames: frames}})
 	t.servers = append(t.servers, sio)
 	path := cfg.SocketIOPath
 	if !strings.HasSuffix(path, "/") {
@@ -312,12 +313,9 @@ func (o sioOut) Subscribed(doc []byte, _ transport.Subscription, replay []*hub.M
 }
 
 // Records: the hub writes a socket's bytes into its pipe as records, each a
-// 4-byte header — the length of the packet that follows, and dropRecord set
-// when the socket's event filter refuses it — then one Engine.IO packet.
-const (
-	recordHeader = 4
-	dropRecord   = 1 << 31
-)
+// 4-byte header — the length of the packet that follows — then one
+// Engine.IO packet.
+const recordHeader = 4
 
 // record frames one packet as a record.
 func record(pkt []byte) []byte {
@@ -326,61 +324,63 @@ func record(pkt []byte) []byte {
 	return append(b, pkt...)
 }
 
-func header(n int, drop bool) []byte {
+func header(n int) []byte {
 	b := make([]byte, recordHeader)
-	v := uint32(n)
-	if drop {
-		v |= dropRecord
-	}
-	binary.BigEndian.PutUint32(b, v)
+	binary.BigEndian.PutUint32(b, uint32(n))
 	return b
 }
 
 // Wrap implements hub.PerClient: it moves the socket's position in the
-// publication's room, and frames the shared bytes with the socket's tail
-// (its recovery offset and the closing bracket): as one WebSocket frame for
-// a direct socket, else as one record for the Engine.IO session's pipe.
-func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, after []byte) {
+// publication's room, skips a delivery the socket's event filter refuses,
+// and closes the shared bytes with the socket's tail (its recovery offset
+// and the closing bracket): as one WebSocket frame for a direct socket,
+// else as one record for the Engine.IO session's pipe.
+func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, body, after []byte) {
 	c.posMu.Lock()
 	defer c.posMu.Unlock()
-	drop := false
+	var pos *position
 	if m.Notice == nil {
-		if pos := c.roomLocked(m.Pub.Channel); pos != nil && m.Pub.Offset > pos.offset {
+		if pos = c.roomLocked(m.Pub.Channel); pos != nil && m.Pub.Offset > pos.offset {
 			pos.offset = m.Pub.Offset
 		}
-		drop = !c.filter.wants(m.Pub.Event)
+		if !c.filter.wants(m.Pub.Event) {
+			return nil, nil, nil
+		}
 	}
 	if c.direct != nil {
-		return c.frameLocked(m.Notice != nil, len(shared), drop)
+		return c.frameLocked(m, shared, pos)
 	}
-	if m.Notice != nil {
-		after = closeBracket
-	} else {
+	after = closeBracket
+	if m.Notice == nil {
 		after = c.tailPosLocked()
 	}
-	return header(len(shared)+len(after), drop), after
+	return header(len(shared) + len(after)), shared, after
 }
 
-// frameLocked is Wrap's per-socket bytes for a direct socket, n bytes
-// shared: the frame header before them and the tail after, in one
-// allocation. A delivery the socket's event filter refuses still has to be
-// written (the shared bytes are queued whatever Wrap returns), so it goes
-// as an Engine.IO noop packet carrying it, which clients ignore. posMu is
-// held.
-func (c *Conn) frameLocked(notice bool, n int, drop bool) (before, after []byte) {
+// frameLocked is Wrap's answer for a direct socket; pos is its room of m,
+// if any. When its tail is the one every socket like it has — no recovery
+// offset, or the offset of a socket whose one room is m's, at m's offset
+// and epoch (most sockets) — it is sent the whole frame encoded once for
+// them all (frameWires). Otherwise the frame header and the tail are its
+// own, carved from its slab around the shared bytes. posMu is held.
+func (c *Conn) frameLocked(m *hub.Message, shared []byte, pos *position) (before, body, after []byte) {
+	if fw := c.srv.o.WebSocket.Frames; fw != nil {
+		switch {
+		case m.Notice != nil || c.pid == "":
+			return nil, m.Bytes(fw.closed), nil
+		case pos != nil && c.last.only && pos.offset == m.Pub.Offset && pos.epoch == m.Pub.Epoch:
+			pos.epoch = m.Pub.Epoch // the broker's copy: the next comparison is of pointers
+			return nil, m.Bytes(fw.offset), nil
+		}
+	}
 	buf := c.carveLocked(ws.Headroom + c.tailSizeLocked())
 	hdr := (*[ws.Headroom]byte)(buf[:ws.Headroom])
-	switch {
-	case drop:
-		buf = append(buf, byte(wire.ENoop))
-		h := ws.TextHeader(hdr, 1+n)
-		return buf[ws.Headroom-len(h) : ws.Headroom+1 : ws.Headroom+1], nil
-	case notice:
-		return ws.TextHeader(hdr, n+1), closeBracket
+	if m.Notice != nil {
+		return ws.TextHeader(hdr, len(shared)+1), shared, closeBracket
 	}
 	buf = c.appendTailLocked(buf)
 	after = buf[ws.Headroom:len(buf):len(buf)]
-	return ws.TextHeader(hdr, n+len(after)), after
+	return ws.TextHeader(hdr, len(shared)+len(after)), shared, after
 }
 
 // slabSize is the size of the slabs a direct socket's per-delivery bytes
@@ -409,7 +409,6 @@ type pipe struct {
 	mu   sync.Mutex
 	hdr  []byte // header bytes of the record being read
 	want int    // bytes of the current record's packet still due
-	drop bool
 	pkt  []byte
 }
 
@@ -425,8 +424,7 @@ func (p *pipe) Write(b []byte) (int, error) {
 			if len(p.hdr) < recordHeader {
 				break
 			}
-			v := binary.BigEndian.Uint32(p.hdr)
-			p.drop, p.want = v&dropRecord != 0, int(v&^dropRecord)
+			p.want = int(binary.BigEndian.Uint32(p.hdr))
 			p.pkt = make([]byte, 0, p.want)
 			if p.want == 0 {
 				p.hdr = p.hdr[:0]
@@ -439,10 +437,8 @@ func (p *pipe) Write(b []byte) (int, error) {
 		p.want -= k
 		if p.want == 0 {
 			p.hdr = p.hdr[:0]
-			if !p.drop {
-				if err := p.c.ess.SendWait(p.pkt); err != nil {
-					return n - len(b), net.ErrClosed
-				}
+			if err := p.c.ess.SendWait(p.pkt); err != nil {
+				return n - len(b), net.ErrClosed
 			}
 			p.pkt = nil
 		}

@@ -94,17 +94,17 @@ const slabSize = 512
 // stream's channels moves that channel's position, and the event carries
 // the id of every position. Called with the client's lock held, in queue
 // order.
-func (st *stream) Wrap(m *hub.Message, _ []byte) (before, after []byte) {
+func (st *stream) Wrap(m *hub.Message, shared []byte) (before, body, after []byte) {
 	if m.Notice != nil || m.Pub.Offset == 0 {
-		return nil, nil
+		return nil, shared, nil
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	i := st.cursor.Index(m.Pub.Channel)
 	if i < 0 || !st.cursor.Advance(i, m.Pub.Offset) {
-		return nil, nil
+		return nil, shared, nil
 	}
-	return st.idLocked(), nil
+	return st.idLocked(), shared, nil
 }
 
 // idLocked renders the id line of the current positions into the slab.
