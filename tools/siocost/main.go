@@ -40,7 +40,7 @@ func main() {
 	pubs := flag.Int("pubs", 200, "publications per protocol")
 	rate := flag.Int("rate", 100, "publications per second")
 	key := flag.String("api-key", "siocost-api-key-0123", "herald's API key")
-	protos := flag.String("protocols", "native,socketio", "protocols to measure, in order: native, socketio (WebSocket only), polling (Socket.IO long-polling); a fresh server for each gives steadier RSS")
+	protos := flag.String("protocols", "native,socketio", "protocols to measure, in order: native, socketio (WebSocket only), upgraded (Socket.IO opened on long-polling, then upgraded to WebSocket: socket.io-client's default), polling (Socket.IO long-polling); a fresh server for each gives steadier RSS")
 	flag.Parse()
 	for _, proto := range strings.Split(*protos, ",") {
 		run(*addr, *pid, proto, *n, *pubs, *rate, *key)
@@ -80,7 +80,7 @@ func run(addr string, pid int, proto string, n, pubs, rate int, key string) {
 				if bytes.Contains(b, []byte(`"data":{"seq"`)) {
 					got.Add(1)
 				}
-				if proto == "socketio" && string(b) == "2" {
+				if proto != "native" && string(b) == "2" {
 					_ = wsutil.WriteClientText(c, []byte("3"))
 				}
 			}
@@ -203,8 +203,13 @@ func (p *poller) loop(sid string, got *atomic.Int64, stop <-chan struct{}) {
 
 func dial(addr, proto, org, channel string) (net.Conn, io.Reader) {
 	u := "ws://" + addr + "/ws?userId=u&org=" + org + "&subscribe=" + channel
-	if proto == "socketio" {
+	switch proto {
+	case "socketio":
 		u = "ws://" + addr + "/socket.io/?EIO=4&transport=websocket"
+	case "upgraded":
+		p := newPoller(addr, 1)
+		defer p.hc.CloseIdleConnections() // as a browser would, soon after
+		return upgrade(addr, p.open(org, channel))
 	}
 	c, br, _, err := ws.Dial(context.Background(), u)
 	if err != nil {
@@ -235,6 +240,29 @@ func dial(addr, proto, org, channel string) (net.Conn, io.Reader) {
 		for !strings.HasPrefix(read(), "431") {
 		}
 	}
+	return c, r
+}
+
+// upgrade moves the polling session sid to WebSocket as socket.io-client
+// does: the probe, then the upgrade packet.
+func upgrade(addr, sid string) (net.Conn, io.Reader) {
+	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/socket.io/?EIO=4&transport=websocket&sid="+sid)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var r io.Reader = c
+	if br != nil {
+		r = io.MultiReader(br, c)
+	}
+	_ = wsutil.WriteClientText(c, []byte("2probe"))
+	b, _, err := wsutil.ReadServerData(struct {
+		io.Reader
+		io.Writer
+	}{r, c})
+	if err != nil || string(b) != "3probe" {
+		log.Fatalf("probe: %q %v", b, err)
+	}
+	_ = wsutil.WriteClientText(c, []byte("5"))
 	return c, r
 }
 
