@@ -139,7 +139,7 @@ func numbersFor(name string) []extractor {
 	switch {
 	case strings.HasPrefix(name, "idle"):
 		return idleNumbers
-	case name == "saturated":
+	case strings.HasPrefix(name, "saturated"):
 		return saturatedNumbers
 	case strings.HasPrefix(name, "fanout"):
 		return fanoutNumbers
