@@ -38,6 +38,7 @@ func (h host) Sparse() *sparselog.Logger { return h.s.sparse }
 func (h host) Metrics() *metrics.Metrics { return h.s.metrics }
 func (h host) Poller() *netpoll.Poller   { return h.s.poller }
 func (h host) Group() *gogroup.Group     { return &h.s.group }
+func (h host) BrokerLive() bool          { return h.s.brokerUp() }
 func (h host) Connected(sess transport.Session) protocol.Connected {
 	return h.s.connected(sess.(*session))
 }

@@ -106,6 +106,11 @@ type Host interface {
 	// connection needs with Group().Go (and delayed calls with AfterFunc),
 	// so that the server's shutdown waits for them.
 	Group() *gogroup.Group
+	// BrokerLive reports whether the broker serves requests: false while
+	// a broker that joins nodes (Redis) has not reached and verified its
+	// store, as after the node starts or loses it; every subscribe,
+	// publish and history is refused as unavailable then, for now.
+	BrokerLive() bool
 	// Admit decides whether a new connection may open: not while the
 	// server drains, not past the connection limit, only from an allowed
 	// origin (origin and host as the request gives them; origin empty for

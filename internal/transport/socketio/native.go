@@ -44,19 +44,25 @@ func (c *Conn) writeNative(frame []byte, burst bool) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.retry {
+		c.mu.Unlock()
 		return
 	}
 	if c.hold > 0 {
 		if k := c.callOf(&f); k == nil || k.kind != callRecover {
 			c.held = append(c.held, frame)
+			c.mu.Unlock()
 			return
 		}
 	}
 	c.burst = burst
 	c.handleLocked(&f)
 	c.burst = false
+	retry := c.takeRetryLocked()
+	c.mu.Unlock()
+	if retry != "" {
+		c.closeForRetry(retry)
+	}
 }
 
 // collectNative handles a subscribe's answer and returns what it sends,
@@ -70,13 +76,18 @@ func (c *Conn) collectNative(frame []byte) []byte {
 	}
 	var first []byte
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.retry {
+		c.mu.Unlock()
 		return nil
 	}
 	c.collect = &first
 	c.handleLocked(&f)
 	c.collect = nil
+	retry := c.takeRetryLocked()
+	c.mu.Unlock()
+	if retry != "" {
+		c.closeForRetry(retry)
+	}
 	return first
 }
 
@@ -85,7 +96,7 @@ func (c *Conn) collectNative(frame []byte) []byte {
 func (c *Conn) Deliver(shared []byte, m *protocol.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.retry {
 		return
 	}
 	if c.hold > 0 {
@@ -203,6 +214,7 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 		if f.Recovered == nil || !*f.Recovered {
 			c.lost = true
 		}
+		c.joined = true
 		c.recoveredOneLocked()
 		return
 	case callRefilter:
@@ -224,6 +236,22 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 func (c *Conn) failedLocked(k *call, f *nativeFrame) {
 	switch k.kind {
 	case callRecover:
+		if f.Code == string(protocol.CodeUnavailable) && !c.joined && (c.down || c.srv.brokerDown()) {
+			// The broker was not serving (Redis not reached, or not yet
+			// verified by this node, as just after it started): the
+			// history may well be there. Nothing has been sent since the
+			// CONNECT (no room joined yet), so the connection ends without
+			// an answer to it, and socket.io-client reconnects with the
+			// same pid and offset and asks again (see closeForRetry).
+			// Once a room has joined, its replay may be on its way: ending
+			// the connection then would have the client emit it after its
+			// next CONNECT and again in that CONNECT's replay; and a
+			// refusal while the broker serves is the channel's own, which
+			// asking again would not change. Either counts as not
+			// recovered, as any other refusal.
+			c.retry, c.retryCh = true, k.channel
+			return
+		}
 		c.posMu.Lock()
 		delete(c.rooms, k.channel)
 		c.last = lastRoom{}
@@ -240,6 +268,29 @@ func (c *Conn) failedLocked(k *call, f *nativeFrame) {
 	default:
 		c.refuseLocked(k.ack, k.channel, f.Code, f.Message)
 	}
+}
+
+// takeRetryLocked returns the room whose recovery is to be retried, once:
+// the caller closes the connection (closeForRetry) after unlocking c.mu.
+func (c *Conn) takeRetryLocked() string {
+	room := c.retryCh
+	c.retryCh = ""
+	return room
+}
+
+// closeForRetry ends a socket whose recovery the broker could not serve
+// for now (see failedLocked): its connection closes without a DISCONNECT
+// packet and without an answer to its CONNECT, as a lost connection, so
+// socket.io-client keeps its pid and offset, reconnects by itself and asks
+// again. c.mu must not be held: the close runs the transport's close, which
+// ends in OnClose.
+func (c *Conn) closeForRetry(room string) {
+	c.srv.recoveryRetried(room)
+	if hc := c.hc.Load(); hc != nil {
+		hc.Close(protocol.CloseResubscribe, "recovery unavailable for now; reconnect")
+		return
+	}
+	c.Close("recovery unavailable")
 }
 
 func (c *Conn) refuseLocked(ack int64, channel, code, msg string) { c.refuse(ack, channel, code, msg) }

@@ -74,6 +74,12 @@ type Options struct {
 	// OnError is told of every refused or malformed Socket.IO packet, with
 	// a short kind (a metric label).
 	OnError func(kind string, err error)
+	// BrokerLive reports whether herald's broker serves requests (nil:
+	// always). A recovery refused as unavailable while it did not, at the
+	// CONNECT or at the refusal, is retried: see closeForRetry.
+	BrokerLive func() bool
+	// OnRecoveryRetry is told of each such retry.
+	OnRecoveryRetry func(room string)
 	// WebSocket, when set, serves sockets that connect over WebSocket from
 	// the start without an Engine.IO session: their herald session's hub
 	// client writes the WebSocket itself and the poller reads it (see
@@ -141,6 +147,15 @@ func (s *Server) Close() {
 
 // NumSessions reports the Engine.IO sessions open.
 func (s *Server) NumSessions() int { return s.eng.NumSessions() }
+
+// brokerDown reports whether the broker does not serve requests now.
+func (s *Server) brokerDown() bool { return s.o.BrokerLive != nil && !s.o.BrokerLive() }
+
+func (s *Server) recoveryRetried(room string) {
+	if s.o.OnRecoveryRetry != nil {
+		s.o.OnRecoveryRetry(room)
+	}
+}
 
 func (s *Server) report(kind string, err error) {
 	if s.o.OnError != nil {
@@ -222,6 +237,10 @@ type Conn struct {
 	hold     int      // recovery subscribes not yet answered
 	held     [][]byte // native frames held until the CONNECT answer is out
 	lost     bool     // a recovery subscribe did not recover everything
+	joined   bool     // a recovery subscribe was answered: the room is joined
+	down     bool     // the broker was not live at the CONNECT
+	retry    bool     // a recovery to ask again: nothing more is sent, the connection ends
+	retryCh  string   // its room, until taken to end the connection (takeRetryLocked)
 	connSent bool     // the CONNECT answer of "/" is out
 
 	// Server emits awaiting the client's ACK (EmitWithAck), by ack id;
@@ -508,7 +527,7 @@ func (c *Conn) connect(p wire.SPacket) {
 	// CONNECT answer waits for all their answers (it says whether all
 	// recovered: the same pid, or a new one), and whatever herald sends
 	// meanwhile waits behind it.
-	c.hold = len(restore)
+	c.hold, c.down = len(restore), c.srv.brokerDown()
 	cmds := make([][]byte, 0, len(restore))
 	for ch, pos := range restore {
 		id := c.newCall(&call{kind: callRecover, ack: -1, channel: ch, since: &pos.offset})
@@ -517,6 +536,12 @@ func (c *Conn) connect(p wire.SPacket) {
 	c.mu.Unlock()
 	for _, cmd := range cmds {
 		r.Run(cmd)
+		c.mu.Lock()
+		retry := c.retry
+		c.mu.Unlock()
+		if retry {
+			return // the connection is ending: the client asks again
+		}
 	}
 }
 
@@ -547,7 +572,7 @@ func (c *Conn) disconnect(nsp string) {
 		c.last = lastRoom{}
 		c.filter = eventFilter{}
 		c.posMu.Unlock()
-		c.hold, c.held, c.lost, c.connSent = 0, nil, false, false
+		c.hold, c.held, c.lost, c.joined, c.down, c.connSent = 0, nil, false, false, false, false
 	}
 	c.mu.Unlock()
 	if r != nil {

@@ -114,6 +114,17 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 	if err := host.Metrics().Registry.Register(emits); err != nil {
 		return err
 	}
+	retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_socketio_recovery_retries_total",
+		Help: "Socket.IO recoveries the broker could not serve for now (unavailable): the connection was closed without a DISCONNECT, so the client reconnects with the same pid and offset and recovers then."})
+	if err := host.Metrics().Registry.Register(retries); err != nil {
+		return err
+	}
+	onRetry := func(room string) {
+		retries.Inc()
+		host.Sparse().Note("socket.io recovery retried", 1, func(n int64) {
+			host.Log().Info("socket.io recovery refused by the broker for now (unavailable): connection closed without DISCONNECT, the client reconnects and recovers then", "room", room, "closed", n)
+		})
+	}
 	w := host.Hub().RegisterWire("socketio", encode)
 	frames := registerFrames(host.Hub(), w)
 	tr := &bridge{host: host, wire: w, emits: emits, wsOpts: &ws.ConnOptions{
@@ -136,7 +147,7 @@ func (t *Transport) Mount(mux *http.ServeMux, host transport.Host) error {
 		OnError: onErr,
 		Go:      host.Group().Go,
 	}
-	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr,
+	sio := NewServer(eo, Options{Connect: tr.connect, Recovery: true, OnError: onErr, BrokerLive: host.BrokerLive, OnRecoveryRetry: onRetry,
 		WebSocket: &WebSocketOptions{Poller: host.Poller(), Group: host.Group(), Frames: frames}})
 	t.servers = append(t.servers, sio)
 	path := cfg.SocketIOPath
