@@ -135,7 +135,7 @@ func (t *Transport) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	st := &stream{t: t, nc: nc, cursor: NewCursor(req.Channels), unvouched: unvouched}
+	st := &stream{t: t, nc: nc, cursor: resumeCursor(req, unvouched), unvouched: unvouched}
 	o := out{st}
 	st.sess = t.host.NewSession(id, nc, hub.ClientOptions{
 		Transport: hubTransport{},
@@ -198,6 +198,26 @@ func (o *setupOut) Reply(doc []byte) {
 		o.failed = true
 	}
 	o.out.Reply(doc)
+}
+
+// resumeCursor is a new stream's cursor: for a resumed stream, each
+// channel it may recover at the position the client claims, until its
+// subscribe sets the one the broker answers. So a channel whose subscribe
+// is refused for now (the broker unavailable) keeps its claim in the ids
+// of the events the stream still sends (another channel's), and the
+// reconnect that follows the stream's close recovers it; left unknown, it
+// would be missing from them, and recover nothing (recovered:false).
+func resumeCursor(req Request, unvouched []bool) *Cursor {
+	c := NewCursor(req.Channels)
+	if !req.Resume {
+		return c
+	}
+	for i, ch := range req.Channels {
+		if pos, ok := req.Claims.Lookup(ch); ok && !unvouched[i] {
+			c.Set(i, pos)
+		}
+	}
+	return c
 }
 
 // claimedSince is the since a resumed stream subscribes channel with: the
