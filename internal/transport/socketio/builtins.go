@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-rt/herald/internal/protocol"
 	"github.com/herald-rt/herald/internal/transport/socketio/wire"
@@ -159,7 +160,16 @@ func encodeCmd(c nativeCmd) []byte {
 }
 
 func subscribeCmd(id []byte, channel string, events []string, since *sinceArg) []byte {
-	return encodeCmd(nativeCmd{Type: protocol.TypeSubscribe, Channel: channel, Events: events, Since: since, ID: id})
+	if len(events) > 0 || since != nil {
+		return encodeCmd(nativeCmd{Type: protocol.TypeSubscribe, Channel: channel, Events: events, Since: since, ID: id})
+	}
+	// The common one, without reflection.
+	b := make([]byte, 0, len(`{"type":"subscribe","channel":"","id":}`)+len(channel)+len(id)+8)
+	b = append(b, `{"type":"subscribe","channel":`...)
+	b = wire.AppendJSONString(b, channel)
+	b = append(b, `,"id":`...)
+	b = append(b, id...)
+	return append(b, '}')
 }
 
 // arg is the first argument of a built-in event, in the forms it accepts.
@@ -174,8 +184,27 @@ type arg struct {
 	Org            json.RawMessage `json:"organizationId"`
 }
 
+// decodeArg decodes an event's first argument, an object.
+func decodeArg(raw json.RawMessage) (arg, error) {
+	var a arg
+	err := json.Unmarshal(raw, &a)
+	return a, err
+}
+
 // scalar reads a JSON string or number as a string.
 func scalar(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] == '{' || raw[0] == '[' {
+		return "", false // what encoding/json would refuse, without its error
+	}
+	if raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), len(raw) > 2
+	}
+	return scalarJSON(raw)
+}
+
+// scalarJSON is scalar with encoding/json.
+func scalarJSON(raw json.RawMessage) (string, bool) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return s, s != ""
@@ -199,7 +228,7 @@ func (c *Conn) event(p wire.SPacket) {
 	if len(args) > 0 {
 		first = args[0]
 		if bytes.HasPrefix(bytes.TrimSpace(first), []byte("{")) {
-			if json.Unmarshal(first, &a) != nil {
+			if a, err = decodeArg(first); err != nil {
 				c.refuse(p.ID, "", string(protocol.CodeBadRequest), "invalid argument")
 				return
 			}
@@ -263,8 +292,10 @@ func (c *Conn) event(p wire.SPacket) {
 		}
 		c.history(p.ID, a.Channel, since, a.Limit)
 	case EvPublish:
+		cmd := nativeCmd{Type: protocol.TypeMessage, Channel: a.Channel, Event: a.Event, Data: a.Data, IdemKey: a.IdempotencyKey}
 		c.run(&call{kind: callPublish, ack: p.ID, channel: a.Channel}, func(id []byte) []byte {
-			return encodeCmd(nativeCmd{Type: protocol.TypeMessage, Channel: a.Channel, Event: a.Event, Data: a.Data, IdemKey: a.IdempotencyKey, ID: id})
+			cmd.ID = id
+			return encodeCmd(cmd)
 		})
 	default:
 		c.refuse(p.ID, "", "unknown_event", "unknown event "+strconv.Quote(name)+"; see docs/socketio.md")

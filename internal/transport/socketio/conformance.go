@@ -23,7 +23,14 @@ func (c *Conn) conformanceConnect(p wire.SPacket) {
 	}
 	sid := randomID()
 	c.mu.Lock()
-	c.nsps[p.Nsp] = sid
+	if p.Nsp == "/" {
+		c.sid = sid
+	} else {
+		if c.nsps == nil {
+			c.nsps = map[string]string{}
+		}
+		c.nsps[p.Nsp] = sid
+	}
 	c.mu.Unlock()
 	c.stopTimer()
 	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SConnect, 0, p.Nsp, -1)

@@ -89,7 +89,7 @@ func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = u.NC.SetDeadline(time.Time{})
-	h := handshake{query: r.URL.Query(), authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr}
+	h := &handshake{rawQuery: r.URL.RawQuery, authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr}
 	s.runDirect(l, u.NC, u.Response, u.Pending, h)
 }
 
@@ -103,8 +103,30 @@ func (s *Server) TakesRaw(path string, target []byte) bool {
 	if !ok || (string(p) != path && string(p) != strings.TrimSuffix(path, "/")) {
 		return false
 	}
-	v, err := url.ParseQuery(string(q))
-	return err == nil && v.Get("EIO") == "4" && v.Get("transport") == "websocket" && !v.Has("sid")
+	if bytes.ContainsAny(q, "%+;") { // escapes, or what ParseQuery refuses
+		v, err := url.ParseQuery(string(q))
+		return err == nil && v.Get("EIO") == "4" && v.Get("transport") == "websocket" && !v.Has("sid")
+	}
+	var eio, tr []byte
+	var seenEIO, seenTr bool
+	for len(q) > 0 {
+		var kv []byte
+		kv, q, _ = bytes.Cut(q, []byte("&"))
+		k, v, _ := bytes.Cut(kv, []byte("="))
+		switch string(k) {
+		case "sid":
+			return false
+		case "EIO":
+			if !seenEIO {
+				eio, seenEIO = v, true
+			}
+		case "transport":
+			if !seenTr {
+				tr, seenTr = v, true
+			}
+		}
+	}
+	return string(eio) == "4" && string(tr) == "websocket"
 }
 
 // AcceptRaw runs a socket the server's accept loop upgraded (TakesRaw):
@@ -119,14 +141,13 @@ func (s *Server) AcceptRaw(up transport.RawUpgraded) {
 		return
 	}
 	defer s.removePending(l)
-	q, _ := url.ParseQuery(up.RawQuery)
-	h := handshake{query: q, authz: up.Authorization, origin: up.Origin, host: up.Host, remote: up.NC.RemoteAddr().String()}
+	h := &handshake{rawQuery: up.RawQuery, authz: up.Authorization, origin: up.Origin, host: up.Host, remote: up.NC.RemoteAddr().String()}
 	s.runDirect(l, up.NC, up.Response, up.Pending, h)
 }
 
 // runDirect greets an upgraded socket (its held response and the open
 // packet), reads it until its CONNECT, and leaves it to the poller.
-func (s *Server) runDirect(l *wsLink, nc net.Conn, response []byte, pending *bufio.Reader, h handshake) {
+func (s *Server) runDirect(l *wsLink, nc net.Conn, response []byte, pending *bufio.Reader, h *handshake) {
 	g := s.o.WebSocket.Group
 	g.Enter()
 	defer g.Leave()
@@ -135,32 +156,71 @@ func (s *Server) runDirect(l *wsLink, nc net.Conn, response []byte, pending *buf
 	if !l.attach(nc) {
 		return
 	}
-	open := wire.AppendOpen(nil, l.sid, []string{}, s.eo.PingInterval.Milliseconds(), s.eo.PingTimeout.Milliseconds(), s.eo.MaxPayload)
-	if !l.write(response, wst.TextFrame(open)) {
+	if !l.write(s.greeting(response, l.sid)) {
 		l.closeNow()
 		return
 	}
+	pr := preConnectReaders.Get().(*preConnect)
+	defer pr.release()
 	br := pending
 	if br == nil {
-		br = preConnectReaders.Get().(*bufio.Reader)
+		br = pr.br
 		br.Reset(nc)
 	}
-	if !l.readUntilConnect(br) {
+	if !l.readUntilConnect(br, pr) {
 		return
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	var rest *bufio.Reader
 	if br.Buffered() > 0 {
 		rest = br
-	} else if br.Size() == preConnectBuffer {
-		br.Reset(nil)
-		preConnectReaders.Put(br)
+		if br == pr.br {
+			pr.br = nil // the socket's now
+		}
 	}
 	l.wc.Watch(s.o.WebSocket.Poller, rest)
 }
 
+// greeting is what a direct socket is sent first, in one write: the held
+// 101 response and the open packet, as a frame.
+func (s *Server) greeting(response []byte, sid string) []byte {
+	var ob [160]byte
+	open := wire.AppendOpen(ob[:0], sid, nil, s.eo.PingInterval.Milliseconds(), s.eo.PingTimeout.Milliseconds(), s.eo.MaxPayload)
+	var hdr [wst.Headroom]byte
+	h := wst.TextHeader(&hdr, len(open))
+	b := make([]byte, 0, len(response)+len(h)+len(open))
+	return append(append(append(b, response...), h...), open...)
+}
+
+// preConnect is what a socket reads with until its CONNECT: a read buffer
+// (unless the upgrade left one), a frame reader, and a message buffer.
+type preConnect struct {
+	br  *bufio.Reader
+	rd  wsutil.Reader
+	msg bytes.Buffer
+}
+
+// maxPooledMessage bounds the message buffer a preConnect keeps.
+const maxPooledMessage = 4 << 10
+
+// release returns pr to the pool.
+func (pr *preConnect) release() {
+	if pr.br == nil {
+		pr.br = bufio.NewReaderSize(nil, preConnectBuffer)
+	}
+	pr.br.Reset(nil)
+	pr.rd = wsutil.Reader{}
+	if pr.msg.Cap() > maxPooledMessage {
+		pr.msg = bytes.Buffer{}
+	}
+	pr.msg.Reset()
+	preConnectReaders.Put(pr)
+}
+
 // preConnectReaders are the read buffers of sockets before their CONNECT.
-var preConnectReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, preConnectBuffer) }}
+var preConnectReaders = sync.Pool{New: func() any {
+	return &preConnect{br: bufio.NewReaderSize(nil, preConnectBuffer)}
+}}
 
 func (s *Server) addPending(l *wsLink) bool {
 	s.mu.Lock()
@@ -209,10 +269,11 @@ func (l *wsLink) attach(nc net.Conn) bool {
 // readUntilConnect reads the socket's messages until a CONNECT to "/" is
 // accepted (true), or the socket ends or sends no such CONNECT within the
 // connect timeout (false, the socket closed).
-func (l *wsLink) readUntilConnect(br *bufio.Reader) bool {
+func (l *wsLink) readUntilConnect(br *bufio.Reader, pr *preConnect) bool {
 	s := l.srv
 	_ = l.nc.SetReadDeadline(time.Now().Add(s.o.ConnectTimeout))
-	rd := &wsutil.Reader{Source: br, State: ws.StateServerSide, CheckUTF8: true, MaxMessageSize: int64(s.eo.MaxPayload)}
+	rd := &pr.rd
+	*rd = wsutil.Reader{Source: br, State: ws.StateServerSide, CheckUTF8: true, MaxMessageSize: int64(s.eo.MaxPayload)}
 	ctl := wsutil.ControlFrameHandler(l, ws.StateServerSide)
 	rd.OnIntermediate = ctl
 	for l.wc == nil {
@@ -222,14 +283,15 @@ func (l *wsLink) readUntilConnect(br *bufio.Reader) bool {
 				continue
 			}
 		}
-		var data []byte
+		pr.msg.Reset()
 		if err == nil {
-			data, err = io.ReadAll(rd)
+			_, err = pr.msg.ReadFrom(rd)
 		}
 		if err != nil {
 			l.readFailed(err)
 			return false
 		}
+		data := pr.msg.Bytes()
 		if hdr.OpCode == ws.OpBinary {
 			l.onBinary(data)
 		} else {
@@ -305,9 +367,16 @@ func (l *wsLink) write(bufs ...[]byte) bool {
 	if l.closed || l.nc == nil {
 		return false
 	}
+	// One write, not a writev: writev leaves the descriptor an iovec
+	// array for life.
+	var b []byte
+	if len(bufs) == 1 {
+		b = bufs[0]
+	} else {
+		b = bytes.Join(bufs, nil)
+	}
 	_ = l.nc.SetWriteDeadline(time.Now().Add(wst.HandshakeWriteTimeout))
-	b := net.Buffers(bufs)
-	_, err := b.WriteTo(l.nc)
+	_, err := l.nc.Write(b)
 	_ = l.nc.SetWriteDeadline(time.Time{})
 	return err == nil
 }

@@ -39,7 +39,7 @@ func (c *Conn) WriteNative(frame []byte) { c.writeNative(frame, false) }
 // client's queue bound (a history answer, bounded by the session).
 func (c *Conn) writeNative(frame []byte, burst bool) {
 	var f nativeFrame
-	if err := json.Unmarshal(frame, &f); err != nil {
+	if err := decodeNative(frame, &f); err != nil {
 		c.srv.report(KindBadPacket, errNotNative)
 		return
 	}
@@ -70,7 +70,7 @@ func (c *Conn) writeNative(frame []byte, burst bool) {
 // carries the subscribe's replay.
 func (c *Conn) collectNative(frame []byte) []byte {
 	var f nativeFrame
-	if err := json.Unmarshal(frame, &f); err != nil {
+	if err := decodeNative(frame, &f); err != nil {
 		c.srv.report(KindBadPacket, errNotNative)
 		return nil
 	}
@@ -199,6 +199,9 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 	pos := c.rooms[k.channel]
 	if pos == nil {
 		pos = &position{}
+		if c.rooms == nil {
+			c.rooms = make(map[string]*position, 1)
+		}
 		c.rooms[k.channel] = pos
 		c.last = lastRoom{}
 	}
@@ -324,13 +327,13 @@ func (c *Conn) recoveredOneLocked() {
 	if c.lost {
 		c.pid = randomID()
 	}
-	c.send(c.connectAnswer(c.nsps["/"]))
+	c.send(c.connectAnswer(c.sid))
 	c.connSent = true
 	held := c.held
 	c.held = nil
 	for _, frame := range held {
 		var f nativeFrame
-		if json.Unmarshal(frame, &f) == nil {
+		if decodeNative(frame, &f) == nil {
 			c.handleLocked(&f)
 		}
 	}

@@ -164,31 +164,70 @@ func (s *Server) report(kind string, err error) {
 }
 
 func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, error) {
-	c := s.newConn(handshake{query: r.URL.Query(), authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr})
+	c := s.newConn(&handshake{rawQuery: r.URL.RawQuery, authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr})
 	c.ess = ess
 	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
 	return c, nil
 }
 
-// newConn is the Socket.IO side of a handshake r, its Engine.IO side (ess
+// newConn is the Socket.IO side of a handshake h, its Engine.IO side (ess
 // or direct) still to be set.
-func (s *Server) newConn(h handshake) *Conn {
-	return &Conn{
-		srv:    s,
-		query:  h.query,
-		authz:  h.authz,
-		origin: h.origin,
-		host:   h.host,
-		remote: h.remote,
-		nsps:   map[string]string{},
-		rooms:  map[string]*position{},
-	}
+func (s *Server) newConn(h *handshake) *Conn { return &Conn{srv: s, hs: h} }
+
+// handshake is what a socket's CONNECT needs of its handshake request:
+// its query (parsed at each CONNECT), Authorization header, and origin,
+// host and remote address for admission.
+type handshake struct {
+	rawQuery                    string
+	authz, origin, host, remote string
 }
 
-// handshake is what a socket's CONNECT needs of its handshake request.
-type handshake struct {
-	query                       url.Values
-	authz, origin, host, remote string
+// connectFields are the string fields of a CONNECT payload laid over the
+// handshake's query.
+var connectFields = [...]string{"userId", "role", "org", "token"}
+
+// credentials reads what a CONNECT with payload data (a JSON object, or
+// nil) presents, with the handshake's query and Authorization header; and
+// the recovery pid and offset it names ("" when none).
+func (h *handshake) credentials(data []byte) (cred Credentials, pid, offset string) {
+	q, _ := url.ParseQuery(h.rawQuery) // a fresh map: the payload's fields are laid over it
+	cred.Query = q
+	token := false
+	if data != nil {
+		pid, offset, token = connectPayload(data, q)
+	}
+	if token {
+		cred.Token = q.Get("token")
+	} else {
+		cred.Token = auth.TokenFrom(h.authz, func() url.Values { return q })
+	}
+	return cred, pid, offset
+}
+
+// connectPayload lays a CONNECT payload's string fields over q, and
+// returns its recovery pid and offset, and whether it names a token.
+func connectPayload(data []byte, q url.Values) (pid, offset string, token bool) {
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(data, &fields) // ParseSPacket checked it is an object
+	for _, k := range connectFields {
+		raw, ok := fields[k]
+		if !ok {
+			continue
+		}
+		var str string
+		if json.Unmarshal(raw, &str) != nil {
+			var num json.Number
+			if json.Unmarshal(raw, &num) != nil {
+				continue
+			}
+			str = num.String()
+		}
+		q.Set(k, str)
+	}
+	_ = json.Unmarshal(fields["pid"], &pid)
+	_ = json.Unmarshal(fields["offset"], &offset)
+	_, token = fields["token"]
+	return pid, offset, token
 }
 
 // randomID returns 96 random bits, base64url.
@@ -208,11 +247,10 @@ type Conn struct {
 	// the socket itself); exactly one is set.
 	ess    *engine.Session
 	direct *wsLink
-	query  url.Values
-	authz  string
-	// origin, host and remote are the handshake request's, for admission.
-	origin, host, remote string
-	timer                *time.Timer
+	// hs is the handshake, for CONNECT; nil once a direct socket (which
+	// connects once: its DISCONNECT ends it) has connected.
+	hs    *handshake
+	timer *time.Timer
 	// hc is the herald session's hub client once "/" is connected: from
 	// then on everything the socket is sent goes through its queue.
 	hc atomic.Pointer[hub.Client]
@@ -222,16 +260,18 @@ type Conn struct {
 	burst   bool
 	collect *[]byte
 
-	// Read side, touched by OnMessage only (the engine serializes it).
-	attWant int          // binary attachments the packet in attPkt awaits
-	attPkt  wire.SPacket // a binary packet waiting for its attachments
-	atts    [][]byte
+	// Read side, touched by OnMessage only (the engine serializes it): a
+	// binary packet waiting for its attachments, nil when none is.
+	att *attachments
 
-	mu       sync.Mutex
-	closed   bool
-	nsps     map[string]string // connected namespace → socket id
-	runner   Runner            // herald's session, while "/" is connected
-	pid      string            // recovery session id ("" when recovery is off)
+	mu     sync.Mutex
+	closed bool
+	// sid is the socket id of "/" ("" while not connected); nsps the ids
+	// of the other namespaces connected (conformance mode only).
+	sid      string
+	nsps     map[string]string
+	runner   Runner // herald's session, while "/" is connected
+	pid      string // recovery session id ("" when recovery is off)
 	nextID   uint64
 	calls    map[uint64]*call
 	hold     int      // recovery subscribes not yet answered
@@ -270,7 +310,7 @@ func (c *Conn) ID() string {
 func (c *Conn) socketID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.nsps["/"]
+	return c.sid
 }
 
 // Transport names the Engine.IO transport in use.
@@ -300,7 +340,7 @@ func (c *Conn) stopTimer() {
 
 func (c *Conn) connectTimeout() {
 	c.mu.Lock()
-	connected := len(c.nsps) > 0
+	connected := c.sid != "" || len(c.nsps) > 0
 	c.mu.Unlock()
 	if !connected {
 		c.srv.report(KindConnectTimeout, errors.New("no CONNECT packet in time"))
@@ -327,20 +367,20 @@ func (c *Conn) OnClose(string) {
 // it.
 func (c *Conn) OnMessage(data []byte, binary bool) {
 	if binary {
-		if c.attWant == 0 {
+		a := c.att
+		if a == nil {
 			c.protocolError(KindBadPacket, errors.New("binary message without a binary packet"))
 			return
 		}
-		c.atts = append(c.atts, data)
-		if len(c.atts) < c.attWant {
+		a.parts = append(a.parts, data)
+		if len(a.parts) < a.pkt.Attachments {
 			return
 		}
-		p, atts := c.attPkt, c.atts
-		c.attWant, c.atts, c.attPkt = 0, nil, wire.SPacket{}
-		c.dispatch(p, atts)
+		c.att = nil
+		c.dispatch(a.pkt, a.parts)
 		return
 	}
-	if c.attWant > 0 {
+	if c.att != nil {
 		c.protocolError(KindBadPacket, errors.New("text packet while attachments were due"))
 		return
 	}
@@ -350,10 +390,16 @@ func (c *Conn) OnMessage(data []byte, binary bool) {
 		return
 	}
 	if p.Attachments > 0 {
-		c.attWant, c.attPkt = p.Attachments, p
+		c.att = &attachments{pkt: p}
 		return
 	}
 	c.dispatch(p, nil)
+}
+
+// attachments is a binary packet waiting for its attachments.
+type attachments struct {
+	pkt   wire.SPacket // its Attachments are due
+	parts [][]byte     // those received
 }
 
 // protocolError closes the session for a malformed packet.
@@ -372,7 +418,10 @@ func (c *Conn) dispatch(p wire.SPacket, atts [][]byte) {
 		return
 	}
 	c.mu.Lock()
-	_, ok := c.nsps[p.Nsp]
+	ok := c.sid != "" && p.Nsp == "/"
+	if !ok {
+		_, ok = c.nsps[p.Nsp]
+	}
 	c.mu.Unlock()
 	if !ok {
 		c.srv.report(KindNotConnected, errors.New("packet for a namespace not connected"))
@@ -442,42 +491,13 @@ func (c *Conn) connect(p wire.SPacket) {
 		return
 	}
 	c.mu.Lock()
-	_, again := c.nsps["/"]
+	again := c.sid != ""
 	c.mu.Unlock()
 	if again {
 		c.srv.report(KindBadPacket, errors.New("second CONNECT to /"))
 		return
 	}
-	var payload struct{ PID, Offset string }
-	fields := map[string]json.RawMessage{}
-	if p.Data != nil {
-		_ = json.Unmarshal(p.Data, &fields) // ParseSPacket checked it is an object
-	}
-	cred := Credentials{Query: url.Values{}}
-	for k, v := range c.query {
-		cred.Query[k] = v
-	}
-	for _, k := range []string{"userId", "role", "org", "token"} {
-		raw, ok := fields[k]
-		if !ok {
-			continue
-		}
-		var str string
-		if json.Unmarshal(raw, &str) != nil {
-			var num json.Number
-			if json.Unmarshal(raw, &num) != nil {
-				continue
-			}
-			str = num.String()
-		}
-		cred.Query.Set(k, str)
-	}
-	_ = json.Unmarshal(fields["pid"], &payload.PID)
-	_ = json.Unmarshal(fields["offset"], &payload.Offset)
-	cred.Token = cred.Query.Get("token")
-	if _, ok := fields["token"]; !ok {
-		cred.Token = auth.TokenFrom(c.authz, func() url.Values { return c.query })
-	}
+	cred, pid, offset := c.hs.credentials(p.Data)
 	r, err := c.srv.o.Connect(c, cred)
 	if errors.Is(err, errAnswered) {
 		c.srv.report(KindRefused, err)
@@ -500,19 +520,19 @@ func (c *Conn) connect(p wire.SPacket) {
 		r.Close()
 		return
 	}
-	c.nsps["/"] = sid
+	c.sid = sid
 	c.runner = r
 	if c.direct != nil {
 		// A direct socket connects once (its DISCONNECT ends it): what
 		// only a CONNECT needs is let go.
-		c.query, c.authz, c.origin, c.host = nil, "", "", ""
+		c.hs = nil
 	}
 	var restore map[string]position
 	if c.srv.o.Recovery {
 		c.pid = randomID()
-		if payload.PID != "" && len(payload.PID) <= 64 {
-			if rooms, ok := parseRecovery(payload.Offset); ok {
-				c.pid, restore = payload.PID, rooms
+		if pid != "" && len(pid) <= 64 {
+			if rooms, ok := parseRecovery(offset); ok {
+				c.pid, restore = pid, rooms
 			}
 		}
 	}
@@ -564,6 +584,7 @@ func (c *Conn) disconnect(nsp string) {
 	delete(c.nsps, nsp)
 	var r Runner
 	if nsp == "/" {
+		c.sid = ""
 		r, c.runner = c.runner, nil
 		clear(c.calls)
 		c.endAcksLocked()

@@ -195,8 +195,8 @@ func (b *bridge) count(res []SocketAck) {
 // session: its hub client writes a direct socket's WebSocket itself, else
 // into the Engine.IO session.
 func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
-	origin, hostName := c.origin, c.host
-	id, ref := b.host.Admit(origin, hostName, cred.Token, func() url.Values { return cred.Query }, c.remote)
+	hs := c.hs
+	id, ref := b.host.Admit(hs.origin, hs.host, cred.Token, func() url.Values { return cred.Query }, hs.remote)
 	if ref != nil {
 		return nil, &Refusal{Code: ref.Code, Message: ref.Message}
 	}
@@ -224,7 +224,7 @@ func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 
 // refused answers a CONNECT whose Greet failed with err.
 func (b *bridge) refused(c *Conn, hc *hub.Client, user string, err error) error {
-	if ref := b.host.LimitRefusal(err, user, c.remote); ref != nil {
+	if ref := b.host.LimitRefusal(err, user, c.hs.remote); ref != nil {
 		if c.direct != nil {
 			// Gone closes the socket: the refusal goes first.
 			c.connectError("/", ref.Code, ref.Message)

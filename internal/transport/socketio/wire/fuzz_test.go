@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 )
 
@@ -14,6 +15,7 @@ func FuzzSPacket(f *testing.F) {
 		`52-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]`,
 		`52-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]`,
 		`3456[1,"2"]`, `4{"message":"Invalid namespace"}`, "4abc", "2{}", `2abc["x"]`, `2["join:analytics","42"]`,
+		`2[ "a\"b" , {"x":["]",{}]} ,-1.5e3, "\u00e9" ,null ]`, "2[\"\xe9\"]",
 	} {
 		f.Add([]byte(s))
 	}
@@ -31,11 +33,31 @@ func FuzzSPacket(f *testing.F) {
 			t.Fatalf("%q: round trip %+v != %+v", b, q, p)
 		}
 		if p.Type == SEvent || p.Type == SBinaryEvent {
-			if _, _, err := EventArgs(p.Data); err != nil {
+			name, args, err := EventArgs(p.Data)
+			if err != nil {
 				t.Fatalf("%q: accepted event whose args do not split: %v", b, err)
+			}
+			wantName, wantArgs := splitReference(t, p.Data)
+			if name != wantName || len(args) != len(wantArgs) {
+				t.Fatalf("%q: split into %q %q, encoding/json into %q %q", b, name, args, wantName, wantArgs)
+			}
+			for i := range args {
+				if !bytes.Equal(args[i], wantArgs[i]) {
+					t.Fatalf("%q: argument %d is %q, encoding/json's %q", b, i, args[i], wantArgs[i])
+				}
 			}
 		}
 	})
+}
+
+// splitReference splits an EVENT payload with encoding/json.
+func splitReference(t *testing.T, data []byte) (string, []json.RawMessage) {
+	var all []json.RawMessage
+	var name string
+	if err := json.Unmarshal(data, &all); err != nil || len(all) == 0 || json.Unmarshal(all[0], &name) != nil {
+		t.Fatalf("%q: encoding/json does not split it: %v", data, err)
+	}
+	return name, all[1:]
 }
 
 // FuzzPayload checks the Engine.IO payload decoder never panics, that every
@@ -64,6 +86,19 @@ func FuzzPayload(f *testing.F) {
 			if len(o) > 0 && o[0] != 'b' && !bytes.Contains(b, o) {
 				t.Fatalf("%q: packet %q not in input", b, o)
 			}
+		}
+	})
+}
+
+// FuzzJSONString checks AppendJSONString writes what encoding/json does.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "room:1", "a\"<\u2028", "tab\there", "é", "\xff", "a&b>c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := AppendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("%q: %s, encoding/json %s", s, got[1:], want)
 		}
 	})
 }

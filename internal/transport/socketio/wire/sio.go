@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
+
+	"github.com/herald-rt/herald/internal/jsonscan"
 )
 
 // SType is a Socket.IO packet type, as its ASCII digit on the wire.
@@ -154,7 +157,11 @@ func validPayload(p *SPacket) bool {
 		if first != '[' {
 			return false
 		}
-		name, err := EventName(p.Data)
+		raw, _, ok := firstElem(p.Data)
+		if !ok {
+			return false
+		}
+		name, err := jsonString(raw)
 		return err == nil && !reserved[name]
 	}
 }
@@ -180,33 +187,81 @@ func firstNonSpace(b []byte) byte {
 // EventName returns the event name of an EVENT payload (a JSON array whose
 // first element is a string). data must be valid JSON.
 func EventName(data []byte) (string, error) {
-	d := json.NewDecoder(bytes.NewReader(data))
-	if t, err := d.Token(); err != nil || t != json.Delim('[') {
-		return "", ErrBadPayload
-	}
-	t, err := d.Token()
-	if err != nil {
-		return "", ErrBadPayload
-	}
-	name, ok := t.(string)
+	raw, _, ok := firstElem(data)
 	if !ok {
 		return "", ErrBadPayload
 	}
-	return name, nil
+	return jsonString(raw)
 }
 
 // EventArgs splits an EVENT payload into its name and its arguments, each
-// the raw JSON of one argument.
+// the raw JSON of one argument (sharing data's bytes).
 func EventArgs(data []byte) (string, []json.RawMessage, error) {
-	var all []json.RawMessage
-	if err := json.Unmarshal(data, &all); err != nil || len(all) == 0 {
+	if !json.Valid(data) {
 		return "", nil, ErrBadPayload
 	}
-	var name string
-	if err := json.Unmarshal(all[0], &name); err != nil {
+	raw, i, ok := firstElem(data)
+	if !ok {
 		return "", nil, ErrBadPayload
 	}
-	return name, all[1:], nil
+	name, err := jsonString(raw)
+	if err != nil {
+		return "", nil, err
+	}
+	var args []json.RawMessage
+	for {
+		i = jsonscan.SkipSpace(data, i)
+		if i >= len(data) || data[i] != ',' {
+			break
+		}
+		if i = jsonscan.SkipSpace(data, i+1); i >= len(data) {
+			return "", nil, ErrBadPayload
+		}
+		end := jsonscan.ValueEnd(data, i)
+		if end <= i {
+			return "", nil, ErrBadPayload
+		}
+		args = append(args, json.RawMessage(data[i:end:end]))
+		i = end
+	}
+	if i >= len(data) || data[i] != ']' {
+		return "", nil, ErrBadPayload
+	}
+	return name, args, nil
+}
+
+// firstElem returns the first element of the JSON array data (valid JSON),
+// and the index just past it; ok is false when data is no array or an
+// empty one.
+func firstElem(data []byte) (raw []byte, next int, ok bool) {
+	i := jsonscan.SkipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return nil, 0, false
+	}
+	if i = jsonscan.SkipSpace(data, i+1); i >= len(data) {
+		return nil, 0, false
+	}
+	end := jsonscan.ValueEnd(data, i)
+	if end <= i {
+		return nil, 0, false
+	}
+	return data[i:end], end, true
+}
+
+// jsonString decodes the JSON value raw as a string: without a copy of
+// the decoder's when it has no escapes.
+func jsonString(raw []byte) (string, error) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", ErrBadPayload
+	}
+	if s, ok := jsonscan.Plain(raw); ok {
+		return string(s), nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", ErrBadPayload
+	}
+	return s, nil
 }
 
 // AppendSPacketHead appends a packet's type, attachment count, namespace and
@@ -250,6 +305,13 @@ func AppendEvent(dst []byte, nsp string, id int64, name string, args ...[]byte) 
 // AppendJSONString appends s as a JSON string (escaping what JSON requires,
 // and <, >, & and U+2028/U+2029 like encoding/json).
 func AppendJSONString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always marshals
-	return append(dst, b...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always marshals
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
