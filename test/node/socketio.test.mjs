@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { io } from 'socket.io-client';
 import { freePort, connect, mintToken } from './helpers.mjs';
 
@@ -131,6 +132,52 @@ test('polling, then upgraded to websocket: events arrive on both', async () => {
   assert.deepEqual(msgs.map((u) => u.data.n), [1, 2]);
   assert.equal(msgs[0].type, 'sentiment');
   s.close();
+});
+
+// blockingProxy forwards plain HTTP to herald and refuses every WebSocket
+// upgrade, as a proxy that blocks WebSocket does; it resolves to its address.
+async function blockingProxy() {
+  const proxy = http.createServer((req, res) => {
+    const up = http.request({ host: '127.0.0.1', port: base.split(':')[1], path: req.url, method: req.method, headers: req.headers },
+      (r) => { res.writeHead(r.statusCode, r.headers); r.pipe(res); });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  const refused = [];
+  proxy.on('upgrade', (req, socket) => {
+    refused.push(req.url);
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n');
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  return { proxy, refused, addr: `127.0.0.1:${proxy.address().port}` };
+}
+
+test('websocket first with a polling fallback (tryAllTransports): WebSocket from the start where it works, polling where a proxy blocks it', async () => {
+  const opts = (org) => ({ path: '/api/socket', auth: { token: mint(`user-${org}`, org) },
+    transports: ['websocket', 'polling'], tryAllTransports: true });
+  const direct = io(`http://${base}`, opts('8'));
+  await new Promise((resolve, reject) => { direct.once('connect', resolve); direct.once('connect_error', reject); });
+  assert.equal(direct.io.engine.transport.name, 'websocket', 'WebSocket from the start: no Engine.IO session to upgrade');
+  const { proxy, refused, addr } = await blockingProxy();
+  const fallback = io(`http://${addr}`, opts('8'));
+  const errors = [];
+  fallback.on('connect_error', (e) => errors.push(e));
+  await new Promise((resolve) => fallback.once('connect', resolve));
+  assert.equal(fallback.io.engine.transport.name, 'polling', 'WebSocket refused by the proxy: long-polling');
+  assert.match(refused[0] ?? '', /transport=websocket/, 'WebSocket was tried first');
+  const a = collect(direct, 'sentiment');
+  const b = collect(fallback, 'sentiment');
+  assert.equal((await direct.timeout(5000).emitWithAck('join:analytics', 8)).ok, true);
+  assert.equal((await fallback.timeout(5000).emitWithAck('join:analytics', 8)).ok, true);
+  await apiPublish('org:8', { n: 1 }, 'sentiment');
+  await apiPublish('org:8', { n: 2 }, 'sentiment');
+  assert.deepEqual((await a.until(2)).map((u) => u.data.n), [1, 2]);
+  assert.deepEqual((await b.until(2)).map((u) => u.data.n), [1, 2]);
+  assert.equal(fallback.io.engine.transport.name, 'polling', 'the upgrade probe is refused too: still polling');
+  assert.deepEqual(errors, [], 'the fallback is not a connect error');
+  direct.close();
+  fallback.close();
+  await new Promise((r) => proxy.close(r));
 });
 
 test('refused without a valid token: connect_error with the reason', async () => {
