@@ -27,24 +27,16 @@ func TestRefusedMessageCloseReachesASenderStillSending(t *testing.T) {
 		readJSON(t, br) // connected
 		return nc, func() int { return closeCode(br) }
 	}
-	for _, tc := range []struct {
-		name      string
-		want      int
-		configure func(*config.Config)
-		dial      func(*testing.T, *testServer) (net.Conn, func() int)
-	}{
-		{"TooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, native},
-		{"OverBudget", 4009, func(c *config.Config) {
-			c.MaxMessageBytes = 1 << 20
-			c.MaxUserQueuedBytes = 256 << 10
-		}, native},
-		// A Socket.IO socket on WebSocket from the start, once connected,
-		// is read by the same code.
-		{"SocketIOTooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, func(t *testing.T, ts *testServer) (net.Conn, func() int) {
+	// sio dials a Socket.IO socket on WebSocket from the start, connected
+	// to "/" or not.
+	sio := func(connect bool) func(*testing.T, *testServer) (net.Conn, func() int) {
+		return func(t *testing.T, ts *testServer) (net.Conn, func() int) {
 			c := ts.dialSIO()
-			c.send(`40{"token":"` + token(t, "mallory", "") + `"}`)
-			if p := c.read(); !strings.HasPrefix(p, `40{"sid":"`) {
-				t.Fatalf("connect answer %q", p)
+			if connect {
+				c.send(`40{"token":"` + token(t, "mallory", "") + `"}`)
+				if p := c.read(); !strings.HasPrefix(p, `40{"sid":"`) {
+					t.Fatalf("connect answer %q", p)
+				}
 			}
 			return c.conn.UnderlyingConn(), func() int {
 				_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -58,7 +50,24 @@ func TestRefusedMessageCloseReachesASenderStillSending(t *testing.T) {
 					}
 				}
 			}
-		}},
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		want      int
+		configure func(*config.Config)
+		dial      func(*testing.T, *testServer) (net.Conn, func() int)
+	}{
+		{"TooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, native},
+		{"OverBudget", 4009, func(c *config.Config) {
+			c.MaxMessageBytes = 1 << 20
+			c.MaxUserQueuedBytes = 256 << 10
+		}, native},
+		// A Socket.IO socket on WebSocket from the start, once connected,
+		// is read by the same code; before its CONNECT, by its own, which
+		// reads on and discards the same way.
+		{"SocketIOTooBig", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, sio(true)},
+		{"SocketIOTooBigBeforeConnect", 1009, func(c *config.Config) { c.MaxMessageBytes = 64 << 10 }, sio(false)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := start(t, tc.configure)

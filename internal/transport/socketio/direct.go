@@ -312,15 +312,34 @@ func (l *wsLink) readFailed(err error) {
 		l.close("connect timeout")
 	case errors.Is(err, wsutil.ErrMessageTooLarge), errors.Is(err, wsutil.ErrFrameTooLarge):
 		l.srv.report(engine.KindTooLarge, err)
-		l.write(wst.CloseFrame(protocol.CloseMessageTooBig, "message over maxPayload"))
-		l.closeNow()
+		l.refuse(wst.CloseFrame(protocol.CloseMessageTooBig, "message over maxPayload"))
 	case errors.As(err, new(wsutil.ClosedError)), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		l.closeNow()
 	default:
 		l.srv.report(engine.KindBadPacket, err)
-		l.write(wst.CloseFrame(protocol.CloseProtocolError, ""))
-		l.closeNow()
+		l.refuse(wst.CloseFrame(protocol.CloseProtocolError, ""))
 	}
+}
+
+// refusedGrace bounds how long a socket refused before its CONNECT is read
+// on after its close (see refuse): the hub's close grace, which bounds it
+// for a connected socket.
+const refusedGrace = 2 * time.Second
+
+// refuse ends a socket before its CONNECT as every refusal ends a
+// connection (internal/transport/ws: refuse, discard): frames (its close
+// frame last) are written, then what the peer still sends is read and
+// dropped until the peer ends its side, a read fails or refusedGrace has
+// passed, and only then is the socket closed. Closed with bytes unread, it
+// would be reset, and a reset destroys what the peer had not read yet: a
+// peer still sending would miss the close frame. Called by the reading
+// goroutine only (Server.Close ends the wait by closing the socket).
+func (l *wsLink) refuse(frames ...[]byte) {
+	if l.write(frames...) {
+		_ = l.nc.SetReadDeadline(time.Now().Add(refusedGrace))
+		_, _ = io.Copy(io.Discard, l.nc)
+	}
+	l.closeNow()
 }
 
 // onText takes one Engine.IO packet (a text message; data is valid during
@@ -393,8 +412,7 @@ func (l *wsLink) close(reason string) {
 		hc.Close(protocol.CloseNormal, reason)
 		return
 	}
-	l.write(wst.TextFrame([]byte{byte(wire.EClose)}), wst.CloseFrame(protocol.CloseNormal, ""))
-	l.closeNow()
+	l.refuse(wst.TextFrame([]byte{byte(wire.EClose)}), wst.CloseFrame(protocol.CloseNormal, ""))
 }
 
 // closeNow drops the socket before its CONNECT.
