@@ -375,8 +375,8 @@ func (c *Conn) refilter(ack int64, add bool, evs []string) {
 		c.filter.remove(evs)
 	}
 	events := c.filter.native()
-	rooms := make([]string, 0, len(c.rooms))
-	for ch := range c.rooms {
+	rooms := make([]string, 0, c.rooms.len())
+	for ch := range c.rooms.all() {
 		rooms = append(rooms, ch)
 	}
 	// The answer says what passes: "events" (a list, or null for every
@@ -418,7 +418,7 @@ func (c *Conn) history(ack int64, ch string, since *sinceArg, limit int) {
 		chans = []string{ch}
 	} else {
 		c.posMu.Lock()
-		for room := range c.rooms {
+		for room := range c.rooms.all() {
 			chans = append(chans, room)
 		}
 		c.posMu.Unlock()
@@ -445,7 +445,7 @@ func (c *Conn) history(ack int64, ch string, since *sinceArg, limit int) {
 
 // sendAck answers ack id with one argument.
 func (c *Conn) sendAck(id int64, argJSON []byte) {
-	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SAck, 0, "/", id)
+	b := wire.AppendSPacketHead(append(make([]byte, 0, 24+len(argJSON)), byte(wire.EMessage)), wire.SAck, 0, "/", id)
 	b = append(b, '[')
 	b = append(b, argJSON...)
 	c.send(append(b, ']'))

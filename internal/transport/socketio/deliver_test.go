@@ -30,7 +30,7 @@ func testHub() (*hub.Hub, hub.Wire, *FrameWires) {
 // makes it frame every delivery itself.
 func directConn(frames *FrameWires) *Conn {
 	srv := &Server{o: Options{WebSocket: &WebSocketOptions{Frames: frames}}}
-	return &Conn{srv: srv, direct: &wsLink{}, pid: "pid", rooms: map[string]*position{"org:42": {epoch: "e1", offset: 1}}}
+	return &Conn{srv: srv, direct: &wsLink{}, pid: "pid", rooms: roomSet{list: []room{{ch: "org:42", pos: &position{epoch: "e1", offset: 1}}}}}
 }
 
 // delivered is what Wrap has a socket sent for m: the frame's payload,
@@ -90,13 +90,13 @@ func TestWrapDirect(t *testing.T) {
 		}
 	}
 	two := directConn(frames)
-	two.rooms["user:u1"] = &position{epoch: "e2", offset: 3}
+	two.rooms.add("user:u1", &position{epoch: "e2", offset: 3})
 	if rooms := recoveryOf(t, delivered(t, two, m, shared)); len(rooms) != 2 || rooms["user:u1"] != (position{epoch: "e2", offset: 3}) ||
 		rooms["org:42"] != (position{epoch: "e1", offset: 12345}) {
 		t.Fatalf("two rooms: %v", rooms)
 	}
 	other := directConn(frames)
-	other.rooms["org:42"].epoch = "e0"
+	other.rooms.get("org:42").epoch = "e0"
 	if rooms := recoveryOf(t, delivered(t, other, m, shared)); rooms["org:42"] != (position{epoch: "e0", offset: 12345}) {
 		t.Fatalf("another epoch: %v", rooms)
 	}
@@ -140,11 +140,36 @@ func BenchmarkWrapDirectShared(b *testing.B) {
 	}
 }
 
+// TestRoomSet: a socket's rooms are found, replaced and removed by
+// channel, and kept in channel order.
+func TestRoomSet(t *testing.T) {
+	var s roomSet
+	a, b, c := &position{offset: 1}, &position{offset: 2}, &position{offset: 3}
+	s.add("b", b)
+	s.add("c", c)
+	s.add("a", a)
+	s.add("b", c)
+	if s.len() != 3 || s.get("a") != a || s.get("b") != c || s.get("c") != c || s.get("d") != nil {
+		t.Fatalf("rooms %v", s.list)
+	}
+	s.remove("b")
+	s.remove("d")
+	var names []string
+	for ch := range s.all() {
+		names = append(names, ch)
+	}
+	if strings.Join(names, ",") != "a,c" || s.get("b") != nil {
+		t.Fatalf("after remove: %v", names)
+	}
+}
+
 // TestRecoveryOffsets: the offset appendRecovery makes parses back to every
 // room's position; the base64 form of earlier versions is still read; an
 // epoch or channel that could not be herald's is refused.
 func TestRecoveryOffsets(t *testing.T) {
-	rooms := map[string]*position{"org:42": {epoch: "a1b2", offset: 7}, "user:u1": {epoch: "c3", offset: 0}}
+	var rooms roomSet
+	rooms.add("user:u1", &position{epoch: "c3", offset: 0})
+	rooms.add("org:42", &position{epoch: "a1b2", offset: 7})
 	s := string(appendRecovery(nil, rooms))
 	if s != "~org:42|a1b2|7,user:u1|c3|0" {
 		t.Fatalf("offset %q", s)

@@ -156,12 +156,13 @@ func (s *Server) runDirect(l *wsLink, nc net.Conn, response []byte, pending *buf
 	if !l.attach(nc) {
 		return
 	}
-	if !l.write(s.greeting(response, l.sid)) {
+	pr := preConnectReaders.Get().(*preConnect)
+	defer pr.release()
+	pr.out = s.appendGreeting(pr.out[:0], response, l.sid)
+	if !l.write(pr.out) {
 		l.closeNow()
 		return
 	}
-	pr := preConnectReaders.Get().(*preConnect)
-	defer pr.release()
 	br := pending
 	if br == nil {
 		br = pr.br
@@ -181,23 +182,25 @@ func (s *Server) runDirect(l *wsLink, nc net.Conn, response []byte, pending *buf
 	l.wc.Watch(s.o.WebSocket.Poller, rest)
 }
 
-// greeting is what a direct socket is sent first, in one write: the held
-// 101 response and the open packet, as a frame.
-func (s *Server) greeting(response []byte, sid string) []byte {
+// appendGreeting appends what a direct socket is sent first, in one
+// write: the held 101 response and the open packet, as a frame.
+func (s *Server) appendGreeting(dst, response []byte, sid string) []byte {
 	var ob [160]byte
 	open := wire.AppendOpen(ob[:0], sid, nil, s.eo.PingInterval.Milliseconds(), s.eo.PingTimeout.Milliseconds(), s.eo.MaxPayload)
 	var hdr [wst.Headroom]byte
-	h := wst.TextHeader(&hdr, len(open))
-	b := make([]byte, 0, len(response)+len(h)+len(open))
-	return append(append(append(b, response...), h...), open...)
+	dst = append(dst, response...)
+	dst = append(dst, wst.TextHeader(&hdr, len(open))...)
+	return append(dst, open...)
 }
 
 // preConnect is what a socket reads with until its CONNECT: a read buffer
-// (unless the upgrade left one), a frame reader, and a message buffer.
+// (unless the upgrade left one), a frame reader, and a message buffer;
+// and the buffer its greeting is written from.
 type preConnect struct {
 	br  *bufio.Reader
 	rd  wsutil.Reader
 	msg bytes.Buffer
+	out []byte
 }
 
 // maxPooledMessage bounds the message buffer a preConnect keeps.
@@ -214,6 +217,9 @@ func (pr *preConnect) release() {
 		pr.msg = bytes.Buffer{}
 	}
 	pr.msg.Reset()
+	if cap(pr.out) > maxPooledMessage {
+		pr.out = nil
+	}
 	preConnectReaders.Put(pr)
 }
 

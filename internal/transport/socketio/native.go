@@ -153,7 +153,7 @@ func (c *Conn) handleLocked(f *nativeFrame) {
 		c.subscribedLocked(k, f)
 	case callUnsubscribe:
 		c.posMu.Lock()
-		delete(c.rooms, k.channel)
+		c.rooms.remove(k.channel)
 		c.last = lastRoom{}
 		c.posMu.Unlock()
 		if k.ack >= 0 {
@@ -196,13 +196,10 @@ func appendPos(b []byte, offset uint64, epoch string) []byte {
 // subscribedLocked records a room and answers the subscribe.
 func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 	c.posMu.Lock()
-	pos := c.rooms[k.channel]
+	pos := c.rooms.get(k.channel)
 	if pos == nil {
 		pos = &position{}
-		if c.rooms == nil {
-			c.rooms = make(map[string]*position, 1)
-		}
-		c.rooms[k.channel] = pos
+		c.rooms.add(k.channel, pos)
 		c.last = lastRoom{}
 	}
 	pos.epoch, pos.offset = f.Epoch, f.Offset
@@ -224,7 +221,8 @@ func (c *Conn) subscribedLocked(k *call, f *nativeFrame) {
 		return
 	}
 	if k.ack >= 0 {
-		b := append([]byte(`{"ok":true,"channel":`), wire.AppendJSONString(nil, k.channel)...)
+		b := append(make([]byte, 0, 96+len(k.channel)+len(f.Epoch)), `{"ok":true,"channel":`...)
+		b = wire.AppendJSONString(b, k.channel)
 		b = appendPos(b, f.Offset, f.Epoch)
 		if f.Recovered != nil {
 			b = append(b, `,"recovered":`...)
@@ -256,7 +254,7 @@ func (c *Conn) failedLocked(k *call, f *nativeFrame) {
 			return
 		}
 		c.posMu.Lock()
-		delete(c.rooms, k.channel)
+		c.rooms.remove(k.channel)
 		c.last = lastRoom{}
 		c.posMu.Unlock()
 		c.lost = true
@@ -342,7 +340,7 @@ func (c *Conn) recoveredOneLocked() {
 
 // connectAnswer is the CONNECT answer of "/": sid, and pid with recovery.
 func (c *Conn) connectAnswer(sid string) []byte {
-	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SConnect, 0, "/", -1)
+	b := wire.AppendSPacketHead(append(make([]byte, 0, 64), byte(wire.EMessage)), wire.SConnect, 0, "/", -1)
 	b = append(b, `{"sid":`...)
 	b = wire.AppendJSONString(b, sid)
 	if c.pid != "" {
@@ -419,9 +417,9 @@ func (c *Conn) roomLocked(ch string) *position {
 	if r := c.last; r.pos != nil && r.ch == ch {
 		return r.pos
 	}
-	pos := c.rooms[ch]
+	pos := c.rooms.get(ch)
 	if pos != nil {
-		c.last = lastRoom{ch: ch, pos: pos, only: len(c.rooms) == 1}
+		c.last = lastRoom{ch: ch, pos: pos, only: c.rooms.len() == 1}
 	}
 	return pos
 }
@@ -434,13 +432,14 @@ func (c *Conn) roomsEventLocked() {
 	if c.pid == "" || !c.connSent {
 		return
 	}
-	b := wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SEvent, 0, "/", -1)
+	c.posMu.Lock()
+	b := make([]byte, 0, 32+recoverySize(c.rooms)+c.tailSizeLocked())
+	b = wire.AppendSPacketHead(append(b, byte(wire.EMessage)), wire.SEvent, 0, "/", -1)
 	b = append(b, '[')
 	b = wire.AppendJSONString(b, EvRooms)
 	b = append(b, `,{"rooms":[`...)
 	i := 0
-	c.posMu.Lock()
-	for ch := range c.rooms {
+	for ch := range c.rooms.all() {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -448,7 +447,7 @@ func (c *Conn) roomsEventLocked() {
 		i++
 	}
 	b = append(b, "]}"...)
-	b = append(b, c.tailPosLocked()...)
+	b = c.appendTailLocked(b)
 	c.posMu.Unlock()
 	c.send(b)
 }

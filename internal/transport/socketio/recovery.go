@@ -2,6 +2,7 @@ package socketio
 
 import (
 	"encoding/base64"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,25 +27,13 @@ const maxRecoveryRooms = 1000
 // is built with appends alone: it is written per socket and delivery.
 // Socket.IO clients echo the offset of the last event they received on
 // reconnection; this one restores every room.
-func appendRecovery(dst []byte, rooms map[string]*position) []byte {
+func appendRecovery(dst []byte, rooms roomSet) []byte {
 	dst = append(dst, recoveryMark)
-	if len(rooms) == 1 { // most sockets: no order to make
-		for ch, p := range rooms {
-			dst = appendRoom(dst, ch, p.epoch, p.offset)
-		}
-		return dst
-	}
-	names := make([]string, 0, len(rooms))
-	for ch := range rooms {
-		names = append(names, ch)
-	}
-	slices.Sort(names)
-	for i, ch := range names {
+	for i, r := range rooms.list {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		p := rooms[ch]
-		dst = appendRoom(dst, ch, p.epoch, p.offset)
+		dst = appendRoom(dst, r.ch, r.pos.epoch, r.pos.offset)
 	}
 	return dst
 }
@@ -63,12 +52,65 @@ func appendRoom(dst []byte, ch, epoch string, offset uint64) []byte {
 }
 
 // recoverySize bounds what appendRecovery appends for rooms.
-func recoverySize(rooms map[string]*position) int {
+func recoverySize(rooms roomSet) int {
 	n := 1
-	for ch, p := range rooms {
-		n += len(ch) + len(p.epoch) + 23
+	for _, r := range rooms.list {
+		n += len(r.ch) + len(r.pos.epoch) + 23
 	}
 	return n
+}
+
+// roomSet is a socket's rooms: each channel's position, in channel order.
+// A sorted slice rather than a map: most sockets are in one room, which
+// it keeps in 24 bytes where a map takes hundreds. The zero value is
+// empty.
+type roomSet struct{ list []room }
+
+type room struct {
+	ch  string
+	pos *position
+}
+
+func (s *roomSet) find(ch string) (int, bool) {
+	return slices.BinarySearchFunc(s.list, ch, func(r room, ch string) int { return strings.Compare(r.ch, ch) })
+}
+
+// get returns channel ch's position, or nil.
+func (s *roomSet) get(ch string) *position {
+	if i, ok := s.find(ch); ok {
+		return s.list[i].pos
+	}
+	return nil
+}
+
+// add sets channel ch's position.
+func (s *roomSet) add(ch string, pos *position) {
+	i, ok := s.find(ch)
+	if ok {
+		s.list[i].pos = pos
+		return
+	}
+	s.list = slices.Insert(s.list, i, room{ch: ch, pos: pos})
+}
+
+// remove drops channel ch.
+func (s *roomSet) remove(ch string) {
+	if i, ok := s.find(ch); ok {
+		s.list = slices.Delete(s.list, i, i+1)
+	}
+}
+
+func (s *roomSet) len() int { return len(s.list) }
+
+// all yields each channel and its position, in channel order.
+func (s *roomSet) all() iter.Seq2[string, *position] {
+	return func(yield func(string, *position) bool) {
+		for _, r := range s.list {
+			if !yield(r.ch, r.pos) {
+				return
+			}
+		}
+	}
 }
 
 // parseRecovery decodes a recovery offset; ok is false for anything

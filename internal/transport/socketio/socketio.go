@@ -14,6 +14,7 @@ package socketio
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -51,7 +52,9 @@ func (r *Refusal) Error() string { return r.Message }
 // (userId, role and org, for --insecure-query-auth).
 type Credentials struct {
 	Token string
-	Query url.Values
+	// Query returns that query, parsed on its first call (most
+	// authentication never needs it).
+	Query func() url.Values
 }
 
 // Options configure a Server.
@@ -190,16 +193,22 @@ var connectFields = [...]string{"userId", "role", "org", "token"}
 // nil) presents, with the handshake's query and Authorization header; and
 // the recovery pid and offset it names ("" when none).
 func (h *handshake) credentials(data []byte) (cred Credentials, pid, offset string) {
-	q, _ := url.ParseQuery(h.rawQuery) // a fresh map: the payload's fields are laid over it
-	cred.Query = q
+	var q url.Values
+	query := func() url.Values {
+		if q == nil {
+			q, _ = url.ParseQuery(h.rawQuery) // a fresh map: the payload's fields are laid over it
+		}
+		return q
+	}
+	cred.Query = query
 	token := false
 	if data != nil {
-		pid, offset, token = connectPayload(data, q)
+		pid, offset, token = connectPayload(data, query())
 	}
 	if token {
 		cred.Token = q.Get("token")
 	} else {
-		cred.Token = auth.TokenFrom(h.authz, func() url.Values { return q })
+		cred.Token = auth.TokenFrom(h.authz, query)
 	}
 	return cred, pid, offset
 }
@@ -292,7 +301,7 @@ type Conn struct {
 	// writer reads (Wrap, under the hub client's lock); never held while
 	// calling the hub.
 	posMu  sync.Mutex
-	rooms  map[string]*position // channel → last position sent
+	rooms  roomSet // channel → last position sent
 	filter eventFilter
 	slab   []byte   // a direct socket's per-delivery bytes are carved from it (frameLocked)
 	last   lastRoom // the room of the last delivery (roomLocked); zero after the rooms change
@@ -457,7 +466,7 @@ func (c *Conn) send(pkt []byte) {
 	case hc == nil:
 		_ = c.ess.Send(pkt, nil)
 	case c.collect != nil:
-		*c.collect = append(*c.collect, c.frame(pkt)...)
+		*c.collect = c.appendFrame(*c.collect, pkt)
 	case c.burst:
 		hc.SendBurst(c.frame(pkt), nil)
 	default:
@@ -472,6 +481,17 @@ func (c *Conn) frame(pkt []byte) []byte {
 		return ws.TextFrame(pkt)
 	}
 	return record(pkt)
+}
+
+// appendFrame appends frame(pkt) to dst.
+func (c *Conn) appendFrame(dst, pkt []byte) []byte {
+	if c.direct != nil {
+		var hdr [ws.Headroom]byte
+		dst = append(dst, ws.TextHeader(&hdr, len(pkt))...)
+	} else {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(pkt)))
+	}
+	return append(dst, pkt...)
 }
 
 // sendPacket queues a Socket.IO packet in an Engine.IO message.
@@ -589,7 +609,7 @@ func (c *Conn) disconnect(nsp string) {
 		clear(c.calls)
 		c.endAcksLocked()
 		c.posMu.Lock()
-		clear(c.rooms)
+		c.rooms = roomSet{}
 		c.last = lastRoom{}
 		c.filter = eventFilter{}
 		c.posMu.Unlock()

@@ -327,7 +327,7 @@ func TestRecovery(t *testing.T) {
 	}
 	// Another org's room in an offset is refused: not recovered.
 	d := f.dial()
-	forged := string(appendRecovery(nil, map[string]*position{"org:7": {epoch: "e1"}}))
+	forged := string(appendRecovery(nil, roomSet{list: []room{{ch: "org:7", pos: &position{epoch: "e1"}}}}))
 	if _, pid4 := d.connect(`{"token":"org-42","pid":"` + pid + `","offset":"` + forged + `"}`); pid4 == pid {
 		t.Fatal("other org's room recovered")
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,7 +195,7 @@ func (b *bridge) count(res []SocketAck) {
 // into the Engine.IO session.
 func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 	hs := c.hs
-	id, ref := b.host.Admit(hs.origin, hs.host, cred.Token, func() url.Values { return cred.Query }, hs.remote)
+	id, ref := b.host.Admit(hs.origin, hs.host, cred.Token, cred.Query, hs.remote)
 	if ref != nil {
 		return nil, &Refusal{Code: ref.Code, Message: ref.Message}
 	}
