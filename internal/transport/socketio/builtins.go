@@ -129,11 +129,46 @@ func (c *Conn) filterNative() []string {
 // newCall registers a native command in flight; c.mu is held.
 func (c *Conn) newCall(k *call) []byte {
 	c.nextID++
-	if c.calls == nil {
-		c.calls = make(map[uint64]*call, 1)
-	}
-	c.calls[c.nextID] = k
+	c.calls.put(c.nextID, k)
 	return strconv.AppendUint(nil, c.nextID, 10)
+}
+
+// callTable is the native commands in flight, by id: most sockets have
+// one at a time (a subscribe), which it keeps without a map. The zero
+// value is empty.
+type callTable struct {
+	id   uint64
+	one  *call            // the call with id, or nil
+	more map[uint64]*call // the others; nil when none
+}
+
+func (t *callTable) put(id uint64, k *call) {
+	if t.one == nil {
+		t.id, t.one = id, k
+		return
+	}
+	if t.more == nil {
+		t.more = make(map[uint64]*call, 1)
+	}
+	t.more[id] = k
+}
+
+func (t *callTable) get(id uint64) *call {
+	if t.one != nil && t.id == id {
+		return t.one
+	}
+	return t.more[id]
+}
+
+// remove drops call id; an idle socket keeps no table of calls.
+func (t *callTable) remove(id uint64) {
+	if t.one != nil && t.id == id {
+		t.id, t.one = 0, nil
+		return
+	}
+	if delete(t.more, id); len(t.more) == 0 {
+		t.more = nil
+	}
 }
 
 type sinceArg struct {

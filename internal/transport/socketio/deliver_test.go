@@ -163,6 +163,30 @@ func TestRoomSet(t *testing.T) {
 	}
 }
 
+// TestCallTable: calls in flight are found by id, one or many, and
+// removing the last leaves no table.
+func TestCallTable(t *testing.T) {
+	var tab callTable
+	a, b, c := &call{channel: "a"}, &call{channel: "b"}, &call{channel: "c"}
+	tab.put(1, a)
+	tab.put(2, b)
+	tab.put(3, c)
+	if tab.get(1) != a || tab.get(2) != b || tab.get(3) != c || tab.get(4) != nil {
+		t.Fatal("calls not found by id")
+	}
+	tab.remove(1)
+	tab.put(4, a)
+	if tab.get(1) != nil || tab.get(4) != a || tab.get(2) != b {
+		t.Fatal("after removing the first call")
+	}
+	for _, id := range []uint64{2, 3, 4, 5} {
+		tab.remove(id)
+	}
+	if tab.one != nil || tab.more != nil {
+		t.Fatalf("empty table %+v", tab)
+	}
+}
+
 // TestRecoveryOffsets: the offset appendRecovery makes parses back to every
 // room's position; the base64 form of earlier versions is still read; an
 // epoch or channel that could not be herald's is refused.

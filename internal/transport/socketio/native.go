@@ -74,7 +74,7 @@ func (c *Conn) collectNative(frame []byte) []byte {
 		c.srv.report(KindBadPacket, errNotNative)
 		return nil
 	}
-	var first []byte
+	first := make([]byte, 0, 256) // an ack and the rooms event
 	c.mu.Lock()
 	if c.closed || c.retry {
 		c.mu.Unlock()
@@ -87,6 +87,9 @@ func (c *Conn) collectNative(frame []byte) []byte {
 	c.mu.Unlock()
 	if retry != "" {
 		c.closeForRetry(retry)
+	}
+	if len(first) == 0 {
+		return nil
 	}
 	return first
 }
@@ -119,7 +122,7 @@ func (c *Conn) callOf(f *nativeFrame) *call {
 	if err != nil {
 		return nil
 	}
-	return c.calls[id]
+	return c.calls.get(id)
 }
 
 func (c *Conn) handleLocked(f *nativeFrame) {
@@ -141,9 +144,7 @@ func (c *Conn) handleLocked(f *nativeFrame) {
 		return
 	}
 	id, _ := strconv.ParseUint(string(f.ID), 10, 64)
-	if delete(c.calls, id); len(c.calls) == 0 {
-		c.calls = nil // an idle socket keeps no table of calls
-	}
+	c.calls.remove(id)
 	if f.Type == protocol.TypeError {
 		c.failedLocked(k, f)
 		return

@@ -263,11 +263,6 @@ type Conn struct {
 	// hc is the herald session's hub client once "/" is connected: from
 	// then on everything the socket is sent goes through its queue.
 	hc atomic.Pointer[hub.Client]
-	// burst and collect route send while a session's answer is handled:
-	// queued exempt from the bound (a history answer), or collected as the
-	// first bytes of a subscribe's burst.
-	burst   bool
-	collect *[]byte
 
 	// Read side, touched by OnMessage only (the engine serializes it): a
 	// binary packet waiting for its attachments, nil when none is.
@@ -275,6 +270,11 @@ type Conn struct {
 
 	mu     sync.Mutex
 	closed bool
+	// burst and collect route send while a session's answer is handled:
+	// queued exempt from the bound (a history answer), or collected as the
+	// first bytes of a subscribe's burst.
+	burst   bool
+	collect *[]byte
 	// sid is the socket id of "/" ("" while not connected); nsps the ids
 	// of the other namespaces connected (conformance mode only).
 	sid      string
@@ -282,7 +282,7 @@ type Conn struct {
 	runner   Runner // herald's session, while "/" is connected
 	pid      string // recovery session id ("" when recovery is off)
 	nextID   uint64
-	calls    map[uint64]*call
+	calls    callTable
 	hold     int      // recovery subscribes not yet answered
 	held     [][]byte // native frames held until the CONNECT answer is out
 	lost     bool     // a recovery subscribe did not recover everything
@@ -606,7 +606,7 @@ func (c *Conn) disconnect(nsp string) {
 	if nsp == "/" {
 		c.sid = ""
 		r, c.runner = c.runner, nil
-		clear(c.calls)
+		c.calls = callTable{}
 		c.endAcksLocked()
 		c.posMu.Lock()
 		c.rooms = roomSet{}
