@@ -371,7 +371,7 @@ func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, body, after []byte) 
 // if any. When its tail is the one every socket like it has — no recovery
 // offset, or the offset of a socket whose one room is m's, at m's offset
 // and epoch (most sockets) — it is sent the whole frame encoded once for
-// them all (frameWires). Otherwise the frame header and the tail are its
+// them all (FrameWires). Otherwise the frame header and the tail are its
 // own, carved from its slab around the shared bytes. posMu is held.
 func (c *Conn) frameLocked(m *hub.Message, shared []byte, pos *position) (before, body, after []byte) {
 	if fw := c.srv.o.WebSocket.Frames; fw != nil {
