@@ -149,3 +149,13 @@ func TestEventArgs(t *testing.T) {
 		t.Fatal("numeric name accepted")
 	}
 }
+
+func BenchmarkEventArgs(b *testing.B) {
+	data := []byte(`["subscribe","org:42"]`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if name, args, err := EventArgs(data); err != nil || name != "subscribe" || len(args) != 1 {
+			b.Fatal(name, args, err)
+		}
+	}
+}
