@@ -60,7 +60,7 @@ type Client struct {
 	tr     Transport
 	wire   Wire
 	per    PerClient       // nil: the shared bytes alone
-	oneWay bool            // the peer never sends: no pong timeout
+	oneWay atomic.Bool     // the peer never sends: no pong timeout
 	onGone func()          // see ClientOptions.OnGone
 	raw    syscall.RawConn // for non-blocking writes; nil if nc has no fd
 
@@ -93,9 +93,12 @@ type Client struct {
 	// read and set under mu: exactly one of the two removes c.
 	unregistered bool
 	goneDone     bool // Gone has begun: no grace timer is needed any more
-	unregOnce    sync.Once
-	goneOnce     sync.Once
-	done         chan struct{} // closed when the reader has stopped (Gone)
+	// rebind is a Rebind waiting for the writer role (nil when none): the
+	// writer hands the role over instead of writing on (releaseLocked).
+	rebind    chan struct{}
+	unregOnce sync.Once
+	goneOnce  sync.Once
+	done      chan struct{} // closed when the reader has stopped (Gone)
 }
 
 // ClientOptions describes a new connection.
@@ -146,7 +149,6 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 		tr:          o.Transport,
 		wire:        o.Wire,
 		per:         o.PerClient,
-		oneWay:      o.OneWay,
 		onGone:      o.OnGone,
 		acct:        o.Budget,
 		ConnectedAt: now,
@@ -156,6 +158,7 @@ func (h *Hub) NewClient(nc net.Conn, o ClientOptions) *Client {
 	if c.tr == nil {
 		c.tr = bare{}
 	}
+	c.oneWay.Store(o.OneWay)
 	c.lastRead.Store(now.UnixNano())
 	c.lastPing.Store(now.UnixNano())
 	return c
@@ -517,8 +520,21 @@ func (c *Client) writeLoop() {
 // tracked by the sweeper's stuck-write check. On failure it ends the
 // connection and reports false.
 func (c *Client) blockingWrite(batch [][]byte, bufs net.Buffers) bool {
+	if !c.writeTo(c.nc, batch, bufs) {
+		return false
+	}
+	c.mu.Lock()
+	c.recycleLocked(batch)
+	c.mu.Unlock()
+	return true
+}
+
+// writeTo writes bufs (what is left of batch) to nc in blocking mode,
+// tracked by the sweeper's stuck-write check; on failure it ends the
+// connection and reports false.
+func (c *Client) writeTo(nc net.Conn, batch [][]byte, bufs net.Buffers) bool {
 	c.writeStart.Store(time.Now().UnixNano())
-	n, err := bufs.WriteTo(c.nc)
+	n, err := bufs.WriteTo(nc)
 	c.writeStart.Store(0)
 	c.hub.metrics.BytesOut.Add(float64(n))
 	if err != nil {
@@ -526,9 +542,6 @@ func (c *Client) blockingWrite(batch [][]byte, bufs net.Buffers) bool {
 		return false
 	}
 	c.hub.metrics.MessagesOut.Add(float64(len(batch)))
-	c.mu.Lock()
-	c.recycleLocked(batch)
-	c.mu.Unlock()
 	return true
 }
 
@@ -543,7 +556,7 @@ func (c *Client) finishClose(frame []byte) {
 	}
 	c.mu.Lock()
 	c.state = stateClosed
-	c.writing = false
+	c.releaseLocked()
 	end := err != nil || c.peerClosed || !c.awaitPeer
 	c.mu.Unlock()
 	if end {
@@ -604,6 +617,84 @@ func (c *Client) Gone(code int) {
 		}
 		close(c.done)
 	})
+}
+
+// Rebind moves an open client onto another connection, nc, whose
+// transport is tr (and whose peer never sends, when oneWay): a transport
+// that changes its connection underneath a session (Socket.IO's upgrade
+// from long-polling to WebSocket). Once no write is under way, flip runs
+// with c's lock held — the switch point: what was queued before it is
+// written to the old connection, in order, then drained runs (it returns
+// once those bytes have left the old connection for good, or an error,
+// which ends c), and only then is anything queued after flip written, to
+// nc. Closes begun after flip are tr's. The old connection is not closed
+// here: its owner ends it. A Rebind blocks while the old bytes are written
+// (bounded like any write by the hub's stuck-write check); call it once,
+// from any goroutine but the client's writer. It reports false, having
+// changed nothing, when c is closing or gone (or being rebound); Gone
+// then closes nc only if c ends after the switch.
+func (c *Client) Rebind(nc net.Conn, tr Transport, oneWay bool, flip func(), drained func() error) bool {
+	c.mu.Lock()
+	if c.state != stateOpen || c.rebind != nil {
+		c.mu.Unlock()
+		return false
+	}
+	if c.writing { // the writer hands its role over at its next step
+		ready := make(chan struct{})
+		c.rebind = ready
+		c.mu.Unlock()
+		<-ready
+		c.mu.Lock()
+	} else {
+		c.writing = true
+	}
+	c.rebind = nil
+	if c.state != stateOpen {
+		c.handOffLocked() // a close began meanwhile: it finishes as usual
+		return false
+	}
+	old := c.nc
+	c.nc, c.raw, c.tr = nc, rawio.RawConn(nc), tr
+	if c.tr == nil {
+		c.tr = bare{}
+	}
+	c.oneWay.Store(oneWay)
+	c.lastRead.Store(time.Now().UnixNano())
+	flip()
+	var batch [][]byte
+	if len(c.queue) > 0 {
+		batch = c.takeLocked()
+	}
+	c.mu.Unlock()
+	if len(batch) > 0 && !c.writeTo(old, batch, net.Buffers(batch)) {
+		return true
+	}
+	if err := drained(); err != nil {
+		c.failWrite(batch)
+		return true
+	}
+	c.mu.Lock()
+	c.recycleLocked(batch)
+	c.handOffLocked()
+	return true
+}
+
+// releaseLocked gives up the writer role: to a Rebind waiting for it, else
+// for good. c.mu must be held.
+func (c *Client) releaseLocked() {
+	if c.rebind != nil {
+		close(c.rebind)
+		c.rebind = nil
+		return // the role is the Rebind's now
+	}
+	c.writing = false
+}
+
+// transport is c's Transport (it changes at a Rebind).
+func (c *Client) transport() Transport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tr
 }
 
 // Done is closed when the connection has ended and the client left the hub.

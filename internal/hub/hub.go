@@ -639,7 +639,7 @@ func (h *Hub) sweep(now time.Time) {
 		case !c.ExpiresAt.IsZero() && now.After(c.ExpiresAt):
 			h.opts.Sparse.Info("credentials expired, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseUnauthorized, "token expired")
-		case !c.oneWay && n-c.lastRead.Load() > timeout:
+		case !c.oneWay.Load() && n-c.lastRead.Load() > timeout:
 			h.opts.Sparse.Info("no pong, closing", "client", c.ID, "user", c.UserID)
 			c.Close(protocol.CloseNoPong, "no pong")
 			// The peer is likely gone, and the writer may be stuck on a full
@@ -647,7 +647,7 @@ func (h *Hub) sweep(now time.Time) {
 			c.goneAfter(closeGrace)
 		case n-c.lastPing.Load() >= ping:
 			c.lastPing.Store(n)
-			if ping := c.tr.Ping(); ping != nil {
+			if ping := c.transport().Ping(); ping != nil {
 				c.Send(ping)
 			}
 		}

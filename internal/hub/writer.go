@@ -242,7 +242,10 @@ func (c *Client) afterWrite(batch [][]byte, n int, done bool, err error, t *tall
 // it is released.
 func (c *Client) handOffLocked() {
 	more := len(c.queue) > 0 || (c.state == stateClosing && c.closeFrame != nil)
-	if !more {
+	if c.rebind != nil {
+		c.releaseLocked()
+		more = false
+	} else if !more {
 		c.writing = false
 	}
 	c.mu.Unlock()
@@ -257,6 +260,10 @@ func (c *Client) handOffLocked() {
 func (c *Client) next() (batch [][]byte, closing []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.rebind != nil {
+		c.releaseLocked()
+		return nil, nil
+	}
 	if len(c.queue) > 0 {
 		return c.takeLocked(), nil
 	}
@@ -302,7 +309,7 @@ func (c *Client) failWrite(batch [][]byte) {
 	c.inflight = 0
 	c.releaseQueueLocked()
 	c.closeFrame = nil
-	c.writing = false
+	c.releaseLocked()
 	c.mu.Unlock()
 	if wasOpen {
 		c.hub.metrics.Disconnects.WithLabelValues("abnormal").Inc()

@@ -69,11 +69,26 @@ func sioCut(t *testing.T, ts *testServer) (pid, reconnect string) {
 	t.Helper()
 	s := ts.dialSIO()
 	s.send(`40{"token":"` + token(t, "ana", "42") + `"}`)
-	connected := s.read()
+	pid = connectedPID(t, s.read())
+	offset := joinAndCut(t, ts, s)
+	return pid, `40{"token":"` + token(t, "ana", "42") + `","pid":"` + pid + `","offset":` + strconv.Quote(offset) + `}`
+}
+
+// connectedPID returns the pid of a CONNECT answer with recovery.
+func connectedPID(t *testing.T, connected string) string {
+	t.Helper()
 	var ans struct{ PID string }
 	if !strings.HasPrefix(connected, `40{"sid":"`) || json.Unmarshal([]byte(connected[2:]), &ans) != nil || ans.PID == "" {
 		t.Fatalf("connect answer %q", connected)
 	}
+	return ans.PID
+}
+
+// joinAndCut joins the connected socket s (of org 42) to org:42, receives
+// one publication there and drops the connection; it returns the
+// publication's recovery offset.
+func joinAndCut(t *testing.T, ts *testServer, s *sioWS) string {
+	t.Helper()
 	s.send(`421["join:analytics","42"]`)
 	if p := s.readUntil("431"); !strings.Contains(p, `"ok":true`) {
 		t.Fatalf("join %q", p)
@@ -83,7 +98,7 @@ func sioCut(t *testing.T, ts *testServer) (pid, reconnect string) {
 	}
 	offset := lastArg(t, s.readUntil(`42["message"`))
 	s.conn.Close()
-	return ans.PID, `40{"token":"` + token(t, "ana", "42") + `","pid":"` + ans.PID + `","offset":` + strconv.Quote(offset) + `}`
+	return offset
 }
 
 // A socket that recovers on a node whose broker has not verified Redis yet

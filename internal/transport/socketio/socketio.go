@@ -12,11 +12,12 @@
 package socketio
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -256,6 +257,11 @@ type Conn struct {
 	// the socket itself); exactly one is set.
 	ess    *engine.Session
 	direct *wsLink
+	// moved is the WebSocket an Engine.IO session's socket moved onto at
+	// its upgrade (OnUpgrade), from then on a direct socket's; takeWS does
+	// the move, set by Options.Connect for such a socket.
+	moved  atomic.Pointer[wsLink]
+	takeWS func(nc net.Conn, pending *bufio.Reader) bool
 	// hs is the handshake, for CONNECT; nil once a direct socket (which
 	// connects once: its DISCONNECT ends it) has connected.
 	hs    *handshake
@@ -334,6 +340,10 @@ func (c *Conn) Transport() string {
 func (c *Conn) Close(reason string) {
 	if c.direct != nil {
 		c.direct.close(reason)
+		return
+	}
+	if l := c.moved.Load(); l != nil {
+		l.close(reason)
 		return
 	}
 	c.ess.Close(reason)
@@ -475,22 +485,13 @@ func (c *Conn) send(pkt []byte) {
 }
 
 // frame makes one packet what the socket's hub client writes: a WebSocket
-// frame for a direct socket, else a record for the Engine.IO session's pipe.
-func (c *Conn) frame(pkt []byte) []byte {
-	if c.direct != nil {
-		return ws.TextFrame(pkt)
-	}
-	return record(pkt)
-}
+// frame, for a direct socket's WebSocket or an Engine.IO session's pipe.
+func (c *Conn) frame(pkt []byte) []byte { return ws.TextFrame(pkt) }
 
 // appendFrame appends frame(pkt) to dst.
 func (c *Conn) appendFrame(dst, pkt []byte) []byte {
-	if c.direct != nil {
-		var hdr [ws.Headroom]byte
-		dst = append(dst, ws.TextHeader(&hdr, len(pkt))...)
-	} else {
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(pkt)))
-	}
+	var hdr [ws.Headroom]byte
+	dst = append(dst, ws.TextHeader(&hdr, len(pkt))...)
 	return append(dst, pkt...)
 }
 

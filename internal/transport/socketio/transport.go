@@ -1,6 +1,7 @@
 package socketio
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -207,7 +208,9 @@ func (b *bridge) connect(c *Conn, cred Credentials) (Runner, error) {
 		wc.Sess = sess
 		l.wc = wc
 	} else {
-		sess = b.host.NewSession(id, &pipe{c: c}, hub.ClientOptions{Transport: closer{}, Wire: b.wire, PerClient: c, OneWay: true})
+		sess = b.host.NewSession(id, &pipe{c: c}, hub.ClientOptions{Transport: closer{}, Wire: b.wire, PerClient: c, OneWay: true,
+			OnGone: c.upgradedGone})
+		c.takeWS = func(nc net.Conn, pending *bufio.Reader) bool { return b.takeWS(c, sess, nc, pending) }
 	}
 	hc := sess.Client()
 	c.hc.Store(hc)
@@ -263,7 +266,7 @@ func (sioWS) Close(code int, reason string) ([]byte, bool) {
 	return append(ws.TextFrame([]byte{byte(wire.EClose)}), ws.CloseFrame(code, reason)...), true
 }
 
-// closer is a socket's hub.Transport: no keepalive (the Engine.IO
+// closer is the hub.Transport of a socket on an Engine.IO session: no keepalive (the Engine.IO
 // session pings), and its closes mapped onto Socket.IO. A disconnect
 // through the server API (protocol.CloseDisconnected) is the Socket.IO
 // server's own disconnect: a DISCONNECT packet, after which socket.io-client
@@ -280,16 +283,15 @@ func (closer) Ping() []byte { return nil }
 
 func (closer) Close(code int, _ string) ([]byte, bool) {
 	if code == protocol.CloseDisconnected {
-		return disconnectRecord, true
+		return directDisconnect, true
 	}
 	return nil, false
 }
 
-// disconnectPacket is the DISCONNECT packet of "/"; disconnectRecord the
-// same as a record (pipe), directDisconnect as a WebSocket frame.
+// disconnectPacket is the DISCONNECT packet of "/"; directDisconnect the
+// same as a WebSocket frame.
 var (
 	disconnectPacket = wire.AppendSPacketHead([]byte{byte(wire.EMessage)}, wire.SDisconnect, 0, "/", -1)
-	disconnectRecord = record(disconnectPacket)
 	directDisconnect = ws.TextFrame(disconnectPacket)
 )
 
@@ -322,29 +324,12 @@ func (o sioOut) Subscribed(doc []byte, _ transport.Subscription, replay []*hub.M
 	return hc.SendBurst(first, replay)
 }
 
-// Records: the hub writes a socket's bytes into its pipe as records, each a
-// 4-byte header — the length of the packet that follows — then one
-// Engine.IO packet.
-const recordHeader = 4
-
-// record frames one packet as a record.
-func record(pkt []byte) []byte {
-	b := make([]byte, recordHeader, recordHeader+len(pkt))
-	binary.BigEndian.PutUint32(b, uint32(len(pkt)))
-	return append(b, pkt...)
-}
-
-func header(n int) []byte {
-	b := make([]byte, recordHeader)
-	binary.BigEndian.PutUint32(b, uint32(n))
-	return b
-}
-
 // Wrap implements hub.PerClient: it moves the socket's position in the
 // publication's room, skips a delivery the socket's event filter refuses,
 // and closes the shared bytes with the socket's tail (its recovery offset
-// and the closing bracket): as one WebSocket frame for a direct socket,
-// else as one record for the Engine.IO session's pipe.
+// and the closing bracket), as one WebSocket frame: what a direct socket's
+// hub client writes, and what a socket on an Engine.IO session's pipe
+// takes apart into a packet.
 func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, body, after []byte) {
 	c.posMu.Lock()
 	defer c.posMu.Unlock()
@@ -357,17 +342,10 @@ func (c *Conn) Wrap(m *hub.Message, shared []byte) (before, body, after []byte) 
 			return nil, nil, nil
 		}
 	}
-	if c.direct != nil {
-		return c.frameLocked(m, shared, pos)
-	}
-	after = closeBracket
-	if m.Notice == nil {
-		after = c.tailPosLocked()
-	}
-	return header(len(shared) + len(after)), shared, after
+	return c.frameLocked(m, shared, pos)
 }
 
-// frameLocked is Wrap's answer for a direct socket; pos is its room of m,
+// frameLocked is Wrap's answer; pos is its room of m,
 // if any. When its tail is the one every socket like it has — no recovery
 // offset, or the offset of a socket whose one room is m's, at m's offset
 // and epoch (most sockets) — it is sent the whole frame encoded once for
@@ -409,7 +387,10 @@ func (c *Conn) carveLocked(n int) []byte {
 	return c.slab[start : start+ws.Headroom : start+n]
 }
 
-// pipe is the net.Conn a socket's hub client writes: it takes the records
+// pipe is the net.Conn a socket on an Engine.IO session has its hub client
+// write: it takes the WebSocket frames the hub writes (every frame a
+// socket's hub client is given is one final, unmasked text frame, whatever
+// its transport, so that nothing changes at an upgrade: Conn.OnUpgrade)
 // apart and queues each packet on the Engine.IO session, which writes it
 // on whichever transport the session uses (polling or WebSocket). It has
 // no descriptor, so the hub writes it with blocking Write calls from one
@@ -417,9 +398,32 @@ func (c *Conn) carveLocked(n int) []byte {
 type pipe struct {
 	c    *Conn
 	mu   sync.Mutex
-	hdr  []byte // header bytes of the record being read
-	want int    // bytes of the current record's packet still due
+	hdr  [ws.Headroom]byte // the header of the frame being read
+	nh   int               // bytes of hdr read; 0 while a packet is read
+	want int               // bytes of the current frame's packet still due
 	pkt  []byte
+}
+
+// headerSize is the size of a frame header whose second byte is b1.
+func headerSize(b1 byte) int {
+	switch b1 & 0x7f {
+	case 126:
+		return 4
+	case 127:
+		return 10
+	}
+	return 2
+}
+
+// payloadSize is the payload length a whole frame header h announces.
+func payloadSize(h []byte) int {
+	switch len(h) {
+	case 4:
+		return int(binary.BigEndian.Uint16(h[2:]))
+	case 10:
+		return int(binary.BigEndian.Uint64(h[2:]))
+	}
+	return int(h[1] & 0x7f)
 }
 
 func (p *pipe) Write(b []byte) (int, error) {
@@ -427,17 +431,21 @@ func (p *pipe) Write(b []byte) (int, error) {
 	defer p.mu.Unlock()
 	n := len(b)
 	for len(b) > 0 {
-		if p.want == 0 && len(p.hdr) < recordHeader {
-			k := min(recordHeader-len(p.hdr), len(b))
-			p.hdr = append(p.hdr, b[:k]...)
-			b = b[k:]
-			if len(p.hdr) < recordHeader {
-				break
+		if p.pkt == nil {
+			size := 2
+			if p.nh >= 2 {
+				size = headerSize(p.hdr[1])
 			}
-			p.want = int(binary.BigEndian.Uint32(p.hdr))
-			p.pkt = make([]byte, 0, p.want)
-			if p.want == 0 {
-				p.hdr = p.hdr[:0]
+			k := copy(p.hdr[p.nh:size], b)
+			p.nh += k
+			b = b[k:]
+			if p.nh < 2 || p.nh < headerSize(p.hdr[1]) {
+				continue
+			}
+			p.want = payloadSize(p.hdr[:p.nh])
+			p.nh = 0
+			if p.want > 0 {
+				p.pkt = make([]byte, 0, p.want)
 			}
 			continue
 		}
@@ -446,11 +454,11 @@ func (p *pipe) Write(b []byte) (int, error) {
 		b = b[k:]
 		p.want -= k
 		if p.want == 0 {
-			p.hdr = p.hdr[:0]
-			if err := p.c.ess.SendWait(p.pkt); err != nil {
+			pkt := p.pkt
+			p.pkt = nil
+			if err := p.c.ess.SendWait(pkt); err != nil {
 				return n - len(b), net.ErrClosed
 			}
-			p.pkt = nil
 		}
 	}
 	return n, nil

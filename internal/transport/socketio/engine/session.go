@@ -93,12 +93,7 @@ const waitBytes = 256 << 10
 // hub writing a herald session, whose bound then applies instead.
 func (ss *Session) SendWait(data []byte) error {
 	ss.mu.Lock()
-	for !ss.closed && ss.queued > waitBytes {
-		if ss.drained == nil {
-			ss.drained = sync.NewCond(&ss.mu)
-		}
-		ss.drained.Wait()
-	}
+	ss.waitLocked(func() bool { return ss.queued > waitBytes })
 	if ss.closed {
 		ss.mu.Unlock()
 		return ErrClosed
@@ -195,10 +190,27 @@ func (ss *Session) closeHandler(reason string) {
 func (ss *Session) takeLocked() []out {
 	q := ss.queue
 	ss.queue, ss.queued = nil, 0
+	ss.broadcastLocked()
+	return q
+}
+
+// waitLocked waits while the session is open and busy reports true,
+// woken as the queue drains (broadcastLocked). ss.mu is held.
+func (ss *Session) waitLocked(busy func() bool) {
+	for !ss.closed && busy() {
+		if ss.drained == nil {
+			ss.drained = sync.NewCond(&ss.mu)
+		}
+		ss.drained.Wait()
+	}
+}
+
+// broadcastLocked wakes those waiting for the queue to drain (SendWait,
+// Release).
+func (ss *Session) broadcastLocked() {
 	if ss.drained != nil {
 		ss.drained.Broadcast()
 	}
-	return q
 }
 
 // kickLocked makes the queue move: wakes the pending poll, or starts the

@@ -130,6 +130,7 @@ func (ss *Session) writeWS(c *wsConn) {
 		q := ss.takeLocked()
 		if len(q) == 0 {
 			ss.writing = false
+			ss.broadcastLocked() // Release waits for the writer's end
 			closed := ss.closed
 			ss.mu.Unlock()
 			if closed {
@@ -142,6 +143,7 @@ func (ss *Session) writeWS(c *wsConn) {
 			c.closeNow()
 			ss.mu.Lock()
 			ss.writing = false
+			ss.broadcastLocked()
 			ss.mu.Unlock()
 			ss.close("transport error", false)
 			return
@@ -201,6 +203,9 @@ func (ss *Session) readWS(c *wsConn, probe bool) {
 				return
 			}
 			if p.Type == wire.EUpgrade {
+				if ss.handOver(c) {
+					return
+				}
 				continue
 			}
 		}
@@ -235,6 +240,64 @@ func (ss *Session) probeStep(c *wsConn, p wire.EPacket) bool {
 		return false
 	}
 	return false
+}
+
+// Upgrader is a Handler that takes a session's WebSocket over once the
+// upgrade from long-polling completes, to read and write it by itself.
+type Upgrader interface {
+	// OnUpgrade is called once, on the WebSocket's reader, right after the
+	// client's upgrade packet, between two frames (and like the Handler's
+	// other methods, never concurrently with them): nc is the WebSocket,
+	// pending the bytes read from it and not yet handled (nil when none).
+	// Returning false leaves the socket to the session. Returning true
+	// takes it: the session reads no more, and the handler calls Release
+	// before it writes the socket itself.
+	OnUpgrade(nc net.Conn, pending *bufio.Reader) bool
+}
+
+// handOver offers the upgraded WebSocket c to the handler; it reports
+// whether the handler took it.
+func (ss *Session) handOver(c *wsConn) bool {
+	u, ok := ss.h.(Upgrader)
+	if !ok {
+		return false
+	}
+	var pending *bufio.Reader
+	if c.br != nil && c.br.Buffered() > 0 {
+		pending = c.br
+	}
+	ss.inMu.Lock()
+	defer ss.inMu.Unlock()
+	if ss.isClosed() {
+		return false
+	}
+	return u.OnUpgrade(c.nc, pending)
+}
+
+// Release ends a session whose WebSocket its handler took (Upgrader)
+// without ending the WebSocket: the heartbeat stops, and once everything
+// queued has been written — nothing can be queued from then on — the
+// session is gone, with no close packet and without OnClose, and the
+// socket is left with no deadline. It returns ErrClosed when the session
+// was closed first or a write failed (its WebSocket is closed then).
+func (ss *Session) Release() error {
+	ss.mu.Lock()
+	if ss.timer != nil {
+		ss.timer.Stop()
+	}
+	ss.waitLocked(func() bool { return ss.writing || len(ss.queue) > 0 })
+	if ss.closed {
+		ss.mu.Unlock()
+		return ErrClosed
+	}
+	ss.closed = true // nothing queues from now on; no OnClose
+	ws := ss.ws
+	ss.mu.Unlock()
+	ss.srv.forget(ss)
+	if ws != nil {
+		_ = ws.nc.SetDeadline(time.Time{})
+	}
+	return nil
 }
 
 func (ss *Session) isProbe(c *wsConn) bool {
