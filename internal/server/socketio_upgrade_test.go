@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -210,5 +211,52 @@ func TestSocketIOUpgradedRecovers(t *testing.T) {
 		if !strings.Contains(p, `"data":`+strconv.Itoa(i+2)) {
 			t.Fatalf("recovered %q, want publication %d", p, i+2)
 		}
+	}
+}
+
+// TestSocketIOUpgradedSlowConsumer: an upgraded socket that stops reading
+// is closed as a slow consumer by its hub client (4008, counted), as a
+// direct socket is; publishers never wait for it.
+func TestSocketIOUpgradedSlowConsumer(t *testing.T) {
+	ts := start(t, func(c *config.Config) { c.ClientQueueBytes = 128 << 10 })
+	s := openSIO(t, ts, "sam", "42")
+	c, _ := upgradeSIO(t, ts, s)
+	c.send(`421["subscribe","org:42"]`)
+	if p := c.readUntil("431"); !strings.Contains(p, `"ok":true`) {
+		t.Fatalf("subscribe %q", p)
+	}
+	payload := `"` + strings.Repeat("x", 8000) + `"`
+	const max = 3000 // 24 MB: far more than socket buffers and the queue hold
+	sent := 0
+	for ; sent < max && ts.srv.Hub().NumClients() == 1; sent++ {
+		begin := time.Now()
+		if st, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:42","data":`+payload+`}`); st != 200 {
+			t.Fatalf("publish %d: %d %v", sent, st, body)
+		}
+		if d := time.Since(begin); d > 2*time.Second {
+			t.Fatalf("publish %d took %v: the publisher waited on the slow socket", sent, d)
+		}
+	}
+	if sent == max {
+		t.Fatal("slow consumer never cut off")
+	}
+	if !containsLine(ts.metricsText(), "herald_slow_consumer_closes_total 1") {
+		t.Fatal("slow consumer close not counted")
+	}
+	// The socket ends: 4008 if the close frame could still be written,
+	// otherwise an abnormal close.
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, _, err := c.conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if ce, ok := err.(*websocket.CloseError); ok && ce.Code != 4008 {
+			t.Fatalf("close code %d, want 4008", ce.Code)
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the slow socket was not closed")
+		}
+		break
 	}
 }
