@@ -292,6 +292,7 @@ func (ss *Session) Release() error {
 	}
 	ss.closed = true // nothing queues from now on; no OnClose
 	ws := ss.ws
+	ss.ws = nil // the handler's now: the session keeps nothing of it
 	ss.mu.Unlock()
 	ss.srv.forget(ss)
 	if ws != nil {
