@@ -513,8 +513,9 @@ func (c *Conn) connect(p wire.SPacket) {
 	}
 	c.mu.Lock()
 	again := c.sid != ""
+	spent := c.hs == nil // a direct socket's DISCONNECT ended it
 	c.mu.Unlock()
-	if again {
+	if again || spent {
 		c.srv.report(KindBadPacket, errors.New("second CONNECT to /"))
 		return
 	}
