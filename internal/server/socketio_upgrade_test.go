@@ -133,7 +133,7 @@ func TestSocketIOUpgradeToDirect(t *testing.T) {
 	if code, body := s.do("GET", ""); code != http.StatusBadRequest || !strings.Contains(body, `"code":1`) {
 		t.Fatalf("a poll of the upgraded session: %d %s, want the unknown session", code, body)
 	}
-	eventually(t, 10*time.Second, "no goroutine for the upgraded socket", func() bool { return ts.srv.ConnGoroutines() == base })
+	eventually(t, 10*time.Second, "no goroutine for the upgraded socket but the poller's", func() bool { return ts.srv.ConnGoroutines() == base+watchGoroutines })
 	if n := ts.srv.Hub().NumClients(); n != 1 {
 		t.Fatalf("%d hub clients, want 1", n)
 	}

@@ -3,8 +3,8 @@ package socketio
 import (
 	"bufio"
 	"net"
+	"syscall"
 
-	"github.com/herald-rt/herald/internal/rawio"
 	"github.com/herald-rt/herald/internal/transport"
 	"github.com/herald-rt/herald/internal/transport/ws"
 )
@@ -38,10 +38,10 @@ func (c *Conn) OnUpgrade(nc net.Conn, pending *bufio.Reader) bool {
 // takeWS moves c, whose herald session is sess, onto the WebSocket nc
 // (pending: what was read from it and not handled yet). It reports false,
 // the socket left on its Engine.IO session, when the session is ending or
-// nc has no descriptor for the poller.
+// nc has no descriptor for the poller to watch.
 func (b *bridge) takeWS(c *Conn, sess transport.Session, nc net.Conn, pending *bufio.Reader) bool {
 	hc := sess.Client()
-	if c.hc.Load() != hc || rawio.RawConn(nc) == nil {
+	if _, ok := nc.(syscall.Conn); c.hc.Load() != hc || !ok {
 		return false
 	}
 	l := &wsLink{srv: c.srv, sid: c.ess.ID(), c: c, nc: nc}
