@@ -229,17 +229,17 @@ func TestSocketIOUpgradedSlowConsumer(t *testing.T) {
 	const max = 3000 // 24 MB: far more than socket buffers and the queue hold
 	sent := 0
 	for ; sent < max && ts.srv.Hub().NumClients() == 1; sent++ {
-		begin := time.Now()
 		if st, body := ts.api("POST", "/api/publish", testAPIKey, `{"channel":"org:42","data":`+payload+`}`); st != 200 {
 			t.Fatalf("publish %d: %d %v", sent, st, body)
-		}
-		if d := time.Since(begin); d > 2*time.Second {
-			t.Fatalf("publish %d took %v: the publisher waited on the slow socket", sent, d)
 		}
 	}
 	if sent == max {
 		t.Fatal("slow consumer never cut off")
 	}
+	// Publishers did not wait on the socket: what they sent piled up in its
+	// queue until the queue's bound cut it off (a publisher that waited for
+	// its writes would never fill the queue; the socket would end by the
+	// stuck-write check instead, not counted as a slow consumer).
 	if !containsLine(ts.metricsText(), "herald_slow_consumer_closes_total 1") {
 		t.Fatal("slow consumer close not counted")
 	}
