@@ -51,8 +51,8 @@ func AppendDelivery(dst []byte, m *protocol.Message) []byte {
 	return append(dst, '}')
 }
 
-// FrameWires are the wires of whole WebSocket frames that direct sockets
-// are sent when their per-socket bytes are those of every socket like
+// FrameWires are the wires of whole WebSocket frames that sockets are
+// sent when their per-socket bytes are those of every socket like
 // them, so that a publication is framed once for them all rather than
 // around the shared bytes per socket. Each derives from the socketio
 // wire's shared bytes.
@@ -76,17 +76,18 @@ func registerFrames(h *hub.Hub, shared hub.Wire) *FrameWires {
 			if m.Notice != nil {
 				return frameOf(m.Bytes(shared), closeBracket)
 			}
-			return frameOf(m.Bytes(shared), appendOneRoomTail(nil, &m.Pub))
+			return frameOf(m.Bytes(shared), appendOneRoomTail(nil, m.Pub.Channel, m.Pub.Epoch, m.Pub.Offset))
 		}),
 	}
 }
 
-// appendOneRoomTail appends the tail of m's delivery to a socket whose one
-// room is m's channel, at m's offset and epoch: its recovery offset and the
-// closing bracket.
-func appendOneRoomTail(dst []byte, m *protocol.Message) []byte {
+// appendOneRoomTail appends the tail of a delivery to a socket whose one
+// room is ch, at epoch and offset: its recovery offset and the closing
+// bracket. The shared frame (FrameWires) and a socket's own tail
+// (Conn.appendTailLocked) are both made by it, so they cannot differ.
+func appendOneRoomTail(dst []byte, ch, epoch string, offset uint64) []byte {
 	dst = append(dst, ',', '"', recoveryMark)
-	dst = appendRoom(dst, m.Channel, m.Epoch, m.Offset)
+	dst = appendRoom(dst, ch, epoch, offset)
 	return append(dst, '"', ']')
 }
 

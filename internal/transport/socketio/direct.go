@@ -89,8 +89,7 @@ func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = u.NC.SetDeadline(time.Time{})
-	h := &handshake{rawQuery: r.URL.RawQuery, authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr}
-	s.runDirect(l, u.NC, u.Response, u.Pending, h)
+	s.runDirect(l, u.NC, u.Response, u.Pending, handshakeOf(r))
 }
 
 // serverFull is the Engine.IO error body of a refused handshake.

@@ -383,12 +383,10 @@ func (c *Conn) appendTailLocked(dst []byte) []byte {
 	if c.pid == "" {
 		return append(dst, ']')
 	}
-	dst = append(dst, ',', '"')
 	if r := c.last; r.only {
-		dst = appendRoom(append(dst, recoveryMark), r.ch, r.pos.epoch, r.pos.offset)
-	} else {
-		dst = appendRecovery(dst, c.rooms)
+		return appendOneRoomTail(dst, r.ch, r.pos.epoch, r.pos.offset)
 	}
+	dst = appendRecovery(append(dst, ',', '"'), c.rooms)
 	return append(dst, '"', ']')
 }
 

@@ -168,7 +168,7 @@ func (s *Server) report(kind string, err error) {
 }
 
 func (s *Server) open(ess *engine.Session, r *http.Request) (engine.Handler, error) {
-	c := s.newConn(&handshake{rawQuery: r.URL.RawQuery, authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr})
+	c := s.newConn(handshakeOf(r))
 	c.ess = ess
 	c.timer = time.AfterFunc(s.o.ConnectTimeout, c.connectTimeout)
 	return c, nil
@@ -184,6 +184,11 @@ func (s *Server) newConn(h *handshake) *Conn { return &Conn{srv: s, hs: h} }
 type handshake struct {
 	rawQuery                    string
 	authz, origin, host, remote string
+}
+
+// handshakeOf is what a socket's CONNECT needs of its handshake request r.
+func handshakeOf(r *http.Request) *handshake {
+	return &handshake{rawQuery: r.URL.RawQuery, authz: r.Header.Get("Authorization"), origin: r.Header.Get("Origin"), host: r.Host, remote: r.RemoteAddr}
 }
 
 // connectFields are the string fields of a CONNECT payload laid over the
