@@ -142,8 +142,8 @@ func (s *Conn) onReadable(d *netpoll.Desc) {
 }
 
 // drain handles every complete message (or control frame) br holds or the
-// socket delivers without waiting, and reports whether the connection is
-// still to be read (which it is, to be discarded, after a refusal: see
+// socket delivers without waiting, until one ends the connection, and
+// reports whether the connection is still to be read (which it is, to be discarded, after a refusal: see
 // readFailed). Waiting for a message to begin has no deadline (on Linux
 // the poller only calls when bytes or EOF are there; the portable fallback
 // waits here); once it has begun, it must arrive within --pong-timeout, as
@@ -158,12 +158,26 @@ func (s *Conn) drain(br *bufio.Reader) bool {
 		if err := s.readMessage(br); err != nil {
 			return s.readFailed(err)
 		}
+		if s.ended() {
+			return false // the message ended the connection: what follows it is not handled
+		}
 		// More bytes buffered means the next message has begun: its Peek
 		// cannot wait, so the deadline is only cleared when leaving.
 		if br.Buffered() == 0 {
 			_ = s.NC.SetReadDeadline(time.Time{})
 			return true
 		}
+	}
+}
+
+// ended reports whether the connection has ended (its hub client is gone,
+// as a message can make it: a Socket.IO DISCONNECT).
+func (s *Conn) ended() bool {
+	select {
+	case <-s.c.Done():
+		return true
+	default:
+		return false
 	}
 }
 
